@@ -1,0 +1,410 @@
+//! The age envelope around a secret document, and its readable metadata.
+//!
+//! A secret file is an ordinary ASCII-armored age file. Its header carries one
+//! extra stanza that stock age and rage ignore, as they ignore any stanza they
+//! do not recognise (age itself adds random "grease" stanzas to every file to
+//! keep that door open):
+//!
+//! ```text
+//! -> meshseal v1 mesh:payments db-password 3f2a9c0d1e4b5a67
+//! ```
+//!
+//! naming the format version, the scope, the name and the fingerprint of the
+//! recipient set the file was encrypted to. The header MAC covers it, so it
+//! cannot be edited without the file key; but it can be *read* without any
+//! key, which is what lets `check` catch moved, renamed and stale files in a
+//! pre-commit hook that has no secrets.
+
+use std::collections::HashSet;
+use std::io::{self, BufRead, Read, Write};
+
+use age::armor::{ArmoredReader, ArmoredWriter, Format};
+use age_core::format::{FileKey, Stanza};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::identity::Identities;
+use crate::problem::Diagnostic;
+use crate::recipients::RecipientSet;
+use crate::scope::{validate_name, Scope, SecretId};
+
+/// The tag of meshseal's header stanza.
+pub const STANZA_TAG: &str = "meshseal";
+/// The metadata format version.
+pub const FORMAT_VERSION: &str = "v1";
+
+const ARMOR_BEGIN: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
+const BINARY_MAGIC: &[u8] = b"age-encryption.org/";
+const V1_MAGIC: &[u8] = b"age-encryption.org/v1\n";
+/// Headers are small; a "header" larger than this is hostile or not a header.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// What meshseal's header stanza says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// Scope and name the file was written for.
+    pub id: SecretId,
+    /// Fingerprint of the recipient set it was encrypted to.
+    pub recipients_fingerprint: String,
+}
+
+/// What can be learned from a file without a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// ASCII-armored (as meshseal writes and the store expects).
+    pub armored: bool,
+    /// meshseal's stanza, absent in files made by stock age.
+    pub metadata: Option<Metadata>,
+}
+
+/// How a file's first bytes look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sniff {
+    /// `-----BEGIN AGE ENCRYPTED FILE-----`
+    Armored,
+    /// `age-encryption.org/…`
+    Binary,
+    /// Anything else: a plaintext file where a secret belongs.
+    NotAge,
+}
+
+/// Why a file could not be encrypted, decrypted or read.
+#[derive(Debug, Error)]
+pub enum EnvelopeError {
+    /// Not an age file at all.
+    #[error("not an age-encrypted file (plaintext where a secret belongs?)")]
+    NotAge,
+    /// The age header or armor is malformed.
+    #[error("malformed age file: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: String,
+    },
+    /// meshseal's stanza is present but malformed.
+    #[error("malformed meshseal metadata in the age header: {reason}")]
+    BadMetadata {
+        /// What is wrong.
+        reason: String,
+    },
+    /// None of the identities can decrypt the file.
+    #[error("no identity matched any of the file's recipients")]
+    NoMatchingKeys,
+    /// Decryption failed: wrong MAC, flipped bytes, truncation.
+    #[error("decryption failed: the file is corrupt, truncated or was tampered with")]
+    Corrupt,
+    /// The decrypted document is larger than allowed.
+    #[error("decrypted document is larger than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// Encryption failed.
+    #[error("encryption failed: {reason}")]
+    Encrypt {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Diagnostic for EnvelopeError {
+    fn code(&self) -> &'static str {
+        match self {
+            EnvelopeError::NotAge => "plaintext",
+            EnvelopeError::Malformed { .. } => "malformed-age",
+            EnvelopeError::BadMetadata { .. } => "bad-metadata",
+            EnvelopeError::NoMatchingKeys => "no-matching-key",
+            EnvelopeError::Corrupt => "corrupt",
+            EnvelopeError::TooLarge { .. } => "too-large",
+            EnvelopeError::Encrypt { .. } => "encrypt-failed",
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            EnvelopeError::NotAge => Some(
+                "never commit plaintext secrets: remove the file and create it with `meshseal create secret` or `meshseal apply`"
+                    .to_string(),
+            ),
+            EnvelopeError::NoMatchingKeys => Some(
+                "this file is not encrypted to any of your identities; check -i / MESHSEAL_IDENTITY, or ask a recipient to `meshseal rekey` after adding your key"
+                    .to_string(),
+            ),
+            EnvelopeError::Corrupt | EnvelopeError::Malformed { .. } => Some(
+                "restore the file from git (`git checkout -- FILE`) or recreate the secret".to_string(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// Classifies a file by its first bytes.
+pub fn sniff(bytes: &[u8]) -> Sniff {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let bytes = &bytes[start..];
+    if bytes.starts_with(ARMOR_BEGIN) {
+        Sniff::Armored
+    } else if bytes.starts_with(BINARY_MAGIC) {
+        Sniff::Binary
+    } else {
+        Sniff::NotAge
+    }
+}
+
+/// A pseudo-recipient that adds meshseal's stanza to the header without
+/// wrapping the file key: it cannot decrypt anything.
+struct MetadataStanza<'a>(&'a Metadata);
+
+impl age::Recipient for MetadataStanza<'_> {
+    fn wrap_file_key(
+        &self,
+        _file_key: &FileKey,
+    ) -> Result<(Vec<Stanza>, HashSet<String>), age::EncryptError> {
+        let m = self.0;
+        Ok((
+            vec![Stanza {
+                tag: STANZA_TAG.to_string(),
+                args: vec![
+                    FORMAT_VERSION.to_string(),
+                    m.id.scope.to_tag(),
+                    m.id.name.clone(),
+                    m.recipients_fingerprint.clone(),
+                ],
+                body: Vec::new(),
+            }],
+            HashSet::new(),
+        ))
+    }
+}
+
+/// Encrypts a plaintext document to `recipients`, armored, with metadata.
+pub fn encrypt(
+    plaintext: &[u8],
+    recipients: &RecipientSet,
+    metadata: &Metadata,
+) -> Result<Vec<u8>, EnvelopeError> {
+    let encrypt_err = |reason: String| EnvelopeError::Encrypt { reason };
+    recipients
+        .require_some()
+        .map_err(|e| encrypt_err(e.to_string()))?;
+    let meta = MetadataStanza(metadata);
+    let all = std::iter::once(&meta as &dyn age::Recipient)
+        .chain(recipients.iter().map(|r| r.as_age()));
+    let encryptor =
+        age::Encryptor::with_recipients(all).map_err(|e| encrypt_err(e.to_string()))?;
+    let mut out = Vec::with_capacity(plaintext.len() * 2 + 512);
+    let io_err = |e: io::Error| encrypt_err(e.to_string());
+    let armor = ArmoredWriter::wrap_output(&mut out, Format::AsciiArmor).map_err(io_err)?;
+    let mut writer = encryptor.wrap_output(armor).map_err(io_err)?;
+    writer.write_all(plaintext).map_err(io_err)?;
+    writer.finish().and_then(|a| a.finish()).map_err(io_err)?;
+    Ok(out)
+}
+
+/// Decrypts a file with the given identities. `max_plaintext` bounds the
+/// output, so a hostile file cannot make us allocate without limit.
+pub fn decrypt(
+    ciphertext: &[u8],
+    identities: &Identities,
+    max_plaintext: usize,
+) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    if sniff(ciphertext) == Sniff::NotAge {
+        return Err(EnvelopeError::NotAge);
+    }
+    let decryptor =
+        age::Decryptor::new_buffered(ArmoredReader::new(ciphertext)).map_err(map_decrypt_error)?;
+    let reader = decryptor
+        .decrypt(identities.iter())
+        .map_err(map_decrypt_error)?;
+    let mut plaintext = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
+    let read = reader
+        .take(max_plaintext as u64 + 1)
+        .read_to_end(&mut plaintext);
+    match read {
+        Ok(n) if n > max_plaintext => Err(EnvelopeError::TooLarge {
+            limit: max_plaintext,
+        }),
+        Ok(_) => Ok(plaintext),
+        Err(_) => Err(EnvelopeError::Corrupt),
+    }
+}
+
+fn map_decrypt_error(e: age::DecryptError) -> EnvelopeError {
+    match e {
+        age::DecryptError::NoMatchingKeys => EnvelopeError::NoMatchingKeys,
+        age::DecryptError::UnknownFormat => EnvelopeError::Malformed {
+            reason: "unknown age format version".to_string(),
+        },
+        age::DecryptError::InvalidHeader => EnvelopeError::Malformed {
+            reason: "invalid header".to_string(),
+        },
+        age::DecryptError::Io(e) => EnvelopeError::Malformed {
+            reason: format!("invalid armor or header ({})", e.kind()),
+        },
+        _ => EnvelopeError::Corrupt,
+    }
+}
+
+/// Reads the header without any key: armor, and meshseal's metadata if any.
+pub fn read_header(bytes: &[u8]) -> Result<Header, EnvelopeError> {
+    let armored = match sniff(bytes) {
+        Sniff::NotAge => return Err(EnvelopeError::NotAge),
+        Sniff::Armored => true,
+        Sniff::Binary => false,
+    };
+    let header = header_bytes(bytes, armored)?;
+    let mut rest = header
+        .strip_prefix(V1_MAGIC)
+        .ok_or_else(|| EnvelopeError::Malformed {
+            reason: "unknown age format version".to_string(),
+        })?;
+    let mut metadata = None;
+    while !rest.starts_with(b"---") {
+        let (next, stanza) = age_core::format::read::age_stanza(rest).map_err(|_| {
+            EnvelopeError::Malformed {
+                reason: "invalid recipient stanza in header".to_string(),
+            }
+        })?;
+        if stanza.tag == STANZA_TAG {
+            if metadata.is_some() {
+                return Err(EnvelopeError::BadMetadata {
+                    reason: "more than one meshseal stanza".to_string(),
+                });
+            }
+            metadata = Some(parse_metadata(&stanza.args)?);
+        }
+        rest = next;
+    }
+    Ok(Header { armored, metadata })
+}
+
+fn parse_metadata(args: &[&str]) -> Result<Metadata, EnvelopeError> {
+    let bad = |reason: &str| EnvelopeError::BadMetadata {
+        reason: reason.to_string(),
+    };
+    match args {
+        [version, scope, name, fingerprint] => {
+            if *version != FORMAT_VERSION {
+                return Err(bad(&format!(
+                    "unsupported version {version:?}; upgrade meshseal"
+                )));
+            }
+            let scope = Scope::from_tag(scope).ok_or_else(|| bad("invalid scope"))?;
+            validate_name(name).map_err(|_| bad("invalid name"))?;
+            if fingerprint.len() != 16 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad("invalid recipients fingerprint"));
+            }
+            Ok(Metadata {
+                id: SecretId {
+                    scope,
+                    name: name.to_string(),
+                },
+                recipients_fingerprint: fingerprint.to_string(),
+            })
+        }
+        _ => Err(bad("expected: version scope name fingerprint")),
+    }
+}
+
+/// The decoded bytes of the header, up to and including the `---` line start.
+fn header_bytes(bytes: &[u8], armored: bool) -> Result<Vec<u8>, EnvelopeError> {
+    let malformed = |reason: &str| EnvelopeError::Malformed {
+        reason: reason.to_string(),
+    };
+    let mut reader: Box<dyn BufRead> = if armored {
+        Box::new(io::BufReader::new(ArmoredReader::new(bytes)))
+    } else {
+        Box::new(bytes)
+    };
+    let mut header = Vec::new();
+    loop {
+        let start = header.len();
+        let n = reader
+            .by_ref()
+            .take((MAX_HEADER_BYTES + 1 - start) as u64)
+            .read_until(b'\n', &mut header)
+            .map_err(|_| malformed("invalid armor"))?;
+        if n == 0 {
+            return Err(malformed("truncated header"));
+        }
+        if header[start..].starts_with(b"---") {
+            return Ok(header);
+        }
+        if header.len() > MAX_HEADER_BYTES {
+            return Err(malformed("header is too large"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn setup() -> (Identities, RecipientSet, Metadata) {
+        let key = age::x25519::Identity::generate();
+        let recipients = RecipientSet::from_recipients(vec![
+            crate::recipients::Recipient::from_str(&key.to_public().to_string()).unwrap(),
+        ]);
+        let ids = Identities::from_age_text(&format!(
+            "{}\n",
+            age::secrecy::ExposeSecret::expose_secret(&key.to_string())
+        ))
+        .unwrap();
+        let meta = Metadata {
+            id: SecretId::new(Scope::Mesh("pay".into()), "db").unwrap(),
+            recipients_fingerprint: recipients.fingerprint(),
+        };
+        (ids, recipients, meta)
+    }
+
+    #[test]
+    fn round_trip_with_readable_metadata() {
+        let (ids, recipients, meta) = setup();
+        let ct = encrypt(b"hello", &recipients, &meta).unwrap();
+        assert_eq!(sniff(&ct), Sniff::Armored);
+        let header = read_header(&ct).unwrap();
+        assert!(header.armored);
+        assert_eq!(header.metadata, Some(meta));
+        assert_eq!(&decrypt(&ct, &ids, 1024).unwrap()[..], b"hello");
+        assert!(matches!(decrypt(&ct, &ids, 4), Err(EnvelopeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn stock_age_files_have_no_metadata() {
+        let (ids, recipients, _) = setup();
+        let plain = age::encrypt_and_armor(
+            match recipients.iter().next().unwrap() {
+                crate::recipients::Recipient::X25519(r) => r,
+                _ => unreachable!(),
+            },
+            b"x",
+        )
+        .unwrap();
+        let header = read_header(plain.as_bytes()).unwrap();
+        assert_eq!(header.metadata, None);
+        assert_eq!(&decrypt(plain.as_bytes(), &ids, 10).unwrap()[..], b"x");
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let (ids, recipients, meta) = setup();
+        let ct = encrypt(b"hello world", &recipients, &meta).unwrap();
+        let text = String::from_utf8(ct.clone()).unwrap();
+        // Flip one base64 character inside the armored body.
+        let mut bytes = ct.clone();
+        let pos = text.find('\n').unwrap() + 10;
+        bytes[pos] = if bytes[pos] == b'A' { b'B' } else { b'A' };
+        assert!(decrypt(&bytes, &ids, 100).is_err());
+        // Truncate.
+        assert!(decrypt(&ct[..ct.len() / 2], &ids, 100).is_err());
+        // Plaintext.
+        assert!(matches!(decrypt(b"password=1", &ids, 100), Err(EnvelopeError::NotAge)));
+        assert!(matches!(read_header(b"password=1"), Err(EnvelopeError::NotAge)));
+        // Wrong key.
+        let (other, _, _) = setup();
+        assert!(matches!(decrypt(&ct, &other, 100), Err(EnvelopeError::NoMatchingKeys)));
+    }
+}
