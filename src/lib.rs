@@ -7,9 +7,14 @@
 #![warn(missing_docs)]
 
 pub mod atomic;
+pub mod check;
+pub mod config;
 pub mod document;
 pub mod envelope;
 pub mod identity;
+pub mod init;
+pub mod kuma;
 pub mod problem;
 pub mod recipients;
 pub mod scope;
+pub mod store;

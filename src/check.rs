@@ -1,0 +1,294 @@
+//! `meshseal check`: find every problem in a store, with or without a key.
+//!
+//! Without an identity, check judges what anyone can see: every file under
+//! `meshes/` and `global/` must be something the layout knows; a `secrets/`
+//! folder holds only age files with valid names; each file's header metadata
+//! must name the scope and name its path gives, and the recipient set its
+//! scope has now (else it is stale). With an identity it also decrypts every
+//! secret and validates the document. Every problem is collected and
+//! reported; nothing stops at the first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::atomic::{TEMP_PREFIX, TEMP_SUFFIX};
+use crate::envelope::{self, EnvelopeError, Sniff};
+use crate::identity::Identities;
+use crate::problem::{Diagnostic, Problem};
+use crate::recipients::RecipientSet;
+use crate::scope::{Scope, SecretId, StorePath, StrayReason};
+use crate::store::{scope_flag, Entry, FileKind, Store, StoreError};
+
+/// What to check.
+#[derive(Default)]
+pub struct CheckOptions<'a> {
+    /// Decrypt and validate documents too.
+    pub identities: Option<&'a Identities>,
+    /// Only report problems about these paths (relative to the root); empty
+    /// means the whole store.
+    pub only: Vec<PathBuf>,
+}
+
+/// The outcome: problems, sorted by file, and how many secrets were seen.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+    /// Secrets examined.
+    pub secrets: usize,
+    /// Secrets decrypted successfully (with an identity).
+    pub decrypted: usize,
+}
+
+/// The content of one file to judge, from the working tree or elsewhere
+/// (the git index, for `check --staged`).
+pub trait Source: Sync {
+    /// Every file under meshes/ and global/.
+    fn entries(&self) -> Result<Vec<Entry>, Problem>;
+    /// The bytes of one of them.
+    fn read(&self, entry: &Entry, limit: usize) -> Result<Vec<u8>, StoreError>;
+}
+
+impl Source for Store {
+    fn entries(&self) -> Result<Vec<Entry>, Problem> {
+        self.scan()
+    }
+    fn read(&self, entry: &Entry, limit: usize) -> Result<Vec<u8>, StoreError> {
+        self.read_file(&entry.rel, limit)
+    }
+}
+
+/// Checks the working tree of a store.
+pub fn check(store: &Store, options: &CheckOptions<'_>) -> Report {
+    check_source(store, store, options)
+}
+
+/// Checks files from `source` by the rules and limits of `store`.
+pub fn check_source(store: &Store, source: &dyn Source, options: &CheckOptions<'_>) -> Report {
+    let mut report = Report::default();
+    let entries = match source.entries() {
+        Ok(e) => e,
+        Err(p) => {
+            report.problems.push(p);
+            return report;
+        }
+    };
+
+    // Recipients first: secrets are judged against them.
+    let mut recipients: BTreeMap<Scope, Option<RecipientSet>> = BTreeMap::new();
+    let mut scopes_with_secrets = BTreeSet::new();
+    for entry in &entries {
+        match &entry.what {
+            StorePath::Recipients(scope) if entry.kind == FileKind::Regular => {
+                let set = match read_recipients(source, entry) {
+                    Ok(set) => {
+                        if set.is_empty() {
+                            report.problems.push(Problem::at(
+                                &entry.rel,
+                                &crate::recipients::RecipientError::Empty,
+                            ));
+                        }
+                        Some(set)
+                    }
+                    Err(p) => {
+                        report.problems.push(p);
+                        None
+                    }
+                };
+                recipients.insert(scope.clone(), set);
+            }
+            StorePath::Secret(id) => {
+                scopes_with_secrets.insert(id.scope.clone());
+            }
+            _ => {}
+        }
+    }
+    for scope in &scopes_with_secrets {
+        if !recipients.contains_key(scope) {
+            report.problems.push(
+                Problem::at(
+                    scope.recipients_path(),
+                    &crate::recipients::RecipientError::Missing,
+                )
+                .with_hint(format!(
+                    "add one with `meshseal recipients add {}KEY`",
+                    scope_flag(scope)
+                )),
+            );
+        }
+    }
+
+    let secrets: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| matches!(e.what, StorePath::Secret(_)) && e.kind == FileKind::Regular)
+        .collect();
+    report.secrets = secrets.len();
+    let results: Vec<(Vec<Problem>, bool)> = secrets
+        .par_iter()
+        .map(|entry| check_secret(store, source, entry, &recipients, options.identities))
+        .collect();
+    for (problems, decrypted) in results {
+        report.problems.extend(problems);
+        report.decrypted += usize::from(decrypted);
+    }
+    for entry in &entries {
+        report.problems.extend(check_layout(entry));
+    }
+
+    if !options.only.is_empty() {
+        report.problems.retain(|p| {
+            p.file
+                .as_ref()
+                .is_some_and(|f| options.only.iter().any(|o| f.starts_with(o)))
+        });
+    }
+    report
+        .problems
+        .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    report
+}
+
+fn read_recipients(source: &dyn Source, entry: &Entry) -> Result<RecipientSet, Problem> {
+    let bytes = source
+        .read(entry, 1024 * 1024)
+        .map_err(|e| Problem::at(&entry.rel, &e))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Problem::new(Some(entry.rel.clone()), "invalid-recipient", "recipients file is not UTF-8 text")
+    })?;
+    RecipientSet::parse(&text).map_err(|e| Problem::at(&entry.rel, &e))
+}
+
+/// Problems that the path and file kind alone show.
+fn check_layout(entry: &Entry) -> Option<Problem> {
+    let rel = &entry.rel;
+    match entry.kind {
+        FileKind::Symlink => return Some(Problem::at(rel, &StoreError::Symlink)),
+        FileKind::Special => return Some(Problem::at(rel, &StoreError::NotRegular)),
+        FileKind::Regular => {}
+    }
+    match &entry.what {
+        StorePath::StraySecret { scope, reason } => Some(match reason {
+            StrayReason::NotAge => Problem::new(
+                Some(rel.clone()),
+                "not-age-file",
+                "file in a secrets folder is not a .age secret",
+            )
+            .with_hint(format!(
+                "secrets folders hold only <name>.age files; if this is a plaintext secret, delete it and run `meshseal create {} NAME --from-file FILE`",
+                match scope { Scope::Global => "global-secret", Scope::Mesh(_) => "secret" }
+            )),
+            StrayReason::BadName(e) => Problem::at(rel, e)
+                .with_hint("rename the secret: file names are the secret's name plus .age".to_string()),
+        }),
+        StorePath::BadMeshDir(e) => Some(Problem::at(rel, e)),
+        StorePath::Unexpected => {
+            let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let p = Problem::new(
+                Some(rel.clone()),
+                "unexpected-file",
+                "file is not part of the store layout",
+            );
+            Some(if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
+                p.with_hint("left behind by an interrupted write; delete it")
+            } else {
+                p.with_hint("meshes/<mesh>/ holds recipients.txt, mesh.toml, secrets/*.age and policies/*.toml; global/ holds recipients.txt and secrets/*.age")
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Keyless checks of one secret, then decryption when identities are given.
+fn check_secret(
+    store: &Store,
+    source: &dyn Source,
+    entry: &Entry,
+    recipients: &BTreeMap<Scope, Option<RecipientSet>>,
+    identities: Option<&Identities>,
+) -> (Vec<Problem>, bool) {
+    let StorePath::Secret(id) = &entry.what else {
+        return (Vec::new(), false);
+    };
+    let rel = &entry.rel;
+    let mut problems = Vec::new();
+    let bytes = match source.read(entry, store.config().max_file_bytes()) {
+        Ok(b) => b,
+        Err(e) => return (vec![Problem::at(rel, &e)], false),
+    };
+    let header = match envelope::read_header(&bytes) {
+        Ok(h) => h,
+        Err(e) => return (vec![Problem::at(rel, &e)], false),
+    };
+    if envelope::sniff(&bytes) == Sniff::Binary {
+        problems.push(
+            Problem::new(Some(rel.clone()), "not-armored", "age file is binary, not ASCII-armored")
+                .with_hint(format!("run `meshseal rekey {}--force`", scope_flag(&id.scope))),
+        );
+    }
+    match &header.metadata {
+        None => problems.push(
+            Problem::new(
+                Some(rel.clone()),
+                "missing-metadata",
+                "age file has no meshseal metadata (made by stock age?)",
+            )
+            .with_hint(format!(
+                "run `meshseal rekey {}--force` to add it; without it moved or stale files cannot be detected without a key",
+                scope_flag(&id.scope)
+            )),
+        ),
+        Some(meta) => {
+            if &meta.id != id {
+                problems.push(moved(rel, &meta.id, id));
+            } else if let Some(Some(set)) = recipients.get(&id.scope) {
+                if meta.recipients_fingerprint != set.fingerprint() {
+                    problems.push(
+                        Problem::new(
+                            Some(rel.clone()),
+                            "stale",
+                            format!(
+                                "encrypted to recipient set {} but {} now lists {}",
+                                meta.recipients_fingerprint,
+                                id.scope.recipients_path().display(),
+                                set.fingerprint()
+                            ),
+                        )
+                        .with_hint(format!("run `meshseal rekey {}`", scope_flag(&id.scope).trim_end())),
+                    );
+                }
+            }
+        }
+    }
+    let mut decrypted = false;
+    if let Some(identities) = identities {
+        match store.open_bytes(id, &bytes, identities) {
+            Ok(_) => decrypted = true,
+            Err(p) => {
+                // A moved file fails binding too; say it once.
+                if !(p.code == "scope-mismatch" && problems.iter().any(|q| q.code == "scope-mismatch")) {
+                    problems.push(p);
+                }
+            }
+        }
+    }
+    (problems, decrypted)
+}
+
+fn moved(rel: &Path, header: &SecretId, path: &SecretId) -> Problem {
+    Problem::new(
+        Some(rel.to_path_buf()),
+        "scope-mismatch",
+        format!("header metadata says {header} but the path says {path}"),
+    )
+    .with_hint(
+        "a ciphertext is bound to its scope and name: it was moved, copied or renamed; restore it, or recreate the secret at this path with `meshseal apply`"
+            .to_string(),
+    )
+}
+
+/// A convenience for callers that only need to know whether a file decrypts.
+pub fn is_wrong_key(p: &Problem) -> bool {
+    p.code == EnvelopeError::NoMatchingKeys.code()
+}

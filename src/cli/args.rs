@@ -1,0 +1,241 @@
+//! The command line, as clap sees it. Nothing here leaves the CLI layer.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Keeps a service mesh's secrets in git, encrypted with age.
+#[derive(Debug, Parser)]
+#[command(name = "meshseal", version, about, long_about = None)]
+pub struct Cli {
+    /// The store (normally a git repository root).
+    #[arg(short = 'C', long = "repo", global = true, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+    /// Identity file (repeatable); else $MESHSEAL_IDENTITY, else the config-dir default.
+    #[arg(short = 'i', long = "identity", global = true, value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns.
+    Table,
+    /// YAML (Kuma's shape).
+    Yaml,
+    /// JSON (Kuma's shape).
+    Json,
+    /// The decoded secret bytes (get secret only).
+    Raw,
+}
+
+/// `-m MESH` or `--global`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ScopeArgs {
+    /// The mesh.
+    #[arg(short = 'm', long = "mesh")]
+    pub mesh: Option<String>,
+    /// The global scope.
+    #[arg(long = "global")]
+    pub global: bool,
+}
+
+/// Where a new secret's value comes from.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ValueSource {
+    /// The value itself (visible in shell history and `ps`; prefer a file or stdin).
+    #[arg(long = "from-literal", value_name = "VALUE")]
+    pub literal: Option<String>,
+    /// Read the value from a file.
+    #[arg(long = "from-file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Read the value from standard input.
+    #[arg(long = "from-stdin")]
+    pub stdin: bool,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new store here (meshseal.toml, recipients files, .gitattributes).
+    Init {
+        /// A recipient for the global and default scopes (repeatable); defaults to
+        /// the public keys of your identities.
+        #[arg(long = "recipient", value_name = "KEY")]
+        recipients: Vec<String>,
+    },
+    /// Generate a new X25519 identity (mode 0600) and print its public key.
+    Keygen {
+        /// Where to write it (default: the config-dir default identity).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Manage who can read a scope's secrets.
+    #[command(subcommand)]
+    Recipients(RecipientsCommand),
+    /// Create a secret (fails if it exists).
+    #[command(subcommand)]
+    Create(CreateCommand),
+    /// Create or update secrets from Kuma YAML (Universal or Kubernetes form).
+    Apply {
+        /// The file, or - for standard input.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: String,
+    },
+    /// Show secrets (listings never show data).
+    #[command(subcommand)]
+    Get(GetCommand),
+    /// Delete a secret.
+    #[command(subcommand)]
+    Delete(DeleteCommand),
+    /// Print secrets as YAML for kumactl apply or kubectl apply.
+    Export {
+        /// Kuma Universal YAML.
+        #[arg(long = "kuma", conflicts_with = "kubernetes", required_unless_present = "kubernetes")]
+        kuma: bool,
+        /// Kubernetes Secrets of Kuma's secret types.
+        #[arg(long = "kubernetes")]
+        kubernetes: bool,
+        /// The mesh (default: default).
+        #[arg(short = 'm', long = "mesh", conflicts_with_all = ["all", "global"])]
+        mesh: Option<String>,
+        /// Every mesh and the global secrets.
+        #[arg(short = 'A', long = "all")]
+        all: bool,
+        /// Global secrets only.
+        #[arg(long = "global", conflicts_with = "all")]
+        global: bool,
+        /// Namespace of Kubernetes Secrets.
+        #[arg(long = "namespace", default_value = meshseal::kuma::DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// Validate the store: structure, metadata, staleness; with a key, contents too.
+    Check {
+        /// Only report problems under these paths.
+        paths: Vec<PathBuf>,
+        /// table or json.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+        /// Check without decrypting even when an identity is available.
+        #[arg(long = "no-decrypt")]
+        no_decrypt: bool,
+    },
+}
+
+/// `recipients` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RecipientsCommand {
+    /// Add public keys to a scope's recipients.
+    Add {
+        /// The scope.
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// age1… or ssh-ed25519/ssh-rsa public keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Remove a public key from a scope's recipients.
+    Remove {
+        /// The scope.
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// The key to remove.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// List a scope's recipients and their fingerprint.
+    List {
+        /// The scope.
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
+}
+
+/// `create` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CreateCommand {
+    /// A mesh-scoped Secret.
+    Secret {
+        /// The secret's name.
+        name: String,
+        /// The mesh.
+        #[arg(short = 'm', long = "mesh", default_value = meshseal::scope::DEFAULT_MESH)]
+        mesh: String,
+        /// The value.
+        #[command(flatten)]
+        value: ValueSource,
+    },
+    /// A GlobalSecret.
+    GlobalSecret {
+        /// The secret's name.
+        name: String,
+        /// The value.
+        #[command(flatten)]
+        value: ValueSource,
+    },
+}
+
+/// `get` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum GetCommand {
+    /// List a mesh's secrets: MESH NAME BYTES FINGERPRINT.
+    Secrets {
+        /// The mesh.
+        #[arg(short = 'm', long = "mesh", default_value = meshseal::scope::DEFAULT_MESH)]
+        mesh: String,
+        /// Every mesh.
+        #[arg(short = 'A', long = "all-meshes")]
+        all: bool,
+        /// table, yaml or json.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Show one secret (data with -o yaml|json|raw).
+    Secret {
+        /// The name.
+        name: String,
+        /// The mesh.
+        #[arg(short = 'm', long = "mesh", default_value = meshseal::scope::DEFAULT_MESH)]
+        mesh: String,
+        /// table, yaml, json or raw.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// List global secrets: NAME BYTES FINGERPRINT.
+    GlobalSecrets {
+        /// table, yaml or json.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Show one global secret.
+    GlobalSecret {
+        /// The name.
+        name: String,
+        /// table, yaml, json or raw.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+/// `delete` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DeleteCommand {
+    /// Delete a mesh-scoped Secret.
+    Secret {
+        /// The name.
+        name: String,
+        /// The mesh.
+        #[arg(short = 'm', long = "mesh", default_value = meshseal::scope::DEFAULT_MESH)]
+        mesh: String,
+    },
+    /// Delete a GlobalSecret.
+    GlobalSecret {
+        /// The name.
+        name: String,
+    },
+}

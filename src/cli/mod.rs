@@ -1,0 +1,594 @@
+//! The command-line front end: turns flags into library calls and prints the
+//! results. All logic lives in the library.
+
+mod args;
+mod output;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use clap::Parser;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use meshseal::check::{self, CheckOptions};
+use meshseal::document::{check_data, Document, SecretData};
+use meshseal::identity::{self, Identities, IdentityError, IDENTITY_ENV};
+use meshseal::init;
+use meshseal::kuma;
+use meshseal::problem::Problem;
+use meshseal::recipients::{self, Recipient};
+use meshseal::scope::{Scope, SecretId};
+use meshseal::store::{short_sha, Store, WriteOutcome};
+
+use args::{Cli, Command, CreateCommand, DeleteCommand, GetCommand, Output, RecipientsCommand};
+
+/// Runs the CLI; the exit code is 0 on success, 1 on failure, 2 on usage errors.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(p) => {
+            output::problem(&p);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Problem>;
+
+struct Context {
+    repo: PathBuf,
+    identity_paths: Vec<PathBuf>,
+}
+
+impl Context {
+    fn store(&self) -> Result<Store> {
+        Store::open(&self.repo)
+    }
+
+    /// The identity files to use: -i, else $MESHSEAL_IDENTITY, else the
+    /// default file if it exists.
+    fn identity_files(&self) -> Vec<PathBuf> {
+        if !self.identity_paths.is_empty() {
+            return self.identity_paths.clone();
+        }
+        if let Some(env) = std::env::var_os(IDENTITY_ENV).filter(|v| !v.is_empty()) {
+            return vec![PathBuf::from(env)];
+        }
+        identity::default_path()
+            .filter(|p| p.exists())
+            .into_iter()
+            .collect()
+    }
+
+    fn identities(&self) -> Result<Identities> {
+        self.optional_identities()?.ok_or_else(|| {
+            Problem::general(&IdentityError::NoneConfigured {
+                default: identity::default_path(),
+            })
+        })
+    }
+
+    fn optional_identities(&self) -> Result<Option<Identities>> {
+        let files = self.identity_files();
+        if files.is_empty() {
+            return Ok(None);
+        }
+        Identities::load(&files)
+            .map(Some)
+            .map_err(|(path, e)| Problem::at(path, &e))
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let ctx = Context {
+        repo: cli.repo,
+        identity_paths: cli.identity,
+    };
+    match cli.command {
+        Command::Init { recipients } => cmd_init(&ctx, &recipients),
+        Command::Keygen { output } => cmd_keygen(output),
+        Command::Recipients(cmd) => cmd_recipients(&ctx, cmd),
+        Command::Create(cmd) => cmd_create(&ctx, cmd),
+        Command::Apply { file } => cmd_apply(&ctx, &file),
+        Command::Get(cmd) => cmd_get(&ctx, cmd),
+        Command::Delete(cmd) => cmd_delete(&ctx, cmd),
+        Command::Export {
+            kubernetes,
+            mesh,
+            all,
+            global,
+            namespace,
+            ..
+        } => cmd_export(&ctx, kubernetes, mesh, all, global, &namespace),
+        Command::Check {
+            paths,
+            output,
+            no_decrypt,
+        } => cmd_check(&ctx, &paths, output, no_decrypt),
+    }
+}
+
+fn mesh_scope(mesh: &str) -> Result<Scope> {
+    Scope::mesh(mesh).map_err(|e| Problem::general(&e))
+}
+
+fn secret_id(scope: Scope, name: &str) -> Result<SecretId> {
+    SecretId::new(scope, name).map_err(|e| Problem::general(&e))
+}
+
+fn scope_of(args: &args::ScopeArgs) -> Result<Scope> {
+    match &args.mesh {
+        Some(m) => mesh_scope(m),
+        None => Ok(Scope::Global),
+    }
+}
+
+fn parse_keys(keys: &[String]) -> Result<Vec<Recipient>> {
+    keys.iter()
+        .map(|k| Recipient::from_str(k).map_err(|e| Problem::general(&e)))
+        .collect()
+}
+
+fn cmd_init(ctx: &Context, keys: &[String]) -> Result<ExitCode> {
+    let mut recipients = parse_keys(keys)?;
+    if recipients.is_empty() {
+        if let Some(ids) = ctx.optional_identities()? {
+            recipients.extend(ids.recipients().iter().cloned());
+        }
+    }
+    let (_, report) = init::init(&ctx.repo, &recipients)?;
+    for f in &report.created {
+        println!("created {f}");
+    }
+    for f in &report.kept {
+        println!("kept {f}");
+    }
+    if recipients.is_empty() {
+        eprintln!("hint: no recipients yet: `meshseal keygen`, then `meshseal recipients add --global KEY` and `meshseal recipients add -m default KEY`");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_keygen(output: Option<PathBuf>) -> Result<ExitCode> {
+    let path = output
+        .or_else(identity::default_path)
+        .ok_or_else(|| Problem::new(None, "no-config-dir", "no config directory; pass -o FILE"))?;
+    let (text, public) = identity::generate();
+    identity::write_new(&path, &text).map_err(|e| Problem::at(&path, &e))?;
+    eprintln!("wrote identity {} (mode 0600)", path.display());
+    println!("{public}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<ExitCode> {
+    let store = ctx.store()?;
+    match cmd {
+        RecipientsCommand::List { scope } => {
+            let scope = scope_of(&scope)?;
+            let set = store.recipients(&scope)?;
+            for r in set.iter() {
+                println!("{r}");
+            }
+            eprintln!("# {} recipient(s), fingerprint {}", set.len(), set.fingerprint());
+        }
+        RecipientsCommand::Add { scope, keys } => {
+            let scope = scope_of(&scope)?;
+            let keys = parse_keys(&keys)?;
+            let text = store.recipients_text(&scope)?;
+            let (text, added) = recipients::add_to_text(&text, &keys)
+                .map_err(|e| Problem::at(scope.recipients_path(), &e))?;
+            if added > 0 {
+                store.write_recipients(&scope, &text)?;
+            }
+            println!("added {added} recipient(s) to {}", scope.recipients_path().display());
+            stale_hint(&store, &scope)?;
+        }
+        RecipientsCommand::Remove { scope, keys } => {
+            let scope = scope_of(&scope)?;
+            let keys = parse_keys(&keys)?;
+            let mut text = store.recipients_text(&scope)?;
+            let mut removed = 0;
+            for key in &keys {
+                let (t, n) = recipients::remove_from_text(&text, key);
+                if n == 0 {
+                    return Err(Problem::new(
+                        Some(scope.recipients_path()),
+                        "not-a-recipient",
+                        format!("{key} is not a recipient of {scope}"),
+                    ));
+                }
+                text = t;
+                removed += n;
+            }
+            store.write_recipients(&scope, &text)?;
+            println!("removed {removed} recipient(s) from {}", scope.recipients_path().display());
+            let ids = store.secret_ids(Some(&scope))?;
+            if !ids.is_empty() {
+                eprintln!("warning: the removed key could read these secrets, and still can in git history; rotate their values:");
+                for id in &ids {
+                    eprintln!("  {}", id.path().display());
+                }
+            }
+            stale_hint(&store, &scope)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stale_hint(store: &Store, scope: &Scope) -> Result<()> {
+    let n = store.secret_ids(Some(scope))?.len();
+    if n > 0 {
+        eprintln!(
+            "hint: {n} secret(s) of {scope} are now stale: run `meshseal rekey {}`",
+            meshseal::store::scope_flag(scope).trim_end()
+        );
+    }
+    Ok(())
+}
+
+fn read_value(store: &Store, source: &args::ValueSource) -> Result<SecretData> {
+    let limit = store.config().limits.max_data_bytes;
+    let bytes: Zeroizing<Vec<u8>> = if let Some(v) = &source.literal {
+        Zeroizing::new(v.as_bytes().to_vec())
+    } else if let Some(path) = &source.file {
+        read_limited(fs::File::open(path).map_err(|e| io_problem(path, e))?, limit)
+            .map_err(|e| io_problem(path, e))?
+    } else {
+        read_limited(io::stdin().lock(), limit).map_err(|e| io_problem(Path::new("<stdin>"), e))?
+    };
+    check_data(&bytes, limit).map_err(|e| Problem::general(&e))?;
+    Ok(SecretData::new(bytes.to_vec()))
+}
+
+fn read_limited(reader: impl Read, limit: usize) -> io::Result<Zeroizing<Vec<u8>>> {
+    let mut buf = Zeroizing::new(Vec::new());
+    reader.take(limit as u64 + 1).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+fn io_problem(path: &Path, e: io::Error) -> Problem {
+    Problem::new(Some(path.to_path_buf()), "io", e.to_string())
+}
+
+fn cmd_create(ctx: &Context, cmd: CreateCommand) -> Result<ExitCode> {
+    let store = ctx.store()?;
+    let (id, value) = match cmd {
+        CreateCommand::Secret { name, mesh, value } => (secret_id(mesh_scope(&mesh)?, &name)?, value),
+        CreateCommand::GlobalSecret { name, value } => (secret_id(Scope::Global, &name)?, value),
+    };
+    if store.exists(&id) {
+        return Err(Problem::at(
+            id.path(),
+            &meshseal::store::StoreError::AlreadyExists(id),
+        ));
+    }
+    let data = read_value(&store, &value)?;
+    store.put(&Document::new(id.clone(), data), None)?;
+    println!("{} created", describe(&id));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(id: &SecretId) -> String {
+    match &id.scope {
+        Scope::Global => format!("GlobalSecret {}", id.name),
+        Scope::Mesh(m) => format!("Secret {m}/{}", id.name),
+    }
+}
+
+fn cmd_apply(ctx: &Context, file: &str) -> Result<ExitCode> {
+    let store = ctx.store()?;
+    let label = if file == "-" { "<stdin>" } else { file };
+    let limit = store.config().max_file_bytes().saturating_mul(4);
+    let bytes = if file == "-" {
+        read_limited(io::stdin().lock(), limit)
+    } else {
+        fs::File::open(file).and_then(|f| read_limited(f, limit))
+    }
+    .map_err(|e| io_problem(Path::new(label), e))?;
+    if bytes.len() > limit {
+        return Err(Problem::new(Some(label.into()), "too-large", "input is larger than any valid apply"));
+    }
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Problem::new(Some(label.into()), "invalid-yaml", "input is not UTF-8 text"))?;
+    let docs = match kuma::parse_apply(text, store.config().limits.max_data_bytes) {
+        Ok(d) => d,
+        Err(errors) => {
+            let ps: Vec<Problem> = errors.iter().map(|e| Problem::at(label, e)).collect();
+            output::problems(&ps);
+            eprintln!("nothing was applied");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    // Check every scope's recipients before writing anything.
+    let scopes: BTreeSet<&Scope> = docs.iter().map(|d| &d.id.scope).collect();
+    for scope in scopes {
+        store
+            .recipients(scope)?
+            .require_some()
+            .map_err(|e| Problem::at(scope.recipients_path(), &e))?;
+    }
+    let identities = ctx.optional_identities()?;
+    let mut failed = false;
+    for doc in &docs {
+        match store.put(doc, identities.as_ref()) {
+            Ok(outcome) => println!(
+                "{} {}",
+                describe(&doc.id),
+                match outcome {
+                    WriteOutcome::Created => "created",
+                    WriteOutcome::Updated => "configured",
+                    WriteOutcome::Unchanged => "unchanged",
+                }
+            ),
+            Err(p) => {
+                output::problem(&p);
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+struct Row {
+    id: SecretId,
+    bytes: Option<usize>,
+    fingerprint: String,
+}
+
+/// Lists secrets without data. With an identity each is decrypted (sizes are
+/// shown and broken files reported); without one, headers are read.
+fn list(ctx: &Context, store: &Store, ids: &[SecretId]) -> Result<(Vec<Row>, Vec<Problem>)> {
+    let identities = ctx.optional_identities()?;
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    match &identities {
+        Some(idents) => {
+            for (id, res) in ids.iter().zip(store.load_many(ids, idents)) {
+                match res {
+                    Ok(l) => rows.push(Row {
+                        id: id.clone(),
+                        bytes: Some(l.doc.data.len()),
+                        fingerprint: short_sha(&l.file_sha256),
+                    }),
+                    Err(p) => problems.push(p),
+                }
+            }
+        }
+        None => {
+            for id in ids {
+                match store.inspect(id) {
+                    Ok((_, sha)) => rows.push(Row {
+                        id: id.clone(),
+                        bytes: None,
+                        fingerprint: short_sha(&sha),
+                    }),
+                    Err(p) => problems.push(p),
+                }
+            }
+        }
+    }
+    Ok((rows, problems))
+}
+
+fn print_list(rows: &[Row], output: Output, global: bool) -> Result<()> {
+    match output {
+        Output::Table => {
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    let mut c = Vec::new();
+                    if !global {
+                        c.push(r.id.scope.mesh_name().unwrap_or("").to_string());
+                    }
+                    c.push(r.id.name.clone());
+                    c.push(r.bytes.map_or("-".to_string(), |b| b.to_string()));
+                    c.push(r.fingerprint.clone());
+                    c
+                })
+                .collect();
+            let headers: &[&str] = if global {
+                &["NAME", "BYTES", "FINGERPRINT"]
+            } else {
+                &["MESH", "NAME", "BYTES", "FINGERPRINT"]
+            };
+            output::stdout(output::table(headers, &cells).as_bytes());
+        }
+        Output::Json | Output::Yaml => {
+            let items: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    let mut v = json!({
+                        "type": r.id.scope.resource_type(),
+                        "name": r.id.name,
+                        "fingerprint": r.fingerprint,
+                    });
+                    if let Some(m) = r.id.scope.mesh_name() {
+                        v["mesh"] = json!(m);
+                    }
+                    if let Some(b) = r.bytes {
+                        v["bytes"] = json!(b);
+                    }
+                    v
+                })
+                .collect();
+            let v = json!({ "total": rows.len(), "items": items, "next": null });
+            print_value(&v, output);
+        }
+        Output::Raw => {
+            return Err(Problem::new(None, "usage", "-o raw prints one secret's data; use it with `get secret NAME`"))
+        }
+    }
+    Ok(())
+}
+
+fn print_value(v: &serde_json::Value, output: Output) {
+    let text = Zeroizing::new(match output {
+        Output::Yaml => serde_yaml_ng::to_string(v).expect("JSON values serialize"),
+        _ => {
+            let mut s = serde_json::to_string_pretty(v).expect("JSON values serialize");
+            s.push('\n');
+            s
+        }
+    });
+    output::stdout(text.as_bytes());
+}
+
+fn cmd_get(ctx: &Context, cmd: GetCommand) -> Result<ExitCode> {
+    let store = ctx.store()?;
+    let (ids, output, global) = match cmd {
+        GetCommand::Secret { name, mesh, output } => {
+            return get_one(ctx, &store, secret_id(mesh_scope(&mesh)?, &name)?, output)
+        }
+        GetCommand::GlobalSecret { name, output } => {
+            return get_one(ctx, &store, secret_id(Scope::Global, &name)?, output)
+        }
+        GetCommand::Secrets { mesh, all, output } => {
+            let ids = if all {
+                store
+                    .secret_ids(None)?
+                    .into_iter()
+                    .filter(|id| id.scope != Scope::Global)
+                    .collect()
+            } else {
+                store.secret_ids(Some(&mesh_scope(&mesh)?))?
+            };
+            (ids, output, false)
+        }
+        GetCommand::GlobalSecrets { output } => (store.secret_ids(Some(&Scope::Global))?, output, true),
+    };
+    let (rows, problems) = list(ctx, &store, &ids)?;
+    print_list(&rows, output, global)?;
+    output::problems(&problems);
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn get_one(ctx: &Context, store: &Store, id: SecretId, output: Output) -> Result<ExitCode> {
+    if output == Output::Table {
+        let (rows, problems) = list(ctx, store, std::slice::from_ref(&id))?;
+        if let Some(p) = problems.into_iter().next() {
+            return Err(p);
+        }
+        print_list(&rows, Output::Table, id.scope == Scope::Global)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let identities = ctx.identities()?;
+    let loaded = store.load(&id, &identities)?;
+    match output {
+        Output::Raw => output::stdout(loaded.doc.data.expose()),
+        other => print_value(&kuma::to_json(&loaded.doc, true), other),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_delete(ctx: &Context, cmd: DeleteCommand) -> Result<ExitCode> {
+    let store = ctx.store()?;
+    let id = match cmd {
+        DeleteCommand::Secret { name, mesh } => secret_id(mesh_scope(&mesh)?, &name)?,
+        DeleteCommand::GlobalSecret { name } => secret_id(Scope::Global, &name)?,
+    };
+    store.delete(&id)?;
+    println!("{} deleted", describe(&id));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_export(
+    ctx: &Context,
+    kubernetes: bool,
+    mesh: Option<String>,
+    all: bool,
+    global: bool,
+    namespace: &str,
+) -> Result<ExitCode> {
+    let store = ctx.store()?;
+    let ids = if all {
+        store.secret_ids(None)?
+    } else if global {
+        store.secret_ids(Some(&Scope::Global))?
+    } else {
+        let mesh = mesh.unwrap_or_else(|| meshseal::scope::DEFAULT_MESH.to_string());
+        store.secret_ids(Some(&mesh_scope(&mesh)?))?
+    };
+    let identities = ctx.identities()?;
+    let mut docs = Vec::new();
+    let mut problems = Vec::new();
+    for res in store.load_many(&ids, &identities) {
+        match res {
+            Ok(l) => docs.push(l.doc),
+            Err(p) => problems.push(p),
+        }
+    }
+    if !problems.is_empty() {
+        output::problems(&problems);
+        eprintln!("nothing was exported");
+        return Ok(ExitCode::FAILURE);
+    }
+    let refs: Vec<&Document> = docs.iter().collect();
+    let text = if kubernetes {
+        kuma::export_kubernetes(&refs, namespace)
+    } else {
+        kuma::export_universal(&refs)
+    };
+    output::stdout(text.as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_check(ctx: &Context, paths: &[PathBuf], output: Output, no_decrypt: bool) -> Result<ExitCode> {
+    let store = ctx.store()?;
+    let identities = if no_decrypt {
+        None
+    } else {
+        ctx.optional_identities()?
+    };
+    let only = paths
+        .iter()
+        .map(|p| {
+            let p = p.strip_prefix("./").unwrap_or(p);
+            p.strip_prefix(store.root()).unwrap_or(p).to_path_buf()
+        })
+        .collect();
+    let report = check::check(
+        &store,
+        &CheckOptions {
+            identities: identities.as_ref(),
+            only,
+        },
+    );
+    match output {
+        Output::Json => {
+            let text = serde_json::to_string_pretty(&report.problems).expect("problems serialize");
+            println!("{text}");
+        }
+        _ => {
+            output::problems(&report.problems);
+            let mode = if identities.is_some() {
+                format!("{} decrypted", report.decrypted)
+            } else {
+                "without a key: contents not verified".to_string()
+            };
+            if report.problems.is_empty() {
+                println!("ok: {} secret(s) checked ({mode})", report.secrets);
+            } else {
+                eprintln!(
+                    "{} problem(s) in {} secret(s) checked ({mode})",
+                    report.problems.len(),
+                    report.secrets
+                );
+            }
+        }
+    }
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,84 @@
+//! `meshseal init`: lay out a new store.
+//!
+//! Creates `meshseal.toml`, `global/recipients.txt` and
+//! `meshes/default/recipients.txt` (Kuma's default mesh), and the
+//! `.gitattributes` line that keeps ciphertext out of text diffs and routes
+//! `git diff` through `meshseal textconv`. Existing files are kept: running
+//! init twice changes nothing.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use crate::atomic;
+use crate::config::{Config, CONFIG_FILE};
+use crate::problem::Problem;
+use crate::recipients::{add_to_text, Recipient};
+use crate::scope::{Scope, DEFAULT_MESH};
+use crate::store::{Store, StoreError};
+
+/// The `.gitattributes` line for secret files.
+pub const GITATTRIBUTES_LINE: &str = "*.age -text diff=meshseal";
+
+/// What `init` created (paths relative to the root).
+#[derive(Debug, Default)]
+pub struct InitReport {
+    /// Files written.
+    pub created: Vec<String>,
+    /// Files that existed and were kept.
+    pub kept: Vec<String>,
+}
+
+/// Creates a store at `root` with `recipients` in the global and default scopes.
+pub fn init(root: &Path, recipients: &[Recipient]) -> Result<(Store, InitReport), Problem> {
+    let io_err = |rel: &str, e: io::Error| Problem::at(rel, &StoreError::Io(e));
+    fs::create_dir_all(root).map_err(|e| io_err(".", e))?;
+    let mut report = InitReport::default();
+
+    let config_path = root.join(CONFIG_FILE);
+    if config_path.exists() {
+        report.kept.push(CONFIG_FILE.to_string());
+    } else {
+        let text = format!(
+            "# meshseal store configuration\n{}",
+            toml::to_string(&Config::default()).expect("config serializes")
+        );
+        atomic::write(&config_path, text.as_bytes(), 0o644).map_err(|e| io_err(CONFIG_FILE, e))?;
+        report.created.push(CONFIG_FILE.to_string());
+    }
+
+    let store = Store::with_config(root.to_path_buf())?;
+    for scope in [Scope::Global, Scope::Mesh(DEFAULT_MESH.to_string())] {
+        let rel = scope.recipients_path().display().to_string();
+        if root.join(scope.recipients_path()).exists() {
+            report.kept.push(rel);
+            continue;
+        }
+        let header = format!(
+            "# Recipients of {scope} secrets, in age's recipients-file format (works with `age -R`).\n# One age1… or ssh-ed25519/ssh-rsa public key per line.\n"
+        );
+        let (text, _) = add_to_text(&header, recipients).map_err(|e| Problem::at(&rel, &e))?;
+        store.write_recipients(&scope, &text)?;
+        report.created.push(rel);
+    }
+
+    let attributes = root.join(".gitattributes");
+    let existing = match fs::read_to_string(&attributes) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io_err(".gitattributes", e)),
+    };
+    if existing.lines().any(|l| l.trim() == GITATTRIBUTES_LINE) {
+        report.kept.push(".gitattributes".to_string());
+    } else {
+        let mut text = existing;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(GITATTRIBUTES_LINE);
+        text.push('\n');
+        atomic::write(&attributes, text.as_bytes(), 0o644).map_err(|e| io_err(".gitattributes", e))?;
+        report.created.push(".gitattributes".to_string());
+    }
+    Ok((store, report))
+}

@@ -1,0 +1,409 @@
+//! Kuma's resource shapes: the Universal YAML that `kumactl apply` reads and
+//! `kumactl get -o yaml` prints, and Kubernetes Secrets of Kuma's types.
+//!
+//! ```yaml
+//! type: Secret            # Universal
+//! mesh: default
+//! name: db-password
+//! data: c2VjcmV0
+//! ---
+//! apiVersion: v1          # Kubernetes
+//! kind: Secret
+//! metadata:
+//!   name: db-password
+//!   namespace: kuma-system
+//!   labels: { kuma.io/mesh: default }
+//! data: { value: c2VjcmV0 }
+//! type: system.kuma.io/secret
+//! ```
+//!
+//! As with TOML documents, YAML is parsed to an untyped tree and checked field
+//! by field, so that no error message quotes a value.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::json;
+use serde_yaml_ng::Value;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::document::{decode_data, Document, DocumentError};
+use crate::problem::Diagnostic;
+use crate::scope::{validate_mesh, Scope, SecretId};
+
+/// Kubernetes Secret type of mesh-scoped secrets.
+pub const K8S_SECRET_TYPE: &str = "system.kuma.io/secret";
+/// Kubernetes Secret type of global secrets.
+pub const K8S_GLOBAL_SECRET_TYPE: &str = "system.kuma.io/global-secret";
+/// Label naming a secret's mesh on Kubernetes.
+pub const K8S_MESH_LABEL: &str = "kuma.io/mesh";
+/// Kuma's control-plane namespace.
+pub const DEFAULT_NAMESPACE: &str = "kuma-system";
+
+/// Why one YAML document cannot be applied. `document` is 1-based.
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    /// Not valid YAML.
+    #[error("invalid YAML: {message}")]
+    Yaml {
+        /// The parser's message.
+        message: String,
+        /// Line.
+        line: Option<usize>,
+    },
+    /// A document meshseal does not manage.
+    #[error("document {document}: unsupported resource {kind}; meshseal applies Secret and GlobalSecret")]
+    Unsupported {
+        /// Which document.
+        document: usize,
+        /// Its kind.
+        kind: String,
+    },
+    /// A field is missing or of the wrong type.
+    #[error("document {document}: {message}")]
+    Field {
+        /// Which document.
+        document: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Kuma's validation failed.
+    #[error("document {document}: {error}")]
+    Invalid {
+        /// Which document.
+        document: usize,
+        /// The rule.
+        error: DocumentError,
+    },
+    /// The same secret twice in one apply.
+    #[error("document {document}: {id} is also defined by document {first}")]
+    Duplicate {
+        /// Which document.
+        document: usize,
+        /// The earlier one.
+        first: usize,
+        /// The secret.
+        id: SecretId,
+    },
+}
+
+impl Diagnostic for ApplyError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApplyError::Yaml { .. } => "invalid-yaml",
+            ApplyError::Unsupported { .. } => "unsupported-resource",
+            ApplyError::Field { .. } => "invalid-document",
+            ApplyError::Invalid { error, .. } => error.code(),
+            ApplyError::Duplicate { .. } => "duplicate",
+        }
+    }
+    fn line(&self) -> Option<usize> {
+        match self {
+            ApplyError::Yaml { line, .. } => *line,
+            _ => None,
+        }
+    }
+}
+
+/// Parses a (multi-document) YAML stream of Secrets and GlobalSecrets, in
+/// Universal or Kubernetes form. Every problem is reported; on any problem no
+/// document is returned.
+pub fn parse_apply(text: &str, max_data_bytes: usize) -> Result<Vec<Document>, Vec<ApplyError>> {
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen: BTreeMap<SecretId, usize> = BTreeMap::new();
+    for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let document = i + 1;
+        let value = match Value::deserialize(de) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(ApplyError::Yaml {
+                    message: strip_location(&e.to_string()),
+                    line: e.location().map(|l| l.line()),
+                });
+                // The stream cannot be resynchronised after a syntax error.
+                break;
+            }
+        };
+        if value.is_null() {
+            continue; // an empty document, e.g. a trailing `---`
+        }
+        match parse_one(&value, document, max_data_bytes) {
+            Ok(doc) => {
+                if let Some(&first) = seen.get(&doc.id) {
+                    errors.push(ApplyError::Duplicate {
+                        document,
+                        first,
+                        id: doc.id.clone(),
+                    });
+                } else {
+                    seen.insert(doc.id.clone(), document);
+                    docs.push(doc);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(docs)
+    } else {
+        Err(errors)
+    }
+}
+
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn parse_one(value: &Value, document: usize, max: usize) -> Result<Document, ApplyError> {
+    let field = |message: String| ApplyError::Field { document, message };
+    let Value::Mapping(map) = value else {
+        return Err(field("must be a mapping".to_string()));
+    };
+    let get_str = |m: &serde_yaml_ng::Mapping, key: &str| -> Result<Option<String>, ApplyError> {
+        match m.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(field(format!("{key}: must be a string"))),
+        }
+    };
+    let invalid = |error: DocumentError| ApplyError::Invalid { document, error };
+
+    if let Some(kind) = get_str(map, "kind")? {
+        // Kubernetes form.
+        if kind != "Secret" {
+            return Err(ApplyError::Unsupported { document, kind });
+        }
+        let ty = get_str(map, "type")?.unwrap_or_default();
+        let meta = match map.get("metadata") {
+            Some(Value::Mapping(m)) => m,
+            _ => return Err(field("metadata: must be a mapping".to_string())),
+        };
+        let name = get_str(meta, "name")?.unwrap_or_default();
+        let mesh = match meta.get("labels") {
+            Some(Value::Mapping(l)) => get_str(l, K8S_MESH_LABEL)?,
+            None | Some(Value::Null) => None,
+            Some(_) => return Err(field("metadata.labels: must be a mapping".to_string())),
+        };
+        let data = match map.get("data") {
+            Some(Value::Mapping(d)) => get_str(d, "value")?,
+            None | Some(Value::Null) => None,
+            Some(_) => return Err(field("data: must be a mapping".to_string())),
+        };
+        let scope = match ty.as_str() {
+            K8S_SECRET_TYPE => Scope::Mesh(mesh.unwrap_or_else(|| crate::scope::DEFAULT_MESH.to_string())),
+            K8S_GLOBAL_SECRET_TYPE => {
+                if mesh.is_some() {
+                    return Err(invalid(DocumentError::MeshOnGlobal { line: 0 }));
+                }
+                Scope::Global
+            }
+            other => {
+                return Err(ApplyError::Unsupported {
+                    document,
+                    kind: format!("Secret of type {other:?}"),
+                })
+            }
+        };
+        return build(scope, &name, data.as_deref(), BTreeMap::new(), max).map_err(invalid);
+    }
+
+    // Universal form.
+    const KNOWN: [&str; 7] = ["type", "mesh", "name", "data", "labels", "creationTime", "modificationTime"];
+    for key in map.keys() {
+        match key.as_str() {
+            Some(k) if KNOWN.contains(&k) => {}
+            Some(k) => return Err(field(format!("unknown key {k:?}"))),
+            None => return Err(field("keys must be strings".to_string())),
+        }
+    }
+    let ty = get_str(map, "type")?.unwrap_or_default();
+    let mesh = get_str(map, "mesh")?;
+    let name = get_str(map, "name")?.unwrap_or_default();
+    let data = get_str(map, "data")?;
+    let labels = match map.get("labels") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Mapping(l)) => l
+            .iter()
+            .map(|(k, v)| match (k, v) {
+                (Value::String(k), Value::String(v)) => Ok((k.clone(), v.clone())),
+                _ => Err(field("labels: keys and values must be strings".to_string())),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(field("labels: must be a mapping".to_string())),
+    };
+    let scope = match ty.as_str() {
+        "Secret" => {
+            let mesh = mesh.ok_or(invalid(DocumentError::MissingMesh))?;
+            Scope::Mesh(mesh)
+        }
+        "GlobalSecret" => {
+            if mesh.is_some() {
+                return Err(invalid(DocumentError::MeshOnGlobal { line: 0 }));
+            }
+            Scope::Global
+        }
+        "" => return Err(field("type: cannot be empty".to_string())),
+        other => {
+            return Err(ApplyError::Unsupported {
+                document,
+                kind: other.chars().take(64).collect(),
+            })
+        }
+    };
+    build(scope, &name, data.as_deref(), labels, max).map_err(invalid)
+}
+
+fn build(
+    scope: Scope,
+    name: &str,
+    data: Option<&str>,
+    labels: BTreeMap<String, String>,
+    max: usize,
+) -> Result<Document, DocumentError> {
+    if let Scope::Mesh(m) = &scope {
+        validate_mesh(m).map_err(|error| DocumentError::Name { error, line: None })?;
+    }
+    let id = SecretId::new(scope, name).map_err(|error| DocumentError::Name { error, line: None })?;
+    let data = decode_data(data.unwrap_or(""), max).map_err(|e| match e {
+        DocumentError::InvalidBase64 { .. } => DocumentError::InvalidBase64 { line: 0 },
+        other => other,
+    })?;
+    let mut doc = Document::new(id, data);
+    doc.labels = labels;
+    Ok(doc)
+}
+
+/// Kuma's JSON shape of a secret (`kumactl get secret -o json`). With
+/// `with_data` false, the data is omitted (listings never show it).
+pub fn to_json(doc: &Document, with_data: bool) -> serde_json::Value {
+    let mut v = json!({
+        "type": doc.id.scope.resource_type(),
+        "name": doc.id.name,
+    });
+    if let Some(m) = doc.id.scope.mesh_name() {
+        v["mesh"] = json!(m);
+    }
+    if !doc.labels.is_empty() {
+        v["labels"] = json!(doc.labels);
+    }
+    if with_data {
+        v["data"] = json!(doc.data.to_base64().as_str());
+    }
+    v
+}
+
+/// Universal YAML documents, separated by `---`.
+pub fn export_universal(docs: &[&Document]) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::new());
+    for (i, doc) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        let v = to_json(doc, true);
+        out.push_str(&Zeroizing::new(
+            serde_yaml_ng::to_string(&v).expect("JSON values serialize"),
+        ));
+    }
+    out
+}
+
+/// Kubernetes Secret manifests of Kuma's secret types.
+pub fn export_kubernetes(docs: &[&Document], namespace: &str) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::new());
+    for (i, doc) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        let mut labels = serde_json::Map::new();
+        for (k, v) in &doc.labels {
+            labels.insert(k.clone(), json!(v));
+        }
+        let ty = match &doc.id.scope {
+            Scope::Mesh(m) => {
+                labels.insert(K8S_MESH_LABEL.to_string(), json!(m));
+                K8S_SECRET_TYPE
+            }
+            Scope::Global => K8S_GLOBAL_SECRET_TYPE,
+        };
+        let mut metadata = json!({ "name": doc.id.name, "namespace": namespace });
+        if !labels.is_empty() {
+            metadata["labels"] = serde_json::Value::Object(labels);
+        }
+        let v = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": metadata,
+            "data": { "value": doc.data.to_base64().as_str() },
+            "type": ty,
+        });
+        out.push_str(&Zeroizing::new(
+            serde_yaml_ng::to_string(&v).expect("JSON values serialize"),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::{SecretData, DEFAULT_MAX_DATA_BYTES as MAX};
+
+    #[test]
+    fn universal_multi_document() {
+        let docs = parse_apply(
+            "type: Secret\nmesh: pay\nname: db\ndata: c2VjcmV0\n---\ntype: GlobalSecret\nname: ca\ndata: YQ==\n---\n",
+            MAX,
+        )
+        .unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].data.expose(), b"secret");
+        assert_eq!(docs[1].id.scope, Scope::Global);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let errs = parse_apply(
+            "type: Secret\nmesh: pay\nname: BAD\ndata: YQ==\n---\ntype: GlobalSecret\nmesh: m\nname: a\ndata: YQ==\n---\ntype: Secret\nmesh: pay\nname: e\ndata: ''\n",
+            MAX,
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 3);
+        assert!(errs[1].to_string().contains("mesh cannot be set on global secret"));
+        assert!(errs[2].to_string().contains("data: cannot be empty"));
+    }
+
+    #[test]
+    fn kubernetes_round_trip() {
+        let a = Document::new(
+            SecretId::new(Scope::Mesh("pay".into()), "db").unwrap(),
+            SecretData::new(b"s3".to_vec()),
+        );
+        let b = Document::new(SecretId::new(Scope::Global, "ca").unwrap(), SecretData::new(b"x".to_vec()));
+        let yaml = export_kubernetes(&[&a, &b], DEFAULT_NAMESPACE);
+        assert!(yaml.contains("type: system.kuma.io/secret"));
+        assert!(yaml.contains("kuma.io/mesh: pay"));
+        assert!(yaml.contains("type: system.kuma.io/global-secret"));
+        let back = parse_apply(&yaml, MAX).unwrap();
+        assert_eq!(back, vec![a.clone(), b.clone()]);
+        let uni = export_universal(&[&a, &b]);
+        assert_eq!(parse_apply(&uni, MAX).unwrap(), vec![a, b]);
+    }
+
+    #[test]
+    fn yaml_errors_have_lines_and_no_values() {
+        let errs = parse_apply("type: Secret\nmesh: pay\nname: x\ndata: [8675309\n", MAX).unwrap_err();
+        assert!(errs[0].line().is_some());
+        assert!(!errs[0].to_string().contains("8675309"));
+        let errs = parse_apply("type: Secret\nmesh: pay\nname: x\ndata: 8675309\n", MAX).unwrap_err();
+        assert!(!errs[0].to_string().contains("8675309"), "{}", errs[0]);
+        let errs = parse_apply("kind: Deployment\n", MAX).unwrap_err();
+        assert!(matches!(errs[0], ApplyError::Unsupported { .. }));
+        let errs = parse_apply("type: Secret\nmesh: p\nname: a\ndata: YQ==\n---\ntype: Secret\nmesh: p\nname: a\ndata: Yg==\n", MAX).unwrap_err();
+        assert!(matches!(errs[0], ApplyError::Duplicate { .. }));
+    }
+}
