@@ -16,5 +16,6 @@ pub mod init;
 pub mod kuma;
 pub mod problem;
 pub mod recipients;
+pub mod rekey;
 pub mod scope;
 pub mod store;

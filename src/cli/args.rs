@@ -114,6 +114,21 @@ pub enum Command {
         #[arg(long = "namespace", default_value = meshseal::kuma::DEFAULT_NAMESPACE)]
         namespace: String,
     },
+    /// Re-encrypt secrets to their scope's current recipients (stale ones only unless --force).
+    Rekey {
+        /// The mesh.
+        #[arg(short = 'm', long = "mesh", conflicts_with_all = ["global", "all"])]
+        mesh: Option<String>,
+        /// The global scope.
+        #[arg(long = "global", conflicts_with = "all")]
+        global: bool,
+        /// Every scope.
+        #[arg(long = "all")]
+        all: bool,
+        /// Rewrite every selected file, stale or not.
+        #[arg(long = "force")]
+        force: bool,
+    },
     /// Validate the store: structure, metadata, staleness; with a key, contents too.
     Check {
         /// Only report problems under these paths.

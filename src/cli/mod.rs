@@ -22,6 +22,7 @@ use meshseal::init;
 use meshseal::kuma;
 use meshseal::problem::Problem;
 use meshseal::recipients::{self, Recipient};
+use meshseal::rekey;
 use meshseal::scope::{Scope, SecretId};
 use meshseal::store::{short_sha, Store, WriteOutcome};
 
@@ -106,6 +107,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             namespace,
             ..
         } => cmd_export(&ctx, kubernetes, mesh, all, global, &namespace),
+        Command::Rekey {
+            mesh,
+            global,
+            all,
+            force,
+        } => cmd_rekey(&ctx, mesh, global, all, force),
         Command::Check {
             paths,
             output,
@@ -540,6 +547,46 @@ fn cmd_export(
     };
     output::stdout(text.as_bytes());
     Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_rekey(ctx: &Context, mesh: Option<String>, global: bool, all: bool, force: bool) -> Result<ExitCode> {
+    let store = ctx.store()?;
+    let selection = if all {
+        rekey::Selection::All
+    } else if global {
+        rekey::Selection::Scope(Scope::Global)
+    } else {
+        let mesh = mesh.unwrap_or_else(|| meshseal::scope::DEFAULT_MESH.to_string());
+        rekey::Selection::Scope(mesh_scope(&mesh)?)
+    };
+    let ids = match rekey::plan(&store, &selection, force) {
+        Ok(ids) => ids,
+        Err(ps) => {
+            output::problems(&ps);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if ids.is_empty() {
+        println!("nothing to rekey: every selected secret is encrypted to its current recipients");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let identities = ctx.identities()?;
+    match rekey::rekey(&store, &ids, &identities) {
+        Ok(n) => {
+            println!("rekeyed {n} secret(s)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(rekey::RekeyFailure::NothingWritten(ps)) => {
+            output::problems(&ps);
+            eprintln!("nothing was rewritten: every file must decrypt before any is rekeyed");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(rekey::RekeyFailure::Partial(ps)) => {
+            output::problems(&ps);
+            eprintln!("some files were not rewritten; every file still decrypts; run rekey again");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn cmd_check(ctx: &Context, paths: &[PathBuf], output: Output, no_decrypt: bool) -> Result<ExitCode> {
