@@ -93,7 +93,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
         assert!(create_new(&p, b"three", 0o600).is_err());

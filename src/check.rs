@@ -155,7 +155,11 @@ fn read_recipients(source: &dyn Source, entry: &Entry) -> Result<RecipientSet, P
         .read(entry, 1024 * 1024)
         .map_err(|e| Problem::at(&entry.rel, &e))?;
     let text = String::from_utf8(bytes).map_err(|_| {
-        Problem::new(Some(entry.rel.clone()), "invalid-recipient", "recipients file is not UTF-8 text")
+        Problem::new(
+            Some(entry.rel.clone()),
+            "invalid-recipient",
+            "recipients file is not UTF-8 text",
+        )
     })?;
     RecipientSet::parse(&text).map_err(|e| Problem::at(&entry.rel, &e))
 }
@@ -223,8 +227,15 @@ fn check_secret(
     };
     if envelope::sniff(&bytes) == Sniff::Binary {
         problems.push(
-            Problem::new(Some(rel.clone()), "not-armored", "age file is binary, not ASCII-armored")
-                .with_hint(format!("run `meshseal rekey {}--force`", scope_flag(&id.scope))),
+            Problem::new(
+                Some(rel.clone()),
+                "not-armored",
+                "age file is binary, not ASCII-armored",
+            )
+            .with_hint(format!(
+                "run `meshseal rekey {}--force`",
+                scope_flag(&id.scope)
+            )),
         );
     }
     match &header.metadata {
@@ -267,7 +278,9 @@ fn check_secret(
             Ok(_) => decrypted = true,
             Err(p) => {
                 // A moved file fails binding too; say it once.
-                if !(p.code == "scope-mismatch" && problems.iter().any(|q| q.code == "scope-mismatch")) {
+                if !(p.code == "scope-mismatch"
+                    && problems.iter().any(|q| q.code == "scope-mismatch"))
+                {
                     problems.push(p);
                 }
             }

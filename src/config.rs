@@ -76,7 +76,9 @@ pub enum ConfigError {
         line: Option<usize>,
     },
     /// Written by a newer meshseal.
-    #[error("store format version {0} is not supported by this meshseal (supports {STORE_VERSION})")]
+    #[error(
+        "store format version {0} is not supported by this meshseal (supports {STORE_VERSION})"
+    )]
     Version(u32),
 }
 

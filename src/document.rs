@@ -202,9 +202,7 @@ impl Diagnostic for DocumentError {
             | DocumentError::MeshOnGlobal { .. }
             | DocumentError::MissingMesh => "invalid-document",
             DocumentError::Name { error, .. } => error.code(),
-            DocumentError::EmptyData { .. } | DocumentError::InvalidBase64 { .. } => {
-                "invalid-data"
-            }
+            DocumentError::EmptyData { .. } | DocumentError::InvalidBase64 { .. } => "invalid-data",
             DocumentError::TooLarge { .. } => "data-too-large",
             DocumentError::Mismatch { .. } => "scope-mismatch",
         }
@@ -220,9 +218,9 @@ impl Diagnostic for DocumentError {
                 "raise `max_data_bytes` under [limits] in meshseal.toml if this is intended"
                     .to_string(),
             ),
-            DocumentError::UnknownKey { .. } => Some(
-                "a secret document has only type, mesh, name, data and [labels]".to_string(),
-            ),
+            DocumentError::UnknownKey { .. } => {
+                Some("a secret document has only type, mesh, name, data and [labels]".to_string())
+            }
             _ => None,
         }
     }
@@ -488,7 +486,8 @@ mod tests {
             DocumentError::MeshOnGlobal { line: 2 }
         ));
         assert_eq!(
-            parse("type = \"GlobalSecret\"\nmesh = \"m\"\nname = \"a\"\ndata = \"YQ==\"").to_string(),
+            parse("type = \"GlobalSecret\"\nmesh = \"m\"\nname = \"a\"\ndata = \"YQ==\"")
+                .to_string(),
             "mesh cannot be set on global secret"
         );
         assert!(matches!(
@@ -505,17 +504,25 @@ mod tests {
         ));
         assert!(matches!(
             parse("type = \"Secret\"\nmesh = \"m\"\nname = \"A\"\ndata = \"YQ==\""),
-            DocumentError::Name { error: NameError::InvalidName, line: Some(3) }
+            DocumentError::Name {
+                error: NameError::InvalidName,
+                line: Some(3)
+            }
         ));
         assert!(matches!(
-            parse("type = \"Secret\"\nmesh = \"m\"\nname = \"a\"\ndata = \"YQ==\"\npassword = \"x\""),
+            parse(
+                "type = \"Secret\"\nmesh = \"m\"\nname = \"a\"\ndata = \"YQ==\"\npassword = \"x\""
+            ),
             DocumentError::UnknownKey { line: 5, .. }
         ));
         assert!(matches!(
             parse("type = \"Secret\"\ntype = \"Secret\""),
             DocumentError::Syntax { .. }
         ));
-        assert!(matches!(parse("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["), DocumentError::TooComplex));
+        assert!(matches!(
+            parse("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["),
+            DocumentError::TooComplex
+        ));
         assert!(matches!(
             Document::parse(b"\xff\xfe", LIMIT).unwrap_err(),
             DocumentError::NotUtf8
@@ -529,7 +536,10 @@ mod tests {
         assert!(Document::parse(text.as_bytes(), 11).is_ok());
         assert!(matches!(
             Document::parse(text.as_bytes(), 10).unwrap_err(),
-            DocumentError::TooLarge { size: 11, limit: 10 }
+            DocumentError::TooLarge {
+                size: 11,
+                limit: 10
+            }
         ));
     }
 

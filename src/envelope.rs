@@ -190,10 +190,9 @@ pub fn encrypt(
         .require_some()
         .map_err(|e| encrypt_err(e.to_string()))?;
     let meta = MetadataStanza(metadata);
-    let all = std::iter::once(&meta as &dyn age::Recipient)
-        .chain(recipients.iter().map(|r| r.as_age()));
-    let encryptor =
-        age::Encryptor::with_recipients(all).map_err(|e| encrypt_err(e.to_string()))?;
+    let all =
+        std::iter::once(&meta as &dyn age::Recipient).chain(recipients.iter().map(|r| r.as_age()));
+    let encryptor = age::Encryptor::with_recipients(all).map_err(|e| encrypt_err(e.to_string()))?;
     let mut out = Vec::with_capacity(plaintext.len() * 2 + 512);
     let io_err = |e: io::Error| encrypt_err(e.to_string());
     let armor = ArmoredWriter::wrap_output(&mut out, Format::AsciiArmor).map_err(io_err)?;
@@ -262,11 +261,10 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, EnvelopeError> {
         })?;
     let mut metadata = None;
     while !rest.starts_with(b"---") {
-        let (next, stanza) = age_core::format::read::age_stanza(rest).map_err(|_| {
-            EnvelopeError::Malformed {
+        let (next, stanza) =
+            age_core::format::read::age_stanza(rest).map_err(|_| EnvelopeError::Malformed {
                 reason: "invalid recipient stanza in header".to_string(),
-            }
-        })?;
+            })?;
         if stanza.tag == STANZA_TAG {
             if metadata.is_some() {
                 return Err(EnvelopeError::BadMetadata {
@@ -345,9 +343,11 @@ mod tests {
 
     fn setup() -> (Identities, RecipientSet, Metadata) {
         let key = age::x25519::Identity::generate();
-        let recipients = RecipientSet::from_recipients(vec![
-            crate::recipients::Recipient::from_str(&key.to_public().to_string()).unwrap(),
-        ]);
+        let recipients =
+            RecipientSet::from_recipients(vec![crate::recipients::Recipient::from_str(
+                &key.to_public().to_string(),
+            )
+            .unwrap()]);
         let ids = Identities::from_age_text(&format!(
             "{}\n",
             age::secrecy::ExposeSecret::expose_secret(&key.to_string())
@@ -369,7 +369,10 @@ mod tests {
         assert!(header.armored);
         assert_eq!(header.metadata, Some(meta));
         assert_eq!(&decrypt(&ct, &ids, 1024).unwrap()[..], b"hello");
-        assert!(matches!(decrypt(&ct, &ids, 4), Err(EnvelopeError::TooLarge { .. })));
+        assert!(matches!(
+            decrypt(&ct, &ids, 4),
+            Err(EnvelopeError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -401,10 +404,19 @@ mod tests {
         // Truncate.
         assert!(decrypt(&ct[..ct.len() / 2], &ids, 100).is_err());
         // Plaintext.
-        assert!(matches!(decrypt(b"password=1", &ids, 100), Err(EnvelopeError::NotAge)));
-        assert!(matches!(read_header(b"password=1"), Err(EnvelopeError::NotAge)));
+        assert!(matches!(
+            decrypt(b"password=1", &ids, 100),
+            Err(EnvelopeError::NotAge)
+        ));
+        assert!(matches!(
+            read_header(b"password=1"),
+            Err(EnvelopeError::NotAge)
+        ));
         // Wrong key.
         let (other, _, _) = setup();
-        assert!(matches!(decrypt(&ct, &other, 100), Err(EnvelopeError::NoMatchingKeys)));
+        assert!(matches!(
+            decrypt(&ct, &other, 100),
+            Err(EnvelopeError::NoMatchingKeys)
+        ));
     }
 }

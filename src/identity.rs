@@ -170,7 +170,8 @@ fn load_file(path: &Path) -> Result<Identities, IdentityError> {
             reason: "file is too large to be an identity".to_string(),
         });
     }
-    let bytes = Zeroizing::new(fs::read(path).map_err(|source| IdentityError::Unreadable { source })?);
+    let bytes =
+        Zeroizing::new(fs::read(path).map_err(|source| IdentityError::Unreadable { source })?);
     let text = std::str::from_utf8(&bytes).map_err(|_| IdentityError::Invalid {
         reason: "not UTF-8 text".to_string(),
     })?;
@@ -315,7 +316,10 @@ mod tests {
         fs::write(&p, text.as_bytes()).unwrap();
         chmod(&p, 0o644);
         let err = Identities::load(std::slice::from_ref(&p)).unwrap_err().1;
-        assert!(matches!(err, IdentityError::LoosePermissions { mode: 0o644, .. }));
+        assert!(matches!(
+            err,
+            IdentityError::LoosePermissions { mode: 0o644, .. }
+        ));
         assert!(err.to_string().contains("0644"));
         let link = dir.path().join("link.txt");
         std::os::unix::fs::symlink(&p, &link).unwrap();

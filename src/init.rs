@@ -77,7 +77,8 @@ pub fn init(root: &Path, recipients: &[Recipient]) -> Result<(Store, InitReport)
         }
         text.push_str(GITATTRIBUTES_LINE);
         text.push('\n');
-        atomic::write(&attributes, text.as_bytes(), 0o644).map_err(|e| io_err(".gitattributes", e))?;
+        atomic::write(&attributes, text.as_bytes(), 0o644)
+            .map_err(|e| io_err(".gitattributes", e))?;
         report.created.push(".gitattributes".to_string());
     }
     Ok((store, report))

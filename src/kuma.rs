@@ -195,7 +195,9 @@ fn parse_one(value: &Value, document: usize, max: usize) -> Result<Document, App
             Some(_) => return Err(field("data: must be a mapping".to_string())),
         };
         let scope = match ty.as_str() {
-            K8S_SECRET_TYPE => Scope::Mesh(mesh.unwrap_or_else(|| crate::scope::DEFAULT_MESH.to_string())),
+            K8S_SECRET_TYPE => {
+                Scope::Mesh(mesh.unwrap_or_else(|| crate::scope::DEFAULT_MESH.to_string()))
+            }
             K8S_GLOBAL_SECRET_TYPE => {
                 if mesh.is_some() {
                     return Err(invalid(DocumentError::MeshOnGlobal { line: 0 }));
@@ -213,7 +215,15 @@ fn parse_one(value: &Value, document: usize, max: usize) -> Result<Document, App
     }
 
     // Universal form.
-    const KNOWN: [&str; 7] = ["type", "mesh", "name", "data", "labels", "creationTime", "modificationTime"];
+    const KNOWN: [&str; 7] = [
+        "type",
+        "mesh",
+        "name",
+        "data",
+        "labels",
+        "creationTime",
+        "modificationTime",
+    ];
     for key in map.keys() {
         match key.as_str() {
             Some(k) if KNOWN.contains(&k) => {}
@@ -268,7 +278,8 @@ fn build(
     if let Scope::Mesh(m) = &scope {
         validate_mesh(m).map_err(|error| DocumentError::Name { error, line: None })?;
     }
-    let id = SecretId::new(scope, name).map_err(|error| DocumentError::Name { error, line: None })?;
+    let id =
+        SecretId::new(scope, name).map_err(|error| DocumentError::Name { error, line: None })?;
     let data = decode_data(data.unwrap_or(""), max).map_err(|e| match e {
         DocumentError::InvalidBase64 { .. } => DocumentError::InvalidBase64 { line: 0 },
         other => other,
@@ -373,7 +384,9 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(errs.len(), 3);
-        assert!(errs[1].to_string().contains("mesh cannot be set on global secret"));
+        assert!(errs[1]
+            .to_string()
+            .contains("mesh cannot be set on global secret"));
         assert!(errs[2].to_string().contains("data: cannot be empty"));
     }
 
@@ -383,7 +396,10 @@ mod tests {
             SecretId::new(Scope::Mesh("pay".into()), "db").unwrap(),
             SecretData::new(b"s3".to_vec()),
         );
-        let b = Document::new(SecretId::new(Scope::Global, "ca").unwrap(), SecretData::new(b"x".to_vec()));
+        let b = Document::new(
+            SecretId::new(Scope::Global, "ca").unwrap(),
+            SecretData::new(b"x".to_vec()),
+        );
         let yaml = export_kubernetes(&[&a, &b], DEFAULT_NAMESPACE);
         assert!(yaml.contains("type: system.kuma.io/secret"));
         assert!(yaml.contains("kuma.io/mesh: pay"));
@@ -396,10 +412,12 @@ mod tests {
 
     #[test]
     fn yaml_errors_have_lines_and_no_values() {
-        let errs = parse_apply("type: Secret\nmesh: pay\nname: x\ndata: [8675309\n", MAX).unwrap_err();
+        let errs =
+            parse_apply("type: Secret\nmesh: pay\nname: x\ndata: [8675309\n", MAX).unwrap_err();
         assert!(errs[0].line().is_some());
         assert!(!errs[0].to_string().contains("8675309"));
-        let errs = parse_apply("type: Secret\nmesh: pay\nname: x\ndata: 8675309\n", MAX).unwrap_err();
+        let errs =
+            parse_apply("type: Secret\nmesh: pay\nname: x\ndata: 8675309\n", MAX).unwrap_err();
         assert!(!errs[0].to_string().contains("8675309"), "{}", errs[0]);
         let errs = parse_apply("kind: Deployment\n", MAX).unwrap_err();
         assert!(matches!(errs[0], ApplyError::Unsupported { .. }));

@@ -271,7 +271,8 @@ pub fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    const ED: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN";
+    const ED: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN";
 
     fn key() -> String {
         age::x25519::Identity::generate().to_public().to_string()
@@ -286,7 +287,10 @@ mod tests {
         let err = RecipientSet::parse(&format!("{a}\nnope\n")).unwrap_err();
         assert_eq!(err.line(), Some(2));
         assert!(RecipientSet::parse("age1qqqq\n").is_err());
-        assert!(RecipientSet::parse("# nobody\n").unwrap().require_some().is_err());
+        assert!(RecipientSet::parse("# nobody\n")
+            .unwrap()
+            .require_some()
+            .is_err());
     }
 
     #[test]

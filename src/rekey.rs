@@ -22,7 +22,11 @@ pub enum Selection {
 
 /// Secrets of the selection that need rekeying: stale ones (recipient
 /// fingerprint differs, no metadata, or not armored), or all with `force`.
-pub fn plan(store: &Store, selection: &Selection, force: bool) -> Result<Vec<SecretId>, Vec<Problem>> {
+pub fn plan(
+    store: &Store,
+    selection: &Selection,
+    force: bool,
+) -> Result<Vec<SecretId>, Vec<Problem>> {
     let ids = match selection {
         Selection::Scope(s) => store.secret_ids(Some(s)),
         Selection::All => store.secret_ids(None),
@@ -81,14 +85,28 @@ pub enum RekeyFailure {
 /// Decrypts every secret in `ids`, then rewrites them all. If any secret
 /// cannot be decrypted or validated, or any scope has no recipients, nothing
 /// is written.
-pub fn rekey(store: &Store, ids: &[SecretId], identities: &Identities) -> Result<usize, RekeyFailure> {
+pub fn rekey(
+    store: &Store,
+    ids: &[SecretId],
+    identities: &Identities,
+) -> Result<usize, RekeyFailure> {
     let loaded = store.load_many(ids, identities);
-    let problems: Vec<Problem> = loaded.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
+    let problems: Vec<Problem> = loaded
+        .iter()
+        .filter_map(|r| r.as_ref().err().cloned())
+        .collect();
     if !problems.is_empty() {
         return Err(RekeyFailure::NothingWritten(problems));
     }
-    let docs: Vec<Loaded> = loaded.into_iter().map(|r| r.expect("checked above")).collect();
-    for scope in docs.iter().map(|l| &l.doc.id.scope).collect::<std::collections::BTreeSet<_>>() {
+    let docs: Vec<Loaded> = loaded
+        .into_iter()
+        .map(|r| r.expect("checked above"))
+        .collect();
+    for scope in docs
+        .iter()
+        .map(|l| &l.doc.id.scope)
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         let set = store
             .recipients(scope)
             .map_err(|p| RekeyFailure::NothingWritten(vec![p]))?;

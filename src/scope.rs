@@ -333,7 +333,9 @@ mod tests {
         }
         assert_eq!(validate_name(""), Err(NameError::EmptyName));
         assert_eq!(validate_name(&"a".repeat(254)), Err(NameError::NameTooLong));
-        for bad in ["A", "-a", "a-", "a..b", ".a", "a_b", "a/b", "..", "a b", "é"] {
+        for bad in [
+            "A", "-a", "a-", "a..b", ".a", "a_b", "a/b", "..", "a b", "é",
+        ] {
             assert_eq!(validate_name(bad), Err(NameError::InvalidName), "{bad}");
         }
     }
@@ -352,9 +354,9 @@ mod tests {
     #[test]
     fn kuma_texts() {
         assert_eq!(NameError::EmptyName.to_string(), "name: cannot be empty");
-        assert!(NameError::InvalidName
-            .to_string()
-            .starts_with("name: invalid characters. A lowercase RFC 1123 subdomain must consist of"));
+        assert!(NameError::InvalidName.to_string().starts_with(
+            "name: invalid characters. A lowercase RFC 1123 subdomain must consist of"
+        ));
     }
 
     #[test]
@@ -370,11 +372,17 @@ mod tests {
         );
         assert!(matches!(
             StorePath::classify(Path::new("global/secrets/ca.txt")),
-            StorePath::StraySecret { reason: StrayReason::NotAge, .. }
+            StorePath::StraySecret {
+                reason: StrayReason::NotAge,
+                ..
+            }
         ));
         assert!(matches!(
             StorePath::classify(Path::new("global/secrets/Bad.age")),
-            StorePath::StraySecret { reason: StrayReason::BadName(_), .. }
+            StorePath::StraySecret {
+                reason: StrayReason::BadName(_),
+                ..
+            }
         ));
         assert_eq!(
             StorePath::classify(Path::new("meshes/pay/recipients.txt")),
@@ -384,8 +392,14 @@ mod tests {
             StorePath::classify(Path::new("meshes/Pay/secrets/x.age")),
             StorePath::BadMeshDir(_)
         ));
-        assert_eq!(StorePath::classify(Path::new("meshes/pay/notes.md")), StorePath::Unexpected);
-        assert_eq!(StorePath::classify(Path::new("../x")), StorePath::Unexpected);
+        assert_eq!(
+            StorePath::classify(Path::new("meshes/pay/notes.md")),
+            StorePath::Unexpected
+        );
+        assert_eq!(
+            StorePath::classify(Path::new("../x")),
+            StorePath::Unexpected
+        );
     }
 
     #[test]

@@ -217,10 +217,12 @@ impl Store {
         let text = match self.read_file(&rel, 1024 * 1024) {
             Ok(b) => b,
             Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Problem::at(&rel, &RecipientError::Missing).with_hint(format!(
-                    "add a recipient with `meshseal recipients add {}KEY`",
-                    scope_flag(scope)
-                )))
+                return Err(
+                    Problem::at(&rel, &RecipientError::Missing).with_hint(format!(
+                        "add a recipient with `meshseal recipients add {}KEY`",
+                        scope_flag(scope)
+                    )),
+                )
             }
             Err(e) => return Err(Problem::at(&rel, &e)),
         };
@@ -241,7 +243,11 @@ impl Store {
         let rel = scope.recipients_path();
         match self.read_file(&rel, 1024 * 1024) {
             Ok(b) => String::from_utf8(b).map_err(|_| {
-                Problem::new(Some(rel), "invalid-recipient", "recipients file is not UTF-8 text")
+                Problem::new(
+                    Some(rel),
+                    "invalid-recipient",
+                    "recipients file is not UTF-8 text",
+                )
             }),
             Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
             Err(e) => Err(Problem::at(&rel, &e)),

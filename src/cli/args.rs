@@ -9,7 +9,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "meshseal", version, about, long_about = None)]
 pub struct Cli {
     /// The store (normally a git repository root).
-    #[arg(short = 'C', long = "repo", global = true, value_name = "DIR", default_value = ".")]
+    #[arg(
+        short = 'C',
+        long = "repo",
+        global = true,
+        value_name = "DIR",
+        default_value = "."
+    )]
     pub repo: PathBuf,
     /// Identity file (repeatable); else $MESHSEAL_IDENTITY, else the config-dir default.
     #[arg(short = 'i', long = "identity", global = true, value_name = "FILE")]
@@ -96,7 +102,11 @@ pub enum Command {
     /// Print secrets as YAML for kumactl apply or kubectl apply.
     Export {
         /// Kuma Universal YAML.
-        #[arg(long = "kuma", conflicts_with = "kubernetes", required_unless_present = "kubernetes")]
+        #[arg(
+            long = "kuma",
+            conflicts_with = "kubernetes",
+            required_unless_present = "kubernetes"
+        )]
         kuma: bool,
         /// Kubernetes Secrets of Kuma's secret types.
         #[arg(long = "kubernetes")]

@@ -182,7 +182,11 @@ fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<ExitCode> {
             for r in set.iter() {
                 println!("{r}");
             }
-            eprintln!("# {} recipient(s), fingerprint {}", set.len(), set.fingerprint());
+            eprintln!(
+                "# {} recipient(s), fingerprint {}",
+                set.len(),
+                set.fingerprint()
+            );
         }
         RecipientsCommand::Add { scope, keys } => {
             let scope = scope_of(&scope)?;
@@ -193,7 +197,10 @@ fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<ExitCode> {
             if added > 0 {
                 store.write_recipients(&scope, &text)?;
             }
-            println!("added {added} recipient(s) to {}", scope.recipients_path().display());
+            println!(
+                "added {added} recipient(s) to {}",
+                scope.recipients_path().display()
+            );
             stale_hint(&store, &scope)?;
         }
         RecipientsCommand::Remove { scope, keys } => {
@@ -214,7 +221,10 @@ fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<ExitCode> {
                 removed += n;
             }
             store.write_recipients(&scope, &text)?;
-            println!("removed {removed} recipient(s) from {}", scope.recipients_path().display());
+            println!(
+                "removed {removed} recipient(s) from {}",
+                scope.recipients_path().display()
+            );
             let ids = store.secret_ids(Some(&scope))?;
             if !ids.is_empty() {
                 eprintln!("warning: the removed key could read these secrets, and still can in git history; rotate their values:");
@@ -244,8 +254,11 @@ fn read_value(store: &Store, source: &args::ValueSource) -> Result<SecretData> {
     let bytes: Zeroizing<Vec<u8>> = if let Some(v) = &source.literal {
         Zeroizing::new(v.as_bytes().to_vec())
     } else if let Some(path) = &source.file {
-        read_limited(fs::File::open(path).map_err(|e| io_problem(path, e))?, limit)
-            .map_err(|e| io_problem(path, e))?
+        read_limited(
+            fs::File::open(path).map_err(|e| io_problem(path, e))?,
+            limit,
+        )
+        .map_err(|e| io_problem(path, e))?
     } else {
         read_limited(io::stdin().lock(), limit).map_err(|e| io_problem(Path::new("<stdin>"), e))?
     };
@@ -266,7 +279,9 @@ fn io_problem(path: &Path, e: io::Error) -> Problem {
 fn cmd_create(ctx: &Context, cmd: CreateCommand) -> Result<ExitCode> {
     let store = ctx.store()?;
     let (id, value) = match cmd {
-        CreateCommand::Secret { name, mesh, value } => (secret_id(mesh_scope(&mesh)?, &name)?, value),
+        CreateCommand::Secret { name, mesh, value } => {
+            (secret_id(mesh_scope(&mesh)?, &name)?, value)
+        }
         CreateCommand::GlobalSecret { name, value } => (secret_id(Scope::Global, &name)?, value),
     };
     if store.exists(&id) {
@@ -299,10 +314,19 @@ fn cmd_apply(ctx: &Context, file: &str) -> Result<ExitCode> {
     }
     .map_err(|e| io_problem(Path::new(label), e))?;
     if bytes.len() > limit {
-        return Err(Problem::new(Some(label.into()), "too-large", "input is larger than any valid apply"));
+        return Err(Problem::new(
+            Some(label.into()),
+            "too-large",
+            "input is larger than any valid apply",
+        ));
     }
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| Problem::new(Some(label.into()), "invalid-yaml", "input is not UTF-8 text"))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        Problem::new(
+            Some(label.into()),
+            "invalid-yaml",
+            "input is not UTF-8 text",
+        )
+    })?;
     let docs = match kuma::parse_apply(text, store.config().limits.max_data_bytes) {
         Ok(d) => d,
         Err(errors) => {
@@ -339,7 +363,11 @@ fn cmd_apply(ctx: &Context, file: &str) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 struct Row {
@@ -428,7 +456,11 @@ fn print_list(rows: &[Row], output: Output, global: bool) -> Result<()> {
             print_value(&v, output);
         }
         Output::Raw => {
-            return Err(Problem::new(None, "usage", "-o raw prints one secret's data; use it with `get secret NAME`"))
+            return Err(Problem::new(
+                None,
+                "usage",
+                "-o raw prints one secret's data; use it with `get secret NAME`",
+            ))
         }
     }
     Ok(())
@@ -467,7 +499,9 @@ fn cmd_get(ctx: &Context, cmd: GetCommand) -> Result<ExitCode> {
             };
             (ids, output, false)
         }
-        GetCommand::GlobalSecrets { output } => (store.secret_ids(Some(&Scope::Global))?, output, true),
+        GetCommand::GlobalSecrets { output } => {
+            (store.secret_ids(Some(&Scope::Global))?, output, true)
+        }
     };
     let (rows, problems) = list(ctx, &store, &ids)?;
     print_list(&rows, output, global)?;
@@ -549,7 +583,13 @@ fn cmd_export(
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_rekey(ctx: &Context, mesh: Option<String>, global: bool, all: bool, force: bool) -> Result<ExitCode> {
+fn cmd_rekey(
+    ctx: &Context,
+    mesh: Option<String>,
+    global: bool,
+    all: bool,
+    force: bool,
+) -> Result<ExitCode> {
     let store = ctx.store()?;
     let selection = if all {
         rekey::Selection::All
@@ -589,7 +629,12 @@ fn cmd_rekey(ctx: &Context, mesh: Option<String>, global: bool, all: bool, force
     }
 }
 
-fn cmd_check(ctx: &Context, paths: &[PathBuf], output: Output, no_decrypt: bool) -> Result<ExitCode> {
+fn cmd_check(
+    ctx: &Context,
+    paths: &[PathBuf],
+    output: Output,
+    no_decrypt: bool,
+) -> Result<ExitCode> {
     let store = ctx.store()?;
     let identities = if no_decrypt {
         None
