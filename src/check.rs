@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::atomic::{TEMP_PREFIX, TEMP_SUFFIX};
-use crate::envelope::{self, EnvelopeError, Sniff};
+use crate::envelope::{self, Sniff};
 use crate::identity::Identities;
-use crate::problem::{Diagnostic, Problem};
+use crate::problem::Problem;
 use crate::recipients::RecipientSet;
 use crate::scope::{Scope, SecretId, StorePath, StrayReason};
 use crate::store::{scope_flag, Entry, FileKind, Store, StoreError};
@@ -299,9 +299,4 @@ fn moved(rel: &Path, header: &SecretId, path: &SecretId) -> Problem {
         "a ciphertext is bound to its scope and name: it was moved, copied or renamed; restore it, or recreate the secret at this path with `meshseal apply`"
             .to_string(),
     )
-}
-
-/// A convenience for callers that only need to know whether a file decrypts.
-pub fn is_wrong_key(p: &Problem) -> bool {
-    p.code == EnvelopeError::NoMatchingKeys.code()
 }
