@@ -21,6 +21,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretBox};
 use serde::Serialize;
+use sha2::Digest as _;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -356,6 +357,22 @@ impl Document {
 
     /// The TOML plaintext, zeroed on drop.
     pub fn to_toml(&self) -> Zeroizing<String> {
+        self.render(&self.data.to_base64())
+    }
+
+    /// The document with `data` replaced by its length and a sha256 prefix,
+    /// for diffs that must show *that* a secret changed, not its value.
+    pub fn to_toml_redacted(&self) -> String {
+        let digest = sha2::Sha256::digest(self.data.expose());
+        let summary = format!(
+            "<redacted: {} bytes, sha256:{}>",
+            self.data.len(),
+            crate::recipients::hex(&digest[..4])
+        );
+        self.render(&summary).to_string()
+    }
+
+    fn render(&self, data: &str) -> Zeroizing<String> {
         #[derive(Serialize)]
         struct Out<'a> {
             #[serde(rename = "type")]
@@ -367,12 +384,11 @@ impl Document {
             #[serde(skip_serializing_if = "BTreeMap::is_empty")]
             labels: &'a BTreeMap<String, String>,
         }
-        let data = self.data.to_base64();
         let out = Out {
             kind: self.id.scope.resource_type(),
             mesh: self.id.scope.mesh_name(),
             name: &self.id.name,
-            data: &data,
+            data,
             labels: &self.labels,
         };
         Zeroizing::new(toml::to_string(&out).expect("a document always serializes"))

@@ -149,6 +149,23 @@ pub enum Command {
         /// Check without decrypting even when an identity is available.
         #[arg(long = "no-decrypt")]
         no_decrypt: bool,
+        /// Check what the git index holds (the next commit), not the work tree.
+        #[arg(long = "staged", conflicts_with = "paths")]
+        staged: bool,
+    },
+    /// Change a secret's value in $VISUAL/$EDITOR (plaintext only in a private RAM-backed folder).
+    #[command(subcommand)]
+    Edit(EditCommand),
+    /// Git integration.
+    #[command(subcommand)]
+    Hook(HookCommand),
+    /// Show a secret file for `git diff` (data redacted unless --reveal).
+    Textconv {
+        /// The file git hands over.
+        file: PathBuf,
+        /// Show the data too.
+        #[arg(long = "reveal")]
+        reveal: bool,
     },
 }
 
@@ -262,5 +279,34 @@ pub enum DeleteCommand {
     GlobalSecret {
         /// The name.
         name: String,
+    },
+}
+
+/// `edit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EditCommand {
+    /// Edit a mesh-scoped Secret.
+    Secret {
+        /// The name.
+        name: String,
+        /// The mesh.
+        #[arg(short = 'm', long = "mesh", default_value = meshseal::scope::DEFAULT_MESH)]
+        mesh: String,
+    },
+    /// Edit a GlobalSecret.
+    GlobalSecret {
+        /// The name.
+        name: String,
+    },
+}
+
+/// `hook` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Install the pre-commit hook (`meshseal check --staged`) and the git diff driver.
+    Install {
+        /// Replace a pre-commit hook that meshseal did not write.
+        #[arg(long = "force")]
+        force: bool,
     },
 }

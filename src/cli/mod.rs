@@ -17,6 +17,8 @@ use zeroize::Zeroizing;
 
 use meshseal::check::{self, CheckOptions};
 use meshseal::document::{check_data, Document, SecretData};
+use meshseal::edit;
+use meshseal::git;
 use meshseal::identity::{self, Identities, IdentityError, IDENTITY_ENV};
 use meshseal::init;
 use meshseal::kuma;
@@ -26,7 +28,10 @@ use meshseal::rekey;
 use meshseal::scope::{Scope, SecretId};
 use meshseal::store::{short_sha, Store, WriteOutcome};
 
-use args::{Cli, Command, CreateCommand, DeleteCommand, GetCommand, Output, RecipientsCommand};
+use args::{
+    Cli, Command, CreateCommand, DeleteCommand, EditCommand, GetCommand, HookCommand, Output,
+    RecipientsCommand,
+};
 
 /// Runs the CLI; the exit code is 0 on success, 1 on failure, 2 on usage errors.
 pub fn main() -> ExitCode {
@@ -117,7 +122,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             paths,
             output,
             no_decrypt,
-        } => cmd_check(&ctx, &paths, output, no_decrypt),
+            staged,
+        } => cmd_check(&ctx, &paths, output, no_decrypt, staged),
+        Command::Edit(cmd) => cmd_edit(&ctx, cmd),
+        Command::Hook(HookCommand::Install { force }) => cmd_hook_install(&ctx, force),
+        Command::Textconv { file, reveal } => cmd_textconv(&ctx, &file, reveal),
     }
 }
 
@@ -152,6 +161,17 @@ fn cmd_init(ctx: &Context, keys: &[String]) -> Result<ExitCode> {
     let (_, report) = init::init(&ctx.repo, &recipients)?;
     for f in &report.created {
         println!("created {f}");
+    }
+    if git::is_work_tree(&ctx.repo) {
+        let exe = current_exe()?;
+        git::set_diff_driver(&ctx.repo, &exe)?;
+        println!("configured the git diff driver (git diff shows redacted secrets)");
+        match git::install_hook(&ctx.repo, &exe, false) {
+            Ok(outcome) => print_hook(&outcome),
+            Err(p) => output::problem(&p),
+        }
+    } else {
+        eprintln!("hint: not a git work tree: run `git init` and `meshseal hook install` to get the pre-commit hook and redacted diffs");
     }
     for f in &report.kept {
         println!("kept {f}");
@@ -634,6 +654,7 @@ fn cmd_check(
     paths: &[PathBuf],
     output: Output,
     no_decrypt: bool,
+    staged: bool,
 ) -> Result<ExitCode> {
     let store = ctx.store()?;
     let identities = if no_decrypt {
@@ -648,13 +669,16 @@ fn cmd_check(
             p.strip_prefix(store.root()).unwrap_or(p).to_path_buf()
         })
         .collect();
-    let report = check::check(
-        &store,
-        &CheckOptions {
-            identities: identities.as_ref(),
-            only,
-        },
-    );
+    let options = CheckOptions {
+        identities: identities.as_ref(),
+        only,
+    };
+    let report = if staged {
+        let index = git::Staged::read(store.root())?;
+        check::check_source(&store, &index, &options)
+    } else {
+        check::check(&store, &options)
+    };
     match output {
         Output::Json => {
             let text = serde_json::to_string_pretty(&report.problems).expect("problems serialize");
@@ -683,4 +707,63 @@ fn cmd_check(
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn current_exe() -> Result<PathBuf> {
+    std::env::current_exe()
+        .map_err(|e| Problem::new(None, "io", format!("cannot find meshseal's own path: {e}")))
+}
+
+fn print_hook(outcome: &git::HookOutcome) {
+    match outcome {
+        git::HookOutcome::Installed(p) => println!("installed pre-commit hook {}", p.display()),
+        git::HookOutcome::Updated(p) => println!("updated pre-commit hook {}", p.display()),
+        git::HookOutcome::Replaced(p) => println!("replaced pre-commit hook {}", p.display()),
+    }
+}
+
+fn cmd_hook_install(ctx: &Context, force: bool) -> Result<ExitCode> {
+    let exe = current_exe()?;
+    let outcome = git::install_hook(&ctx.repo, &exe, force)?;
+    print_hook(&outcome);
+    git::set_diff_driver(&ctx.repo, &exe)?;
+    println!("configured the git diff driver (git diff shows redacted secrets)");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_textconv(ctx: &Context, file: &Path, reveal: bool) -> Result<ExitCode> {
+    let limit = Store::with_config(ctx.repo.clone())
+        .map(|s| s.config().limits.max_data_bytes)
+        .unwrap_or(meshseal::document::DEFAULT_MAX_DATA_BYTES);
+    let bytes = read_limited(
+        fs::File::open(file).map_err(|e| io_problem(file, e))?,
+        limit.saturating_mul(2) + 64 * 1024,
+    )
+    .map_err(|e| io_problem(file, e))?;
+    // A diff must not fail for want of a key: use one only if it loads.
+    let identities = ctx.optional_identities().ok().flatten();
+    let text = meshseal::textconv::render(&bytes, identities.as_ref(), reveal, limit);
+    output::stdout(text.as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_edit(ctx: &Context, cmd: EditCommand) -> Result<ExitCode> {
+    let store = ctx.store()?;
+    let id = match cmd {
+        EditCommand::Secret { name, mesh } => secret_id(mesh_scope(&mesh)?, &name)?,
+        EditCommand::GlobalSecret { name } => secret_id(Scope::Global, &name)?,
+    };
+    let identities = ctx.identities()?;
+    let outcome = edit::edit(
+        &store,
+        &id,
+        &identities,
+        &edit::editor_from_env(),
+        &edit::private_base(),
+    )?;
+    match outcome {
+        edit::EditOutcome::Unchanged => println!("{} unchanged", describe(&id)),
+        edit::EditOutcome::Updated => println!("{} edited", describe(&id)),
+    }
+    Ok(ExitCode::SUCCESS)
 }

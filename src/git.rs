@@ -1,0 +1,321 @@
+//! The git side: what the index holds (for `check --staged`), the pre-commit
+//! hook, and the diff driver that routes `git diff` through `meshseal textconv`.
+//!
+//! meshseal runs the `git` executable rather than linking a git library: the
+//! hook runs inside git anyway, and git's own view of the index (with its
+//! config, worktrees and hooks path) is the one that matters.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use thiserror::Error;
+
+use crate::atomic;
+use crate::check::Source;
+use crate::problem::{Diagnostic, Problem};
+use crate::scope::StorePath;
+use crate::store::{Entry, FileKind, StoreError};
+
+/// The line that marks a hook as meshseal's.
+pub const HOOK_MARKER: &str = "# meshseal pre-commit hook";
+
+/// Why a git operation failed.
+#[derive(Debug, Error)]
+pub enum GitError {
+    /// git could not be run.
+    #[error("cannot run git: {0}")]
+    Spawn(io::Error),
+    /// git said no.
+    #[error("git {command} failed: {stderr}")]
+    Failed {
+        /// The subcommand.
+        command: String,
+        /// What git printed.
+        stderr: String,
+    },
+    /// git's output was not what we expect.
+    #[error("unexpected output from git {0}")]
+    Protocol(String),
+    /// A pre-commit hook that meshseal did not write is in the way.
+    #[error("a pre-commit hook that meshseal did not write already exists")]
+    ForeignHook,
+}
+
+impl Diagnostic for GitError {
+    fn code(&self) -> &'static str {
+        match self {
+            GitError::ForeignHook => "foreign-hook",
+            _ => "git",
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            GitError::ForeignHook => Some(
+                "add `meshseal check --staged` to it by hand, or replace it with `meshseal hook install --force`"
+                    .to_string(),
+            ),
+            GitError::Spawn(_) => Some("install git, or run meshseal inside a git work tree".to_string()),
+            _ => None,
+        }
+    }
+}
+
+fn git(root: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(GitError::Spawn)?;
+    if !out.status.success() {
+        return Err(GitError::Failed {
+            command: args.first().copied().unwrap_or("").to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+fn split_z(bytes: &[u8]) -> impl Iterator<Item = &str> {
+    bytes
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| std::str::from_utf8(s).ok())
+}
+
+/// The files of a store as the git index holds them: the staged changes plus
+/// what they are judged against (their scopes' recipients files; every
+/// secret of a scope whose recipients changed).
+pub struct Staged {
+    entries: Vec<Entry>,
+    blobs: HashMap<PathBuf, Vec<u8>>,
+}
+
+impl Staged {
+    /// Reads the staged state of the store at `root` (a git work tree or a
+    /// folder inside one).
+    pub fn read(root: &Path) -> Result<Staged, Problem> {
+        let fail = |e: GitError| Problem::general(&e);
+        let changed: BTreeSet<String> = split_z(
+            &git(
+                root,
+                &[
+                    "diff",
+                    "--cached",
+                    "--name-only",
+                    "-z",
+                    "--relative",
+                    "--no-renames",
+                    "--diff-filter=d",
+                    "--",
+                    "meshes",
+                    "global",
+                ],
+            )
+            .map_err(fail)?,
+        )
+        .map(str::to_string)
+        .collect();
+
+        // mode SP sha SP stage TAB path
+        let listing =
+            git(root, &["ls-files", "-s", "-z", "--", "meshes", "global"]).map_err(fail)?;
+        let mut index: HashMap<String, (String, String)> = HashMap::new();
+        for record in split_z(&listing) {
+            let (meta, path) = record
+                .split_once('\t')
+                .ok_or_else(|| fail(GitError::Protocol("ls-files".into())))?;
+            let mut parts = meta.split(' ');
+            let (Some(mode), Some(sha)) = (parts.next(), parts.next()) else {
+                return Err(fail(GitError::Protocol("ls-files".into())));
+            };
+            index.insert(path.to_string(), (mode.to_string(), sha.to_string()));
+        }
+
+        let mut selected: BTreeSet<String> = changed.clone();
+        let mut rekeyed_scopes = BTreeSet::new();
+        for path in &changed {
+            match StorePath::classify(Path::new(path)) {
+                StorePath::Secret(id) => {
+                    selected.insert(path_string(&id.scope.recipients_path()));
+                }
+                StorePath::Recipients(scope) => {
+                    rekeyed_scopes.insert(scope);
+                }
+                _ => {}
+            }
+        }
+        if !rekeyed_scopes.is_empty() {
+            for path in index.keys() {
+                if let StorePath::Secret(id) = StorePath::classify(Path::new(path)) {
+                    if rekeyed_scopes.contains(&id.scope) {
+                        selected.insert(path.clone());
+                    }
+                }
+            }
+        }
+        selected.retain(|p| index.contains_key(p));
+
+        let mut entries = Vec::new();
+        let mut wanted = Vec::new();
+        for path in &selected {
+            let (mode, sha) = &index[path];
+            let kind = match mode.as_str() {
+                "100644" | "100755" => FileKind::Regular,
+                "120000" => FileKind::Symlink,
+                _ => FileKind::Special,
+            };
+            let rel = PathBuf::from(path);
+            if kind == FileKind::Regular {
+                wanted.push((rel.clone(), sha.clone()));
+            }
+            entries.push(Entry {
+                what: StorePath::classify(&rel),
+                rel,
+                kind,
+            });
+        }
+        let blobs = cat_blobs(root, &wanted).map_err(fail)?;
+        Ok(Staged { entries, blobs })
+    }
+
+    /// The staged paths examined.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.entries.iter().map(|e| e.rel.as_path())
+    }
+}
+
+fn path_string(p: &Path) -> String {
+    // Git paths always use '/'.
+    p.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Reads blobs with one `git cat-file --batch` process.
+fn cat_blobs(
+    root: &Path,
+    wanted: &[(PathBuf, String)],
+) -> Result<HashMap<PathBuf, Vec<u8>>, GitError> {
+    let mut blobs = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(blobs);
+    }
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["cat-file", "--batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(GitError::Spawn)?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let request: String = wanted.iter().map(|(_, sha)| format!("{sha}\n")).collect();
+    // Write from a thread so a large answer cannot deadlock against the request.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(request.as_bytes());
+    });
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+    let protocol = || GitError::Protocol("cat-file".to_string());
+    for (path, _) in wanted {
+        let mut header = String::new();
+        out.read_line(&mut header).map_err(|_| protocol())?;
+        let size: usize = header
+            .trim_end()
+            .rsplit(' ')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(protocol)?;
+        let mut body = vec![0; size + 1];
+        out.read_exact(&mut body).map_err(|_| protocol())?;
+        body.pop(); // the newline after each object
+        blobs.insert(path.clone(), body);
+    }
+    let _ = writer.join();
+    let _ = child.wait();
+    Ok(blobs)
+}
+
+impl Source for Staged {
+    fn entries(&self) -> Result<Vec<Entry>, Problem> {
+        Ok(self.entries.clone())
+    }
+    fn read(&self, entry: &Entry, limit: usize) -> Result<Vec<u8>, StoreError> {
+        let blob = self.blobs.get(&entry.rel).ok_or(StoreError::NotRegular)?;
+        if blob.len() > limit {
+            return Err(StoreError::TooLarge {
+                size: blob.len() as u64,
+                limit,
+            });
+        }
+        Ok(blob.clone())
+    }
+}
+
+/// What `hook install` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HookOutcome {
+    /// A new hook.
+    Installed(PathBuf),
+    /// meshseal's hook was there and was refreshed.
+    Updated(PathBuf),
+    /// A foreign hook was replaced (with --force).
+    Replaced(PathBuf),
+}
+
+/// Writes a pre-commit hook running `meshseal check --staged`; `exe` is the
+/// fallback when `meshseal` is not on PATH at commit time.
+pub fn install_hook(root: &Path, exe: &Path, force: bool) -> Result<HookOutcome, Problem> {
+    let hooks =
+        git(root, &["rev-parse", "--git-path", "hooks"]).map_err(|e| Problem::general(&e))?;
+    let hooks = PathBuf::from(String::from_utf8_lossy(&hooks).trim());
+    let hooks = if hooks.is_absolute() {
+        hooks
+    } else {
+        root.join(hooks)
+    };
+    let path = hooks.join("pre-commit");
+    let existing = match fs::read_to_string(&path) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Problem::at(&path, &StoreError::Io(e))),
+    };
+    let outcome = match &existing {
+        None => HookOutcome::Installed(path.clone()),
+        Some(t) if t.contains(HOOK_MARKER) => HookOutcome::Updated(path.clone()),
+        Some(_) if force => HookOutcome::Replaced(path.clone()),
+        Some(_) => return Err(Problem::at(&path, &GitError::ForeignHook)),
+    };
+    let exe = exe.display().to_string().replace('\'', r"'\''");
+    let script = format!(
+        "#!/bin/sh\n{HOOK_MARKER} (installed by `meshseal hook install`).\n\
+         # Refuses commits with plaintext, moved, stale or broken secrets; needs no key.\n\
+         if command -v meshseal >/dev/null 2>&1; then\n  exec meshseal check --staged\nfi\n\
+         exec '{exe}' check --staged\n"
+    );
+    atomic::write(&path, script.as_bytes(), 0o755)
+        .map_err(|e| Problem::at(&path, &StoreError::Io(e)))?;
+    Ok(outcome)
+}
+
+/// Configures the `meshseal` diff driver in the repository's config, so that
+/// `git diff` shows redacted documents (see `.gitattributes`).
+pub fn set_diff_driver(root: &Path, exe: &Path) -> Result<(), Problem> {
+    let command = format!(
+        "'{}' textconv",
+        exe.display().to_string().replace('\'', r"'\''")
+    );
+    git(root, &["config", "diff.meshseal.textconv", &command]).map_err(|e| Problem::general(&e))?;
+    Ok(())
+}
+
+/// Whether `root` is inside a git work tree.
+pub fn is_work_tree(root: &Path) -> bool {
+    git(root, &["rev-parse", "--is-inside-work-tree"]).is_ok_and(|o| o.starts_with(b"true"))
+}
