@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use crate::atomic::{TEMP_PREFIX, TEMP_SUFFIX};
 use crate::envelope::{self, Sniff};
 use crate::identity::Identities;
+use crate::policy::Policy;
 use crate::problem::Problem;
 use crate::recipients::RecipientSet;
 use crate::scope::{Scope, SecretId, StorePath, StrayReason};
@@ -49,6 +50,8 @@ pub trait Source: Sync {
     fn entries(&self) -> Result<Vec<Entry>, Problem>;
     /// The bytes of one of them.
     fn read(&self, entry: &Entry, limit: usize) -> Result<Vec<u8>, StoreError>;
+    /// Whether a secret's file is present (policy references resolve by path).
+    fn has_secret(&self, id: &SecretId) -> bool;
 }
 
 impl Source for Store {
@@ -57,6 +60,9 @@ impl Source for Store {
     }
     fn read(&self, entry: &Entry, limit: usize) -> Result<Vec<u8>, StoreError> {
         self.read_file(&entry.rel, limit)
+    }
+    fn has_secret(&self, id: &SecretId) -> bool {
+        self.exists(id)
     }
 }
 
@@ -135,6 +141,9 @@ pub fn check_source(store: &Store, source: &dyn Source, options: &CheckOptions<'
     }
     for entry in &entries {
         report.problems.extend(check_layout(entry));
+        if entry.kind == FileKind::Regular {
+            report.problems.extend(check_policy(source, entry));
+        }
     }
 
     if !options.only.is_empty() {
@@ -162,6 +171,36 @@ fn read_recipients(source: &dyn Source, entry: &Entry) -> Result<RecipientSet, P
         )
     })?;
     RecipientSet::parse(&text).map_err(|e| Problem::at(&entry.rel, &e))
+}
+
+/// A policy's syntax and its secret references (by path, so no key is needed).
+fn check_policy(source: &dyn Source, entry: &Entry) -> Vec<Problem> {
+    let (mesh, name) = match &entry.what {
+        StorePath::Mesh(mesh) => (mesh, None),
+        StorePath::Policy { mesh, name } => (mesh, Some(name.as_str())),
+        _ => return Vec::new(),
+    };
+    let text = match source.read(entry, 1024 * 1024) {
+        Ok(b) => match String::from_utf8(b) {
+            Ok(t) => t,
+            Err(_) => {
+                return vec![Problem::new(
+                    Some(entry.rel.clone()),
+                    "invalid-policy",
+                    "policy is not UTF-8 text",
+                )]
+            }
+        },
+        Err(e) => return vec![Problem::at(&entry.rel, &e)],
+    };
+    match Policy::parse(&text, mesh, name) {
+        Ok(policy) => policy
+            .resolve(&|id| source.has_secret(id))
+            .iter()
+            .map(|e| Problem::at(&entry.rel, e))
+            .collect(),
+        Err(e) => vec![Problem::at(&entry.rel, &e)],
+    }
 }
 
 /// Problems that the path and file kind alone show.

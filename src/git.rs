@@ -93,6 +93,7 @@ fn split_z(bytes: &[u8]) -> impl Iterator<Item = &str> {
 pub struct Staged {
     entries: Vec<Entry>,
     blobs: HashMap<PathBuf, Vec<u8>>,
+    indexed: std::collections::HashSet<String>,
 }
 
 impl Staged {
@@ -138,10 +139,15 @@ impl Staged {
 
         let mut selected: BTreeSet<String> = changed.clone();
         let mut rekeyed_scopes = BTreeSet::new();
+        let mut policy_meshes = BTreeSet::new();
         for path in &changed {
             match StorePath::classify(Path::new(path)) {
                 StorePath::Secret(id) => {
                     selected.insert(path_string(&id.scope.recipients_path()));
+                    // Added or deleted secrets can make or break references.
+                    if let Some(m) = id.scope.mesh_name() {
+                        policy_meshes.insert(m.to_string());
+                    }
                 }
                 StorePath::Recipients(scope) => {
                     rekeyed_scopes.insert(scope);
@@ -149,12 +155,18 @@ impl Staged {
                 _ => {}
             }
         }
-        if !rekeyed_scopes.is_empty() {
+        if !rekeyed_scopes.is_empty() || !policy_meshes.is_empty() {
             for path in index.keys() {
-                if let StorePath::Secret(id) = StorePath::classify(Path::new(path)) {
-                    if rekeyed_scopes.contains(&id.scope) {
+                match StorePath::classify(Path::new(path)) {
+                    StorePath::Secret(id) if rekeyed_scopes.contains(&id.scope) => {
                         selected.insert(path.clone());
                     }
+                    StorePath::Mesh(m) | StorePath::Policy { mesh: m, .. }
+                        if policy_meshes.contains(&m) =>
+                    {
+                        selected.insert(path.clone());
+                    }
+                    _ => {}
                 }
             }
         }
@@ -180,7 +192,12 @@ impl Staged {
             });
         }
         let blobs = cat_blobs(root, &wanted).map_err(fail)?;
-        Ok(Staged { entries, blobs })
+        let indexed = index.into_keys().collect();
+        Ok(Staged {
+            entries,
+            blobs,
+            indexed,
+        })
     }
 
     /// The staged paths examined.
@@ -255,6 +272,9 @@ impl Source for Staged {
             });
         }
         Ok(blob.clone())
+    }
+    fn has_secret(&self, id: &crate::scope::SecretId) -> bool {
+        self.indexed.contains(&path_string(&id.path()))
     }
 }
 

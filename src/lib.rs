@@ -16,6 +16,7 @@ pub mod git;
 pub mod identity;
 pub mod init;
 pub mod kuma;
+pub mod policy;
 pub mod problem;
 pub mod recipients;
 pub mod rekey;

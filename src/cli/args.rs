@@ -267,13 +267,16 @@ pub enum GetCommand {
 /// `delete` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum DeleteCommand {
-    /// Delete a mesh-scoped Secret.
+    /// Delete a mesh-scoped Secret (refused while a policy uses it).
     Secret {
         /// The name.
         name: String,
         /// The mesh.
         #[arg(short = 'm', long = "mesh", default_value = meshseal::scope::DEFAULT_MESH)]
         mesh: String,
+        /// Delete even if policies reference it.
+        #[arg(long = "force")]
+        force: bool,
     },
     /// Delete a GlobalSecret.
     GlobalSecret {

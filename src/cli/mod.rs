@@ -553,10 +553,25 @@ fn get_one(ctx: &Context, store: &Store, id: SecretId, output: Output) -> Result
 
 fn cmd_delete(ctx: &Context, cmd: DeleteCommand) -> Result<ExitCode> {
     let store = ctx.store()?;
-    let id = match cmd {
-        DeleteCommand::Secret { name, mesh } => secret_id(mesh_scope(&mesh)?, &name)?,
-        DeleteCommand::GlobalSecret { name } => secret_id(Scope::Global, &name)?,
+    let (id, force) = match cmd {
+        DeleteCommand::Secret { name, mesh, force } => {
+            (secret_id(mesh_scope(&mesh)?, &name)?, force)
+        }
+        DeleteCommand::GlobalSecret { name } => (secret_id(Scope::Global, &name)?, false),
     };
+    let users = meshseal::policy::references_to(&store, &id);
+    if !users.is_empty() && !force {
+        let list: Vec<String> = users
+            .iter()
+            .map(|(path, field)| format!("{} ({field})", path.display()))
+            .collect();
+        return Err(Problem::new(
+            Some(id.path()),
+            "in-use",
+            format!("{} is in use by {}", describe(&id), list.join(", ")),
+        )
+        .with_hint("change those policies first, or delete anyway with --force"));
+    }
     store.delete(&id)?;
     println!("{} deleted", describe(&id));
     Ok(ExitCode::SUCCESS)
