@@ -90,7 +90,25 @@ pub fn rekey(
     ids: &[SecretId],
     identities: &Identities,
 ) -> Result<usize, RekeyFailure> {
-    let loaded = store.load_many(ids, identities);
+    rekey_with_progress(store, ids, identities, &|| {})
+}
+
+/// [`rekey`], calling `progress` once per file decrypted and once per file
+/// written (so `2 * ids.len()` calls in all on success).
+pub fn rekey_with_progress(
+    store: &Store,
+    ids: &[SecretId],
+    identities: &Identities,
+    progress: &(dyn Fn() + Sync),
+) -> Result<usize, RekeyFailure> {
+    let loaded: Vec<_> = ids
+        .par_iter()
+        .map(|id| {
+            let r = store.load(id, identities);
+            progress();
+            r
+        })
+        .collect();
     let problems: Vec<Problem> = loaded
         .iter()
         .filter_map(|r| r.as_ref().err().cloned())
@@ -116,7 +134,11 @@ pub fn rekey(
     }
     let failures: Vec<Problem> = docs
         .par_iter()
-        .filter_map(|l| store.put(&l.doc, None).err())
+        .filter_map(|l| {
+            let r = store.put(&l.doc, None).err();
+            progress();
+            r
+        })
         .collect();
     if failures.is_empty() {
         Ok(docs.len())

@@ -646,7 +646,21 @@ fn cmd_rekey(
         return Ok(ExitCode::SUCCESS);
     }
     let identities = ctx.identities()?;
-    match rekey::rekey(&store, &ids, &identities) {
+    // A bar on a terminal, for stores large enough to wait on.
+    let bar = if ids.len() >= 200 {
+        indicatif::ProgressBar::new(2 * ids.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("decrypt, then re-encrypt");
+    let result = rekey::rekey_with_progress(&store, &ids, &identities, &|| bar.inc(1));
+    bar.finish_and_clear();
+    match result {
         Ok(n) => {
             println!("rekeyed {n} secret(s)");
             Ok(ExitCode::SUCCESS)
