@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod atomic;
 pub mod check;
 pub mod config;
@@ -14,8 +15,10 @@ pub mod edit;
 pub mod envelope;
 pub mod git;
 pub mod identity;
+pub mod index;
 pub mod init;
 pub mod kuma;
+pub mod materialize;
 pub mod policy;
 pub mod problem;
 pub mod recipients;
@@ -23,3 +26,5 @@ pub mod rekey;
 pub mod scope;
 pub mod store;
 pub mod textconv;
+pub mod tokens;
+pub mod watch;

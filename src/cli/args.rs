@@ -167,6 +167,11 @@ pub enum Command {
         #[arg(long = "reveal")]
         reveal: bool,
     },
+    /// Load the store into memory, follow its changes and serve it read-only.
+    Watch(super::watch::WatchArgs),
+    /// Make API tokens for the watcher.
+    #[command(subcommand)]
+    Token(super::watch::TokenCommand),
 }
 
 /// `recipients` subcommands.

@@ -3,6 +3,7 @@
 
 mod args;
 mod output;
+mod watch;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -127,6 +128,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Edit(cmd) => cmd_edit(&ctx, cmd),
         Command::Hook(HookCommand::Install { force }) => cmd_hook_install(&ctx, force),
         Command::Textconv { file, reveal } => cmd_textconv(&ctx, &file, reveal),
+        Command::Watch(args) => watch::cmd_watch(&ctx, args),
+        Command::Token(cmd) => watch::cmd_token(cmd),
     }
 }
 

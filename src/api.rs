@@ -1,0 +1,418 @@
+//! The watcher's local HTTP API: read-only, Kuma-shaped, bearer-token guarded.
+//!
+//! Paths follow Kuma's REST API so that tools written for a Kuma control
+//! plane can read from meshseal:
+//!
+//! ```text
+//! GET /meshes/{mesh}/secrets          list (no data)      mesh:{mesh} or admin
+//! GET /meshes/{mesh}/secrets/{name}   type, mesh, name, data
+//! GET /secrets                        every mesh the token may read
+//! GET /global-secrets[/{name}]        admin
+//! GET /status                         generation, problems, stale files (any token)
+//! GET /ready, GET /metrics            no token; counts only, never names
+//! ```
+//!
+//! Writes (PUT, POST, PATCH, DELETE) answer 405: changes go through git.
+//! Authorization is checked before existence, so a token cannot probe for
+//! the names of secrets it may not read.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::extract::{Path, State};
+use axum::handler::Handler;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::index::{Index, Live, Secret};
+use crate::kuma;
+use crate::scope::{Scope, SecretId, StorePath};
+use crate::tokens::{TokenScope, Tokens};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The published index generation.
+    pub index: Arc<Live>,
+    /// The accepted tokens (swapped on SIGHUP).
+    pub tokens: Arc<ArcSwap<Tokens>>,
+}
+
+/// The router with every route.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/meshes/{mesh}/secrets", read_only(list_mesh))
+        .route("/meshes/{mesh}/secrets/{name}", read_only(get_mesh_secret))
+        .route("/secrets", read_only(list_all))
+        .route("/global-secrets", read_only(list_global))
+        .route("/global-secrets/{name}", read_only(get_global_secret))
+        .route("/status", read_only(status))
+        .route("/ready", read_only(ready))
+        .route("/metrics", read_only(metrics))
+        .fallback(not_found_route)
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn read_only<H, T>(handler: H) -> MethodRouter<ApiState>
+where
+    H: Handler<T, ApiState>,
+    T: 'static,
+{
+    get(handler)
+        .put(method_not_allowed)
+        .post(method_not_allowed)
+        .patch(method_not_allowed)
+        .delete(method_not_allowed)
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response {
+    let mut body = serde_json::to_vec(value).expect("JSON values serialize");
+    body.push(b'\n');
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Kuma's error shape.
+fn error(status: StatusCode, title: &str, detail: &str) -> Response {
+    json_response(
+        status,
+        &json!({
+            "type": "/std-errors",
+            "status": status.as_u16(),
+            "title": title,
+            "detail": detail,
+        }),
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method Not Allowed",
+        "the meshseal API is read-only: change secrets with `meshseal create`, `apply` or `edit`, commit them to git, and the watcher picks them up",
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    r
+}
+
+async fn not_found_route() -> Response {
+    error(StatusCode::NOT_FOUND, "Not Found", "no such API path")
+}
+
+/// Why a request is refused.
+enum Denied {
+    /// 401: no token, or one the tokens file does not know.
+    Unauthorized(&'static str),
+    /// 403: a valid token for another scope.
+    Forbidden(TokenScope, Scope),
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::Unauthorized(detail) => {
+                let mut r = error(StatusCode::UNAUTHORIZED, "Unauthorized", detail);
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            }
+            Denied::Forbidden(who, what) => {
+                let target = match what {
+                    Scope::Global => "global secrets".to_string(),
+                    Scope::Mesh(m) => format!("secrets of mesh \"{m}\""),
+                };
+                error(
+                    StatusCode::FORBIDDEN,
+                    "Access Denied",
+                    &format!("token of scope \"{who}\" cannot access {target}"),
+                )
+            }
+        }
+    }
+}
+
+/// The caller's scope.
+fn caller(state: &ApiState, headers: &HeaderMap) -> Result<TokenScope, Denied> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(Denied::Unauthorized("missing bearer token"));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .unwrap_or("");
+    match state.tokens.load().authorize(token) {
+        Some(scope) => Ok(scope.clone()),
+        None => Err(Denied::Unauthorized("invalid or unknown bearer token")),
+    }
+}
+
+/// Authenticates and authorizes in one step.
+fn require(state: &ApiState, headers: &HeaderMap, scope: &Scope) -> Result<(), Denied> {
+    let who = caller(state, headers)?;
+    if who.allows(scope) {
+        Ok(())
+    } else {
+        Err(Denied::Forbidden(who, scope.clone()))
+    }
+}
+
+fn list<'a>(secrets: impl Iterator<Item = &'a Arc<Secret>>) -> Response {
+    let items: Vec<Value> = secrets.map(|s| kuma::to_json(&s.doc, false)).collect();
+    json_response(
+        StatusCode::OK,
+        &json!({ "total": items.len(), "items": items, "next": Value::Null }),
+    )
+}
+
+fn one(index: &Index, scope: Scope, name: &str) -> Response {
+    let id = SecretId {
+        scope,
+        name: name.to_string(),
+    };
+    match index.get(&id) {
+        Some(s) => json_response(StatusCode::OK, &kuma::to_json(&s.doc, true)),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            &format!("resource not found: {}", id.kuma_ref()),
+        ),
+    }
+}
+
+async fn list_mesh(
+    State(state): State<ApiState>,
+    Path(mesh): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let scope = Scope::Mesh(mesh);
+    if let Err(r) = require(&state, &headers, &scope) {
+        return r.into_response();
+    }
+    let index = state.index.load();
+    list(index.scope_secrets(&scope))
+}
+
+async fn get_mesh_secret(
+    State(state): State<ApiState>,
+    Path((mesh, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let scope = Scope::Mesh(mesh);
+    if let Err(r) = require(&state, &headers, &scope) {
+        return r.into_response();
+    }
+    one(&state.index.load(), scope, &name)
+}
+
+async fn list_all(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let who = match caller(&state, &headers) {
+        Ok(w) => w,
+        Err(r) => return r.into_response(),
+    };
+    let index = state.index.load();
+    list(
+        index
+            .secrets()
+            .filter(|s| s.doc.id.scope != Scope::Global && who.allows(&s.doc.id.scope)),
+    )
+}
+
+async fn list_global(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(r) = require(&state, &headers, &Scope::Global) {
+        return r.into_response();
+    }
+    let index = state.index.load();
+    list(index.scope_secrets(&Scope::Global))
+}
+
+async fn get_global_secret(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = require(&state, &headers, &Scope::Global) {
+        return r.into_response();
+    }
+    one(&state.index.load(), Scope::Global, &name)
+}
+
+/// The scope a problem's file belongs to, if it can be told from its path.
+fn scope_of_file(file: &std::path::Path) -> Option<Scope> {
+    match StorePath::classify(file) {
+        StorePath::Secret(id) => Some(id.scope),
+        StorePath::StraySecret { scope, .. } | StorePath::Recipients(scope) => Some(scope),
+        _ => None,
+    }
+}
+
+async fn status(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let who = match caller(&state, &headers) {
+        Ok(w) => w,
+        Err(r) => return r.into_response(),
+    };
+    let index = state.index.load();
+    let visible = |scope: Option<Scope>| match scope {
+        Some(s) => who.allows(&s),
+        None => who == TokenScope::Admin,
+    };
+    let problems: Vec<Value> = index
+        .problems()
+        .filter(|p| visible(p.file.as_deref().and_then(scope_of_file)))
+        .map(|p| serde_json::to_value(p).expect("problems serialize"))
+        .collect();
+    let stale: Vec<Value> = index
+        .stale()
+        .filter(|id| who.allows(&id.scope))
+        .map(|id| {
+            let mut v = json!({ "type": id.scope.resource_type(), "name": id.name });
+            if let Some(m) = id.scope.mesh_name() {
+                v["mesh"] = json!(m);
+            }
+            v
+        })
+        .collect();
+    let secrets = index
+        .secrets()
+        .filter(|s| who.allows(&s.doc.id.scope))
+        .count();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "generation": index.generation(),
+            "secrets": secrets,
+            "healthy": problems.is_empty(),
+            "problems": problems,
+            "stale": stale,
+        }),
+    )
+}
+
+async fn ready(State(state): State<ApiState>) -> Response {
+    let generation = state.index.load().generation();
+    if generation == 0 {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not Ready",
+            "the store is still loading",
+        );
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({ "ready": true, "generation": generation }),
+    )
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let index = state.index.load();
+    let c = index.counters();
+    let global = index.scope_secrets(&Scope::Global).count();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    metric(
+        "meshseal_index_generation",
+        "gauge",
+        "Generation of the published index (1 after the cold load).",
+        &[("", index.generation() as f64)],
+    );
+    metric(
+        "meshseal_secrets",
+        "gauge",
+        "Secrets in the index.",
+        &[
+            ("{scope=\"mesh\"}", (index.len() - global) as f64),
+            ("{scope=\"global\"}", global as f64),
+        ],
+    );
+    metric(
+        "meshseal_meshes",
+        "gauge",
+        "Meshes with at least one secret.",
+        &[("", index.meshes().len() as f64)],
+    );
+    metric(
+        "meshseal_problems",
+        "gauge",
+        "Files whose current version failed to load (the last good version is served).",
+        &[("", index.problem_count() as f64)],
+    );
+    metric(
+        "meshseal_stale_secrets",
+        "gauge",
+        "Secrets encrypted to a recipient set other than their scope's current one.",
+        &[("", index.stale().count() as f64)],
+    );
+    metric(
+        "meshseal_cold_load_seconds",
+        "gauge",
+        "Duration of the initial full load.",
+        &[("", c.cold_load.as_secs_f64())],
+    );
+    metric(
+        "meshseal_last_reload_seconds",
+        "gauge",
+        "Duration of the latest update or rescan.",
+        &[("", c.last_update.as_secs_f64())],
+    );
+    metric(
+        "meshseal_reloads_total",
+        "counter",
+        "Index updates after the cold load.",
+        &[("", c.updates as f64)],
+    );
+    metric(
+        "meshseal_rescans_total",
+        "counter",
+        "Full rescans after the cold load.",
+        &[("", c.rescans as f64)],
+    );
+    metric(
+        "meshseal_load_errors_total",
+        "counter",
+        "New file versions that failed to load.",
+        &[("", c.load_errors as f64)],
+    );
+    metric(
+        "meshseal_decrypted_total",
+        "counter",
+        "Files decrypted since start.",
+        &[("", c.decrypted as f64)],
+    );
+    let mut r = (StatusCode::OK, out).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,152 @@
+//! `meshseal watch` and `meshseal token create`: flags in, library calls out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use meshseal::identity::IdentityError;
+use meshseal::problem::Problem;
+use meshseal::tokens::{self, TokenScope};
+use meshseal::watch::{self, WatchOptions, DEFAULT_LISTEN};
+
+use super::{output, Context, Result};
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `meshseal watch` flags.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Address of the read-only HTTP API (loopback unless told otherwise).
+    #[arg(long = "listen", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Tokens file (sha256 digests and scopes, see `meshseal token create`).
+    #[arg(long = "tokens", value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// Keep DIR/meshes/<mesh>/<name> and DIR/global/<name> files in step.
+    #[arg(long = "materialize", value_name = "DIR")]
+    pub materialize: Option<PathBuf>,
+    /// Quiet time, in milliseconds, before a batch of file changes is applied.
+    #[arg(long = "debounce", value_name = "MS", default_value_t = watch::DEFAULT_DEBOUNCE_MS)]
+    pub debounce: u64,
+    /// Load and validate once, print a summary, exit 0 if all is valid, else 1.
+    #[arg(long = "once")]
+    pub once: bool,
+    /// Log format.
+    #[arg(long = "log-format", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// `meshseal token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a new API token: prints it once, the file keeps only its sha256.
+    Create {
+        /// A token that reads everything, global secrets included.
+        #[arg(
+            long = "admin",
+            conflicts_with = "mesh",
+            required_unless_present = "mesh"
+        )]
+        admin: bool,
+        /// A token that reads this mesh's secrets only.
+        #[arg(short = 'm', long = "mesh")]
+        mesh: Option<String>,
+        /// The tokens file (created with mode 0600 if missing).
+        #[arg(long = "tokens", value_name = "FILE")]
+        tokens: PathBuf,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_max_level(tracing::Level::INFO);
+    match format {
+        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub(super) fn cmd_watch(ctx: &Context, args: WatchArgs) -> Result<ExitCode> {
+    let identity_files = ctx.identity_files();
+    if identity_files.is_empty() {
+        return Err(Problem::general(&IdentityError::NoneConfigured {
+            default: meshseal::identity::default_path(),
+        }));
+    }
+    if args.once {
+        return once(ctx, &identity_files);
+    }
+    init_logging(args.log_format);
+    watch::run(WatchOptions {
+        root: ctx.repo.clone(),
+        identity_files,
+        listen: args.listen,
+        tokens: args.tokens,
+        materialize: args.materialize,
+        debounce: Duration::from_millis(args.debounce),
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn once(ctx: &Context, identity_files: &[PathBuf]) -> Result<ExitCode> {
+    let start = Instant::now();
+    let identities = watch::load_identities(identity_files)?;
+    let (_, index) = watch::load(&ctx.repo, &identities)?;
+    let problems: Vec<Problem> = index.problems().cloned().collect();
+    output::problems(&problems);
+    let global = index.scope_secrets(&meshseal::scope::Scope::Global).count();
+    let stale = index.stale().count();
+    println!(
+        "loaded {} secret(s): {} in {} mesh(es), {} global; {} problem(s); {} stale; {:.1} ms",
+        index.len(),
+        index.len() - global,
+        index.meshes().len(),
+        global,
+        problems.len(),
+        stale,
+        start.elapsed().as_secs_f64() * 1000.0
+    );
+    if stale > 0 {
+        eprintln!("hint: re-encrypt stale secrets to their scope's current recipients with `meshseal rekey --all`");
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(super) fn cmd_token(cmd: TokenCommand) -> Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create { mesh, tokens, .. } => {
+            let scope = match mesh {
+                Some(m) => {
+                    meshseal::scope::validate_mesh(&m).map_err(|e| Problem::general(&e))?;
+                    TokenScope::Mesh(m)
+                }
+                None => TokenScope::Admin,
+            };
+            let token = tokens::create(&tokens, &scope)?;
+            eprintln!(
+                "added a token of scope {scope} to {} (only its sha256 is kept: this is the one time it is shown)",
+                tokens.display()
+            );
+            let mut line = zeroize::Zeroizing::new(token.as_bytes().to_vec());
+            line.push(b'\n');
+            output::stdout(&line);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

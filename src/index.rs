@@ -1,0 +1,558 @@
+//! The in-memory index: every secret of a store, decrypted, validated and
+//! bound to its path, as one immutable *generation*.
+//!
+//! A generation is never changed in place. An update (a batch of changed
+//! paths, or a full rescan) builds the next generation from the current one
+//! and the watcher publishes it with one atomic pointer swap (see [`Live`]),
+//! so a reader holds either the old generation or the new one, never a mix.
+//!
+//! Why the index remembers the sha256 of every file's bytes, good or bad: a
+//! `git checkout` that touches thousands of files overflows the kernel's event
+//! queue and arrives as one "rescan" notice naming only some of them. A rescan
+//! must then be cheap: read and hash every file, and decrypt only those whose
+//! bytes changed. Decryption, not reading, is the cost.
+//!
+//! *Last good wins*: when a file's new bytes fail to load (corrupt, wrong key,
+//! moved or renamed ciphertext, invalid document), the previous good entry
+//! stays in the index and the problem is recorded beside it. Only a file that
+//! is gone removes its entry.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::document::Document;
+use crate::identity::Identities;
+use crate::problem::Problem;
+use crate::scope::{Scope, SecretId, StorePath, StrayReason};
+use crate::store::{Store, StoreError};
+
+/// One secret as served: the document and where it came from.
+#[derive(Debug)]
+pub struct Secret {
+    /// The decrypted document (its data stays in a `SecretData`).
+    pub doc: Document,
+    /// sha256 of the ciphertext file this entry was decrypted from.
+    pub file_sha256: [u8; 32],
+    /// The recipients fingerprint from the header metadata, if any.
+    pub recipients_fingerprint: Option<String>,
+}
+
+/// What the index knows about one file's current bytes.
+#[derive(Debug, Clone)]
+struct FileState {
+    sha256: [u8; 32],
+    /// Whether these bytes loaded (false: a problem is recorded).
+    good: bool,
+}
+
+/// How a generation came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateKind {
+    /// The first, full load.
+    Cold,
+    /// A batch of changed paths.
+    Incremental,
+    /// A full walk after an event overflow, a watcher error or SIGHUP.
+    Rescan,
+}
+
+impl UpdateKind {
+    /// Lowercase name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateKind::Cold => "cold",
+            UpdateKind::Incremental => "incremental",
+            UpdateKind::Rescan => "rescan",
+        }
+    }
+}
+
+/// What one update did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateStats {
+    /// How the generation was built.
+    pub kind: UpdateKind,
+    /// Files read and hashed.
+    pub hashed: usize,
+    /// Files decrypted (their bytes were new).
+    pub decrypted: usize,
+    /// Secrets added or replaced.
+    pub changed: Vec<SecretId>,
+    /// Secrets removed (their file is gone).
+    pub removed: Vec<SecretId>,
+    /// Problems new in this update (a file whose new bytes failed to load).
+    pub new_problems: Vec<Problem>,
+    /// Wall time of the update.
+    pub duration: Duration,
+}
+
+/// Counters carried from generation to generation, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Updates after the cold load.
+    pub updates: u64,
+    /// Full rescans after the cold load.
+    pub rescans: u64,
+    /// Files that failed to load, counted each time new bytes failed.
+    pub load_errors: u64,
+    /// Files decrypted since start.
+    pub decrypted: u64,
+    /// Duration of the cold load.
+    pub cold_load: Duration,
+    /// Duration of the latest update.
+    pub last_update: Duration,
+}
+
+/// One immutable generation of the index.
+#[derive(Debug, Default)]
+pub struct Index {
+    generation: u64,
+    secrets: BTreeMap<SecretId, Arc<Secret>>,
+    files: BTreeMap<PathBuf, FileState>,
+    problems: BTreeMap<PathBuf, Problem>,
+    fingerprints: BTreeMap<Scope, String>,
+    counters: Counters,
+}
+
+/// The published generation, swapped atomically; readers never block.
+pub type Live = ArcSwap<Index>;
+
+/// The outcome of reading and (maybe) decrypting one file.
+enum FileResult {
+    /// The bytes equal what the index has: nothing to do.
+    Unchanged,
+    /// New bytes that loaded.
+    Loaded(Box<Secret>, [u8; 32]),
+    /// New bytes (or an unreadable file) that failed.
+    Failed(Problem, Option<[u8; 32]>),
+    /// The file is not there any more (or is not a file).
+    Gone,
+}
+
+impl Index {
+    /// Loads the whole store in parallel: generation 1.
+    pub fn load(store: &Store, identities: &Identities) -> Result<Index, Problem> {
+        let start = Instant::now();
+        let empty = Index::default();
+        let (mut index, mut stats) = empty.rescan_inner(store, identities, false)?;
+        index.generation = 1;
+        stats.kind = UpdateKind::Cold;
+        index.counters = Counters {
+            decrypted: stats.decrypted as u64,
+            load_errors: index.problems.len() as u64,
+            cold_load: start.elapsed(),
+            ..Counters::default()
+        };
+        Ok(index)
+    }
+
+    /// The generation number (1 for the cold load).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// One secret.
+    pub fn get(&self, id: &SecretId) -> Option<&Arc<Secret>> {
+        self.secrets.get(id)
+    }
+
+    /// Every secret, sorted by scope then name (global first).
+    pub fn secrets(&self) -> impl Iterator<Item = &Arc<Secret>> {
+        self.secrets.values()
+    }
+
+    /// The secrets of one scope, sorted by name.
+    pub fn scope_secrets<'a>(&'a self, scope: &'a Scope) -> impl Iterator<Item = &'a Arc<Secret>> {
+        let start = SecretId {
+            scope: scope.clone(),
+            name: String::new(),
+        };
+        self.secrets
+            .range(start..)
+            .take_while(move |(id, _)| &id.scope == scope)
+            .map(|(_, s)| s)
+    }
+
+    /// Number of secrets.
+    pub fn len(&self) -> usize {
+        self.secrets.len()
+    }
+
+    /// Whether the index holds no secret.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// Current problems, one per file, sorted by path.
+    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.values()
+    }
+
+    /// Number of current problems.
+    pub fn problem_count(&self) -> usize {
+        self.problems.len()
+    }
+
+    /// Secrets whose header names a recipient set other than their scope's
+    /// current one: they need `meshseal rekey`.
+    pub fn stale(&self) -> impl Iterator<Item = &SecretId> {
+        self.secrets.iter().filter_map(|(id, s)| {
+            let current = self.fingerprints.get(&id.scope)?;
+            match &s.recipients_fingerprint {
+                Some(f) if f == current => None,
+                _ => Some(id),
+            }
+        })
+    }
+
+    /// Counters for metrics.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Whether `other` serves the same secrets (same file bytes), the same
+    /// problems and the same recipients: then a new generation is pointless.
+    pub fn same_content(&self, other: &Index) -> bool {
+        self.problems == other.problems
+            && self.fingerprints == other.fingerprints
+            && self.secrets.len() == other.secrets.len()
+            && self
+                .secrets
+                .iter()
+                .zip(&other.secrets)
+                .all(|((a, x), (b, y))| a == b && x.file_sha256 == y.file_sha256)
+    }
+
+    /// The meshes that have at least one secret.
+    pub fn meshes(&self) -> BTreeSet<&str> {
+        self.secrets
+            .keys()
+            .filter_map(|id| id.scope.mesh_name())
+            .collect()
+    }
+
+    /// The next generation after a batch of changed paths (relative to the
+    /// store root). A path that no longer exists removes every entry at or
+    /// below it (a folder moved out of the tree arrives as one event); a
+    /// folder that appeared is walked.
+    pub fn update(
+        &self,
+        store: &Store,
+        identities: &Identities,
+        changed: &BTreeSet<PathBuf>,
+    ) -> (Index, UpdateStats) {
+        let start = Instant::now();
+        let mut candidates = BTreeSet::new();
+        let mut gone = Vec::new();
+        let mut dirs = Vec::new();
+        let mut fingerprints_changed = false;
+        for rel in changed {
+            match fs::symlink_metadata(store.root().join(rel)) {
+                Ok(m) if m.is_dir() => dirs.push(rel.clone()),
+                Ok(_) => {
+                    if is_file_like(rel) {
+                        candidates.insert(rel.clone());
+                    }
+                }
+                Err(_) => gone.push(rel.clone()),
+            }
+            if !is_file_like(rel) {
+                // Recipients files, or folders: scopes may have changed.
+                fingerprints_changed = true;
+            }
+        }
+        if !dirs.is_empty() {
+            // A folder that appeared (moved in, or created with its files
+            // inside one debounce window) is walked once for all of them.
+            if let Ok(entries) = store.scan() {
+                candidates.extend(
+                    entries
+                        .into_iter()
+                        .filter(|e| {
+                            is_file_like(&e.rel) && dirs.iter().any(|d| e.rel.starts_with(d))
+                        })
+                        .map(|e| e.rel),
+                );
+            }
+        }
+        let mut next = self.successor();
+        let mut stats = UpdateStats::new(UpdateKind::Incremental);
+        for rel in &gone {
+            next.remove_under(rel, &mut stats);
+        }
+        next.apply(
+            store,
+            identities,
+            candidates.into_iter().collect(),
+            false,
+            &mut stats,
+        );
+        if fingerprints_changed {
+            next.fingerprints = scope_fingerprints(store, next.secrets.keys());
+        } else {
+            // New scopes may have appeared with new secrets.
+            let missing: Vec<&SecretId> = next
+                .secrets
+                .keys()
+                .filter(|id| !next.fingerprints.contains_key(&id.scope))
+                .collect();
+            if !missing.is_empty() {
+                next.fingerprints = scope_fingerprints(store, next.secrets.keys());
+            }
+        }
+        stats.duration = start.elapsed();
+        next.count(&stats);
+        (next, stats)
+    }
+
+    /// The next generation after a full walk: files whose bytes changed are
+    /// decrypted, files that are gone leave. With `retry_failed`, files whose
+    /// current bytes failed are decrypted again (new identities, SIGHUP).
+    pub fn rescan(
+        &self,
+        store: &Store,
+        identities: &Identities,
+        retry_failed: bool,
+    ) -> Result<(Index, UpdateStats), Problem> {
+        let (mut next, stats) = self.rescan_inner(store, identities, retry_failed)?;
+        next.counters.rescans += 1;
+        next.count(&stats);
+        Ok((next, stats))
+    }
+
+    fn rescan_inner(
+        &self,
+        store: &Store,
+        identities: &Identities,
+        retry_failed: bool,
+    ) -> Result<(Index, UpdateStats), Problem> {
+        let start = Instant::now();
+        let entries = store.scan()?;
+        let present: BTreeSet<&Path> = entries.iter().map(|e| e.rel.as_path()).collect();
+        let mut next = self.successor();
+        let mut stats = UpdateStats::new(UpdateKind::Rescan);
+        let vanished: Vec<PathBuf> = next
+            .files
+            .keys()
+            .chain(next.problems.keys())
+            .filter(|p| !present.contains(p.as_path()))
+            .cloned()
+            .collect();
+        for rel in &vanished {
+            next.remove_under(rel, &mut stats);
+        }
+        let candidates = entries
+            .into_iter()
+            .filter(|e| is_file_like(&e.rel))
+            .map(|e| e.rel)
+            .collect();
+        next.apply(store, identities, candidates, retry_failed, &mut stats);
+        next.fingerprints = scope_fingerprints(store, next.secrets.keys());
+        stats.duration = start.elapsed();
+        Ok((next, stats))
+    }
+
+    /// A copy to build the next generation from (entries are shared).
+    fn successor(&self) -> Index {
+        Index {
+            generation: self.generation + 1,
+            secrets: self.secrets.clone(),
+            files: self.files.clone(),
+            problems: self.problems.clone(),
+            fingerprints: self.fingerprints.clone(),
+            counters: self.counters,
+        }
+    }
+
+    fn count(&mut self, stats: &UpdateStats) {
+        self.counters.updates += 1;
+        self.counters.decrypted += stats.decrypted as u64;
+        self.counters.load_errors += stats.new_problems.len() as u64;
+        self.counters.last_update = stats.duration;
+    }
+
+    /// Removes every file, secret and problem at or below `rel`.
+    fn remove_under(&mut self, rel: &Path, stats: &mut UpdateStats) {
+        let files: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| p.starts_with(rel))
+            .cloned()
+            .collect();
+        for f in files {
+            self.files.remove(&f);
+            if let StorePath::Secret(id) = StorePath::classify(&f) {
+                if self.secrets.remove(&id).is_some() {
+                    stats.removed.push(id);
+                }
+            }
+        }
+        self.problems.retain(|p, _| !p.starts_with(rel));
+    }
+
+    /// Reads, hashes and where needed decrypts `candidates` in parallel, then
+    /// folds the results in.
+    fn apply(
+        &mut self,
+        store: &Store,
+        identities: &Identities,
+        candidates: Vec<PathBuf>,
+        retry_failed: bool,
+        stats: &mut UpdateStats,
+    ) {
+        let known = &self.files;
+        let results: Vec<(PathBuf, FileResult)> = candidates
+            .into_par_iter()
+            .map(|rel| {
+                let r = examine(store, identities, &rel, known.get(&rel), retry_failed);
+                (rel, r)
+            })
+            .collect();
+        for (rel, result) in results {
+            match result {
+                FileResult::Unchanged => stats.hashed += 1,
+                FileResult::Gone => self.remove_under(&rel, stats),
+                FileResult::Loaded(secret, sha) => {
+                    stats.hashed += 1;
+                    stats.decrypted += 1;
+                    self.files.insert(
+                        rel.clone(),
+                        FileState {
+                            sha256: sha,
+                            good: true,
+                        },
+                    );
+                    self.problems.remove(&rel);
+                    let id = secret.doc.id.clone();
+                    stats.changed.push(id.clone());
+                    self.secrets.insert(id, Arc::from(secret));
+                }
+                FileResult::Failed(problem, sha) => {
+                    stats.hashed += 1;
+                    if matches!(StorePath::classify(&rel), StorePath::Secret(_)) && sha.is_some() {
+                        stats.decrypted += 1;
+                    }
+                    if let Some(sha) = sha {
+                        self.files.insert(
+                            rel.clone(),
+                            FileState {
+                                sha256: sha,
+                                good: false,
+                            },
+                        );
+                    }
+                    let is_new = self.problems.get(&rel) != Some(&problem);
+                    if is_new {
+                        stats.new_problems.push(problem.clone());
+                    }
+                    self.problems.insert(rel, problem);
+                }
+            }
+        }
+    }
+}
+
+impl UpdateStats {
+    fn new(kind: UpdateKind) -> Self {
+        UpdateStats {
+            kind,
+            hashed: 0,
+            decrypted: 0,
+            changed: Vec::new(),
+            removed: Vec::new(),
+            new_problems: Vec::new(),
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+/// Whether a path is a file the index tracks: secrets and stray files in a
+/// `secrets/` folder. Recipients, policies and other files are not indexed.
+fn is_file_like(rel: &Path) -> bool {
+    // An atomic write in progress is not a stray file: its rename follows.
+    let temp = rel
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(crate::atomic::TEMP_PREFIX));
+    !temp
+        && matches!(
+            StorePath::classify(rel),
+            StorePath::Secret(_) | StorePath::StraySecret { .. }
+        )
+}
+
+/// Reads one file and decides what it means for the index.
+fn examine(
+    store: &Store,
+    identities: &Identities,
+    rel: &Path,
+    known: Option<&FileState>,
+    retry_failed: bool,
+) -> FileResult {
+    let what = StorePath::classify(rel);
+    let id = match what {
+        StorePath::Secret(id) => id,
+        StorePath::StraySecret { reason, .. } => {
+            if fs::symlink_metadata(store.root().join(rel)).is_err() {
+                return FileResult::Gone;
+            }
+            let message = match reason {
+                StrayReason::NotAge => {
+                    "not a secret: files in a secrets/ folder must be <name>.age".to_string()
+                }
+                StrayReason::BadName(e) => e.to_string(),
+            };
+            return FileResult::Failed(
+                Problem::new(Some(rel.to_path_buf()), "stray-file", message),
+                None,
+            );
+        }
+        // Recipients, policies and other files are not the index's business.
+        _ => return FileResult::Unchanged,
+    };
+    let bytes = match store.read_file(rel, store.config().max_file_bytes()) {
+        Ok(b) => b,
+        Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return FileResult::Gone,
+        Err(e) => return FileResult::Failed(Problem::at(rel, &e), None),
+    };
+    let sha: [u8; 32] = Sha256::digest(&bytes).into();
+    if let Some(k) = known {
+        if k.sha256 == sha && (k.good || !retry_failed) {
+            return FileResult::Unchanged;
+        }
+    }
+    match store.open_bytes(&id, &bytes, identities) {
+        Ok(loaded) => FileResult::Loaded(
+            Box::new(Secret {
+                recipients_fingerprint: loaded.header.metadata.map(|m| m.recipients_fingerprint),
+                doc: loaded.doc,
+                file_sha256: sha,
+            }),
+            sha,
+        ),
+        Err(p) => FileResult::Failed(p, Some(sha)),
+    }
+}
+
+/// The current recipients fingerprint of every scope that has secrets.
+fn scope_fingerprints<'a>(
+    store: &Store,
+    ids: impl Iterator<Item = &'a SecretId>,
+) -> BTreeMap<Scope, String> {
+    let scopes: BTreeSet<&Scope> = ids.map(|id| &id.scope).collect();
+    scopes
+        .into_iter()
+        .filter_map(|s| {
+            let set = store.recipients(s).ok()?;
+            Some((s.clone(), set.fingerprint()))
+        })
+        .collect()
+}

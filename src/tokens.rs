@@ -1,0 +1,271 @@
+//! API tokens: who may read what from the watcher.
+//!
+//! The tokens file keeps, one per line, the sha256 digest of a token and its
+//! scope, never the token itself, so the file can be backed up or shown
+//! without handing out access:
+//!
+//! ```text
+//! # meshseal API tokens: sha256 digests only
+//! sha256:9f86d081884c7d65… admin
+//! sha256:2c26b46b68ffc68f… mesh:payments
+//! ```
+//!
+//! A token is 32 random bytes, printed once by `meshseal token create`.
+//! Checking a presented token hashes it and compares against every digest in
+//! constant time, so response timing tells nothing about how close a guess was.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::atomic;
+use crate::problem::{Diagnostic, Problem};
+use crate::recipients::hex;
+use crate::scope::{validate_mesh, Scope};
+
+/// Prefix of every token, so that a leaked one is recognisable (secret scanners).
+pub const TOKEN_PREFIX: &str = "mst_";
+/// Mode of the tokens file: digests are not secrets, but nobody else needs them.
+const TOKENS_MODE: u32 = 0o600;
+const HEADER: &str = "# meshseal API tokens: sha256 digests and scopes, never tokens\n";
+
+/// What a token may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenScope {
+    /// Everything: every mesh and the global secrets.
+    Admin,
+    /// One mesh's secrets only.
+    Mesh(String),
+}
+
+impl TokenScope {
+    /// Parses `admin` or `mesh:<name>`.
+    pub fn parse(text: &str) -> Option<TokenScope> {
+        if text == "admin" {
+            return Some(TokenScope::Admin);
+        }
+        let mesh = text.strip_prefix("mesh:")?;
+        validate_mesh(mesh).ok()?;
+        Some(TokenScope::Mesh(mesh.to_string()))
+    }
+
+    /// Whether this token may read secrets of `scope`.
+    pub fn allows(&self, scope: &Scope) -> bool {
+        match (self, scope) {
+            (TokenScope::Admin, _) => true,
+            (TokenScope::Mesh(own), Scope::Mesh(m)) => own == m,
+            (TokenScope::Mesh(_), Scope::Global) => false,
+        }
+    }
+}
+
+impl fmt::Display for TokenScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenScope::Admin => f.write_str("admin"),
+            TokenScope::Mesh(m) => write!(f, "mesh:{m}"),
+        }
+    }
+}
+
+/// Why a tokens file could not be used.
+#[derive(Debug, Error)]
+pub enum TokenError {
+    /// The file could not be read or written.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// A line is not `sha256:<64 hex> <scope>`.
+    #[error("line {line}: expected `sha256:<64 hex digits> admin|mesh:<name>`")]
+    Invalid {
+        /// 1-based line.
+        line: usize,
+    },
+}
+
+impl Diagnostic for TokenError {
+    fn code(&self) -> &'static str {
+        match self {
+            TokenError::Io(_) => "io",
+            TokenError::Invalid { .. } => "invalid-token-line",
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            TokenError::Invalid { .. } => Some(
+                "lines are written by `meshseal token create`; remove the broken line and create a new token"
+                    .to_string(),
+            ),
+            TokenError::Io(_) => None,
+        }
+    }
+
+    fn line(&self) -> Option<usize> {
+        match self {
+            TokenError::Invalid { line } => Some(*line),
+            TokenError::Io(_) => None,
+        }
+    }
+}
+
+/// The digests and scopes of a tokens file.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    entries: Vec<([u8; 32], TokenScope)>,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tokens([{} digests])", self.entries.len())
+    }
+}
+
+impl Tokens {
+    /// Parses the text of a tokens file.
+    pub fn parse(text: &str) -> Result<Tokens, TokenError> {
+        let mut entries = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let invalid = TokenError::Invalid { line: i + 1 };
+            let mut parts = line.split_whitespace();
+            let (Some(digest), Some(scope), None) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(invalid);
+            };
+            let digest = digest
+                .strip_prefix("sha256:")
+                .and_then(parse_hex32)
+                .ok_or(TokenError::Invalid { line: i + 1 })?;
+            let scope = TokenScope::parse(scope).ok_or(invalid)?;
+            entries.push((digest, scope));
+        }
+        Ok(Tokens { entries })
+    }
+
+    /// Reads a tokens file.
+    pub fn load(path: &Path) -> Result<Tokens, Problem> {
+        let text = fs::read_to_string(path).map_err(|e| Problem::at(path, &TokenError::Io(e)))?;
+        Tokens::parse(&text).map_err(|e| Problem::at(path, &e))
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no tokens (then nothing is readable).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The scope of a presented token, or `None` if it is unknown. Every
+    /// digest is compared, in constant time each.
+    pub fn authorize(&self, presented: &str) -> Option<&TokenScope> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for (d, scope) in &self.entries {
+            if bool::from(d.ct_eq(&digest)) && found.is_none() {
+                found = Some(scope);
+            }
+        }
+        found
+    }
+}
+
+/// Makes a new random token for `scope`, appends its digest to the tokens
+/// file (created with mode 0600 if missing, replaced atomically) and returns
+/// the token, which exists nowhere else.
+pub fn create(path: &Path, scope: &TokenScope) -> Result<Zeroizing<String>, Problem> {
+    let existing = match fs::read_to_string(path) {
+        Ok(t) => {
+            Tokens::parse(&t).map_err(|e| Problem::at(path, &e))?;
+            t
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => HEADER.to_string(),
+        Err(e) => return Err(Problem::at(path, &TokenError::Io(e))),
+    };
+    let mut raw = Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(raw.as_mut());
+    let token = Zeroizing::new(format!("{TOKEN_PREFIX}{}", hex(raw.as_ref())));
+    let digest = Sha256::digest(token.as_bytes());
+    let mut text = existing;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("sha256:{} {scope}\n", hex(&digest)));
+    atomic::write(path, text.as_bytes(), TOKENS_MODE)
+        .map_err(|e| Problem::at(path, &TokenError::Io(e)))?;
+    Ok(token)
+}
+
+fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_then_authorize() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        let admin = create(&path, &TokenScope::Admin).unwrap();
+        let pay = create(&path, &TokenScope::Mesh("payments".into())).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(admin.as_str()) && !text.contains(pay.as_str()));
+        let tokens = Tokens::load(&path).unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(tokens.authorize(&admin), Some(&TokenScope::Admin));
+        assert_eq!(
+            tokens.authorize(&pay),
+            Some(&TokenScope::Mesh("payments".into()))
+        );
+        assert_eq!(tokens.authorize("mst_nope"), None);
+        assert_eq!(tokens.authorize(""), None);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+    }
+
+    #[test]
+    fn scopes() {
+        let pay = TokenScope::parse("mesh:payments").unwrap();
+        assert!(pay.allows(&Scope::Mesh("payments".into())));
+        assert!(!pay.allows(&Scope::Mesh("other".into())));
+        assert!(!pay.allows(&Scope::Global));
+        assert!(TokenScope::Admin.allows(&Scope::Global));
+        assert_eq!(TokenScope::parse("mesh:.."), None);
+        assert_eq!(TokenScope::parse("root"), None);
+    }
+
+    #[test]
+    fn bad_lines_are_located() {
+        let e = Tokens::parse("# c\n\nsha256:abc admin\n").unwrap_err();
+        assert_eq!(e.line(), Some(3));
+        let ok = format!("sha256:{} mesh:a\n", "0".repeat(64));
+        assert_eq!(Tokens::parse(&ok).unwrap().len(), 1);
+    }
+}
