@@ -1,0 +1,691 @@
+//! End-to-end tests of `meshseal watch`: the built binary on a temporary
+//! store, an OS-chosen loopback port, and deadlines instead of sleeps.
+//!
+//! Every wait polls until a condition holds or a generous deadline passes, so
+//! the tests stay correct on a loaded two-core machine; a timeout fails with
+//! the watcher's log attached.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("meshseal")
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// A temporary store with one identity, meshes `payments` and `default`,
+/// and a tokens file with an admin and a `payments` token.
+struct Env {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    identity: PathBuf,
+    tokens: PathBuf,
+    admin: String,
+    payments: String,
+    default_mesh: String,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        fs::create_dir(&root).unwrap();
+        let identity = dir.path().join("identity.txt");
+        let tokens = dir.path().join("tokens");
+        let mut env = Env {
+            root,
+            identity,
+            tokens,
+            admin: String::new(),
+            payments: String::new(),
+            default_mesh: String::new(),
+            dir,
+        };
+        let key = env.ok(&["keygen", "-o", env.identity.to_str().unwrap()]);
+        let key = key.trim().to_string();
+        env.ok(&["init", "--recipient", &key]);
+        env.ok(&["recipients", "add", "-m", "payments", &key]);
+        env.admin = env.token(&["--admin"]);
+        env.payments = env.token(&["-m", "payments"]);
+        env.default_mesh = env.token(&["-m", "default"]);
+        env
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("-C")
+            .arg(&self.root)
+            .arg("-i")
+            .arg(&self.identity)
+            .args(args)
+            .env_remove("MESHSEAL_IDENTITY")
+            .env("HOME", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"));
+        c
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = self.command(args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, None);
+        assert!(
+            out.status.success(),
+            "meshseal {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn token(&self, scope: &[&str]) -> String {
+        let mut args = vec!["token", "create"];
+        args.extend_from_slice(scope);
+        args.extend_from_slice(&["--tokens", self.tokens.to_str().unwrap()]);
+        self.ok(&args).trim().to_string()
+    }
+
+    /// Creates or updates a mesh secret through `meshseal apply`.
+    fn set(&self, mesh: &str, name: &str, value: &str) {
+        let yaml = format!(
+            "type: Secret\nmesh: {mesh}\nname: {name}\ndata: {}\n",
+            b64(value)
+        );
+        let out = self.run(&["apply", "-f", "-"], Some(&yaml));
+        assert!(
+            out.status.success(),
+            "apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn set_global(&self, name: &str, value: &str) {
+        let yaml = format!("type: GlobalSecret\nname: {name}\ndata: {}\n", b64(value));
+        let out = self.run(&["apply", "-f", "-"], Some(&yaml));
+        assert!(
+            out.status.success(),
+            "apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn secret_file(&self, mesh: &str, name: &str) -> PathBuf {
+        self.root
+            .join("meshes")
+            .join(mesh)
+            .join("secrets")
+            .join(format!("{name}.age"))
+    }
+
+    fn watch(&self, extra: &[&str]) -> Watcher {
+        let mut args = vec![
+            "watch",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            self.tokens.to_str().unwrap(),
+            "--debounce",
+            "50",
+        ];
+        args.extend_from_slice(extra);
+        Watcher::start(self.command(&args))
+    }
+}
+
+/// A running watcher; stopped with SIGTERM when dropped.
+struct Watcher {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Watcher {
+    fn start(mut command: Command) -> Watcher {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut w = Watcher {
+            child,
+            addr: String::new(),
+            log,
+        };
+        let start = Instant::now();
+        loop {
+            let text = w.log();
+            if let Some(rest) = text.split("listening on http://").nth(1) {
+                w.addr = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                return w;
+            }
+            if let Ok(Some(status)) = w.child.try_wait() {
+                panic!("watcher exited with {status}:\n{text}");
+            }
+            assert!(start.elapsed() < DEADLINE, "watcher did not start:\n{text}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        http(&self.addr, "GET", path, token)
+    }
+
+    /// Polls until `cond` holds; panics with the log after the deadline.
+    fn eventually(&self, what: &str, mut cond: impl FnMut(&Watcher) -> bool) {
+        let start = Instant::now();
+        while !cond(self) {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for: {what}\nwatcher log:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.terminate();
+        // Let the reader thread drain the pipe.
+        thread::sleep(Duration::from_millis(50));
+        (status, self.log())
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = self.child.kill();
+                return self.child.wait().unwrap();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 client: one request per connection.
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let body = if method == "GET" { "" } else { "{}" };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad response: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// The data the API serves for a mesh secret, if it serves one.
+fn served(w: &Watcher, token: &str, mesh: &str, name: &str) -> Option<String> {
+    let (status, body) = w.get(&format!("/meshes/{mesh}/secrets/{name}"), Some(token));
+    match status {
+        200 => Some(json(&body)["data"].as_str().unwrap().to_string()),
+        404 => None,
+        other => panic!("unexpected status {other}: {body}"),
+    }
+}
+
+fn problem_files(w: &Watcher, token: &str) -> Vec<String> {
+    let (status, body) = w.get("/status", Some(token));
+    assert_eq!(status, 200, "{body}");
+    json(&body)["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["file"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn update_is_served_after_a_change() {
+    let env = Env::new();
+    env.set("payments", "db", "first-value");
+    let w = env.watch(&[]);
+    assert_eq!(
+        served(&w, &env.admin, "payments", "db"),
+        Some(b64("first-value"))
+    );
+    env.set("payments", "db", "second-value");
+    w.eventually("the new value is served", |w| {
+        served(w, &env.admin, "payments", "db") == Some(b64("second-value"))
+    });
+    env.set("payments", "api", "brand-new");
+    w.eventually("a new secret is served", |w| {
+        served(w, &env.payments, "payments", "api") == Some(b64("brand-new"))
+    });
+    let (status, log) = w.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn corrupt_update_keeps_the_last_good_version() {
+    let env = Env::new();
+    env.set("payments", "db", "good-value");
+    let w = env.watch(&[]);
+    let file = env.secret_file("payments", "db");
+    let good = fs::read(&file).unwrap();
+    // Flip bytes in the armored body: decryption must fail.
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    for b in &mut bad[mid..mid + 8] {
+        *b = if *b == b'A' { b'B' } else { b'A' };
+    }
+    fs::write(&file, &bad).unwrap();
+    w.eventually("the corrupt file is reported in /status", |w| {
+        problem_files(w, &env.admin) == vec!["meshes/payments/secrets/db.age".to_string()]
+    });
+    assert_eq!(
+        served(&w, &env.admin, "payments", "db"),
+        Some(b64("good-value"))
+    );
+    // Plaintext where a secret belongs is refused the same way.
+    fs::write(&file, "type = \"Secret\"\n").unwrap();
+    w.eventually("the warning names the file", |w| {
+        w.log().matches("WARN").count() >= 2
+    });
+    assert_eq!(
+        served(&w, &env.admin, "payments", "db"),
+        Some(b64("good-value"))
+    );
+    // Restoring a good file clears the problem.
+    fs::write(&file, &good).unwrap();
+    w.eventually("the problem clears", |w| {
+        problem_files(w, &env.admin).is_empty()
+    });
+    let log = w.log();
+    assert!(log.contains("meshes/payments/secrets/db.age"), "{log}");
+    assert!(log.contains("kept the last good version"), "{log}");
+}
+
+#[test]
+fn moved_or_renamed_ciphertext_is_not_served() {
+    let env = Env::new();
+    env.set("payments", "db", "payments-db");
+    env.set("default", "other", "x");
+    let w = env.watch(&[]);
+    let src = env.secret_file("payments", "db");
+    fs::copy(&src, env.secret_file("payments", "db-copy")).unwrap();
+    fs::copy(&src, env.secret_file("default", "db")).unwrap();
+    w.eventually("both copies are reported", |w| {
+        problem_files(w, &env.admin).len() == 2
+    });
+    assert_eq!(served(&w, &env.admin, "payments", "db-copy"), None);
+    assert_eq!(served(&w, &env.admin, "default", "db"), None);
+    assert_eq!(
+        served(&w, &env.admin, "payments", "db"),
+        Some(b64("payments-db"))
+    );
+    // A rename: the old name leaves, the new one does not load.
+    fs::rename(&src, env.secret_file("payments", "renamed")).unwrap();
+    w.eventually("the renamed file's old name leaves", |w| {
+        served(w, &env.admin, "payments", "db").is_none()
+    });
+    assert_eq!(served(&w, &env.admin, "payments", "renamed"), None);
+}
+
+#[test]
+fn deleted_secrets_and_folders_leave_the_index() {
+    let env = Env::new();
+    env.set("payments", "db", "v1");
+    env.set("payments", "api", "v2");
+    env.set("default", "keep", "v3");
+    let w = env.watch(&[]);
+    env.ok(&["delete", "secret", "db", "-m", "payments"]);
+    w.eventually("the deleted secret is gone", |w| {
+        served(w, &env.admin, "payments", "db").is_none()
+    });
+    assert_eq!(served(&w, &env.admin, "payments", "api"), Some(b64("v2")));
+    // A whole mesh folder moved out of the tree arrives as one rename.
+    fs::rename(
+        env.root.join("meshes/payments"),
+        env.dir.path().join("moved-away"),
+    )
+    .unwrap();
+    w.eventually("the moved folder's secrets are gone", |w| {
+        served(w, &env.admin, "payments", "api").is_none()
+    });
+    assert_eq!(served(&w, &env.admin, "default", "keep"), Some(b64("v3")));
+    // And moved back in: walked and served again.
+    fs::rename(
+        env.dir.path().join("moved-away"),
+        env.root.join("meshes/payments"),
+    )
+    .unwrap();
+    w.eventually("the folder moved back is served", |w| {
+        served(w, &env.admin, "payments", "api") == Some(b64("v2"))
+    });
+}
+
+#[test]
+fn tokens_matrix() {
+    let env = Env::new();
+    env.set("payments", "db", "p");
+    env.set("default", "d", "d");
+    env.set_global("g", "g");
+    let w = env.watch(&[]);
+    let pay = "/meshes/payments/secrets/db";
+    let def = "/meshes/default/secrets/d";
+    let glob = "/global-secrets/g";
+    let cases: &[(&str, Option<&str>, u16)] = &[
+        (pay, None, 401),
+        (pay, Some("mst_not-a-token"), 401),
+        (pay, Some(&env.payments), 200),
+        (pay, Some(&env.default_mesh), 403),
+        (pay, Some(&env.admin), 200),
+        (def, Some(&env.payments), 403),
+        (def, Some(&env.default_mesh), 200),
+        (glob, None, 401),
+        (glob, Some(&env.payments), 403),
+        (glob, Some(&env.admin), 200),
+        ("/global-secrets", Some(&env.default_mesh), 403),
+        ("/global-secrets", Some(&env.admin), 200),
+        ("/meshes/payments/secrets", Some(&env.payments), 200),
+        ("/meshes/payments/secrets", Some(&env.default_mesh), 403),
+        ("/meshes/payments/secrets", None, 401),
+        ("/secrets", None, 401),
+        ("/status", None, 401),
+        ("/status", Some(&env.payments), 200),
+        // Authorization comes before existence: no probing for names.
+        (
+            "/meshes/payments/secrets/nope",
+            Some(&env.default_mesh),
+            403,
+        ),
+        ("/meshes/payments/secrets/nope", Some(&env.payments), 404),
+        ("/ready", None, 200),
+        ("/metrics", None, 200),
+    ];
+    for (path, token, want) in cases {
+        let (status, body) = w.get(path, *token);
+        assert_eq!(status, *want, "GET {path} with {token:?}: {body}");
+        if status == 403 {
+            assert!(body.contains("Access Denied"), "{body}");
+        }
+    }
+    // /secrets lists only what the token may read.
+    let names = |token: &str| -> Vec<String> {
+        let (_, body) = w.get("/secrets", Some(token));
+        json(&body)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}/{}",
+                    i["mesh"].as_str().unwrap(),
+                    i["name"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(names(&env.payments), vec!["payments/db"]);
+    assert_eq!(names(&env.admin), vec!["default/d", "payments/db"]);
+    let (_, body) = w.get(pay, Some(&env.payments));
+    let v = json(&body);
+    assert_eq!(v["type"], "Secret");
+    assert_eq!(v["mesh"], "payments");
+    assert_eq!(v["name"], "db");
+    assert_eq!(v["data"], b64("p"));
+    let (_, metrics) = w.get("/metrics", None);
+    assert!(metrics.contains("meshseal_index_generation 1"), "{metrics}");
+    assert!(
+        !metrics.contains("payments"),
+        "metrics name no secrets or meshes: {metrics}"
+    );
+}
+
+#[test]
+fn writes_answer_405() {
+    let env = Env::new();
+    env.set("payments", "db", "p");
+    let w = env.watch(&[]);
+    for method in ["PUT", "POST", "DELETE", "PATCH"] {
+        for path in [
+            "/meshes/payments/secrets/db",
+            "/global-secrets/g",
+            "/secrets",
+        ] {
+            let (status, body) = http(&w.addr, method, path, Some(&env.admin));
+            assert_eq!(status, 405, "{method} {path}: {body}");
+            assert!(body.contains("git"), "{body}");
+        }
+    }
+    assert_eq!(served(&w, &env.admin, "payments", "db"), Some(b64("p")));
+}
+
+#[cfg(unix)]
+#[test]
+fn materialized_files_follow_updates_and_deletes() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.set("payments", "db", "m-one");
+    env.set_global("g", "global-one");
+    let out = env.dir.path().join("materialized");
+    // A leftover from an earlier run is removed at start.
+    fs::create_dir_all(out.join("meshes/payments")).unwrap();
+    fs::write(out.join("meshes/payments/leftover"), "old").unwrap();
+    let w = env.watch(&["--materialize", out.to_str().unwrap()]);
+    let db = out.join("meshes/payments/db");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    w.eventually("files are materialized", |_| {
+        fs::read(&db).ok().as_deref() == Some(b"m-one".as_slice())
+    });
+    assert_eq!(fs::read(out.join("global/g")).unwrap(), b"global-one");
+    assert!(!out.join("meshes/payments/leftover").exists());
+    assert_eq!(mode(&db), 0o400);
+    assert_eq!(mode(&out.join("global/g")), 0o400);
+    for d in [
+        out.clone(),
+        out.join("meshes"),
+        out.join("meshes/payments"),
+        out.join("global"),
+    ] {
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+    }
+    env.set("payments", "db", "m-two");
+    w.eventually("the file follows the update", |_| {
+        fs::read(&db).ok().as_deref() == Some(b"m-two".as_slice())
+    });
+    assert_eq!(mode(&db), 0o400);
+    env.ok(&["delete", "secret", "db", "-m", "payments"]);
+    w.eventually("the file follows the delete", |_| !db.exists());
+    assert!(out.join("global/g").exists());
+}
+
+#[test]
+fn logs_never_contain_secret_values() {
+    let env = Env::new();
+    let value = "hunter2-TOP-SECRET-7f3a";
+    env.set("payments", "db", value);
+    for format in ["text", "json"] {
+        let w = env.watch(&["--log-format", format]);
+        env.set("payments", "db", &format!("{value}-{format}"));
+        w.eventually("the update is served", |w| {
+            served(w, &env.admin, "payments", "db") == Some(b64(&format!("{value}-{format}")))
+        });
+        // A broken version too: its warning must not quote the data.
+        let file = env.secret_file("payments", "db");
+        let good = fs::read(&file).unwrap();
+        fs::write(
+            &file,
+            format!("type = \"Secret\"\ndata = \"{}\"\n", b64(value)),
+        )
+        .unwrap();
+        w.eventually("the bad version is reported", |w| {
+            !problem_files(w, &env.admin).is_empty()
+        });
+        fs::write(&file, good).unwrap();
+        w.eventually("the problem clears", |w| {
+            problem_files(w, &env.admin).is_empty()
+        });
+        let (status, log) = w.stop();
+        assert!(status.success(), "{log}");
+        assert!(log.contains("index updated"), "{log}");
+        if format == "json" {
+            for line in log.lines() {
+                json(line);
+            }
+        }
+        for needle in [
+            value.to_string(),
+            b64(value),
+            b64(&format!("{value}-{format}")),
+        ] {
+            assert!(!log.contains(&needle), "log leaks {needle}:\n{log}");
+        }
+    }
+}
+
+#[test]
+fn once_exit_codes() {
+    let env = Env::new();
+    env.set("payments", "db", "x");
+    env.set_global("g", "y");
+    let out = env.run(&["watch", "--once"], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("loaded 2 secret(s)"), "{stdout}");
+    fs::write(env.secret_file("payments", "broken"), "not age").unwrap();
+    let out = env.run(&["watch", "--once"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("meshes/payments/secrets/broken.age"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn burst_of_rewrites_ends_equal_to_a_fresh_load() {
+    const N: usize = 2000;
+    let env = Env::new();
+    let docs = |round: &str| -> String {
+        (0..N)
+            .map(|i| {
+                format!(
+                    "type: Secret\nmesh: m{}\nname: s{i}\ndata: {}\n",
+                    i % 20,
+                    b64(&format!("{round}-{i}"))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("---\n")
+    };
+    for m in 0..20 {
+        let key = fs::read_to_string(env.root.join("global/recipients.txt")).unwrap();
+        fs::create_dir_all(env.root.join(format!("meshes/m{m}"))).unwrap();
+        fs::write(env.root.join(format!("meshes/m{m}/recipients.txt")), key).unwrap();
+    }
+    let out = env.run(&["apply", "-f", "-"], Some(&docs("one")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w = env.watch(&[]);
+    let (_, body) = w.get("/secrets", Some(&env.admin));
+    assert_eq!(json(&body)["total"], N);
+    // Rewrite every file in one burst.
+    let out = env.run(&["apply", "-f", "-"], Some(&docs("two")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    w.eventually("every rewritten secret is served", |w| {
+        (0..N).rev().step_by(97).all(|i| {
+            served(w, &env.admin, &format!("m{}", i % 20), &format!("s{i}"))
+                == Some(b64(&format!("two-{i}")))
+        })
+    });
+    w.eventually("the whole index equals a fresh load", |w| {
+        (0..N).all(|i| {
+            served(w, &env.admin, &format!("m{}", i % 20), &format!("s{i}"))
+                == Some(b64(&format!("two-{i}")))
+        })
+    });
+    let (_, body) = w.get("/status", Some(&env.admin));
+    let status = json(&body);
+    assert_eq!(status["secrets"], N);
+    assert_eq!(status["problems"].as_array().unwrap().len(), 0, "{body}");
+    let out = env.run(&["watch", "--once"], None);
+    assert!(out.status.success());
+}
