@@ -142,7 +142,9 @@ pub fn check_source(store: &Store, source: &dyn Source, options: &CheckOptions<'
     for entry in &entries {
         report.problems.extend(check_layout(entry));
         if entry.kind == FileKind::Regular {
-            report.problems.extend(check_policy(source, entry));
+            report
+                .problems
+                .extend(check_policy(store, source, entry, options.identities));
         }
     }
 
@@ -174,7 +176,12 @@ fn read_recipients(source: &dyn Source, entry: &Entry) -> Result<RecipientSet, P
 }
 
 /// A policy's syntax and its secret references (by path, so no key is needed).
-fn check_policy(source: &dyn Source, entry: &Entry) -> Vec<Problem> {
+fn check_policy(
+    store: &Store,
+    source: &dyn Source,
+    entry: &Entry,
+    identities: Option<&Identities>,
+) -> Vec<Problem> {
     let (mesh, name) = match &entry.what {
         StorePath::Mesh(mesh) => (mesh, None),
         StorePath::Policy { mesh, name } => (mesh, Some(name.as_str())),
@@ -193,14 +200,28 @@ fn check_policy(source: &dyn Source, entry: &Entry) -> Vec<Problem> {
         },
         Err(e) => return vec![Problem::at(&entry.rel, &e)],
     };
-    match Policy::parse(&text, mesh, name) {
-        Ok(policy) => policy
-            .resolve(&|id| source.has_secret(id))
-            .iter()
-            .map(|e| Problem::at(&entry.rel, e))
-            .collect(),
-        Err(e) => vec![Problem::at(&entry.rel, &e)],
+    let policy = match Policy::parse(&text, mesh, name) {
+        Ok(p) => p,
+        Err(e) => return vec![Problem::at(&entry.rel, &e)],
+    };
+    let mut problems: Vec<Problem> = policy
+        .resolve(&|id| source.has_secret(id))
+        .iter()
+        .map(|e| Problem::at(&entry.rel, e))
+        .collect();
+    if let Some(identities) = identities {
+        let read = |id: &SecretId| {
+            let rel = id.path();
+            let e = Entry {
+                what: StorePath::classify(&rel),
+                rel,
+                kind: FileKind::Regular,
+            };
+            source.read(&e, store.config().max_file_bytes()).ok()
+        };
+        problems.extend(crate::ca::check_provided(store, &policy, identities, &read));
     }
+    problems
 }
 
 /// Problems that the path and file kind alone show.

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod atomic;
+pub mod ca;
 pub mod check;
 pub mod config;
 pub mod document;

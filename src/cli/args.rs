@@ -156,6 +156,9 @@ pub enum Command {
     /// Change a secret's value in $VISUAL/$EDITOR (plaintext only in a private RAM-backed folder).
     #[command(subcommand)]
     Edit(EditCommand),
+    /// Mesh mTLS certificate authorities.
+    #[command(subcommand)]
+    Mtls(MtlsCommand),
     /// Git integration.
     #[command(subcommand)]
     Hook(HookCommand),
@@ -316,5 +319,16 @@ pub enum HookCommand {
         /// Replace a pre-commit hook that meshseal did not write.
         #[arg(long = "force")]
         force: bool,
+    },
+}
+
+/// `mtls` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MtlsCommand {
+    /// Create the CA secrets of every builtin backend of a mesh that lacks them.
+    Init {
+        /// The mesh.
+        #[arg(short = 'm', long = "mesh", default_value = meshseal::scope::DEFAULT_MESH)]
+        mesh: String,
     },
 }

@@ -30,8 +30,8 @@ use meshseal::scope::{Scope, SecretId};
 use meshseal::store::{short_sha, Store, WriteOutcome};
 
 use args::{
-    Cli, Command, CreateCommand, DeleteCommand, EditCommand, GetCommand, HookCommand, Output,
-    RecipientsCommand,
+    Cli, Command, CreateCommand, DeleteCommand, EditCommand, GetCommand, HookCommand, MtlsCommand,
+    Output, RecipientsCommand,
 };
 
 /// Runs the CLI; the exit code is 0 on success, 1 on failure, 2 on usage errors.
@@ -126,6 +126,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             staged,
         } => cmd_check(&ctx, &paths, output, no_decrypt, staged),
         Command::Edit(cmd) => cmd_edit(&ctx, cmd),
+        Command::Mtls(MtlsCommand::Init { mesh }) => cmd_mtls_init(&ctx, &mesh),
         Command::Hook(HookCommand::Install { force }) => cmd_hook_install(&ctx, force),
         Command::Textconv { file, reveal } => cmd_textconv(&ctx, &file, reveal),
         Command::Watch(args) => watch::cmd_watch(&ctx, args),
@@ -796,6 +797,18 @@ fn cmd_edit(ctx: &Context, cmd: EditCommand) -> Result<ExitCode> {
     match outcome {
         edit::EditOutcome::Unchanged => println!("{} unchanged", describe(&id)),
         edit::EditOutcome::Updated => println!("{} edited", describe(&id)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_mtls_init(ctx: &Context, mesh: &str) -> Result<ExitCode> {
+    let store = ctx.store()?;
+    let created = meshseal::ca::mtls_init(&store, mesh)?;
+    if created.is_empty() {
+        println!("nothing to do: every builtin backend of mesh {mesh:?} has its CA secrets");
+    }
+    for id in &created {
+        println!("{} created", describe(id));
     }
     Ok(ExitCode::SUCCESS)
 }
