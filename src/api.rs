@@ -297,6 +297,12 @@ async fn status(State(state): State<ApiState>, headers: HeaderMap) -> Response {
             v
         })
         .collect();
+    let conflicts: Vec<String> = index
+        .conflicts()
+        .iter()
+        .filter(|id| who.allows(&id.scope))
+        .map(|id| format!("resource already exists: {}", id.kuma_ref()))
+        .collect();
     let secrets = index
         .secrets()
         .filter(|s| who.allows(&s.doc.id.scope))
@@ -309,6 +315,7 @@ async fn status(State(state): State<ApiState>, headers: HeaderMap) -> Response {
             "healthy": problems.is_empty(),
             "problems": problems,
             "stale": stale,
+            "conflicts": conflicts,
         }),
     )
 }

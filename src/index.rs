@@ -120,6 +120,9 @@ pub struct Index {
     problems: BTreeMap<PathBuf, Problem>,
     fingerprints: BTreeMap<Scope, String>,
     counters: Counters,
+    /// Zone mode: repository secrets not served because a zone-local secret
+    /// of the same name exists.
+    conflicts: Vec<SecretId>,
 }
 
 /// The published generation, swapped atomically; readers never block.
@@ -222,6 +225,7 @@ impl Index {
     /// problems and the same recipients: then a new generation is pointless.
     pub fn same_content(&self, other: &Index) -> bool {
         self.problems == other.problems
+            && self.conflicts == other.conflicts
             && self.fingerprints == other.fingerprints
             && self.secrets.len() == other.secrets.len()
             && self
@@ -229,6 +233,47 @@ impl Index {
                 .iter()
                 .zip(&other.secrets)
                 .all(|((a, x), (b, y))| a == b && x.file_sha256 == y.file_sha256)
+    }
+
+    /// Zone mode: the view served from this (the repository's) index and a
+    /// zone-local store's. Secrets flow from the repository to the zone
+    /// only: on a name conflict the zone-local secret is kept, as a Kuma zone
+    /// keeps its own resource over a synced one. Problems of the zone store
+    /// are listed under `zone_root`. The result is for serving only: updates
+    /// go to the two source indexes.
+    pub fn with_zone(&self, zone: &Index, zone_root: &Path, generation: u64) -> Index {
+        let mut merged = Index {
+            generation,
+            secrets: self.secrets.clone(),
+            files: BTreeMap::new(),
+            problems: self.problems.clone(),
+            fingerprints: self.fingerprints.clone(),
+            counters: self.counters,
+            conflicts: Vec::new(),
+        };
+        for (id, secret) in &zone.secrets {
+            if merged
+                .secrets
+                .insert(id.clone(), Arc::clone(secret))
+                .is_some()
+            {
+                merged.conflicts.push(id.clone());
+            }
+        }
+        for (path, problem) in &zone.problems {
+            let mut p = problem.clone();
+            let file = zone_root.join(path);
+            p.file = Some(file.clone());
+            merged.problems.insert(file, p);
+        }
+        merged.counters.decrypted += zone.counters.decrypted;
+        merged.counters.load_errors += zone.counters.load_errors;
+        merged
+    }
+
+    /// Zone mode: repository secrets shadowed by zone-local ones.
+    pub fn conflicts(&self) -> &[SecretId] {
+        &self.conflicts
     }
 
     /// The meshes that have at least one secret.
@@ -369,6 +414,7 @@ impl Index {
             problems: self.problems.clone(),
             fingerprints: self.fingerprints.clone(),
             counters: self.counters,
+            conflicts: Vec::new(),
         }
     }
 

@@ -60,6 +60,8 @@ pub struct WatchOptions {
     pub materialize: Option<PathBuf>,
     /// How long the filesystem must be quiet before a batch is applied.
     pub debounce: Duration,
+    /// Zone mode: the zone's name and its zone-local store.
+    pub zone: Option<(String, PathBuf)>,
 }
 
 /// Messages to the update thread.
@@ -82,10 +84,11 @@ pub fn load(root: &Path, identities: &Identities) -> Result<(Store, Index), Prob
     Ok((store, index))
 }
 
-/// Logs one generation's arrival.
-fn log_update(index: &Index, stats: &UpdateStats) {
+/// Logs one source's update, as part of generation `index`.
+fn log_update(index: &Index, stats: &UpdateStats, source: &str) {
     info!(
         generation = index.generation(),
+        store = source,
         kind = stats.kind.as_str(),
         secrets = index.len(),
         changed = stats.changed.len(),
@@ -117,14 +120,47 @@ fn log_problem(p: &Problem, consequence: &str) {
     );
 }
 
-/// Runs the watcher until SIGTERM or SIGINT.
-pub fn run(options: WatchOptions) -> Result<(), Problem> {
-    let root = fs::canonicalize(&options.root)
-        .map_err(|e| Problem::new(Some(options.root.clone()), "io", e.to_string()))?;
-    let identities = load_identities(&options.identity_files)?;
-    let tokens = load_tokens(options.tokens.as_deref())?;
-    let (store, index) = load(&root, &identities)?;
+/// The stores the update thread keeps indexes of, and the view it publishes.
+struct Sources {
+    repo_root: PathBuf,
+    repo: Store,
+    repo_index: Arc<Index>,
+    zone: Option<Zone>,
+    /// Generation counter of merged views (zone mode only).
+    generation: u64,
+}
+
+/// Zone mode: a zone-local store merged over the repository's.
+struct Zone {
+    name: String,
+    root: PathBuf,
+    store: Store,
+    index: Arc<Index>,
+}
+
+impl Sources {
+    /// The index to publish: the repository's, or in zone mode the merge.
+    fn view(&mut self) -> Arc<Index> {
+        match &self.zone {
+            None => Arc::clone(&self.repo_index),
+            Some(z) => {
+                self.generation += 1;
+                Arc::new(
+                    self.repo_index
+                        .with_zone(&z.index, &z.root, self.generation),
+                )
+            }
+        }
+    }
+}
+
+fn canonical(dir: &Path) -> Result<PathBuf, Problem> {
+    fs::canonicalize(dir).map_err(|e| Problem::new(Some(dir.to_path_buf()), "io", e.to_string()))
+}
+
+fn log_loaded(index: &Index, source: &str) {
     info!(
+        store = source,
         generation = index.generation(),
         secrets = index.len(),
         meshes = index.meshes().len(),
@@ -135,10 +171,64 @@ pub fn run(options: WatchOptions) -> Result<(), Problem> {
     for p in index.problems() {
         log_problem(p, "not served");
     }
+}
+
+/// Logs the conflicts of `new` that `old` did not have, with Kuma's text.
+fn log_conflicts(old: Option<&Index>, new: &Index, zone: Option<&str>) {
+    for id in new.conflicts() {
+        if old.is_some_and(|o| o.conflicts().contains(id)) {
+            continue;
+        }
+        warn!(
+            zone = zone.unwrap_or(""),
+            "resource already exists: {}: the zone-local secret is kept",
+            id.kuma_ref()
+        );
+    }
+}
+
+/// Runs the watcher until SIGTERM or SIGINT.
+pub fn run(options: WatchOptions) -> Result<(), Problem> {
+    let root = canonical(&options.root)?;
+    let identities = load_identities(&options.identity_files)?;
+    let tokens = load_tokens(options.tokens.as_deref())?;
+    let (store, index) = load(&root, &identities)?;
+    log_loaded(&index, "repository");
+    let zone = match &options.zone {
+        Some((name, dir)) => {
+            let zone_root = canonical(dir)?;
+            if zone_root.starts_with(&root) || root.starts_with(&zone_root) {
+                return Err(Problem::new(
+                    Some(dir.clone()),
+                    "zone-store",
+                    "the zone store must lie outside the repository (and the repository outside it)",
+                ));
+            }
+            let (zone_store, zone_index) = load(&zone_root, &identities)?;
+            log_loaded(&zone_index, "zone");
+            Some(Zone {
+                name: name.clone(),
+                root: zone_root,
+                store: zone_store,
+                index: Arc::new(zone_index),
+            })
+        }
+        None => None,
+    };
+    let mut sources = Sources {
+        repo_root: root.clone(),
+        repo: store,
+        repo_index: Arc::new(index),
+        zone,
+        generation: 0,
+    };
+    let view = sources.view();
+    let zone_name = sources.zone.as_ref().map(|z| z.name.clone());
+    log_conflicts(None, &view, zone_name.as_deref());
     let materializer = match &options.materialize {
         Some(dir) => {
             let m = Materializer::new(dir)?;
-            let (report, problems) = m.sync(None, &index);
+            let (report, problems) = m.sync(None, &view);
             info!(dir = %dir.display(), written = report.written, removed = report.removed, "materialized");
             for p in &problems {
                 log_problem(p, "materialized file not updated");
@@ -147,7 +237,7 @@ pub fn run(options: WatchOptions) -> Result<(), Problem> {
         }
         None => None,
     };
-    let live: Arc<Live> = Arc::new(ArcSwap::from_pointee(index));
+    let live: Arc<Live> = Arc::new(ArcSwap::new(view));
     let tokens = Arc::new(ArcSwap::from_pointee(tokens));
 
     let (tx, rx) = mpsc::channel::<Msg>();
@@ -156,27 +246,29 @@ pub fn run(options: WatchOptions) -> Result<(), Problem> {
         let _ = events_tx.send(Msg::Events(res));
     })
     .map_err(|e| Problem::new(None, "watch", format!("cannot start the file watcher: {e}")))?;
-    for top in ["meshes", "global"] {
-        let dir = root.join(top);
-        if dir.is_dir() {
-            debouncer
-                .watch(&dir, RecursiveMode::Recursive)
-                .map_err(|e| {
-                    Problem::new(Some(dir.clone()), "watch", format!("cannot watch: {e}"))
-                })?;
+    let mut watched = vec![root.clone()];
+    watched.extend(sources.zone.as_ref().map(|z| z.root.clone()));
+    for base in &watched {
+        for top in ["meshes", "global"] {
+            let dir = base.join(top);
+            if dir.is_dir() {
+                debouncer
+                    .watch(&dir, RecursiveMode::Recursive)
+                    .map_err(|e| {
+                        Problem::new(Some(dir.clone()), "watch", format!("cannot watch: {e}"))
+                    })?;
+            }
         }
     }
 
     let worker = {
         let live = Arc::clone(&live);
         let files = options.identity_files.clone();
-        let root = root.clone();
         thread::Builder::new()
             .name("meshseal-update".to_string())
             .spawn(move || {
                 update_loop(
-                    &root,
-                    store,
+                    sources,
                     identities,
                     &files,
                     &live,
@@ -273,10 +365,34 @@ async fn serve_until_signal(
     }
 }
 
-/// The update thread: the index's only writer.
+/// Brings one source's index up to date; `None` when nothing was to do or
+/// the rescan failed (logged).
+fn update_source(
+    store: &Store,
+    index: &Index,
+    identities: &Identities,
+    changed: &BTreeSet<PathBuf>,
+    full: bool,
+    retry_failed: bool,
+) -> Option<(Index, UpdateStats)> {
+    if full {
+        match index.rescan(store, identities, retry_failed) {
+            Ok(r) => Some(r),
+            Err(p) => {
+                error!(problem = %p, "rescan failed: the last good index stays served");
+                None
+            }
+        }
+    } else if !changed.is_empty() {
+        Some(index.update(store, identities, changed))
+    } else {
+        None
+    }
+}
+
+/// The update thread: the only writer of the indexes.
 fn update_loop(
-    root: &Path,
-    store: Store,
+    mut sources: Sources,
     mut identities: Identities,
     identity_files: &[PathBuf],
     live: &Live,
@@ -284,7 +400,8 @@ fn update_loop(
     rx: &mpsc::Receiver<Msg>,
 ) {
     while let Ok(first) = rx.recv() {
-        let mut changed = BTreeSet::new();
+        let mut repo_changed = BTreeSet::new();
+        let mut zone_changed = BTreeSet::new();
         let mut rescan = false;
         let mut reload = false;
         let mut stop = false;
@@ -305,8 +422,12 @@ fn update_loop(
                             rescan = true;
                         }
                         for path in &event.paths {
-                            if let Some(rel) = relevant(root, path) {
-                                changed.insert(rel);
+                            let zone_rel =
+                                sources.zone.as_ref().and_then(|z| relevant(&z.root, path));
+                            if let Some(rel) = zone_rel {
+                                zone_changed.insert(rel);
+                            } else if let Some(rel) = relevant(&sources.repo_root, path) {
+                                repo_changed.insert(rel);
                             }
                         }
                     }
@@ -331,28 +452,42 @@ fn update_loop(
                 Err(p) => log_problem(&p, "kept the previous identities"),
             }
         }
-        let current = live.load_full();
-        let result = if rescan || reload {
-            current.rescan(&store, &identities, reload)
-        } else if !changed.is_empty() {
-            Ok(current.update(&store, &identities, &changed))
-        } else {
+        let full = rescan || reload;
+        let repo_update = update_source(
+            &sources.repo,
+            &sources.repo_index,
+            &identities,
+            &repo_changed,
+            full,
+            reload,
+        );
+        let zone_update = sources.zone.as_ref().and_then(|z| {
+            update_source(&z.store, &z.index, &identities, &zone_changed, full, reload)
+        });
+        if repo_update.is_none() && zone_update.is_none() {
             continue;
-        };
-        let (next, stats) = match result {
-            Ok(r) => r,
-            Err(p) => {
-                error!(problem = %p, "rescan failed: the last good index stays served");
-                continue;
-            }
-        };
+        }
+        let mut stats = Vec::new();
+        if let Some((index, s)) = repo_update {
+            sources.repo_index = Arc::new(index);
+            stats.push((s, "repository"));
+        }
+        if let (Some((index, s)), Some(z)) = (zone_update, sources.zone.as_mut()) {
+            z.index = Arc::new(index);
+            stats.push((s, "zone"));
+        }
+        let current = live.load_full();
+        let next = sources.view();
         if !reload && next.same_content(&current) {
             // Touched but unchanged files: no new generation.
             continue;
         }
-        let next = Arc::new(next);
         live.store(Arc::clone(&next));
-        log_update(&next, &stats);
+        for (s, source) in &stats {
+            log_update(&next, s, source);
+        }
+        let zone_name = sources.zone.as_ref().map(|z| z.name.as_str());
+        log_conflicts(Some(&current), &next, zone_name);
         if let Some(m) = materializer {
             let (_, problems) = m.sync(Some(&current), &next);
             for p in &problems {

@@ -36,6 +36,8 @@ struct Env {
     admin: String,
     payments: String,
     default_mesh: String,
+    /// The identity's public key.
+    key: String,
 }
 
 impl Env {
@@ -52,12 +54,13 @@ impl Env {
             admin: String::new(),
             payments: String::new(),
             default_mesh: String::new(),
+            key: String::new(),
             dir,
         };
         let key = env.ok(&["keygen", "-o", env.identity.to_str().unwrap()]);
-        let key = key.trim().to_string();
-        env.ok(&["init", "--recipient", &key]);
-        env.ok(&["recipients", "add", "-m", "payments", &key]);
+        env.key = key.trim().to_string();
+        env.ok(&["init", "--recipient", &env.key]);
+        env.ok(&["recipients", "add", "-m", "payments", &env.key]);
         env.admin = env.token(&["--admin"]);
         env.payments = env.token(&["-m", "payments"]);
         env.default_mesh = env.token(&["-m", "default"]);
@@ -65,9 +68,13 @@ impl Env {
     }
 
     fn command(&self, args: &[&str]) -> Command {
+        self.command_in(&self.root, args)
+    }
+
+    fn command_in(&self, root: &Path, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("-C")
-            .arg(&self.root)
+            .arg(root)
             .arg("-i")
             .arg(&self.identity)
             .args(args)
@@ -78,7 +85,11 @@ impl Env {
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut c = self.command(args);
+        self.run_in(&self.root, args, stdin)
+    }
+
+    fn run_in(&self, root: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = self.command_in(root, args);
         c.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -111,11 +122,15 @@ impl Env {
 
     /// Creates or updates a mesh secret through `meshseal apply`.
     fn set(&self, mesh: &str, name: &str, value: &str) {
+        self.set_in(&self.root, mesh, name, value);
+    }
+
+    fn set_in(&self, root: &Path, mesh: &str, name: &str, value: &str) {
         let yaml = format!(
             "type: Secret\nmesh: {mesh}\nname: {name}\ndata: {}\n",
             b64(value)
         );
-        let out = self.run(&["apply", "-f", "-"], Some(&yaml));
+        let out = self.run_in(root, &["apply", "-f", "-"], Some(&yaml));
         assert!(
             out.status.success(),
             "apply: {}",
@@ -688,4 +703,99 @@ fn burst_of_rewrites_ends_equal_to_a_fresh_load() {
     assert_eq!(status["problems"].as_array().unwrap().len(), 0, "{body}");
     let out = env.run(&["watch", "--once"], None);
     assert!(out.status.success());
+}
+
+#[test]
+fn zone_conflict_keeps_the_zone_copy_and_logs_a_warning() {
+    let env = Env::new();
+    env.set("payments", "db", "from-repo");
+    env.set("payments", "shared", "repo-shared");
+    let zone = env.dir.path().join("zone");
+    fs::create_dir(&zone).unwrap();
+    let zone_ok = |args: &[&str]| {
+        let out = env.run_in(&zone, args, None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    zone_ok(&["init", "--recipient", &env.key]);
+    zone_ok(&["recipients", "add", "-m", "payments", &env.key]);
+    env.set_in(&zone, "payments", "shared", "zone-shared");
+    env.set_in(&zone, "payments", "local", "zone-only");
+    let w = env.watch(&["--zone", "zone-1", "--zone-store", zone.to_str().unwrap()]);
+    assert_eq!(
+        served(&w, &env.admin, "payments", "shared"),
+        Some(b64("zone-shared"))
+    );
+    assert_eq!(
+        served(&w, &env.admin, "payments", "db"),
+        Some(b64("from-repo"))
+    );
+    assert_eq!(
+        served(&w, &env.payments, "payments", "local"),
+        Some(b64("zone-only"))
+    );
+    let warning = r#"resource already exists: type="Secret" name="shared" mesh="payments""#;
+    w.eventually("the conflict is logged", |w| w.log().contains(warning));
+    assert!(w
+        .log()
+        .lines()
+        .any(|l| l.contains("WARN") && l.contains(warning)));
+    let (_, body) = w.get("/status", Some(&env.admin));
+    assert_eq!(json(&body)["conflicts"][0], warning, "{body}");
+    // A repository update does not overwrite the zone-local copy...
+    env.set("payments", "shared", "repo-shared-2");
+    env.set("payments", "db", "from-repo-2");
+    w.eventually("the repository update arrives", |w| {
+        served(w, &env.admin, "payments", "db") == Some(b64("from-repo-2"))
+    });
+    assert_eq!(
+        served(&w, &env.admin, "payments", "shared"),
+        Some(b64("zone-shared"))
+    );
+    // ...zone-local changes are followed...
+    env.set_in(&zone, "payments", "local", "zone-only-2");
+    w.eventually("the zone update arrives", |w| {
+        served(w, &env.admin, "payments", "local") == Some(b64("zone-only-2"))
+    });
+    // ...and when the zone-local copy goes, the repository's is served.
+    fs::remove_file(zone.join("meshes/payments/secrets/shared.age")).unwrap();
+    w.eventually("the repository copy takes over", |w| {
+        served(w, &env.admin, "payments", "shared") == Some(b64("repo-shared-2"))
+    });
+    let (status, log) = w.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn sighup_reloads_identities_and_retries_failed_files() {
+    let env = Env::new();
+    let second = env.dir.path().join("second.txt");
+    let second_key = env.ok(&["keygen", "-o", second.to_str().unwrap()]);
+    let second_key = second_key.trim();
+    env.ok(&["recipients", "add", "-m", "payments", second_key]);
+    env.ok(&["recipients", "remove", "-m", "payments", &env.key]);
+    env.set("payments", "db", "only-for-second");
+    let w = env.watch(&[]);
+    assert_eq!(served(&w, &env.admin, "payments", "db"), None);
+    assert_eq!(
+        problem_files(&w, &env.admin),
+        vec!["meshes/payments/secrets/db.age"]
+    );
+    // Add the second key to the identity file the watcher was started with.
+    let mut ids = fs::read_to_string(&env.identity).unwrap();
+    ids.push_str(&fs::read_to_string(&second).unwrap());
+    fs::write(&env.identity, ids).unwrap();
+    let status = Command::new("kill")
+        .arg("-HUP")
+        .arg(w.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    w.eventually("the file decrypts after SIGHUP", |w| {
+        served(w, &env.admin, "payments", "db") == Some(b64("only-for-second"))
+    });
+    assert!(problem_files(&w, &env.admin).is_empty());
 }

@@ -38,6 +38,13 @@ pub struct WatchArgs {
     /// Quiet time, in milliseconds, before a batch of file changes is applied.
     #[arg(long = "debounce", value_name = "MS", default_value_t = watch::DEFAULT_DEBOUNCE_MS)]
     pub debounce: u64,
+    /// Zone mode: this zone's name (with --zone-store).
+    #[arg(long = "zone", value_name = "NAME", requires = "zone_store")]
+    pub zone: Option<String>,
+    /// Zone mode: a zone-local store (same layout, never written) merged over
+    /// the repository's; on a name conflict the zone-local secret is kept.
+    #[arg(long = "zone-store", value_name = "DIR", requires = "zone")]
+    pub zone_store: Option<PathBuf>,
     /// Load and validate once, print a summary, exit 0 if all is valid, else 1.
     #[arg(long = "once")]
     pub once: bool,
@@ -96,6 +103,7 @@ pub(super) fn cmd_watch(ctx: &Context, args: WatchArgs) -> Result<ExitCode> {
         tokens: args.tokens,
         materialize: args.materialize,
         debounce: Duration::from_millis(args.debounce),
+        zone: args.zone.zip(args.zone_store),
     })?;
     Ok(ExitCode::SUCCESS)
 }
