@@ -8,6 +8,7 @@
 //! GET /meshes/{mesh}/secrets/{name}   type, mesh, name, data
 //! GET /secrets                        every mesh the token may read
 //! GET /global-secrets[/{name}]        admin
+//! GET /meshes/{mesh}/policies[/{name}] policies, references resolved to data
 //! GET /status                         generation, problems, stale files (any token)
 //! GET /ready, GET /metrics            no token; counts only, never names
 //! ```
@@ -31,6 +32,7 @@ use serde_json::{json, Value};
 
 use crate::index::{Index, Live, Secret};
 use crate::kuma;
+use crate::policy::{builtin_secret_names, DataSource, Policy};
 use crate::scope::{Scope, SecretId, StorePath};
 use crate::tokens::{TokenScope, Tokens};
 
@@ -48,6 +50,8 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/meshes/{mesh}/secrets", read_only(list_mesh))
         .route("/meshes/{mesh}/secrets/{name}", read_only(get_mesh_secret))
+        .route("/meshes/{mesh}/policies", read_only(list_policies))
+        .route("/meshes/{mesh}/policies/{name}", read_only(get_policy))
         .route("/secrets", read_only(list_all))
         .route("/global-secrets", read_only(list_global))
         .route("/global-secrets/{name}", read_only(get_global_secret))
@@ -262,11 +266,114 @@ async fn get_global_secret(
     one(&state.index.load(), Scope::Global, &name)
 }
 
+fn policy_json(index: &Index, policy: &Policy, resolve: bool) -> Value {
+    let problems: Vec<String> = index
+        .policy_problems(policy)
+        .map(|p| p.message.clone())
+        .collect();
+    let mut v = json!({
+        "type": policy.kind.as_str(),
+        "mesh": policy.mesh,
+        "name": policy.name,
+        "valid": problems.is_empty(),
+        "problems": problems,
+    });
+    if resolve {
+        // Builtin CA backends use their secrets by naming convention.
+        let builtin: Vec<(String, DataSource)> = policy
+            .backends
+            .iter()
+            .filter(|b| b.builtin)
+            .flat_map(|b| {
+                let (cert, key) = builtin_secret_names(&policy.mesh, &b.name);
+                [
+                    (
+                        format!("mtls.backends[{}].cert", b.name),
+                        DataSource::Secret(cert),
+                    ),
+                    (
+                        format!("mtls.backends[{}].key", b.name),
+                        DataSource::Secret(key),
+                    ),
+                ]
+            })
+            .collect();
+        let sources: Vec<Value> = policy
+            .sources
+            .iter()
+            .map(|s| (s.field.clone(), s.source.clone()))
+            .chain(builtin)
+            .map(|(field, source)| match &source {
+                DataSource::Secret(name) => {
+                    let id = SecretId {
+                        scope: Scope::Mesh(policy.mesh.clone()),
+                        name: name.clone(),
+                    };
+                    let mut v = json!({ "field": field, "secret": name });
+                    match index.get(&id) {
+                        Some(secret) => v["data"] = json!(secret.doc.data.to_base64().as_str()),
+                        None => v["error"] = json!(format!("could not load data: resource not found: {}", id.kuma_ref())),
+                    }
+                    v
+                }
+                DataSource::Inline(bytes) => json!({
+                    "field": field,
+                    "inline": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes),
+                }),
+                DataSource::InlineString(text) => json!({ "field": field, "inlineString": text }),
+                DataSource::File(path) => json!({ "field": field, "file": path }),
+            })
+            .collect();
+        v["sources"] = json!(sources);
+    }
+    v
+}
+
+async fn list_policies(
+    State(state): State<ApiState>,
+    Path(mesh): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = require(&state, &headers, &Scope::Mesh(mesh.clone())) {
+        return r.into_response();
+    }
+    let index = state.index.load();
+    let items: Vec<Value> = index
+        .policies(&mesh)
+        .map(|p| policy_json(&index, p, false))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({ "total": items.len(), "items": items, "next": Value::Null }),
+    )
+}
+
+async fn get_policy(
+    State(state): State<ApiState>,
+    Path((mesh, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = require(&state, &headers, &Scope::Mesh(mesh.clone())) {
+        return r.into_response();
+    }
+    let index = state.index.load();
+    let found = index.policies(&mesh).find(|p| p.name == name);
+    match found {
+        Some(p) => json_response(StatusCode::OK, &policy_json(&index, p, true)),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            &format!("resource not found: name=\"{name}\" mesh=\"{mesh}\""),
+        ),
+    }
+}
+
 /// The scope a problem's file belongs to, if it can be told from its path.
 fn scope_of_file(file: &std::path::Path) -> Option<Scope> {
     match StorePath::classify(file) {
         StorePath::Secret(id) => Some(id.scope),
         StorePath::StraySecret { scope, .. } | StorePath::Recipients(scope) => Some(scope),
+        StorePath::Mesh(mesh) | StorePath::Policy { mesh, .. } => Some(Scope::Mesh(mesh)),
         _ => None,
     }
 }

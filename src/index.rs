@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 
 use crate::document::Document;
 use crate::identity::Identities;
+use crate::policy::Policy;
 use crate::problem::Problem;
 use crate::scope::{Scope, SecretId, StorePath, StrayReason};
 use crate::store::{Store, StoreError};
@@ -123,6 +124,11 @@ pub struct Index {
     /// Zone mode: repository secrets not served because a zone-local secret
     /// of the same name exists.
     conflicts: Vec<SecretId>,
+    /// The last good parse of each policy file (`mesh.toml`, `policies/*.toml`).
+    policies: BTreeMap<PathBuf, Arc<Policy>>,
+    /// References of each policy that do not resolve against this
+    /// generation's secrets (recomputed for every generation).
+    unresolved: BTreeMap<PathBuf, Vec<Problem>>,
 }
 
 /// The published generation, swapped atomically; readers never block.
@@ -194,14 +200,31 @@ impl Index {
         self.secrets.is_empty()
     }
 
-    /// Current problems, one per file, sorted by path.
+    /// Current problems, sorted by path: one per secret file, and for a
+    /// policy its parse problem or every reference that does not resolve.
     pub fn problems(&self) -> impl Iterator<Item = &Problem> {
-        self.problems.values()
+        self.problems
+            .values()
+            .chain(self.unresolved.values().flatten())
     }
 
     /// Number of current problems.
     pub fn problem_count(&self) -> usize {
-        self.problems.len()
+        self.problems.len() + self.unresolved.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// The policies of a mesh (last good versions), sorted by path.
+    pub fn policies<'a>(&'a self, mesh: &'a str) -> impl Iterator<Item = &'a Arc<Policy>> {
+        self.policies.values().filter(move |p| p.mesh == mesh)
+    }
+
+    /// The problems of one policy file.
+    pub fn policy_problems<'a>(&'a self, policy: &Policy) -> impl Iterator<Item = &'a Problem> {
+        let path = policy.path();
+        self.problems
+            .get(&path)
+            .into_iter()
+            .chain(self.unresolved.get(&path).into_iter().flatten())
     }
 
     /// Secrets whose header names a recipient set other than their scope's
@@ -225,6 +248,8 @@ impl Index {
     /// problems and the same recipients: then a new generation is pointless.
     pub fn same_content(&self, other: &Index) -> bool {
         self.problems == other.problems
+            && self.unresolved == other.unresolved
+            && self.policies == other.policies
             && self.conflicts == other.conflicts
             && self.fingerprints == other.fingerprints
             && self.secrets.len() == other.secrets.len()
@@ -250,6 +275,8 @@ impl Index {
             fingerprints: self.fingerprints.clone(),
             counters: self.counters,
             conflicts: Vec::new(),
+            policies: self.policies.clone(),
+            unresolved: BTreeMap::new(),
         };
         for (id, secret) in &zone.secrets {
             if merged
@@ -266,6 +293,9 @@ impl Index {
             p.file = Some(file.clone());
             merged.problems.insert(file, p);
         }
+        // Zone-local policies are not served; repository policies resolve
+        // against what the zone serves.
+        merged.resolve_policies();
         merged.counters.decrypted += zone.counters.decrypted;
         merged.counters.load_errors += zone.counters.load_errors;
         merged
@@ -328,11 +358,24 @@ impl Index {
                 );
             }
         }
+        let mut policies: BTreeSet<PathBuf> =
+            changed.iter().filter(|p| is_policy(p)).cloned().collect();
         let mut next = self.successor();
         let mut stats = UpdateStats::new(UpdateKind::Incremental);
         for rel in &gone {
             next.remove_under(rel, &mut stats);
         }
+        if !dirs.is_empty() {
+            if let Ok(entries) = store.scan() {
+                policies.extend(
+                    entries
+                        .into_iter()
+                        .filter(|e| is_policy(&e.rel) && dirs.iter().any(|d| e.rel.starts_with(d)))
+                        .map(|e| e.rel),
+                );
+            }
+        }
+        next.refresh_policies(store, policies, &mut stats);
         next.apply(
             store,
             identities,
@@ -353,6 +396,7 @@ impl Index {
                 next.fingerprints = scope_fingerprints(store, next.secrets.keys());
             }
         }
+        next.resolve_policies();
         stats.duration = start.elapsed();
         next.count(&stats);
         (next, stats)
@@ -388,12 +432,19 @@ impl Index {
             .files
             .keys()
             .chain(next.problems.keys())
+            .chain(next.policies.keys())
             .filter(|p| !present.contains(p.as_path()))
             .cloned()
             .collect();
         for rel in &vanished {
             next.remove_under(rel, &mut stats);
         }
+        let policies = entries
+            .iter()
+            .filter(|e| is_policy(&e.rel))
+            .map(|e| e.rel.clone())
+            .collect();
+        next.refresh_policies(store, policies, &mut stats);
         let candidates = entries
             .into_iter()
             .filter(|e| is_file_like(&e.rel))
@@ -401,6 +452,7 @@ impl Index {
             .collect();
         next.apply(store, identities, candidates, retry_failed, &mut stats);
         next.fingerprints = scope_fingerprints(store, next.secrets.keys());
+        next.resolve_policies();
         stats.duration = start.elapsed();
         Ok((next, stats))
     }
@@ -415,6 +467,8 @@ impl Index {
             fingerprints: self.fingerprints.clone(),
             counters: self.counters,
             conflicts: Vec::new(),
+            policies: self.policies.clone(),
+            unresolved: BTreeMap::new(),
         }
     }
 
@@ -442,6 +496,72 @@ impl Index {
             }
         }
         self.problems.retain(|p, _| !p.starts_with(rel));
+        self.policies.retain(|p, _| !p.starts_with(rel));
+    }
+
+    /// Re-reads policy files: a good new version replaces the old one, a
+    /// bad one is recorded and the last good version stays; a missing file
+    /// leaves.
+    fn refresh_policies(
+        &mut self,
+        store: &Store,
+        paths: BTreeSet<PathBuf>,
+        stats: &mut UpdateStats,
+    ) {
+        for rel in paths {
+            let (mesh, name) = match StorePath::classify(&rel) {
+                StorePath::Mesh(mesh) => (mesh, None),
+                StorePath::Policy { mesh, name } => (mesh, Some(name)),
+                _ => continue,
+            };
+            let bytes = match store.read_file(&rel, MAX_POLICY_BYTES) {
+                Ok(b) => b,
+                Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                    self.policies.remove(&rel);
+                    self.problems.remove(&rel);
+                    continue;
+                }
+                Err(e) => {
+                    self.record_problem(rel.clone(), Problem::at(&rel, &e), stats);
+                    continue;
+                }
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            match Policy::parse(&text, &mesh, name.as_deref()) {
+                Ok(policy) => {
+                    self.problems.remove(&rel);
+                    self.policies.insert(rel, Arc::new(policy));
+                }
+                Err(e) => {
+                    let p = Problem::at(&rel, &e);
+                    self.record_problem(rel, p, stats);
+                }
+            }
+        }
+    }
+
+    fn record_problem(&mut self, rel: PathBuf, problem: Problem, stats: &mut UpdateStats) {
+        if self.problems.get(&rel) != Some(&problem) {
+            stats.new_problems.push(problem.clone());
+        }
+        self.problems.insert(rel, problem);
+    }
+
+    /// Checks every policy's references against this generation's secrets.
+    fn resolve_policies(&mut self) {
+        let secrets = &self.secrets;
+        self.unresolved = self
+            .policies
+            .iter()
+            .filter_map(|(rel, policy)| {
+                let problems: Vec<Problem> = policy
+                    .resolve(&|id| secrets.contains_key(id))
+                    .iter()
+                    .map(|e| Problem::at(rel, e))
+                    .collect();
+                (!problems.is_empty()).then(|| (rel.clone(), problems))
+            })
+            .collect();
     }
 
     /// Reads, hashes and where needed decrypts `candidates` in parallel, then
@@ -518,6 +638,17 @@ impl UpdateStats {
             duration: Duration::ZERO,
         }
     }
+}
+
+/// Largest policy file worth reading.
+const MAX_POLICY_BYTES: usize = 1024 * 1024;
+
+/// Whether a path is a policy file (`mesh.toml` or `policies/*.toml`).
+fn is_policy(rel: &Path) -> bool {
+    matches!(
+        StorePath::classify(rel),
+        StorePath::Mesh(_) | StorePath::Policy { .. }
+    )
 }
 
 /// Whether a path is a file the index tracks: secrets and stray files in a

@@ -486,6 +486,14 @@ fn update_loop(
         for (s, source) in &stats {
             log_update(&next, s, source);
         }
+        // Problems that no file change caused: references that stopped
+        // resolving because a secret went away, for instance.
+        for p in next.problems() {
+            let reported = stats.iter().any(|(s, _)| s.new_problems.contains(p));
+            if !reported && !current.problems().any(|q| q == p) {
+                log_problem(p, "reported in /status");
+            }
+        }
         let zone_name = sources.zone.as_ref().map(|z| z.name.as_str());
         log_conflicts(Some(&current), &next, zone_name);
         if let Some(m) = materializer {

@@ -799,3 +799,54 @@ fn sighup_reloads_identities_and_retries_failed_files() {
     });
     assert!(problem_files(&w, &env.admin).is_empty());
 }
+
+#[test]
+fn policies_are_revalidated_on_every_change() {
+    let env = Env::new();
+    env.set("payments", "ca", "ca-bytes");
+    let policies = env.root.join("meshes/payments/policies");
+    fs::create_dir_all(&policies).unwrap();
+    let external = |secret: &str| {
+        format!(
+            "type = \"ExternalService\"\nmesh = \"payments\"\nname = \"psp\"\n\n[networking]\naddress = \"psp.example:443\"\n\n[networking.tls]\ncaCert = {{ secret = \"{secret}\" }}\n"
+        )
+    };
+    fs::write(policies.join("psp.toml"), external("ca")).unwrap();
+    let w = env.watch(&[]);
+    let policy = |w: &Watcher| {
+        let (status, body) = w.get("/meshes/payments/policies/psp", Some(&env.payments));
+        assert_eq!(status, 200, "{body}");
+        json(&body)
+    };
+    let v = policy(&w);
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["sources"][0]["data"], b64("ca-bytes"), "{v}");
+    let (status, _) = w.get("/meshes/payments/policies/psp", Some(&env.default_mesh));
+    assert_eq!(status, 403);
+    // A bad policy affects only itself.
+    fs::write(
+        policies.join("broken.toml"),
+        "type = \"ExternalService\"\n[[[",
+    )
+    .unwrap();
+    w.eventually("the broken policy is reported", |w| {
+        problem_files(w, &env.admin).contains(&"meshes/payments/policies/broken.toml".to_string())
+    });
+    assert_eq!(policy(&w)["valid"], true);
+    // A reference that stops resolving is reported on its policy.
+    fs::write(policies.join("psp.toml"), external("missing")).unwrap();
+    w.eventually("the dangling reference is reported", |w| {
+        policy(w)["valid"] == false
+    });
+    let v = policy(&w);
+    let problem = v["problems"][0].as_str().unwrap().to_string();
+    assert!(
+        problem.contains(r#"resource not found: type="Secret" name="missing" mesh="payments""#),
+        "{v}"
+    );
+    env.set("payments", "missing", "now-here");
+    w.eventually("the reference resolves once the secret exists", |w| {
+        policy(w)["valid"] == true
+    });
+    assert_eq!(policy(&w)["sources"][0]["data"], b64("now-here"));
+}
