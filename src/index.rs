@@ -733,3 +733,71 @@ fn scope_fingerprints<'a>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+    use crate::document::SecretData;
+    use crate::recipients::Recipient;
+
+    fn store_with(n: usize) -> (tempfile::TempDir, Store, Identities) {
+        let dir = tempfile::tempdir().unwrap();
+        let (text, public) = crate::identity::generate();
+        let identities = Identities::from_age_text(&text).unwrap();
+        let recipient = Recipient::from_str(&public).unwrap();
+        let (store, _) = crate::init::init(dir.path(), &[recipient]).unwrap();
+        for i in 0..n {
+            let id = SecretId::new(Scope::Mesh("default".into()), &format!("s{i}")).unwrap();
+            let doc = Document::new(id, SecretData::new(format!("v{i}").into_bytes()));
+            store.put(&doc, None).unwrap();
+        }
+        (dir, store, identities)
+    }
+
+    fn id(name: &str) -> SecretId {
+        SecretId::new(Scope::Mesh("default".into()), name).unwrap()
+    }
+
+    #[test]
+    fn rescan_decrypts_only_changed_files() {
+        let (_dir, store, ids) = store_with(5);
+        let first = Index::load(&store, &ids).unwrap();
+        assert_eq!((first.generation(), first.len()), (1, 5));
+        assert_eq!(first.counters().decrypted, 5);
+        let (same, stats) = first.rescan(&store, &ids, false).unwrap();
+        assert_eq!((stats.hashed, stats.decrypted), (5, 0));
+        assert!(same.same_content(&first));
+        let doc = Document::new(id("s1"), SecretData::new(b"new".to_vec()));
+        store.put(&doc, None).unwrap();
+        let (next, stats) = same.rescan(&store, &ids, false).unwrap();
+        assert_eq!(stats.decrypted, 1);
+        assert_eq!(stats.changed, vec![id("s1")]);
+        assert_eq!(next.get(&id("s1")).unwrap().doc.data.expose(), b"new");
+        assert_eq!(next.generation(), 3);
+    }
+
+    #[test]
+    fn bad_new_version_keeps_the_last_good_and_deletes_leave() {
+        let (dir, store, ids) = store_with(3);
+        let index = Index::load(&store, &ids).unwrap();
+        let path = id("s0").path();
+        fs::write(dir.path().join(&path), b"garbage").unwrap();
+        let changed: BTreeSet<PathBuf> = [path.clone()].into();
+        let (next, stats) = index.update(&store, &ids, &changed);
+        assert_eq!(stats.new_problems.len(), 1);
+        assert_eq!(next.get(&id("s0")).unwrap().doc.data.expose(), b"v0");
+        assert_eq!(next.problem_count(), 1);
+        // The same bad bytes again: nothing new is reported or decrypted.
+        let (again, stats) = next.update(&store, &ids, &changed);
+        assert!(stats.new_problems.is_empty() && stats.decrypted == 0);
+        // A whole folder gone: every entry under it leaves with it.
+        fs::remove_dir_all(dir.path().join("meshes/default")).unwrap();
+        let gone: BTreeSet<PathBuf> = [PathBuf::from("meshes/default")].into();
+        let (empty, stats) = again.update(&store, &ids, &gone);
+        assert_eq!(stats.removed.len(), 3);
+        assert!(empty.is_empty());
+        assert_eq!(empty.problem_count(), 0);
+    }
+}

@@ -45,6 +45,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:5690";
 /// The default debounce window.
 pub const DEFAULT_DEBOUNCE_MS: u64 = 200;
 
+/// Batches up to this size log one line per secret.
+const MAX_NAMED_PER_BATCH: usize = 50;
+
 /// Everything `meshseal watch` needs, as plain values.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
@@ -99,11 +102,15 @@ fn log_update(index: &Index, stats: &UpdateStats, source: &str) {
         duration_ms = stats.duration.as_secs_f64() * 1000.0,
         "index updated"
     );
-    for id in &stats.changed {
-        info!(secret = %id, "secret loaded");
-    }
-    for id in &stats.removed {
-        info!(secret = %id, "secret removed");
+    // Name each secret for small batches; a checkout of thousands is summed
+    // up in the line above.
+    if stats.changed.len() + stats.removed.len() <= MAX_NAMED_PER_BATCH {
+        for id in &stats.changed {
+            info!(secret = %id, "secret loaded");
+        }
+        for id in &stats.removed {
+            info!(secret = %id, "secret removed");
+        }
     }
     for p in &stats.new_problems {
         log_problem(p, "kept the last good version");
