@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use imbl::OrdMap;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -116,16 +117,18 @@ pub struct Counters {
 #[derive(Debug, Default)]
 pub struct Index {
     generation: u64,
-    secrets: BTreeMap<SecretId, Arc<Secret>>,
-    files: BTreeMap<PathBuf, FileState>,
-    problems: BTreeMap<PathBuf, Problem>,
+    // Persistent maps: the next generation shares all unchanged entries, so
+    // building it costs O(changes · log n), not a copy of the whole store.
+    secrets: OrdMap<SecretId, Arc<Secret>>,
+    files: OrdMap<PathBuf, FileState>,
+    problems: OrdMap<PathBuf, Problem>,
     fingerprints: BTreeMap<Scope, String>,
     counters: Counters,
     /// Zone mode: repository secrets not served because a zone-local secret
     /// of the same name exists.
     conflicts: Vec<SecretId>,
     /// The last good parse of each policy file (`mesh.toml`, `policies/*.toml`).
-    policies: BTreeMap<PathBuf, Arc<Policy>>,
+    policies: OrdMap<PathBuf, Arc<Policy>>,
     /// References of each policy that do not resolve against this
     /// generation's secrets (recomputed for every generation).
     unresolved: BTreeMap<PathBuf, Vec<Problem>>,
@@ -270,7 +273,7 @@ impl Index {
         let mut merged = Index {
             generation,
             secrets: self.secrets.clone(),
-            files: BTreeMap::new(),
+            files: OrdMap::new(),
             problems: self.problems.clone(),
             fingerprints: self.fingerprints.clone(),
             counters: self.counters,
@@ -339,11 +342,12 @@ impl Index {
                 }
                 Err(_) => gone.push(rel.clone()),
             }
-            if !is_file_like(rel) {
-                // Recipients files, or folders: scopes may have changed.
+            if matches!(StorePath::classify(rel), StorePath::Recipients(_)) {
                 fingerprints_changed = true;
             }
         }
+        // A folder that came or went may hold a recipients file.
+        fingerprints_changed |= !dirs.is_empty();
         if !dirs.is_empty() {
             // A folder that appeared (moved in, or created with its files
             // inside one debounce window) is walked once for all of them.
@@ -481,13 +485,7 @@ impl Index {
 
     /// Removes every file, secret and problem at or below `rel`.
     fn remove_under(&mut self, rel: &Path, stats: &mut UpdateStats) {
-        let files: Vec<PathBuf> = self
-            .files
-            .keys()
-            .filter(|p| p.starts_with(rel))
-            .cloned()
-            .collect();
-        for f in files {
+        for f in keys_under(&self.files, rel) {
             self.files.remove(&f);
             if let StorePath::Secret(id) = StorePath::classify(&f) {
                 if self.secrets.remove(&id).is_some() {
@@ -495,8 +493,12 @@ impl Index {
                 }
             }
         }
-        self.problems.retain(|p, _| !p.starts_with(rel));
-        self.policies.retain(|p, _| !p.starts_with(rel));
+        for p in keys_under(&self.problems, rel) {
+            self.problems.remove(&p);
+        }
+        for p in keys_under(&self.policies, rel) {
+            self.policies.remove(&p);
+        }
     }
 
     /// Re-reads policy files: a good new version replaces the old one, a
@@ -640,6 +642,16 @@ impl UpdateStats {
     }
 }
 
+/// The keys at or below `rel`. Paths order component by component, so they
+/// follow `rel` contiguously: a range, not a scan of the whole map.
+fn keys_under<V: Clone>(map: &OrdMap<PathBuf, V>, rel: &Path) -> Vec<PathBuf> {
+    map.range(rel.to_path_buf()..)
+        .map(|(k, _)| k)
+        .take_while(|k| k.starts_with(rel))
+        .cloned()
+        .collect()
+}
+
 /// Largest policy file worth reading.
 const MAX_POLICY_BYTES: usize = 1024 * 1024;
 
@@ -758,6 +770,28 @@ mod tests {
 
     fn id(name: &str) -> SecretId {
         SecretId::new(Scope::Mesh("default".into()), name).unwrap()
+    }
+
+    #[test]
+    fn keys_under_a_folder_are_a_range() {
+        let map: OrdMap<PathBuf, ()> = [
+            "meshes/a",
+            "meshes/a-b/secrets/y.age",
+            "meshes/a.b/secrets/y.age",
+            "meshes/a/secrets/x.age",
+            "meshes/a/z",
+            "meshes/aa/secrets/x.age",
+            "meshes/0/secrets/x.age",
+        ]
+        .into_iter()
+        .map(|p| (PathBuf::from(p), ()))
+        .collect();
+        let got = keys_under(&map, Path::new("meshes/a"));
+        let want: Vec<PathBuf> = ["meshes/a", "meshes/a/secrets/x.age", "meshes/a/z"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]
