@@ -850,3 +850,36 @@ fn policies_are_revalidated_on_every_change() {
     });
     assert_eq!(policy(&w)["sources"][0]["data"], b64("now-here"));
 }
+
+#[test]
+fn a_recipients_change_marks_secrets_stale_in_status() {
+    let env = Env::new();
+    env.set("payments", "db", "x");
+    env.set("default", "other", "y");
+    let w = env.watch(&[]);
+    let stale = |w: &Watcher| -> Vec<String> {
+        let (_, body) = w.get("/status", Some(&env.admin));
+        json(&body)["stale"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}/{}",
+                    s["mesh"].as_str().unwrap(),
+                    s["name"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert!(stale(&w).is_empty());
+    let second = env.dir.path().join("second.txt");
+    let key = env.ok(&["keygen", "-o", second.to_str().unwrap()]);
+    env.ok(&["recipients", "add", "-m", "payments", key.trim()]);
+    w.eventually("the payments secret is stale", |w| {
+        stale(w) == vec!["payments/db"]
+    });
+    env.ok(&["rekey", "-m", "payments"]);
+    w.eventually("rekey clears it", |w| stale(w).is_empty());
+    assert_eq!(served(&w, &env.admin, "payments", "db"), Some(b64("x")));
+}
