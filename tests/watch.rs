@@ -724,6 +724,23 @@ fn zone_conflict_keeps_the_zone_copy_and_logs_a_warning() {
     zone_ok(&["recipients", "add", "-m", "payments", &env.key]);
     env.set_in(&zone, "payments", "shared", "zone-shared");
     env.set_in(&zone, "payments", "local", "zone-only");
+    let once = env.run(
+        &[
+            "watch",
+            "--once",
+            "--zone",
+            "zone-1",
+            "--zone-store",
+            zone.to_str().unwrap(),
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&once.stderr);
+    assert_eq!(once.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(r#"resource already exists: type="Secret" name="shared" mesh="payments""#),
+        "{stderr}"
+    );
     let w = env.watch(&["--zone", "zone-1", "--zone-store", zone.to_str().unwrap()]);
     assert_eq!(
         served(&w, &env.admin, "payments", "shared"),

@@ -93,7 +93,7 @@ pub(super) fn cmd_watch(ctx: &Context, args: WatchArgs) -> Result<ExitCode> {
         }));
     }
     if args.once {
-        return once(ctx, &identity_files);
+        return once(ctx, &identity_files, &args);
     }
     init_logging(args.log_format);
     watch::run(WatchOptions {
@@ -108,12 +108,28 @@ pub(super) fn cmd_watch(ctx: &Context, args: WatchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn once(ctx: &Context, identity_files: &[PathBuf]) -> Result<ExitCode> {
+fn once(ctx: &Context, identity_files: &[PathBuf], args: &WatchArgs) -> Result<ExitCode> {
     let start = Instant::now();
     let identities = watch::load_identities(identity_files)?;
-    let (_, index) = watch::load(&ctx.repo, &identities)?;
+    if let Some(path) = &args.tokens {
+        meshseal::tokens::Tokens::load(path)?;
+    }
+    let (_, repo) = watch::load(&ctx.repo, &identities)?;
+    let index = match &args.zone_store {
+        Some(dir) => {
+            let (_, zone) = watch::load(dir, &identities)?;
+            repo.with_zone(&zone, dir, 1)
+        }
+        None => repo,
+    };
     let problems: Vec<Problem> = index.problems().cloned().collect();
     output::problems(&problems);
+    for id in index.conflicts() {
+        eprintln!(
+            "warning: resource already exists: {}: the zone-local secret is kept",
+            id.kuma_ref()
+        );
+    }
     let global = index.scope_secrets(&meshseal::scope::Scope::Global).count();
     let stale = index.stale().count();
     println!(
