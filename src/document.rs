@@ -400,11 +400,18 @@ pub fn decode_data(encoded: &str, max_data_bytes: usize) -> Result<SecretData, D
     if encoded.is_empty() {
         return Err(DocumentError::EmptyData { line: None });
     }
-    // base64 expands 3 bytes to 4: refuse oversized input before allocating.
-    let estimate = encoded.len() / 4 * 3;
-    if estimate > max_data_bytes + 3 {
+    // base64 expands 3 bytes to 4: refuse oversized input before allocating,
+    // reporting the decoded size (exact for well-formed padded input).
+    let padding = encoded
+        .bytes()
+        .rev()
+        .take_while(|&b| b == b'=')
+        .count()
+        .min(2);
+    let decoded = (encoded.len() / 4 * 3).saturating_sub(padding);
+    if decoded > max_data_bytes {
         return Err(DocumentError::TooLarge {
-            size: estimate,
+            size: decoded,
             limit: max_data_bytes,
         });
     }

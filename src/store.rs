@@ -462,7 +462,7 @@ impl Store {
         let plaintext = doc.to_toml();
         let ciphertext = envelope::encrypt(plaintext.as_bytes(), &recipients, &metadata)
             .map_err(|e| Problem::at(&rel, &e))?;
-        self.ensure_no_symlinks(&rel)?;
+        self.check_writable(id)?;
         atomic::write(&self.root.join(&rel), &ciphertext, SECRET_MODE)
             .map_err(|e| Problem::at(&rel, &StoreError::Io(e)))?;
         Ok(if existed {
@@ -480,6 +480,17 @@ impl Store {
         }
         self.ensure_no_symlinks(&rel)?;
         atomic::remove(&self.root.join(&rel)).map_err(|e| Problem::at(&rel, &StoreError::Io(e)))
+    }
+
+    /// Refuses a secret path that a write would follow out of the store: a
+    /// symlinked folder on the way, or a symlink (or non-file) at the target.
+    pub fn check_writable(&self, id: &SecretId) -> Result<(), Problem> {
+        let rel = id.path();
+        self.ensure_no_symlinks(&rel)?;
+        match fs::symlink_metadata(self.root.join(&rel)) {
+            Ok(m) if !m.is_file() => Err(Problem::at(&rel, &StoreError::NotRegular)),
+            _ => Ok(()),
+        }
     }
 
     /// Refuses to write through a symlinked folder (or onto a symlink).

@@ -286,7 +286,11 @@ fn read_value(store: &Store, source: &args::ValueSource) -> Result<SecretData> {
     } else {
         read_limited(io::stdin().lock(), limit).map_err(|e| io_problem(Path::new("<stdin>"), e))?
     };
-    check_data(&bytes, limit).map_err(|e| Problem::general(&e))?;
+    check_data(&bytes, limit).map_err(|e| match &source.file {
+        Some(path) => Problem::at(path, &e),
+        None if source.stdin => Problem::at("<stdin>", &e),
+        None => Problem::at("--from-literal", &e),
+    })?;
     Ok(SecretData::new(bytes.to_vec()))
 }
 
@@ -368,6 +372,16 @@ fn cmd_apply(ctx: &Context, file: &str) -> Result<ExitCode> {
             .require_some()
             .map_err(|e| Problem::at(scope.recipients_path(), &e))?;
     }
+    // Refuse unwritable targets (symlinks) before writing anything.
+    let unwritable: Vec<Problem> = docs
+        .iter()
+        .filter_map(|d| store.check_writable(&d.id).err())
+        .collect();
+    if !unwritable.is_empty() {
+        output::problems(&unwritable);
+        eprintln!("nothing was applied");
+        return Ok(ExitCode::FAILURE);
+    }
     let identities = ctx.optional_identities()?;
     let mut failed = false;
     for doc in &docs {
@@ -422,6 +436,14 @@ fn list(ctx: &Context, store: &Store, ids: &[SecretId]) -> Result<(Vec<Row>, Vec
         None => {
             for id in ids {
                 match store.inspect(id) {
+                    Ok((header, _)) if header.metadata.as_ref().is_some_and(|m| &m.id != id) => {
+                        let found = &header.metadata.as_ref().expect("checked").id;
+                        problems.push(Problem::new(
+                            Some(id.path()),
+                            "scope-mismatch",
+                            format!("header metadata says {found} but the path says {id}"),
+                        ));
+                    }
                     Ok((_, sha)) => rows.push(Row {
                         id: id.clone(),
                         bytes: None,
@@ -527,6 +549,14 @@ fn cmd_get(ctx: &Context, cmd: GetCommand) -> Result<ExitCode> {
             (store.secret_ids(Some(&Scope::Global))?, output, true)
         }
     };
+    if output == Output::Raw {
+        output::problem(&Problem::new(
+            None,
+            "usage",
+            "-o raw prints one secret's data; use it with `get secret NAME`",
+        ));
+        return Ok(ExitCode::from(2));
+    }
     let (rows, problems) = list(ctx, &store, &ids)?;
     print_list(&rows, output, global)?;
     output::problems(&problems);
