@@ -286,8 +286,9 @@ pub fn run(options: WatchOptions) -> Result<(), Problem> {
             .map_err(|e| Problem::new(None, "io", e.to_string()))?
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread serves the API: a request is microseconds of work, and
+    // staying on one thread avoids cross-thread wake-ups on the hot path.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Problem::new(None, "io", format!("cannot start the runtime: {e}")))?;
