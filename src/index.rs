@@ -346,38 +346,30 @@ impl Index {
                 fingerprints_changed = true;
             }
         }
+        let mut policies: BTreeSet<PathBuf> =
+            changed.iter().filter(|p| is_policy(p)).cloned().collect();
         // A folder that came or went may hold a recipients file.
         fingerprints_changed |= !dirs.is_empty();
         if !dirs.is_empty() {
             // A folder that appeared (moved in, or created with its files
             // inside one debounce window) is walked once for all of them.
             if let Ok(entries) = store.scan() {
-                candidates.extend(
-                    entries
-                        .into_iter()
-                        .filter(|e| {
-                            is_file_like(&e.rel) && dirs.iter().any(|d| e.rel.starts_with(d))
-                        })
-                        .map(|e| e.rel),
-                );
+                for e in entries {
+                    if !dirs.iter().any(|d| e.rel.starts_with(d)) {
+                        continue;
+                    }
+                    if is_file_like(&e.rel) {
+                        candidates.insert(e.rel);
+                    } else if is_policy(&e.rel) {
+                        policies.insert(e.rel);
+                    }
+                }
             }
         }
-        let mut policies: BTreeSet<PathBuf> =
-            changed.iter().filter(|p| is_policy(p)).cloned().collect();
         let mut next = self.successor();
         let mut stats = UpdateStats::new(UpdateKind::Incremental);
         for rel in &gone {
             next.remove_under(rel, &mut stats);
-        }
-        if !dirs.is_empty() {
-            if let Ok(entries) = store.scan() {
-                policies.extend(
-                    entries
-                        .into_iter()
-                        .filter(|e| is_policy(&e.rel) && dirs.iter().any(|d| e.rel.starts_with(d)))
-                        .map(|e| e.rel),
-                );
-            }
         }
         next.refresh_policies(store, policies, &mut stats);
         next.apply(
@@ -387,18 +379,13 @@ impl Index {
             false,
             &mut stats,
         );
-        if fingerprints_changed {
+        // Recipients changed, or a secret of a scope not seen before.
+        let new_scope = stats
+            .changed
+            .iter()
+            .any(|id| !next.fingerprints.contains_key(&id.scope));
+        if fingerprints_changed || new_scope {
             next.fingerprints = scope_fingerprints(store, next.secrets.keys());
-        } else {
-            // New scopes may have appeared with new secrets.
-            let missing: Vec<&SecretId> = next
-                .secrets
-                .keys()
-                .filter(|id| !next.fingerprints.contains_key(&id.scope))
-                .collect();
-            if !missing.is_empty() {
-                next.fingerprints = scope_fingerprints(store, next.secrets.keys());
-            }
         }
         next.resolve_policies();
         stats.duration = start.elapsed();
