@@ -346,10 +346,10 @@ async fn serve_until_signal(
     let mut int = sig(SignalKind::interrupt())?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let tokens = Arc::clone(&state.tokens);
-    let server = tokio::spawn(api::serve(listener, state, async move {
+    let mut server = tokio::spawn(api::serve(listener, state, async move {
         let _ = stop_rx.await;
     }));
-    loop {
+    let finished = loop {
         tokio::select! {
             _ = hup.recv() => {
                 info!("SIGHUP: reloading identities and tokens, rescanning");
@@ -361,15 +361,31 @@ async fn serve_until_signal(
                 }
                 let _ = tx.send(Msg::Reload);
             }
-            _ = term.recv() => { info!("SIGTERM: stopping"); break; }
-            _ = int.recv() => { info!("SIGINT: stopping"); break; }
+            _ = term.recv() => { info!("SIGTERM: stopping"); break None; }
+            _ = int.recv() => { info!("SIGINT: stopping"); break None; }
+            // The server stops on its own only when it fails.
+            res = &mut server => break Some(res),
         }
-    }
-    let _ = stop_tx.send(());
-    match server.await {
+    };
+    let res = match finished {
+        Some(res) => res,
+        None => {
+            let _ = stop_tx.send(());
+            server.await
+        }
+    };
+    match res {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Problem::new(None, "io", e.to_string())),
-        Err(e) => Err(Problem::new(None, "io", e.to_string())),
+        Ok(Err(e)) => Err(Problem::new(
+            None,
+            "io",
+            format!("the API server failed: {e}"),
+        )),
+        Err(e) => Err(Problem::new(
+            None,
+            "io",
+            format!("the API server failed: {e}"),
+        )),
     }
 }
 
