@@ -373,8 +373,9 @@ fn corrupt_update_keeps_the_last_good_version() {
     );
     // Plaintext where a secret belongs is refused the same way.
     fs::write(&file, "type = \"Secret\"\n").unwrap();
-    w.eventually("the warning names the file", |w| {
-        w.log().matches("WARN").count() >= 2
+    w.eventually("the plaintext version is reported", |w| {
+        let (_, body) = w.get("/status", Some(&env.admin));
+        json(&body)["problems"][0]["code"] == "plaintext"
     });
     assert_eq!(
         served(&w, &env.admin, "payments", "db"),
@@ -520,7 +521,14 @@ fn tokens_matrix() {
     assert_eq!(v["name"], "db");
     assert_eq!(v["data"], b64("p"));
     let (_, metrics) = w.get("/metrics", None);
-    assert!(metrics.contains("meshseal_index_generation 1"), "{metrics}");
+    assert!(
+        metrics.contains("\nmeshseal_index_generation "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meshseal_secrets{scope=\"global\"} 1"),
+        "{metrics}"
+    );
     assert!(
         !metrics.contains("payments"),
         "metrics name no secrets or meshes: {metrics}"
