@@ -908,3 +908,59 @@ fn a_recipients_change_marks_secrets_stale_in_status() {
     w.eventually("rekey clears it", |w| stale(w).is_empty());
     assert_eq!(served(&w, &env.admin, "payments", "db"), Some(b64("x")));
 }
+
+#[test]
+fn deleting_a_secret_drops_only_its_policys_resolution() {
+    let env = Env::new();
+    env.set("payments", "psp-ca", "psp-ca-bytes");
+    env.set("payments", "gw-cert", "gw-cert-bytes");
+    let policies = env.root.join("meshes/payments/policies");
+    fs::create_dir_all(&policies).unwrap();
+    fs::write(
+        policies.join("psp.toml"),
+        "type = \"ExternalService\"\nmesh = \"payments\"\nname = \"psp\"\n\n[networking]\naddress = \"psp.example:443\"\n\n[networking.tls]\ncaCert = { secret = \"psp-ca\" }\n",
+    )
+    .unwrap();
+    fs::write(
+        policies.join("edge.toml"),
+        "type = \"MeshGateway\"\nmesh = \"payments\"\nname = \"edge\"\n\n[[listeners]]\nport = 443\nprotocol = \"HTTPS\"\n\n[listeners.tls]\nmode = \"TERMINATE\"\ncertificates = [{ secret = \"gw-cert\" }]\n",
+    )
+    .unwrap();
+    let w = env.watch(&[]);
+    let policy = |w: &Watcher, name: &str| {
+        let (status, body) = w.get(
+            &format!("/meshes/payments/policies/{name}"),
+            Some(&env.payments),
+        );
+        assert_eq!(status, 200, "{body}");
+        json(&body)
+    };
+    assert_eq!(policy(&w, "psp")["sources"][0]["data"], b64("psp-ca-bytes"));
+    assert_eq!(
+        policy(&w, "edge")["sources"][0]["data"],
+        b64("gw-cert-bytes")
+    );
+    // Delete through the CLI, forced past the in-use guard.
+    env.ok(&["delete", "secret", "psp-ca", "-m", "payments", "--force"]);
+    w.eventually("the psp policy loses its resolution", |w| {
+        policy(w, "psp")["valid"] == false
+    });
+    let psp = policy(&w, "psp");
+    assert!(
+        psp["sources"][0]["data"].is_null(),
+        "no stale data is served: {psp}"
+    );
+    assert!(
+        psp["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains(r#"resource not found: type="Secret" name="psp-ca" mesh="payments""#),
+        "{psp}"
+    );
+    let edge = policy(&w, "edge");
+    assert_eq!(
+        edge["valid"], true,
+        "the other policy is unaffected: {edge}"
+    );
+    assert_eq!(edge["sources"][0]["data"], b64("gw-cert-bytes"));
+}
