@@ -1,8 +1,16 @@
 //! meshseal: a service mesh's secrets kept in git, encrypted with age.
 //!
-//! Layers, bottom to top (nothing imports from above itself):
-//! `problem`, `scope`, `document` → `recipients`, `identity`, `envelope`,
-//! `atomic` → `config`, `store` → `kuma`, `check`.
+//! All logic lives here; the binary only turns flags into calls. Modules
+//! follow the domain and depend one way, bottom to top (nothing imports a
+//! module from a layer above its own):
+//!
+//! 1. `problem` (error reporting), `scope` (names, paths), `atomic` (writes)
+//! 2. `recipients`, `document` (the TOML secret), `config`, `identity`
+//! 3. `envelope` (age encryption and header metadata)
+//! 4. `store` (walk, read, write a store on disk)
+//! 5. `policy`, `kuma` (YAML in and out), `init`, `rekey`, `edit`, `textconv`, `tokens`
+//! 6. `ca` (mTLS CAs), `check`, `git` (the index, hooks), `index` (the in-memory view)
+//! 7. `materialize`, `api`, `watch` (the long-running watcher)
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
