@@ -182,26 +182,29 @@ impl Store {
         let mut components = rel.components().peekable();
         while let Some(c) = components.next() {
             path.push(c);
-            let meta = fs::symlink_metadata(&path)?;
-            if meta.file_type().is_symlink() {
-                return Err(StoreError::Symlink);
-            }
-            if components.peek().is_none() {
-                if !meta.is_file() {
-                    return Err(StoreError::NotRegular);
-                }
-                if meta.len() > limit as u64 {
-                    return Err(StoreError::TooLarge {
-                        size: meta.len(),
-                        limit,
-                    });
+            if components.peek().is_some() {
+                // Folders on the way: no link may lead out of the store.
+                if fs::symlink_metadata(&path)?.file_type().is_symlink() {
+                    return Err(StoreError::Symlink);
                 }
             }
         }
-        let mut bytes = Vec::new();
-        File::open(&path)?
-            .take(limit as u64 + 1)
-            .read_to_end(&mut bytes)?;
+        // The file itself is opened without following a link and without
+        // blocking (a FIFO), then judged by the handle, so nothing can be
+        // swapped in between a check and the read.
+        let file = open_no_follow(&path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(StoreError::NotRegular);
+        }
+        if meta.len() > limit as u64 {
+            return Err(StoreError::TooLarge {
+                size: meta.len(),
+                limit,
+            });
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(limit as u64 + 1).read_to_end(&mut bytes)?;
         if bytes.len() > limit {
             return Err(StoreError::TooLarge {
                 size: bytes.len() as u64,
@@ -507,6 +510,27 @@ impl Store {
         }
         Ok(())
     }
+}
+
+#[cfg(unix)]
+fn open_no_follow(path: &Path) -> Result<File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => StoreError::Symlink,
+            _ => StoreError::Io(e),
+        })
+}
+
+#[cfg(not(unix))]
+fn open_no_follow(path: &Path) -> Result<File, StoreError> {
+    if fs::symlink_metadata(path)?.file_type().is_symlink() {
+        return Err(StoreError::Symlink);
+    }
+    Ok(File::open(path)?)
 }
 
 /// `-m MESH ` or `--global ` for hints.
