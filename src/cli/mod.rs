@@ -263,10 +263,14 @@ fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<ExitCode> {
 }
 
 fn stale_hint(store: &Store, scope: &Scope) -> Result<()> {
-    let n = store.secret_ids(Some(scope))?.len();
-    if n > 0 {
+    // Count what is really stale: adding a key already present, or removing
+    // one and re-adding it, changes nothing.
+    let stale = rekey::plan(store, &rekey::Selection::Scope(scope.clone()), false)
+        .map(|ids| ids.len())
+        .unwrap_or(0);
+    if stale > 0 {
         eprintln!(
-            "hint: {n} secret(s) of {scope} are now stale: run `meshseal rekey {}`",
+            "hint: {stale} secret(s) of {scope} are now stale: run `meshseal rekey {}`",
             meshseal::store::scope_flag(scope).trim_end()
         );
     }
