@@ -272,14 +272,8 @@ impl Index {
     pub fn with_zone(&self, zone: &Index, zone_root: &Path, generation: u64) -> Index {
         let mut merged = Index {
             generation,
-            secrets: self.secrets.clone(),
             files: OrdMap::new(),
-            problems: self.problems.clone(),
-            fingerprints: self.fingerprints.clone(),
-            counters: self.counters,
-            conflicts: Vec::new(),
-            policies: self.policies.clone(),
-            unresolved: BTreeMap::new(),
+            ..self.successor()
         };
         for (id, secret) in &zone.secrets {
             if merged
