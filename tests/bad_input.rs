@@ -292,7 +292,6 @@ fn empty_data_is_refused() {
 }
 
 #[test]
-
 fn create_from_a_bad_file_names_the_file() {
     let env = TestEnv::new();
     let empty = env.outside("empty-value.bin", "");
@@ -414,7 +413,6 @@ fn secrets_over_a_lowered_limit_fail_to_load_and_check() {
 }
 
 #[test]
-
 fn oversize_error_reports_the_decoded_size() {
     let env = TestEnv::new();
     env.set_max_data_bytes(8);
@@ -477,7 +475,6 @@ fn apply_checks_every_scope_before_writing_anything() {
 }
 
 #[test]
-
 fn apply_writes_nothing_when_one_target_is_a_symlink() {
     let env = TestEnv::new();
     let outside = env.outside("elsewhere.age", "not ours");
@@ -1053,7 +1050,6 @@ fn ciphertext_copied_into_another_mesh_fails_check_with_and_without_a_key() {
 }
 
 #[test]
-
 fn keyless_listing_flags_a_copied_ciphertext() {
     let env = TestEnv::new();
     env.add_mesh("pay");
@@ -1221,7 +1217,6 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-
 fn raw_output_of_a_listing_is_a_usage_error() {
     let env = TestEnv::new();
     env.refuses(
