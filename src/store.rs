@@ -395,9 +395,9 @@ impl Store {
         identities: &Identities,
     ) -> Result<Loaded, Problem> {
         let rel = id.path();
-        let header = envelope::read_header(bytes).map_err(|e| Problem::at(&rel, &e))?;
-        let plaintext = envelope::decrypt(bytes, identities, self.config.max_plaintext_bytes())
-            .map_err(|e| Problem::at(&rel, &e))?;
+        let (header, plaintext) =
+            envelope::open(bytes, identities, self.config.max_plaintext_bytes())
+                .map_err(|e| Problem::at(&rel, &e))?;
         let doc = Document::parse(&plaintext, self.config.limits.max_data_bytes)
             .map_err(|e| Problem::at(&rel, &e))?;
         doc.bind(id).map_err(|e| Problem::at(&rel, &e))?;
