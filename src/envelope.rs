@@ -433,6 +433,26 @@ mod tests {
     }
 
     #[test]
+    fn rages_library_ignores_the_metadata_stanza() {
+        // rage is a thin CLI over the age crate: its plain decrypt API, with
+        // no meshseal code involved, must read meshseal's files.
+        let key = age::x25519::Identity::generate();
+        let recipients = RecipientSet::from_recipients(vec![crate::recipients::Recipient::X25519(
+            key.to_public(),
+        )]);
+        let meta = Metadata {
+            id: SecretId::new(Scope::Global, "g").unwrap(),
+            recipients_fingerprint: recipients.fingerprint(),
+        };
+        let ct = encrypt(b"plain", &recipients, &meta).unwrap();
+        let mut dearmored = Vec::new();
+        ArmoredReader::new(&ct[..])
+            .read_to_end(&mut dearmored)
+            .unwrap();
+        assert_eq!(age::decrypt(&key, &dearmored).unwrap(), b"plain");
+    }
+
+    #[test]
     fn stock_age_files_have_no_metadata() {
         let (ids, recipients, _) = setup();
         let plain = age::encrypt_and_armor(
