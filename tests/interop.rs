@@ -211,3 +211,28 @@ fn age_keygen_identities_work_with_meshseal() {
         .args(["get", "secret", "db", "-m", "keygen", "-o", "raw"]))
         .assert_stdout_has("age-keygen-value");
 }
+
+#[test]
+fn rage_decrypts_what_meshseal_writes() {
+    let Some(rage) = external_tool("rage") else {
+        return;
+    };
+    let env = TestEnv::new();
+    env.add_mesh("payments");
+    env.create("payments", "db-password", "hunter2-rage");
+    let file = env.path("meshes/payments/secrets/db-password.age");
+    assert!(String::from_utf8_lossy(&dearmor(
+        &env.read("meshes/payments/secrets/db-password.age")
+    ))
+    .contains("-> meshseal v1 "));
+    let plaintext = stock(
+        StdCommand::new(&rage)
+            .arg("-d")
+            .arg("-i")
+            .arg(&env.identity)
+            .arg(&file),
+    );
+    let doc = parse_toml(&plaintext);
+    assert_eq!(doc["name"].as_str(), Some("db-password"));
+    assert_eq!(doc["data"].as_str(), Some(b64(b"hunter2-rage").as_str()));
+}
