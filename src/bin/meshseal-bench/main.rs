@@ -162,12 +162,17 @@ struct Bench {
     rows: Vec<Row>,
 }
 
-/// Cold-load medians of one store size.
+/// Cold-load medians of one store size: wall time, and CPU time (user +
+/// system, all threads), which other people's work on the machine moves less.
 struct ColdLoad {
     process: Duration,
     floor_process: Duration,
     in_process: Duration,
     floor_in_process: Duration,
+    process_cpu: Duration,
+    floor_process_cpu: Duration,
+    in_process_cpu: Duration,
+    floor_in_process_cpu: Duration,
 }
 
 impl Bench {
@@ -227,43 +232,45 @@ impl Bench {
         cmd
     }
 
-    fn watch_once(&self, n: usize) -> Duration {
+    fn watch_once(&self, n: usize) -> (Duration, Duration) {
         let mut cmd = self.meshseal_cmd();
         cmd.arg("-C")
             .arg(self.store_dir(n))
             .arg("-i")
             .arg(&self.key.identity_file)
             .args(["watch", "--once"]);
-        timed(cmd)
+        timed_cpu(cmd)
     }
 
-    fn floor_process(&self, n: usize) -> Duration {
+    fn floor_process(&self, n: usize) -> (Duration, Duration) {
         let mut cmd = Command::new(std::env::current_exe().expect("own path"));
         cmd.arg("floor")
             .arg(self.store_dir(n))
             .arg(&self.key.identity_file)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        timed(cmd)
+        timed_cpu(cmd)
     }
 
-    fn in_process(&self, n: usize) -> Duration {
+    fn in_process(&self, n: usize) -> (Duration, Duration) {
+        let cpu = cpu_time(libc::RUSAGE_SELF);
         let start = Instant::now();
         let ids =
             meshseal::identity::Identities::load(std::slice::from_ref(&self.key.identity_file))
                 .expect("identity");
         let (_, index) = meshseal::watch::load(&self.store_dir(n), &ids).expect("load");
-        let elapsed = start.elapsed();
+        let elapsed = (start.elapsed(), cpu_time(libc::RUSAGE_SELF) - cpu);
         assert_eq!(index.len(), n, "every secret loads");
         assert_eq!(index.problem_count(), 0, "no problems");
         elapsed
     }
 
-    fn floor_in_process(&self, n: usize) -> Duration {
+    fn floor_in_process(&self, n: usize) -> (Duration, Duration) {
+        let cpu = cpu_time(libc::RUSAGE_SELF);
         let start = Instant::now();
         let key = floor::identity(&self.key.identity_file);
         let bytes = floor::load(&self.store_dir(n), &key);
-        let elapsed = start.elapsed();
+        let elapsed = (start.elapsed(), cpu_time(libc::RUSAGE_SELF) - cpu);
         assert!(bytes > 0);
         elapsed
     }
@@ -276,6 +283,8 @@ impl Bench {
         let peers = self.options.peers.then(|| self.prepare_peers(reference));
         let mut samples: Vec<[Vec<Duration>; 4]> =
             sizes.iter().map(|_| Default::default()).collect();
+        let mut cpu_samples: Vec<[Vec<Duration>; 4]> =
+            sizes.iter().map(|_| Default::default()).collect();
         let mut age_per_file = Vec::new();
         let mut sops_per_file = Vec::new();
         for run in 0..self.options.runs {
@@ -287,13 +296,14 @@ impl Bench {
                     [1, 0, 3, 2]
                 };
                 for which in order {
-                    let d = match which {
+                    let (wall, cpu) = match which {
                         0 => self.watch_once(n),
                         1 => self.floor_process(n),
                         2 => self.in_process(n),
                         _ => self.floor_in_process(n),
                     };
-                    samples[k][which].push(d);
+                    samples[k][which].push(wall);
+                    cpu_samples[k][which].push(cpu);
                 }
             }
             if let Some(peers) = &peers {
@@ -308,31 +318,38 @@ impl Bench {
         }
         let loads: Vec<ColdLoad> = samples
             .into_iter()
-            .map(|mut s| ColdLoad {
+            .zip(cpu_samples)
+            .map(|(mut s, mut c)| ColdLoad {
                 process: median(&mut s[0]),
                 floor_process: median(&mut s[1]),
                 in_process: median(&mut s[2]),
                 floor_in_process: median(&mut s[3]),
+                process_cpu: median(&mut c[0]),
+                floor_process_cpu: median(&mut c[1]),
+                in_process_cpu: median(&mut c[2]),
+                floor_in_process_cpu: median(&mut c[3]),
             })
             .collect();
         for (load, &n) in loads.iter().zip(&sizes) {
             let ratio = ratio(load.process, load.floor_process);
+            let cpu = self::ratio(load.process_cpu, load.floor_process_cpu);
             self.rows.push(Row {
                 measurement: "cold load: `watch --once` vs floor process".into(),
                 secrets: count(n),
                 meshseal: ms(load.process),
                 reference: ms(load.floor_process),
-                ratio: format!("{ratio:.2}x"),
+                ratio: format!("{ratio:.2}x (CPU {cpu:.2}x)"),
                 target: "≤ 1.25x".into(),
                 result: verdict(ratio <= 1.25, n == reference),
             });
             let ratio = self::ratio(load.in_process, load.floor_in_process);
+            let cpu = self::ratio(load.in_process_cpu, load.floor_in_process_cpu);
             self.rows.push(Row {
                 measurement: "cold load: in-process `Index::load` vs floor".into(),
                 secrets: count(n),
                 meshseal: ms(load.in_process),
                 reference: ms(load.floor_in_process),
-                ratio: format!("{ratio:.2}x"),
+                ratio: format!("{ratio:.2}x (CPU {cpu:.2}x)"),
                 target: "≤ 1.25x".into(),
                 result: verdict(ratio <= 1.25, n == reference),
             });
@@ -867,6 +884,27 @@ fn timed(mut cmd: Command) -> Duration {
         String::from_utf8_lossy(&out.stderr)
     );
     elapsed
+}
+
+/// Runs `cmd` to success: its wall time and its CPU time.
+fn timed_cpu(cmd: Command) -> (Duration, Duration) {
+    let before = cpu_time(libc::RUSAGE_CHILDREN);
+    let wall = timed(cmd);
+    (wall, cpu_time(libc::RUSAGE_CHILDREN) - before)
+}
+
+/// User + system CPU time of this process (`RUSAGE_SELF`) or of its waited-for
+/// children (`RUSAGE_CHILDREN`).
+fn cpu_time(who: libc::c_int) -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one rusage into the buffer we own and does
+    // nothing else; a zeroed rusage is a valid value either way.
+    let usage = unsafe {
+        libc::getrusage(who, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn free_loopback_port() -> SocketAddr {
