@@ -64,3 +64,44 @@ pub fn data_field(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     value.get("data")?.as_str().map(str::to_string)
 }
+
+/// The floor for API reads: a thread that answers every request on one
+/// keep-alive loopback connection with the same bytes, doing nothing else. The
+/// same client times it, so what is left over is meshseal's own work.
+pub fn echo_server(body: Vec<u8>) -> io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(read_half) = stream.try_clone() else {
+            return;
+        };
+        let mut reader = BufReader::new(read_half);
+        let mut writer = stream;
+        let mut response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        response.extend_from_slice(&body);
+        let mut line = String::new();
+        loop {
+            // Read one request head: lines up to the empty one.
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) if line == "\r\n" => break,
+                    Ok(_) => {}
+                }
+            }
+            if writer.write_all(&response).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(addr)
+}
