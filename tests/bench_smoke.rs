@@ -3,11 +3,9 @@
 //! numbers themselves are never pass/fail (see BENCHMARKS.md).
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 #[test]
 fn bench_smoke_run_prints_the_table() {
-    let start = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_meshseal-bench"))
         .args(["--smoke", "--meshseal", env!("CARGO_BIN_EXE_meshseal")])
         .output()
@@ -34,8 +32,4 @@ fn bench_smoke_run_prints_the_table() {
     ] {
         assert!(stdout.contains(row), "row {row:?} missing:\n{stdout}");
     }
-    assert!(
-        start.elapsed() < Duration::from_secs(30),
-        "the smoke run should stay quick"
-    );
 }
