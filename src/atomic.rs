@@ -17,32 +17,30 @@ pub const TEMP_SUFFIX: &str = ".tmp";
 
 /// Replaces `path` with `bytes` atomically, with Unix permissions `mode`.
 pub fn write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = parent(path);
-    fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .suffix(TEMP_SUFFIX)
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    set_mode(tmp.as_file(), mode)?;
-    tmp.as_file().sync_all()?;
+    let tmp = stage(path, bytes, mode)?;
     tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
+    sync_dir(parent(path))
 }
 
 /// Creates `path` atomically, failing if it already exists.
 pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = stage(path, bytes, mode)?;
+    tmp.persist_noclobber(path).map_err(|e| e.error)?;
+    sync_dir(parent(path))
+}
+
+/// A durable temporary file with `bytes` and `mode`, in `path`'s folder.
+fn stage(path: &Path, bytes: &[u8], mode: u32) -> io::Result<tempfile::NamedTempFile> {
     let dir = parent(path);
     fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
     set_mode(tmp.as_file(), mode)?;
+    tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist_noclobber(path).map_err(|e| e.error)?;
-    sync_dir(dir)
+    Ok(tmp)
 }
 
 /// Removes `path` and makes the removal durable.
