@@ -297,14 +297,24 @@ impl Store {
                     Problem::new(Some(path), "io", e.to_string())
                 })?;
                 let ft = item.file_type();
-                if ft.is_dir() {
-                    continue;
-                }
                 let rel = item
                     .path()
                     .strip_prefix(&self.root)
                     .expect("walk stays below the root")
                     .to_path_buf();
+                if ft.is_dir() {
+                    // A folder where a secret file belongs (`secrets/x.age/`)
+                    // is reported; other folders are just walked.
+                    let what = StorePath::classify(&rel);
+                    if matches!(what, StorePath::Secret(_) | StorePath::StraySecret { .. }) {
+                        entries.push(Entry {
+                            what,
+                            rel,
+                            kind: FileKind::Special,
+                        });
+                    }
+                    continue;
+                }
                 let kind = if ft.is_symlink() {
                     FileKind::Symlink
                 } else if ft.is_file() {
