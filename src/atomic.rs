@@ -2,18 +2,37 @@
 //! fsync it, rename it over the target, fsync the folder.
 //!
 //! Whatever kills the process, the target is either the old file or the new
-//! one. A crash can leave a `.meshseal-*.tmp` file behind; `check` reports
-//! those. Temporary files are created with mode 0600 before any byte is
+//! one. Temporary files are created with mode 0600 before any byte is
 //! written, so a secret-bearing file is never briefly readable by others.
+//!
+//! A process killed between creating its temporary file and renaming it
+//! (SIGKILL, OOM killer, power loss) cannot clean up: the file stays behind.
+//! So temporary files are named `.meshseal-<pid>-<random>.tmp`, and the first
+//! write of a process into a folder first removes the temporary files there
+//! whose writer is gone ([`sweep`]): a leftover lives only until meshseal next
+//! writes to that folder, and `check` reports it meanwhile. A file whose
+//! writer may still be running is never removed: its rename would fail.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 /// Prefix of temporary files, so that `check` can recognise leftovers.
 pub const TEMP_PREFIX: &str = ".meshseal-";
 /// Suffix of temporary files.
 pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// A temporary file untouched for this long is abandoned whatever its name
+/// says: staging one takes milliseconds. This is the only rule where the
+/// writer's process cannot be looked up (no `/proc`, or a name without a pid).
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(60 * 60);
+
+/// Folders this process has already swept, so a write of many files into one
+/// folder reads it once.
+static SWEPT: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
 /// Replaces `path` with `bytes` atomically, with Unix permissions `mode`.
 pub fn write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
@@ -33,8 +52,9 @@ pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 fn stage(path: &Path, bytes: &[u8], mode: u32) -> io::Result<tempfile::NamedTempFile> {
     let dir = parent(path);
     fs::create_dir_all(dir)?;
+    sweep_once(dir);
     let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
         .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)?;
     set_mode(tmp.as_file(), mode)?;
@@ -45,8 +65,89 @@ fn stage(path: &Path, bytes: &[u8], mode: u32) -> io::Result<tempfile::NamedTemp
 
 /// Removes `path` and makes the removal durable.
 pub fn remove(path: &Path) -> io::Result<()> {
+    sweep_once(parent(path));
     fs::remove_file(path)?;
     sync_dir(parent(path))
+}
+
+/// Whether a file name has the shape of one of our temporary files.
+pub fn is_temp_name(name: &str) -> bool {
+    name.len() > TEMP_PREFIX.len() + TEMP_SUFFIX.len()
+        && name.starts_with(TEMP_PREFIX)
+        && name.ends_with(TEMP_SUFFIX)
+}
+
+/// The process id in a temporary file's name (`.meshseal-<pid>-<random>.tmp`),
+/// if it has one. Names of older versions carry none.
+pub fn writer_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(TEMP_PREFIX)?;
+    let (digits, _) = rest.split_once('-')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Whether a temporary file named `name`, last modified at `modified` (when
+/// known), was left behind by a writer that is gone, rather than being a write
+/// in progress. Files of this process are always in progress. Otherwise the
+/// writer is looked up in `/proc` where there is one; a name without a pid,
+/// or a system without `/proc`, falls back to [`ABANDONED_AFTER`].
+pub fn is_abandoned(name: &str, modified: Option<SystemTime>) -> bool {
+    let old = modified
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_some_and(|age| age > ABANDONED_AFTER);
+    match writer_pid(name) {
+        Some(pid) if pid == std::process::id() => false,
+        Some(pid) if Path::new("/proc/self").is_dir() => {
+            old || !Path::new("/proc").join(pid.to_string()).exists()
+        }
+        _ => old,
+    }
+}
+
+/// Removes the abandoned temporary files (see [`is_abandoned`]) directly in
+/// `dir`, returning their names. Only regular files with our names are
+/// touched; folders, links and other files are left alone.
+pub fn sweep(dir: &Path) -> io::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !is_temp_name(&name) {
+            continue;
+        }
+        // `DirEntry::metadata` does not follow links.
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() || !is_abandoned(&name, meta.modified().ok()) {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => removed.push(name),
+            // Another process swept it first.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
+/// Sweeps `dir` the first time this process writes there. Best effort: a
+/// folder that cannot be swept is no reason to fail the write. The lock is
+/// held during the sweep, so no other thread stages a file meanwhile (their
+/// files would be spared anyway: they carry this process's id).
+fn sweep_once(dir: &Path) {
+    let mut swept = SWEPT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if swept.insert(dir.to_path_buf()) {
+        let _ = sweep(dir);
+    }
 }
 
 fn parent(path: &Path) -> &Path {
@@ -101,5 +202,98 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         remove(&p).unwrap();
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn temporary_names_carry_the_writer_pid() {
+        let name = format!("{TEMP_PREFIX}{}-Ab12Cd{TEMP_SUFFIX}", std::process::id());
+        assert!(is_temp_name(&name));
+        assert_eq!(writer_pid(&name), Some(std::process::id()));
+        assert_eq!(writer_pid(".meshseal-Ab12Cd.tmp"), None);
+        assert_eq!(writer_pid(".meshseal--x.tmp"), None);
+        assert!(!is_temp_name(".meshseal-.tmp"));
+        assert!(!is_temp_name("db.age"));
+        // A file of this process is a write in progress, however old.
+        assert!(!is_abandoned(&name, Some(SystemTime::UNIX_EPOCH)));
+    }
+
+    fn leftover(dir: &Path, name: &str, age: Duration) -> PathBuf {
+        let p = dir.join(name);
+        let f = File::create(&p).unwrap();
+        f.set_modified(SystemTime::now() - age).unwrap();
+        p
+    }
+
+    /// The pid of a process that has exited and been reaped.
+    #[cfg(target_os = "linux")]
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn sweep_removes_leftovers_of_dead_writers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let fresh = Duration::ZERO;
+        let dead = leftover(d, &format!(".meshseal-{}-aaaaaa.tmp", dead_pid()), fresh);
+        let legacy_old = leftover(d, ".meshseal-bbbbbb.tmp", 2 * ABANDONED_AFTER);
+        let own = leftover(
+            d,
+            &format!(".meshseal-{}-cccccc.tmp", std::process::id()),
+            fresh,
+        );
+        let live = leftover(
+            d,
+            &format!(
+                ".meshseal-{}-dddddd.tmp",
+                std::os::unix::process::parent_id()
+            ),
+            fresh,
+        );
+        let legacy_fresh = leftover(d, ".meshseal-eeeeee.tmp", fresh);
+        let other = leftover(d, ".other-ffffff.tmp", 2 * ABANDONED_AFTER);
+        let folder = d.join(format!(".meshseal-{}-gggggg.tmp", dead_pid()));
+        fs::create_dir(&folder).unwrap();
+        let link = d.join(format!(".meshseal-{}-hhhhhh.tmp", dead_pid()));
+        std::os::unix::fs::symlink(&other, &link).unwrap();
+
+        let mut removed = sweep(d).unwrap();
+        removed.sort();
+        let mut expected = vec![file_name(&dead), file_name(&legacy_old)];
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert!(!dead.exists() && !legacy_old.exists());
+        for kept in [&own, &live, &legacy_fresh, &other, &folder] {
+            assert!(kept.exists(), "{} was removed", kept.display());
+        }
+        assert!(fs::symlink_metadata(&link).is_ok());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_first_write_into_a_folder_sweeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("secrets");
+        fs::create_dir(&d).unwrap();
+        let dead = leftover(
+            &d,
+            &format!(".meshseal-{}-aaaaaa.tmp", dead_pid()),
+            Duration::ZERO,
+        );
+        write(&d.join("x.age"), b"x", 0o644).unwrap();
+        assert!(!dead.exists());
+        let names: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["x.age"]);
+    }
+
+    fn file_name(p: &Path) -> String {
+        p.file_name().unwrap().to_str().unwrap().to_string()
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::atomic::{TEMP_PREFIX, TEMP_SUFFIX};
+use crate::atomic;
 use crate::envelope::{self, Sniff};
 use crate::identity::Identities;
 use crate::policy::Policy;
@@ -140,7 +140,7 @@ pub fn check_source(store: &Store, source: &dyn Source, options: &CheckOptions<'
         report.decrypted += usize::from(decrypted);
     }
     for entry in &entries {
-        report.problems.extend(check_layout(entry));
+        report.problems.extend(check_layout(entry, store.root()));
         if entry.kind == FileKind::Regular {
             report
                 .problems
@@ -225,12 +225,15 @@ fn check_policy(
 }
 
 /// Problems that the path and file kind alone show.
-fn check_layout(entry: &Entry) -> Option<Problem> {
+fn check_layout(entry: &Entry, root: &Path) -> Option<Problem> {
     let rel = &entry.rel;
     match entry.kind {
         FileKind::Symlink => return Some(Problem::at(rel, &StoreError::Symlink)),
         FileKind::Special => return Some(Problem::at(rel, &StoreError::NotRegular)),
         FileKind::Regular => {}
+    }
+    if let Some(p) = leftover_temp(rel, root) {
+        return Some(p);
     }
     match &entry.what {
         StorePath::StraySecret { scope, reason } => Some(match reason {
@@ -247,21 +250,54 @@ fn check_layout(entry: &Entry) -> Option<Problem> {
                 .with_hint("rename the secret: file names are the secret's name plus .age".to_string()),
         }),
         StorePath::BadMeshDir(e) => Some(Problem::at(rel, e)),
-        StorePath::Unexpected => {
-            let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let p = Problem::new(
+        StorePath::Unexpected => Some(
+            Problem::new(
                 Some(rel.clone()),
                 "unexpected-file",
                 "file is not part of the store layout",
-            );
-            Some(if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
-                p.with_hint("left behind by an interrupted write; delete it")
-            } else {
-                p.with_hint("meshes/<mesh>/ holds recipients.txt, mesh.toml, secrets/*.age and policies/*.toml; global/ holds recipients.txt and secrets/*.age")
-            })
-        }
+            )
+            .with_hint("meshes/<mesh>/ holds recipients.txt, mesh.toml, secrets/*.age and policies/*.toml; global/ holds recipients.txt and secrets/*.age"),
+        ),
         _ => None,
     }
+}
+
+/// A temporary file of an atomic write (`.meshseal-<pid>-<random>.tmp`),
+/// wherever it is: never a secret, a stray or a policy, whatever folder it is
+/// in. Its writer is judged from the file in the working tree under `root`;
+/// a staged copy with none there is a leftover too.
+fn leftover_temp(rel: &Path, root: &Path) -> Option<Problem> {
+    let name = rel.file_name()?.to_str()?;
+    if !atomic::is_temp_name(name) {
+        return None;
+    }
+    let modified = std::fs::symlink_metadata(root.join(rel))
+        .and_then(|m| m.modified())
+        .ok();
+    Some(if atomic::is_abandoned(name, modified) {
+        Problem::new(
+            Some(rel.to_path_buf()),
+            "interrupted-write",
+            "temporary file left behind by an interrupted write; it is not a secret, and the file it was meant to replace is intact",
+        )
+        .with_hint("delete it; the next meshseal command that writes to this folder removes it too")
+    } else {
+        match atomic::writer_pid(name) {
+            Some(pid) => Problem::new(
+                Some(rel.to_path_buf()),
+                "write-in-progress",
+                format!("temporary file of a write in progress (process {pid})"),
+            )
+            .with_hint("run check again when that command has finished"),
+            // Made by an older meshseal, whose names do not say the writer.
+            None => Problem::new(
+                Some(rel.to_path_buf()),
+                "write-in-progress",
+                "temporary file of a write in progress, or of one interrupted less than an hour ago",
+            )
+            .with_hint("if no meshseal command is running, delete it; meshseal's next write to this folder removes it once it is an hour old"),
+        }
+    })
 }
 
 /// Keyless checks of one secret, then decryption when identities are given.

@@ -108,8 +108,15 @@ pub fn edit(
         )
         .with_hint("fix the editor command in $VISUAL or $EDITOR"));
     }
-    let mut edited =
-        Zeroizing::new(fs::read(&file).map_err(|e| Problem::at(&file, &StoreError::Io(e)))?);
+    // The private folder is gone by the time this is printed: name the secret.
+    let mut edited = Zeroizing::new(fs::read(&file).map_err(|e| {
+        problem(
+            id,
+            "editor",
+            format!("cannot read the edited value back ({e}); nothing changed"),
+        )
+        .with_hint("the editor must save the value to the file it was given")
+    })?);
     // Editors add a final newline on save; do not let that change a value
     // that had none.
     if !original.ends_with(b"\n") && edited.ends_with(b"\n") {

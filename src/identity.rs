@@ -2,11 +2,14 @@
 //!
 //! Accepted: age identity files (as written by `age-keygen` or
 //! `meshseal keygen`) and unencrypted OpenSSH private keys. Like ssh, meshseal
-//! refuses an identity file that group or others can read (following
-//! symlinks, so a link to a world-readable key is refused too).
+//! refuses an identity file that group or others can read. Symlinks are
+//! followed: the mode that counts is the key's, so a link to a 0600 key is
+//! accepted and a link to a world-readable key is refused, naming the target.
+//! The file is opened once and judged by its handle (kind, mode, size), so the
+//! file checked is the file read; a FIFO neither blocks nor passes.
 
-use std::fs;
-use std::io::{self, BufReader};
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -41,12 +44,14 @@ pub enum IdentityError {
         source: io::Error,
     },
     /// Group or others may read the file.
-    #[error("permissions {mode:04o} for identity file are too open: it must not be accessible by group or others")]
+    #[error("permissions {mode:04o} for identity file are too open: it must not be accessible by group or others{}", link_note(.path, *.through_link))]
     LoosePermissions {
         /// The file's mode bits.
         mode: u32,
         /// The file (or, for a symlink, its target).
         path: PathBuf,
+        /// Whether the path given is a symlink to `path`.
+        through_link: bool,
     },
     /// The file is not an identity meshseal understands.
     #[error("invalid identity file: {reason}")]
@@ -79,6 +84,13 @@ impl Diagnostic for IdentityError {
 
     fn hint(&self) -> Option<String> {
         Some(match self {
+            IdentityError::NoneConfigured {
+                default: Some(default),
+            } if is_dangling_link(default) => format!(
+                "{} is a symlink to {}, which does not exist: restore the key there or point the link at it; or pass -i FILE, or set {IDENTITY_ENV}",
+                default.display(),
+                fs::read_link(default).unwrap_or_default().display()
+            ),
             IdentityError::NoneConfigured { default } => format!(
                 "pass -i FILE, set {IDENTITY_ENV}{}",
                 default
@@ -95,6 +107,20 @@ impl Diagnostic for IdentityError {
             IdentityError::Unreadable { .. } => return None,
         })
     }
+}
+
+/// ` (the link points to …)` when the mode judged is a symlink target's.
+fn link_note(target: &Path, through_link: bool) -> String {
+    if through_link {
+        format!(" (the link points to {})", target.display())
+    } else {
+        String::new()
+    }
+}
+
+/// Whether `path` is a symlink whose target is missing.
+fn is_dangling_link(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) && !path.exists()
 }
 
 /// Where `keygen` writes and where identities are looked for by default:
@@ -158,20 +184,31 @@ impl Identities {
 }
 
 fn load_file(path: &Path) -> Result<Identities, IdentityError> {
-    check_permissions(path)?;
-    let meta = fs::metadata(path).map_err(|source| IdentityError::Unreadable { source })?;
+    let file = open(path).map_err(|source| IdentityError::Unreadable { source })?;
+    let meta = file
+        .metadata()
+        .map_err(|source| IdentityError::Unreadable { source })?;
+    // Kind first: "permissions too open" would be the wrong cure for a folder.
     if !meta.is_file() {
         return Err(IdentityError::Invalid {
             reason: "not a regular file".to_string(),
         });
     }
+    check_permissions(path, &meta)?;
     if meta.len() > MAX_IDENTITY_BYTES {
         return Err(IdentityError::Invalid {
             reason: "file is too large to be an identity".to_string(),
         });
     }
-    let bytes =
-        Zeroizing::new(fs::read(path).map_err(|source| IdentityError::Unreadable { source })?);
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(MAX_IDENTITY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| IdentityError::Unreadable { source })?;
+    if bytes.len() as u64 > MAX_IDENTITY_BYTES {
+        return Err(IdentityError::Invalid {
+            reason: "file is too large to be an identity".to_string(),
+        });
+    }
     let text = std::str::from_utf8(&bytes).map_err(|_| IdentityError::Invalid {
         reason: "not UTF-8 text".to_string(),
     })?;
@@ -184,20 +221,39 @@ fn load_file(path: &Path) -> Result<Identities, IdentityError> {
     }
 }
 
+/// Opens for reading, following links, without blocking on a FIFO.
 #[cfg(unix)]
-fn check_permissions(path: &Path) -> Result<(), IdentityError> {
+fn open(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
+#[cfg(unix)]
+fn check_permissions(path: &Path, meta: &fs::Metadata) -> Result<(), IdentityError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = fs::metadata(path).map_err(|source| IdentityError::Unreadable { source })?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
+        let through_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
         let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        return Err(IdentityError::LoosePermissions { mode, path: target });
+        return Err(IdentityError::LoosePermissions {
+            mode,
+            path: target,
+            through_link,
+        });
     }
     Ok(())
 }
 
 #[cfg(not(unix))]
-fn check_permissions(_path: &Path) -> Result<(), IdentityError> {
+fn check_permissions(_path: &Path, _meta: &fs::Metadata) -> Result<(), IdentityError> {
     Ok(())
 }
 

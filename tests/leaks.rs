@@ -347,3 +347,549 @@ fn debug_output_never_shows_the_data() {
         );
     }
 }
+
+// Hostile input through every command, with backtraces on: a value planted in
+// malformed, oversized and undecryptable input never comes back out.
+
+/// Planted by the tests below. Its base64 has `+`, `/` and padding, so that
+/// the URL-safe and unpadded spellings differ from the standard one.
+const PLANTED: &str = "planted~marker?>Wq4~~x";
+/// What a misbehaving editor writes.
+const EDITED: &str = "edited~marker?>Pz7~~y";
+/// A key name. Key names are structure, not secret: an error names an
+/// unknown key so the user can find it (as Kuma names unknown fields); the
+/// value next to it is never shown.
+const KEY_NAME: &str = "planted-key-name-Vb3";
+
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn url_safe(encoded: &str) -> String {
+    encoded.replace('+', "-").replace('/', "_")
+}
+
+/// Every spelling of a planted value that must never be printed.
+fn planted_forms(value: &str) -> Vec<String> {
+    let mut f = forms(value);
+    f.push(url_safe(&b64(value.as_bytes())));
+    f
+}
+
+#[track_caller]
+fn assert_planted_hidden(r: &Run) {
+    for value in [PLANTED, EDITED] {
+        for f in planted_forms(value) {
+            r.assert_never_shows(&f);
+        }
+    }
+}
+
+/// Backtraces on, so that a panic's whole output is searched too.
+fn bt(cmd: &mut assert_cmd::Command) -> &mut assert_cmd::Command {
+    cmd.env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .timeout(LIMIT)
+}
+
+/// `PLANTED` repeated to one byte over the default 1 MiB data limit.
+fn oversized() -> Vec<u8> {
+    let limit = meshseal::document::DEFAULT_MAX_DATA_BYTES;
+    PLANTED.bytes().cycle().take(limit + 1).collect()
+}
+
+#[test]
+fn hostile_apply_input_never_echoes_a_planted_value() {
+    let env = TestEnv::new();
+    env.create("default", "db", LITERAL);
+    let enc = b64(PLANTED.as_bytes());
+    assert!(enc.contains('+') && enc.contains('/') && enc.ends_with('='));
+    let head = "type: Secret\nmesh: default\nname: db\n";
+    // An alias bomb whose every leaf is the value.
+    let mut bomb = format!("a0: &a0 [{enc}, {enc}, {enc}, {enc}, {enc}, {enc}, {enc}, {enc}]\n");
+    for i in 1..10 {
+        let p = i - 1;
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        // The same key twice.
+        (
+            format!("{head}data: {enc}\ndata: {enc}\n").into(),
+            "duplicate entry with key \"data\"",
+        ),
+        // The value aliased into fields whose errors name them.
+        (
+            format!("type: Secret\nmesh: default\ndata: &v {enc}\nname: *v\n").into(),
+            "name: invalid characters",
+        ),
+        (
+            format!("type: Secret\nname: db\ndata: &v {enc}\nmesh: *v\n").into(),
+            "document 1",
+        ),
+        // Almost base64: unpadded, URL-safe, spaced, padded twice, prefixed.
+        (
+            format!("{head}data: {}\n", enc.trim_end_matches('=')).into(),
+            "must be valid base64",
+        ),
+        (
+            format!("{head}data: {}\n", url_safe(&enc)).into(),
+            "must be valid base64",
+        ),
+        (
+            format!("{head}data: \"{} {}\"\n", &enc[..8], &enc[8..]).into(),
+            "must be valid base64",
+        ),
+        (
+            format!("{head}data: {enc}{enc}\n").into(),
+            "must be valid base64",
+        ),
+        (
+            format!("{head}data: \"={enc}\"\n").into(),
+            "must be valid base64",
+        ),
+        // Kubernetes: the value under another key, or misspelled.
+        (
+            format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\ndata:\n  password: {enc}\ntype: system.kuma.io/secret\n").into(),
+            "data: cannot be empty",
+        ),
+        (
+            format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\ndata:\n  value: {}\ntype: system.kuma.io/secret\n", url_safe(&enc)).into(),
+            "must be valid base64",
+        ),
+        // Exponential aliases.
+        (bomb.into_bytes(), "<stdin>"),
+        // Not UTF-8, with the value before the bad byte.
+        (
+            [format!("{head}data: {enc} {PLANTED}").as_bytes(), &[0xff, b'\n']].concat(),
+            "not UTF-8",
+        ),
+        // Over the default 1 MiB data limit.
+        (
+            format!("{head}data: {}\n", b64(&oversized())).into(),
+            "exceed the limit of 1048576 bytes",
+        ),
+        // Over what any apply may read.
+        (
+            format!("{head}data: {enc}\n").repeat(9 * 1024 * 1024 / head.len()).into(),
+            "larger than any valid apply",
+        ),
+    ];
+    for (input, mention) in &cases {
+        let f = env.outside("hostile.yaml", input);
+        let r = env.refuses(
+            bt(env.cmd().arg("apply").arg("-f").arg(&f)),
+            1,
+            &["hostile.yaml"],
+        );
+        assert_planted_hidden(&r);
+        let r = env.refuses(
+            bt(env
+                .cmd()
+                .args(["apply", "-f", "-"])
+                .write_stdin(input.clone())),
+            1,
+            &["<stdin>", mention],
+        );
+        assert_planted_hidden(&r);
+        assert_hidden(&r, &[LITERAL]);
+    }
+
+    // A key name is named; the value beside it is not.
+    let r = env.refuses(
+        bt(env
+            .cmd()
+            .args(["apply", "-f", "-"])
+            .write_stdin(format!("{head}data: {enc}\n{KEY_NAME}: {enc}\n"))),
+        1,
+        &[&format!("unknown key \"{KEY_NAME}\"")],
+    );
+    assert_planted_hidden(&r);
+}
+
+/// Every command that reads `name`'s file, with the store key, expecting each
+/// to refuse it (or, for textconv, to describe the failure) and name `file`.
+fn every_reader(env: &TestEnv, name: &str, file: &str, identity: &std::path::Path) -> Vec<Run> {
+    let key = |args: &[&str]| {
+        let mut c = env.cmd();
+        c.arg("-i").arg(identity).args(args);
+        c
+    };
+    let mut runs = vec![
+        env.refuses(
+            bt(&mut key(&["get", "secret", name, "-o", "raw"])),
+            1,
+            &[file],
+        ),
+        env.refuses(
+            bt(&mut key(&["get", "secret", name, "-o", "json"])),
+            1,
+            &[file],
+        ),
+        env.refuses(bt(&mut key(&["get", "secrets", "-o", "yaml"])), 1, &[file]),
+        env.refuses(bt(&mut key(&["check"])), 1, &[file]),
+        env.refuses(bt(&mut key(&["export", "--kubernetes"])), 1, &[file]),
+        env.refuses(bt(&mut key(&["rekey", "--force"])), 1, &[file]),
+        env.refuses(bt(&mut key(&["watch", "--once"])), 1, &[file]),
+        env.refuses(
+            bt(key(&["edit", "secret", name])
+                .env_remove("VISUAL")
+                .env("EDITOR", "false")),
+            1,
+            &[file],
+        ),
+    ];
+    let json = env.refuses(bt(&mut key(&["check", "-o", "json"])), 1, &[]);
+    json.assert_stdout_has(file);
+    runs.push(json);
+    let textconv = run(bt(key(&["textconv"]).arg(env.path(file)))).success();
+    textconv.assert_stdout_has("# ");
+    runs.push(textconv);
+    runs
+}
+
+#[test]
+fn hostile_secret_files_never_echo_a_planted_value() {
+    let env = TestEnv::new();
+    let enc = b64(PLANTED.as_bytes());
+    let head = "type = \"Secret\"\nmesh = \"default\"\nname = \"bad\"\n";
+    let big = b64(&oversized());
+    let documents: Vec<(String, &str)> = vec![
+        (
+            format!("{head}data = \"{}\"\n", enc.trim_end_matches('=')),
+            "base64",
+        ),
+        (format!("{head}data = \"{}\"\n", url_safe(&enc)), "base64"),
+        (
+            format!("{head}data = \"\"\"\n{enc}\n{enc}\n\"\"\"\n"),
+            "base64",
+        ),
+        (format!("{head}data = \"{enc}\" {enc}\n"), "invalid TOML"),
+        (format!("{head}data = \"{enc}\\q\"\n"), "invalid TOML"),
+        (format!("{head}data = '''{enc}\n"), "invalid TOML"),
+        (format!("{head}data = \"{enc}\u{1}\"\n"), "invalid TOML"),
+        (
+            format!("{head}data = \"{enc}\"\n[data]\nx = \"{enc}\"\n"),
+            "invalid TOML",
+        ),
+        (
+            format!("{head}data = \"{enc}\"\ndata.x = \"{enc}\"\n"),
+            "invalid TOML",
+        ),
+        (format!("{head}data = \"{big}\"\n"), "exceed the limit"),
+        (
+            format!("{head}data = \"{big}{big}\"\n"),
+            "bytes any valid secret needs",
+        ),
+        (
+            format!("{head}data = \"{enc}\"\n{KEY_NAME} = \"{enc}\"\n"),
+            KEY_NAME,
+        ),
+    ];
+    let file = "meshes/default/secrets/bad.age";
+    for (doc, mention) in &documents {
+        env.craft(file, doc, "mesh:default", "bad");
+        for r in every_reader(&env, "bad", file, &env.identity) {
+            assert_planted_hidden(&r);
+        }
+        env.refuses(bt(env.kcmd().arg("check")), 1, &[mention]);
+    }
+
+    // A good file and the wrong key: nothing but "no identity matched".
+    std::fs::remove_file(env.path(file)).unwrap();
+    env.create("default", "db", PLANTED);
+    let (wrong, _) = env.new_identity("wrong.txt");
+    for r in every_reader(&env, "db", "meshes/default/secrets/db.age", &wrong) {
+        assert_planted_hidden(&r);
+    }
+    assert_eq!(env.raw("default", "db"), PLANTED.as_bytes());
+}
+
+/// An editor script in the test's temp dir; `$SEEN` records the file it was
+/// given and the modes of that file and its folder.
+fn editor(env: &TestEnv, name: &str, body: &str) -> String {
+    let seen = env.tmp().join("seen");
+    let path = env.tmp().join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho \"$1\" >> '{}'\nstat -c '%a' \"$(dirname \"$1\")\" \"$1\" >> '{}'\n{body}\n",
+            seen.display(),
+            seen.display()
+        ),
+    )
+    .unwrap();
+    chmod(&path, 0o755);
+    path.display().to_string()
+}
+
+#[test]
+fn failing_editors_never_echo_the_value_and_leave_no_plaintext() {
+    let env = TestEnv::new();
+    env.create("default", "db", PLANTED);
+    let file = "meshes/default/secrets/db.age";
+    let seen = env.tmp().join("seen");
+    let broken_toml = format!("type = \\\"Secret\\\"\\ndata = \\\"{EDITED}\\n[[[");
+    let failing = [
+        ("false".to_string(), "editor exited with"),
+        (
+            editor(
+                &env,
+                "toml-fail",
+                &format!("printf \"{broken_toml}\" > \"$1\"\nexit 3"),
+            ),
+            "editor exited with",
+        ),
+        (
+            editor(
+                &env,
+                "killed",
+                &format!("printf '{EDITED}' > \"$1\"\nkill -9 $$"),
+            ),
+            "exit status: 137",
+        ),
+        (editor(&env, "empty", ": > \"$1\""), "data: cannot be empty"),
+        (
+            editor(
+                &env,
+                "huge",
+                &format!("yes '{EDITED}' | head -c 1100000 > \"$1\""),
+            ),
+            "exceed the limit",
+        ),
+        (
+            editor(&env, "removes", "rm \"$1\""),
+            "db.age: cannot read the edited value back",
+        ),
+        (
+            editor(&env, "folder", "rm \"$1\" && mkdir \"$1\""),
+            "db.age: cannot read the edited value back",
+        ),
+    ];
+    for (command, mention) in &failing {
+        let _ = std::fs::remove_file(&seen);
+        let r = env.refuses(
+            bt(env
+                .kcmd()
+                .args(["edit", "secret", "db"])
+                .env_remove("VISUAL")
+                .env("EDITOR", command)),
+            1,
+            &[mention, "nothing changed"],
+        );
+        assert_planted_hidden(&r);
+        if command != "false" {
+            let record = std::fs::read_to_string(&seen).expect("the editor ran");
+            let mut lines = record.lines();
+            let given = std::path::PathBuf::from(lines.next().unwrap());
+            assert_eq!(lines.next(), Some("700"), "{command}: folder mode");
+            assert_eq!(lines.next(), Some("600"), "{command}: file mode");
+            let folder = given.parent().unwrap();
+            assert!(!folder.exists(), "{command} left {}", folder.display());
+        }
+    }
+    assert_eq!(env.raw("default", "db"), PLANTED.as_bytes());
+
+    // Broken TOML saved by a working editor is just the new value: edit
+    // changes the value, not the document. Saved, and not echoed.
+    let command = editor(
+        &env,
+        "toml-ok",
+        &format!("printf \"{broken_toml}\" > \"$1\""),
+    );
+    let r = env.ok(bt(env
+        .kcmd()
+        .args(["edit", "secret", "db"])
+        .env_remove("VISUAL")
+        .env("EDITOR", &command)));
+    r.assert_stdout_has("edited");
+    assert_planted_hidden(&r);
+    let value = env.raw("default", "db");
+    assert!(contains(&value, EDITED.as_bytes()) && value.ends_with(b"[[["));
+    assert!(!contains(&env.read(file), EDITED.as_bytes()));
+}
+
+/// `TestEnv::cmd` as a std command (to redirect stdout to a closed pipe).
+fn spawnable(cmd: &assert_cmd::Command) -> std::process::Command {
+    let mut out = std::process::Command::new(cmd.get_program());
+    out.args(cmd.get_args());
+    for (key, val) in cmd.get_envs() {
+        match val {
+            Some(v) => out.env(key, v),
+            None => out.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        out.current_dir(dir);
+    }
+    out
+}
+
+/// The write end of a pipe whose reader is gone: every write fails (EPIPE).
+fn closed_pipe() -> std::process::Stdio {
+    let mut reader = std::process::Command::new("true")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run true");
+    let write_end = reader.stdin.take().expect("piped stdin");
+    reader.wait().expect("reap true");
+    std::process::Stdio::from(write_end)
+}
+
+#[test]
+fn a_forced_panic_never_shows_the_value() {
+    // A closed stdout makes every println! panic: the one panic any user can
+    // force (`meshseal ... | head -0`). Its message and backtrace must not
+    // carry the value, whatever the command was handling.
+    let env = TestEnv::new();
+    env.create("default", "db", PLANTED);
+    let enc = b64(PLANTED.as_bytes());
+    env.craft(
+        "meshes/default/secrets/bad.age",
+        &format!("type = \"Secret\"\nmesh = \"default\"\nname = \"bad\"\ndata = \"{enc}\"\n{KEY_NAME} = \"{enc}\"\n"),
+        "mesh:default",
+        "bad",
+    );
+    let yaml = env.outside(
+        "one.yaml",
+        format!("type: Secret\nmesh: default\nname: applied\ndata: {enc}\n"),
+    );
+    let appender = editor(&env, "append", "printf x >> \"$1\"");
+    let mut edit = env.kcmd();
+    edit.args(["edit", "secret", "db"])
+        .env_remove("VISUAL")
+        .env("EDITOR", &appender);
+    let mut commands = vec![
+        {
+            let mut c = env.kcmd();
+            c.args(["check", "-o", "json"]);
+            c
+        },
+        {
+            let mut c = env.kcmd();
+            c.arg("apply").arg("-f").arg(&yaml);
+            c
+        },
+        {
+            let mut c = env.cmd();
+            c.args(["create", "secret", "new", "--from-literal", PLANTED]);
+            c
+        },
+        edit,
+        {
+            let mut c = env.kcmd();
+            c.args(["get", "secret", "db", "-o", "json"]);
+            c
+        },
+        {
+            let mut c = env.kcmd();
+            c.args(["watch", "--once"]);
+            c
+        },
+    ];
+    let mut panicked = 0;
+    for cmd in &mut commands {
+        let out = spawnable(bt(cmd))
+            .stdout(closed_pipe())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run meshseal");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        panicked += usize::from(stderr.contains("panicked"));
+        for f in planted_forms(PLANTED) {
+            assert!(!stderr.contains(&f), "{cmd:?} shows {f:?}:\n{stderr}");
+        }
+    }
+    eprintln!(
+        "{panicked} of {} commands panicked on a closed stdout",
+        commands.len()
+    );
+}
+
+#[test]
+fn identity_links_are_judged_by_the_key_they_point_to() {
+    use std::os::unix::fs::symlink;
+    let env = TestEnv::new();
+    env.create("default", "db", "v");
+    let key_line = std::fs::read_to_string(&env.identity)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .unwrap()
+        .to_string();
+    let key = env.keys.join("key.txt");
+    std::fs::copy(&env.identity, &key).unwrap();
+    let link = env.tmp().join("id-link");
+    let chain = env.tmp().join("id-chain");
+    symlink(&key, &link).unwrap();
+    symlink(&link, &chain).unwrap();
+    let default = env.default_identity_path();
+    std::fs::create_dir_all(default.parent().unwrap()).unwrap();
+    symlink(&key, &default).unwrap();
+    let target = std::fs::canonicalize(&key).unwrap();
+    let get = ["get", "secret", "db", "-o", "raw"];
+    // The three ways to name an identity: -i, the variable, the default file.
+    let ways = |path: &std::path::Path| -> Vec<(assert_cmd::Command, String)> {
+        let mut flag = env.cmd();
+        flag.arg("-i").arg(path).args(get);
+        let mut var = env.cmd();
+        var.env("MESHSEAL_IDENTITY", path).args(get);
+        let mut implicit = env.cmd();
+        implicit.args(get);
+        vec![
+            (flag, path.display().to_string()),
+            (var, path.display().to_string()),
+            (implicit, default.display().to_string()),
+        ]
+    };
+
+    // A link (or a chain of links) to a world- or group-readable key is
+    // refused, naming the file given, the key it reaches, and the cure.
+    for mode in [0o644, 0o640] {
+        chmod(&key, mode);
+        for path in [&link, &chain] {
+            for (mut cmd, named) in ways(path) {
+                let r = env.refuses(
+                    &mut cmd,
+                    1,
+                    &[
+                        &format!(
+                            "error: {named}: permissions {mode:04o} for identity file are too open"
+                        ),
+                        &format!("(the link points to {})", target.display()),
+                        &format!("hint: run `chmod 600 {}`", target.display()),
+                    ],
+                );
+                r.assert_never_shows(&key_line[16..40]);
+            }
+        }
+    }
+    // A link to a 0600 key is accepted: the key's mode is what counts.
+    chmod(&key, 0o600);
+    for path in [&link, &chain] {
+        for (mut cmd, _) in ways(path) {
+            assert_eq!(env.ok(&mut cmd).stdout, b"v");
+        }
+    }
+
+    // A folder is not a key: said so, not "permissions too open".
+    let folder = env.tmp().join("id-folder");
+    std::fs::create_dir(&folder).unwrap();
+    chmod(&folder, 0o755);
+    let r = env.refuses(
+        env.cmd().arg("-i").arg(&folder).args(get),
+        1,
+        &["invalid identity file: not a regular file"],
+    );
+    assert!(!r.stderr.contains("chmod"), "{}", r.stderr);
+    // A default file that is a dangling link is named as such.
+    std::fs::remove_file(&default).unwrap();
+    symlink(env.tmp().join("unplugged/key.txt"), &default).unwrap();
+    env.refuses(
+        env.cmd().args(get),
+        1,
+        &[
+            &format!("{} is a symlink to", default.display()),
+            "which does not exist",
+        ],
+    );
+}
