@@ -4,7 +4,8 @@
 //! follow the domain and depend one way, bottom to top (nothing imports a
 //! module from a layer above its own):
 //!
-//! 1. `problem` (error reporting), `scope` (names, paths), `atomic` (writes)
+//! 1. `problem` (error reporting), `scope` (names, paths), `atomic` (writes),
+//!    `confine` (reads that never follow a symlink)
 //! 2. `recipients`, `document` (the TOML secret), `config`, `identity`
 //! 3. `envelope` (age encryption and header metadata)
 //! 4. `store` (walk, read, write a store on disk)
@@ -19,6 +20,7 @@ pub mod atomic;
 pub mod ca;
 pub mod check;
 pub mod config;
+pub mod confine;
 pub mod document;
 pub mod edit;
 pub mod envelope;

@@ -7,9 +7,10 @@
 //! Every write is atomic (see [`crate::atomic`]). Whole-store loads decrypt
 //! in parallel on all cores.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -18,6 +19,7 @@ use walkdir::WalkDir;
 
 use crate::atomic;
 use crate::config::{Config, CONFIG_FILE};
+use crate::confine::{ConfineError, Confined};
 use crate::document::Document;
 use crate::envelope::{self, Header, Metadata};
 use crate::identity::Identities;
@@ -142,6 +144,8 @@ pub struct Loaded {
 pub struct Store {
     root: PathBuf,
     config: Config,
+    /// Reads below the root (shared by clones: it holds the root's handle).
+    files: Arc<Confined>,
 }
 
 impl Store {
@@ -162,7 +166,11 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Config::default(),
             Err(e) => return Err(Problem::at(CONFIG_FILE, &StoreError::Io(e))),
         };
-        Ok(Store { root, config })
+        Ok(Store {
+            files: Arc::new(Confined::new(root.clone())),
+            root,
+            config,
+        })
     }
 
     /// The root directory.
@@ -178,21 +186,13 @@ impl Store {
     /// Reads a file below the root, refusing symlinks at any depth, non-regular
     /// files and files over `limit` bytes.
     pub fn read_file(&self, rel: &Path, limit: usize) -> Result<Vec<u8>, StoreError> {
-        let mut path = self.root.clone();
-        let mut components = rel.components().peekable();
-        while let Some(c) = components.next() {
-            path.push(c);
-            if components.peek().is_some() {
-                // Folders on the way: no link may lead out of the store.
-                if fs::symlink_metadata(&path)?.file_type().is_symlink() {
-                    return Err(StoreError::Symlink);
-                }
-            }
-        }
-        // The file itself is opened without following a link and without
-        // blocking (a FIFO), then judged by the handle, so nothing can be
-        // swapped in between a check and the read.
-        let file = open_no_follow(&path)?;
+        // The file is opened without following a link at any depth and
+        // without blocking (a FIFO), then judged by the handle, so nothing
+        // can be swapped in between a check and the read.
+        let file = self.files.open(rel).map_err(|e| match e {
+            ConfineError::Symlink => StoreError::Symlink,
+            ConfineError::Io(e) => StoreError::Io(e),
+        })?;
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(StoreError::NotRegular);
@@ -520,27 +520,6 @@ impl Store {
         }
         Ok(())
     }
-}
-
-#[cfg(unix)]
-fn open_no_follow(path: &Path) -> Result<File, StoreError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => StoreError::Symlink,
-            _ => StoreError::Io(e),
-        })
-}
-
-#[cfg(not(unix))]
-fn open_no_follow(path: &Path) -> Result<File, StoreError> {
-    if fs::symlink_metadata(path)?.file_type().is_symlink() {
-        return Err(StoreError::Symlink);
-    }
-    Ok(File::open(path)?)
 }
 
 /// `-m MESH ` or `--global ` for hints.
