@@ -5,6 +5,8 @@ mod args;
 mod output;
 mod watch;
 
+use output::say;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Read};
@@ -164,12 +166,12 @@ fn cmd_init(ctx: &Context, keys: &[String]) -> Result<ExitCode> {
     }
     let (_, report) = init::init(&ctx.repo, &recipients)?;
     for f in &report.created {
-        println!("created {f}");
+        say!("created {f}");
     }
     if git::is_work_tree(&ctx.repo) {
         let exe = current_exe()?;
         git::set_diff_driver(&ctx.repo, &exe)?;
-        println!("configured the git diff driver (git diff shows redacted secrets)");
+        say!("configured the git diff driver (git diff shows redacted secrets)");
         match git::install_hook(&ctx.repo, &exe, false) {
             Ok(outcome) => print_hook(&outcome),
             Err(p) => output::problem(&p),
@@ -178,7 +180,7 @@ fn cmd_init(ctx: &Context, keys: &[String]) -> Result<ExitCode> {
         eprintln!("hint: not a git work tree: run `git init` and `meshseal hook install` to get the pre-commit hook and redacted diffs");
     }
     for f in &report.kept {
-        println!("kept {f}");
+        say!("kept {f}");
     }
     if recipients.is_empty() {
         eprintln!("hint: no recipients yet: `meshseal keygen`, then `meshseal recipients add --global KEY` and `meshseal recipients add -m default KEY`");
@@ -193,7 +195,7 @@ fn cmd_keygen(output: Option<PathBuf>) -> Result<ExitCode> {
     let (text, public) = identity::generate();
     identity::write_new(&path, &text).map_err(|e| Problem::at(&path, &e))?;
     eprintln!("wrote identity {} (mode 0600)", path.display());
-    println!("{public}");
+    say!("{public}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -204,7 +206,7 @@ fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<ExitCode> {
             let scope = scope_of(&scope)?;
             let set = store.recipients(&scope)?;
             for r in set.iter() {
-                println!("{r}");
+                say!("{r}");
             }
             eprintln!(
                 "# {} recipient(s), fingerprint {}",
@@ -221,7 +223,7 @@ fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<ExitCode> {
             if added > 0 {
                 store.write_recipients(&scope, &text)?;
             }
-            println!(
+            say!(
                 "added {added} recipient(s) to {}",
                 scope.recipients_path().display()
             );
@@ -245,7 +247,7 @@ fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<ExitCode> {
                 removed += n;
             }
             store.write_recipients(&scope, &text)?;
-            println!(
+            say!(
                 "removed {removed} recipient(s) from {}",
                 scope.recipients_path().display()
             );
@@ -324,7 +326,7 @@ fn cmd_create(ctx: &Context, cmd: CreateCommand) -> Result<ExitCode> {
     }
     let data = read_value(&store, &value)?;
     store.put(&Document::new(id.clone(), data), None)?;
-    println!("{} created", describe(&id));
+    say!("{} created", describe(&id));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -390,7 +392,7 @@ fn cmd_apply(ctx: &Context, file: &str) -> Result<ExitCode> {
     let mut failed = false;
     for doc in &docs {
         match store.put(doc, identities.as_ref()) {
-            Ok(outcome) => println!(
+            Ok(outcome) => say!(
                 "{} {}",
                 describe(&doc.id),
                 match outcome {
@@ -611,7 +613,7 @@ fn cmd_delete(ctx: &Context, cmd: DeleteCommand) -> Result<ExitCode> {
         .with_hint("change those policies first, or delete anyway with --force"));
     }
     store.delete(&id)?;
-    println!("{} deleted", describe(&id));
+    say!("{} deleted", describe(&id));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -680,7 +682,7 @@ fn cmd_rekey(
         }
     };
     if ids.is_empty() {
-        println!("nothing to rekey: every selected secret is encrypted to its current recipients");
+        say!("nothing to rekey: every selected secret is encrypted to its current recipients");
         return Ok(ExitCode::SUCCESS);
     }
     let identities = ctx.identities()?;
@@ -700,7 +702,7 @@ fn cmd_rekey(
     bar.finish_and_clear();
     match result {
         Ok(n) => {
-            println!("rekeyed {n} secret(s)");
+            say!("rekeyed {n} secret(s)");
             Ok(ExitCode::SUCCESS)
         }
         Err(rekey::RekeyFailure::NothingWritten(ps)) => {
@@ -749,7 +751,7 @@ fn cmd_check(
     match output {
         Output::Json => {
             let text = serde_json::to_string_pretty(&report.problems).expect("problems serialize");
-            println!("{text}");
+            say!("{text}");
         }
         _ => {
             output::problems(&report.problems);
@@ -759,7 +761,7 @@ fn cmd_check(
                 "without a key: contents not verified".to_string()
             };
             if report.problems.is_empty() {
-                println!("ok: {} secret(s) checked ({mode})", report.secrets);
+                say!("ok: {} secret(s) checked ({mode})", report.secrets);
             } else {
                 eprintln!(
                     "{} problem(s) in {} secret(s) checked ({mode})",
@@ -783,9 +785,9 @@ fn current_exe() -> Result<PathBuf> {
 
 fn print_hook(outcome: &git::HookOutcome) {
     match outcome {
-        git::HookOutcome::Installed(p) => println!("installed pre-commit hook {}", p.display()),
-        git::HookOutcome::Updated(p) => println!("updated pre-commit hook {}", p.display()),
-        git::HookOutcome::Replaced(p) => println!("replaced pre-commit hook {}", p.display()),
+        git::HookOutcome::Installed(p) => say!("installed pre-commit hook {}", p.display()),
+        git::HookOutcome::Updated(p) => say!("updated pre-commit hook {}", p.display()),
+        git::HookOutcome::Replaced(p) => say!("replaced pre-commit hook {}", p.display()),
     }
 }
 
@@ -794,7 +796,7 @@ fn cmd_hook_install(ctx: &Context, force: bool) -> Result<ExitCode> {
     let outcome = git::install_hook(&ctx.repo, &exe, force)?;
     print_hook(&outcome);
     git::set_diff_driver(&ctx.repo, &exe)?;
-    println!("configured the git diff driver (git diff shows redacted secrets)");
+    say!("configured the git diff driver (git diff shows redacted secrets)");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -829,8 +831,8 @@ fn cmd_edit(ctx: &Context, cmd: EditCommand) -> Result<ExitCode> {
         &edit::private_base(),
     )?;
     match outcome {
-        edit::EditOutcome::Unchanged => println!("{} unchanged", describe(&id)),
-        edit::EditOutcome::Updated => println!("{} edited", describe(&id)),
+        edit::EditOutcome::Unchanged => say!("{} unchanged", describe(&id)),
+        edit::EditOutcome::Updated => say!("{} edited", describe(&id)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -839,10 +841,10 @@ fn cmd_mtls_init(ctx: &Context, mesh: &str) -> Result<ExitCode> {
     let store = ctx.store()?;
     let created = meshseal::ca::mtls_init(&store, mesh)?;
     if created.is_empty() {
-        println!("nothing to do: every builtin backend of mesh {mesh:?} has its CA secrets");
+        say!("nothing to do: every builtin backend of mesh {mesh:?} has its CA secrets");
     }
     for id in &created {
-        println!("{} created", describe(id));
+        say!("{} created", describe(id));
     }
     Ok(ExitCode::SUCCESS)
 }

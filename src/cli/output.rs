@@ -4,6 +4,16 @@ use std::io::{self, Write};
 
 use meshseal::problem::Problem;
 
+/// `println!` that ignores a closed stdout: `meshseal apply … | head -1`
+/// must still apply every document, not panic after the first line.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+pub(crate) use say;
+
 /// `error: file:line: message` then `hint: …`.
 pub fn problem(p: &Problem) {
     let mut err = io::stderr().lock();
