@@ -842,6 +842,53 @@ mod tests {
     }
 
     #[test]
+    fn removing_a_folder_removes_exactly_the_secrets_below_it() {
+        let (dir, store, ids) = store_with(2);
+        for (scope, name) in [
+            (Scope::Mesh("default-b".into()), "s0"),
+            (Scope::Mesh("b".into()), "s0"),
+            (Scope::Global, "g"),
+        ] {
+            let sid = SecretId::new(scope.clone(), name).unwrap();
+            if store.recipients(&scope).is_err() {
+                let text = store.recipients_text(&Scope::Mesh("default".into()));
+                store.write_recipients(&scope, &text.unwrap()).unwrap();
+            }
+            store
+                .put(&Document::new(sid, SecretData::new(b"x".to_vec())), None)
+                .unwrap();
+        }
+        let index = Index::load(&store, &ids).unwrap();
+        let all = index.len();
+        let names = |rel: &str| -> Vec<String> {
+            let mut v: Vec<String> = index
+                .ids_under(Path::new(rel))
+                .iter()
+                .map(|id| id.path().display().to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            names("meshes/default"),
+            [
+                "meshes/default/secrets/s0.age",
+                "meshes/default/secrets/s1.age"
+            ]
+        );
+        assert_eq!(
+            names("meshes/default/secrets/s1.age"),
+            ["meshes/default/secrets/s1.age"]
+        );
+        assert_eq!(names("meshes/b/secrets"), ["meshes/b/secrets/s0.age"]);
+        assert_eq!(names("global"), ["global/secrets/g.age"]);
+        assert_eq!(names("meshes").len(), all - 1);
+        assert_eq!(names("").len(), all);
+        assert!(names("meshes/defaul").is_empty());
+        drop(dir);
+    }
+
+    #[test]
     fn keys_under_a_folder_are_a_range() {
         let map: OrdMap<PathBuf, ()> = [
             "meshes/a",
@@ -879,6 +926,11 @@ mod tests {
         assert_eq!(stats.changed, vec![id("s1")]);
         assert_eq!(next.get(&id("s1")).unwrap().doc.data.expose(), b"new");
         assert_eq!(next.generation(), 3);
+        // A file gone between two walks leaves with its secret.
+        fs::remove_file(store.root().join(id("s2").path())).unwrap();
+        let (after, stats) = next.rescan(&store, &ids, false).unwrap();
+        assert_eq!((stats.removed, stats.decrypted), (vec![id("s2")], 0));
+        assert!(after.get(&id("s2")).is_none() && after.len() == 4);
     }
 
     #[test]
