@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_yaml_ng::Value;
 use thiserror::Error;
@@ -308,6 +308,49 @@ pub fn to_json(doc: &Document, with_data: bool) -> serde_json::Value {
     v
 }
 
+/// A secret as Kuma's API serves it, with its data, as JSON bytes (plus a
+/// final newline) in a buffer that is wiped when dropped.
+///
+/// Why not [`to_json`]: a `serde_json::Value` keeps the base64 in a plain
+/// `String`, and growing a buffer while writing leaves copies behind in
+/// freed memory. Here the buffer is sized up front for the worst case, so
+/// the value exists only in wiped buffers.
+pub fn to_json_bytes(doc: &Document) -> Zeroizing<Vec<u8>> {
+    #[derive(Serialize)]
+    struct Resource<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mesh: Option<&'a str>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        labels: &'a BTreeMap<String, String>,
+        data: &'a str,
+    }
+    let data = doc.data.to_base64();
+    let mesh = doc.id.scope.mesh_name();
+    // JSON escapes a character in at most six bytes (\u00XX).
+    let text: usize = doc.id.name.len()
+        + mesh.map_or(0, str::len)
+        + doc
+            .labels
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    let overhead = 64 + 8 * doc.labels.len();
+    let mut out = Zeroizing::new(Vec::with_capacity(data.len() + 6 * text + overhead));
+    let resource = Resource {
+        kind: doc.id.scope.resource_type(),
+        name: &doc.id.name,
+        mesh,
+        labels: &doc.labels,
+        data: &data,
+    };
+    serde_json::to_writer(&mut *out, &resource).expect("a resource serializes");
+    out.push(b'\n');
+    out
+}
+
 /// Universal YAML documents, separated by `---`.
 pub fn export_universal(docs: &[&Document]) -> Zeroizing<String> {
     let mut out = Zeroizing::new(String::new());
@@ -363,6 +406,28 @@ pub fn export_kubernetes(docs: &[&Document], namespace: &str) -> Zeroizing<Strin
 mod tests {
     use super::*;
     use crate::document::{SecretData, DEFAULT_MAX_DATA_BYTES as MAX};
+
+    #[test]
+    fn json_bytes_match_the_json_value() {
+        for (scope, labels) in [
+            (Scope::Mesh("pay".into()), vec![]),
+            (
+                Scope::Global,
+                vec![("team".to_string(), "a \"b\"\u{1}\n\u{7f}é".to_string())],
+            ),
+        ] {
+            let id = SecretId::new(scope, "db").unwrap();
+            let mut doc = Document::new(id, SecretData::new(vec![0, 255, b'x', 7]));
+            doc.labels = labels.into_iter().collect();
+            let bytes = to_json_bytes(&doc);
+            let mut want = serde_json::to_vec(&to_json(&doc, true)).unwrap();
+            want.push(b'\n');
+            assert_eq!(
+                String::from_utf8_lossy(&bytes),
+                String::from_utf8_lossy(&want)
+            );
+        }
+    }
 
     #[test]
     fn universal_multi_document() {
