@@ -14,34 +14,98 @@
 //! ```
 //!
 //! Writes (PUT, POST, PATCH, DELETE) answer 405: changes go through git.
-//! Authorization is checked before existence, so a token cannot probe for
-//! the names of secrets it may not read.
+//!
+//! Every request goes through the same steps, in this order: authenticate
+//! (exactly one `Authorization: Bearer` header naming a known token, else
+//! 401 or 400), validate the mesh and resource names from the path with the
+//! store's own name rules (else 400: a name like `..` or `a/b` never reaches
+//! a lookup), authorize (else 403), and only then look up (404). So a token
+//! cannot probe for the names of secrets it may not read.
+//!
+//! The HTTP layer is hyper's, with limits set here rather than left to
+//! defaults ([`HEADER_READ_TIMEOUT`], [`MAX_CONNECTIONS`] and the header and
+//! body limits): a client that sends its request slowly, never finishes it,
+//! sends huge headers or bodies, or opens connections by the thousand costs a
+//! bounded amount of memory and time and cannot keep others from being
+//! served. One thread serves every connection; no request waits on another.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use axum::extract::{Path, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
+use tokio::task::{AbortHandle, JoinSet};
+use tracing::warn;
 
 use crate::index::{Index, Live, Secret};
 use crate::kuma;
 use crate::policy::{builtin_secret_names, DataSource, Policy};
-use crate::scope::{Scope, SecretId, StorePath};
+use crate::scope::{validate_mesh, validate_name, Scope, SecretId, StorePath};
 use crate::tokens::{TokenScope, Tokens};
+
+/// How long a client may take to send a request's headers, counted from the
+/// moment the server starts waiting for them — on a new connection and
+/// between requests on a kept-alive one. A client that is slower, or sends
+/// nothing, is disconnected: it holds no connection slot for longer. Local
+/// clients send their headers in microseconds; ten seconds also covers a
+/// paused or heavily loaded caller.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once. When a new connection would exceed the cap,
+/// the oldest open connection is closed rather than the new one refused: a
+/// flood of idle connections then cannot lock a legitimate caller out (its
+/// new connection is served within the next [`MAX_CONNECTIONS`] arrivals),
+/// and memory and file descriptors stay bounded (well under the usual limit
+/// of 1024 descriptors). A kept-alive client whose idle connection is closed
+/// simply reconnects.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// Largest request head (request line and headers) read, in bytes: a bearer
+/// token is under 100. Larger heads are answered 431 and the connection is
+/// closed.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Most header fields in one request; more are answered 431.
+pub const MAX_HEADERS: usize = 64;
+
+/// Largest request body a request may declare. The API never reads a body
+/// (it is read-only), so a request announcing more, or a chunked body of
+/// unknown length, is answered 413 and its connection closed without
+/// reading it; small bodies (a `PUT` by mistake) get the usual 405 hint.
+pub const MAX_BODY_BYTES: u64 = 16 * 1024;
+
+/// Per-connection read buffer cap (hyper's minimum is 8 KiB); bodies are
+/// never buffered.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// How long a stop waits for requests in flight before closing their
+/// connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How often at most the connection cap, or failing accepts, are logged
+/// while they last.
+const WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     /// The published index generation.
     pub index: Arc<Live>,
-    /// The accepted tokens (swapped on SIGHUP).
+    /// The accepted tokens (swapped when the tokens file changes, and on
+    /// SIGHUP).
     pub tokens: Arc<ArcSwap<Tokens>>,
 }
 
@@ -59,18 +123,142 @@ pub fn router(state: ApiState) -> Router {
         .route("/ready", read_only(ready))
         .route("/metrics", read_only(metrics))
         .fallback(not_found_route)
+        .layer(middleware::from_fn(refuse_bodies))
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves `router` on `listener`, within the limits above, until `shutdown`
+/// completes; then lets requests in flight finish for a few seconds.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(state);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_buf_size(READ_BUFFER_BYTES);
+    let (closing, _) = tokio::sync::watch::channel(());
+    let mut connections = JoinSet::new();
+    // Open connections, oldest first, for closing the oldest at the cap.
+    let mut open: VecDeque<AbortHandle> = VecDeque::new();
+    let mut cap_warned = RateLimited::default();
+    let mut accept_warned = RateLimited::default();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        while connections.try_join_next().is_some() {}
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors or memory: let the kernel's backlog
+                // hold new connections for a moment instead of spinning.
+                if !is_connection_error(&e) {
+                    if accept_warned.due() {
+                        warn!(error = %e, "cannot accept API connections: retrying");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                continue;
+            }
+        };
+        if open.len() >= MAX_CONNECTIONS {
+            open.retain(|c| !c.is_finished());
+        }
+        if open.len() >= MAX_CONNECTIONS {
+            if let Some(oldest) = open.pop_front() {
+                oldest.abort();
+            }
+            if cap_warned.due() {
+                warn!(
+                    limit = MAX_CONNECTIONS,
+                    "too many open API connections: closing the oldest for each new one"
+                );
+            }
+        }
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let mut closing = closing.subscribe();
+        open.push_back(connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            // Errors here are the client's (bad request, timeout, reset)
+            // and hyper has already answered or closed: nothing to log.
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = closing.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        }));
+    }
+    drop(listener);
+    drop(closing);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+/// A warning logged at most once per [`WARNING_INTERVAL`]: an attack must
+/// not flood the log.
+#[derive(Default)]
+struct RateLimited(Option<Instant>);
+
+impl RateLimited {
+    /// Whether to log now (and if so, the clock restarts).
+    fn due(&mut self) -> bool {
+        let due = self.0.map_or(true, |t| t.elapsed() >= WARNING_INTERVAL);
+        if due {
+            self.0 = Some(Instant::now());
+        }
+        due
+    }
+}
+
+/// Accept errors that concern one connection only (it went away before it
+/// was accepted), as opposed to the process running out of resources.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    )
+}
+
+/// Refuses request bodies the API would never read: larger than
+/// [`MAX_BODY_BYTES`], or chunked (of unknown length). The connection is
+/// closed after the answer, so the body is never read.
+async fn refuse_bodies(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if declared > MAX_BODY_BYTES || headers.contains_key(header::TRANSFER_ENCODING) {
+        let mut r = error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large",
+            &format!(
+                "the meshseal API reads no request bodies: send at most {MAX_BODY_BYTES} bytes, with a Content-Length"
+            ),
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    next.run(request).await
 }
 
 fn read_only<H, T>(handler: H) -> MethodRouter<ApiState>
@@ -126,6 +314,8 @@ async fn not_found_route() -> Response {
 
 /// Why a request is refused.
 enum Denied {
+    /// 400: a malformed request (names from the path, credentials).
+    BadRequest(String),
     /// 401: no token, or one the tokens file does not know.
     Unauthorized(&'static str),
     /// 403: a valid token for another scope.
@@ -135,6 +325,7 @@ enum Denied {
 impl IntoResponse for Denied {
     fn into_response(self) -> Response {
         match self {
+            Denied::BadRequest(detail) => error(StatusCode::BAD_REQUEST, "Bad Request", &detail),
             Denied::Unauthorized(detail) => {
                 let mut r = error(StatusCode::UNAUTHORIZED, "Unauthorized", detail);
                 r.headers_mut()
@@ -156,34 +347,77 @@ impl IntoResponse for Denied {
     }
 }
 
-/// The caller's scope.
+/// The caller's scope: exactly one `Authorization` header, scheme `Bearer`
+/// (any case, RFC 9110), a known token.
 fn caller(state: &ApiState, headers: &HeaderMap) -> Result<TokenScope, Denied> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
         return Err(Denied::Unauthorized("missing bearer token"));
     };
+    if values.next().is_some() {
+        // Two credentials are ambiguous: a proxy in front may have checked
+        // the other one.
+        return Err(Denied::BadRequest(
+            "more than one Authorization header: send exactly one".to_string(),
+        ));
+    }
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .unwrap_or("");
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim_matches(' '));
+    let Some(token) = token else {
+        return Err(Denied::Unauthorized(
+            "expected `Authorization: Bearer <token>`",
+        ));
+    };
     match state.tokens.load().authorize(token) {
         Some(scope) => Ok(scope.clone()),
         None => Err(Denied::Unauthorized("invalid or unknown bearer token")),
     }
 }
 
-/// Authenticates and authorizes in one step.
-fn require(state: &ApiState, headers: &HeaderMap, scope: &Scope) -> Result<(), Denied> {
-    let who = caller(state, headers)?;
+/// Authorizes an authenticated caller for `scope`.
+fn authorize(who: TokenScope, scope: &Scope) -> Result<(), Denied> {
     if who.allows(scope) {
         Ok(())
     } else {
         Err(Denied::Forbidden(who, scope.clone()))
     }
+}
+
+/// Authenticates, then authorizes, for routes without names in the path.
+fn require(state: &ApiState, headers: &HeaderMap, scope: &Scope) -> Result<(), Denied> {
+    authorize(caller(state, headers)?, scope)
+}
+
+/// The path parameters, or 400 when they are not valid percent-encoded UTF-8.
+fn path_params<T>(path: Result<Path<T>, PathRejection>) -> Result<T, Denied> {
+    path.map(|Path(p)| p)
+        .map_err(|_| Denied::BadRequest("the path is not valid percent-encoded UTF-8".to_string()))
+}
+
+/// A mesh named in the path, checked with the store's mesh name rules.
+fn mesh_scope(mesh: &str) -> Result<Scope, Denied> {
+    Scope::mesh(mesh).map_err(|e| Denied::BadRequest(e.to_string()))
+}
+
+/// A secret name from the path, checked with the store's name rules.
+fn secret_name(name: &str) -> Result<(), Denied> {
+    validate_name(name).map_err(|e| Denied::BadRequest(e.to_string()))
+}
+
+/// A policy name from the path. Policies are named after their files (and a
+/// mesh's `mesh.toml` after the mesh), so the mesh name rules apply: they
+/// admit every secret and mesh name and nothing path-like.
+fn policy_name(name: &str) -> Result<(), Denied> {
+    validate_mesh(name).map_err(|_| {
+        Denied::BadRequest(
+            "name: invalid characters: must consist of lower case alphanumeric characters, '-', '_' or '.', and must not start with '.'"
+                .to_string(),
+        )
+    })
 }
 
 fn list<'a>(secrets: impl Iterator<Item = &'a Arc<Secret>>) -> Response {
@@ -211,27 +445,27 @@ fn one(index: &Index, scope: Scope, name: &str) -> Response {
 
 async fn list_mesh(
     State(state): State<ApiState>,
-    Path(mesh): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-) -> Response {
-    let scope = Scope::Mesh(mesh);
-    if let Err(r) = require(&state, &headers, &scope) {
-        return r.into_response();
-    }
+) -> Result<Response, Denied> {
+    let who = caller(&state, &headers)?;
+    let scope = mesh_scope(&path_params(path)?)?;
+    authorize(who, &scope)?;
     let index = state.index.load();
-    list(index.scope_secrets(&scope))
+    Ok(list(index.scope_secrets(&scope)))
 }
 
 async fn get_mesh_secret(
     State(state): State<ApiState>,
-    Path((mesh, name)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
-) -> Response {
-    let scope = Scope::Mesh(mesh);
-    if let Err(r) = require(&state, &headers, &scope) {
-        return r.into_response();
-    }
-    one(&state.index.load(), scope, &name)
+) -> Result<Response, Denied> {
+    let who = caller(&state, &headers)?;
+    let (mesh, name) = path_params(path)?;
+    let scope = mesh_scope(&mesh)?;
+    secret_name(&name)?;
+    authorize(who, &scope)?;
+    Ok(one(&state.index.load(), scope, &name))
 }
 
 async fn list_all(State(state): State<ApiState>, headers: HeaderMap) -> Response {
@@ -257,13 +491,14 @@ async fn list_global(State(state): State<ApiState>, headers: HeaderMap) -> Respo
 
 async fn get_global_secret(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = require(&state, &headers, &Scope::Global) {
-        return r.into_response();
-    }
-    one(&state.index.load(), Scope::Global, &name)
+) -> Result<Response, Denied> {
+    let who = caller(&state, &headers)?;
+    let name = path_params(path)?;
+    secret_name(&name)?;
+    authorize(who, &Scope::Global)?;
+    Ok(one(&state.index.load(), Scope::Global, &name))
 }
 
 fn policy_json(index: &Index, policy: &Policy, resolve: bool) -> Value {
@@ -331,41 +566,43 @@ fn policy_json(index: &Index, policy: &Policy, resolve: bool) -> Value {
 
 async fn list_policies(
     State(state): State<ApiState>,
-    Path(mesh): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = require(&state, &headers, &Scope::Mesh(mesh.clone())) {
-        return r.into_response();
-    }
+) -> Result<Response, Denied> {
+    let who = caller(&state, &headers)?;
+    let mesh = path_params(path)?;
+    authorize(who, &mesh_scope(&mesh)?)?;
     let index = state.index.load();
     let items: Vec<Value> = index
         .policies(&mesh)
         .map(|p| policy_json(&index, p, false))
         .collect();
-    json_response(
+    Ok(json_response(
         StatusCode::OK,
         &json!({ "total": items.len(), "items": items, "next": Value::Null }),
-    )
+    ))
 }
 
 async fn get_policy(
     State(state): State<ApiState>,
-    Path((mesh, name)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = require(&state, &headers, &Scope::Mesh(mesh.clone())) {
-        return r.into_response();
-    }
+) -> Result<Response, Denied> {
+    let who = caller(&state, &headers)?;
+    let (mesh, name) = path_params(path)?;
+    let scope = mesh_scope(&mesh)?;
+    policy_name(&name)?;
+    authorize(who, &scope)?;
     let index = state.index.load();
     let found = index.policies(&mesh).find(|p| p.name == name);
-    match found {
+    Ok(match found {
         Some(p) => json_response(StatusCode::OK, &policy_json(&index, p, true)),
         None => error(
             StatusCode::NOT_FOUND,
             "Not Found",
             &format!("resource not found: name=\"{name}\" mesh=\"{mesh}\""),
         ),
-    }
+    })
 }
 
 /// The scope a problem's file belongs to, if it can be told from its path.

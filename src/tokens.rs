@@ -103,6 +103,10 @@ impl Diagnostic for TokenError {
                 "lines are written by `meshseal token create`; remove the broken line and create a new token"
                     .to_string(),
             ),
+            TokenError::Io(e) if e.kind() == io::ErrorKind::NotFound => Some(
+                "check the --tokens path; `meshseal token create` makes the file (to revoke every token, keep the file with no token lines)"
+                    .to_string(),
+            ),
             TokenError::Io(_) => None,
         }
     }
@@ -116,7 +120,7 @@ impl Diagnostic for TokenError {
 }
 
 /// The digests and scopes of a tokens file.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Tokens {
     entries: Vec<([u8; 32], TokenScope)>,
 }
@@ -166,6 +170,14 @@ impl Tokens {
     /// Whether there are no tokens (then nothing is readable).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// How many tokens (digest and scope) are new in `self` compared with
+    /// `old`, and how many of `old` are gone: for logging a reload.
+    pub fn changes_from(&self, old: &Tokens) -> (usize, usize) {
+        let missing_from =
+            |a: &Tokens, b: &Tokens| a.entries.iter().filter(|e| !b.entries.contains(e)).count();
+        (missing_from(self, old), missing_from(old, self))
     }
 
     /// The scope of a presented token, or `None` if it is unknown. Every
@@ -259,6 +271,19 @@ mod tests {
         assert!(TokenScope::Admin.allows(&Scope::Global));
         assert_eq!(TokenScope::parse("mesh:.."), None);
         assert_eq!(TokenScope::parse("root"), None);
+    }
+
+    #[test]
+    fn changes_count_added_and_removed_tokens() {
+        let line = |c: char, scope: &str| format!("sha256:{} {scope}\n", c.to_string().repeat(64));
+        let old = Tokens::parse(&(line('a', "admin") + &line('b', "mesh:x"))).unwrap();
+        let new = Tokens::parse(&(line('a', "admin") + &line('c', "mesh:x"))).unwrap();
+        assert_eq!(new.changes_from(&old), (1, 1));
+        assert_eq!(old.changes_from(&old), (0, 0));
+        // The same digest with another scope is a different token.
+        let rescoped = Tokens::parse(&(line('a', "mesh:y") + &line('b', "mesh:x"))).unwrap();
+        assert_eq!(rescoped.changes_from(&old), (1, 1));
+        assert!(rescoped != old && old == old.clone());
     }
 
     #[test]

@@ -10,13 +10,19 @@
 //! - the HTTP API on a small tokio runtime, which reads whatever generation is
 //!   current and never waits for the writer.
 //!
+//! Beside them, a second file watcher follows the tokens file's folder, so
+//! that a token removed from the file stops working within the debounce
+//! window, without a signal (see [`follow_tokens`]).
+//!
 //! Errors are sorted by consequence, as in watchexec: a bad file or a failed
 //! event is logged and the last good state stays served; only failing to
 //! start (no store, no identity, the port taken) stops the process.
 //! An event overflow (inotify's queue fills on a large `git checkout`) or a
 //! watcher error triggers a full rescan, which is cheap because unchanged files
 //! are only hashed. SIGHUP reloads identities and tokens and rescans, retrying
-//! files that failed; SIGTERM and SIGINT stop cleanly.
+//! files that failed; SIGTERM and SIGINT stop cleanly. A tokens file that
+//! turns unreadable or malformed keeps the previous tokens, like a bad secret
+//! file keeps the last good version.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -28,8 +34,8 @@ use std::thread;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{new_debouncer, DebounceEventResult};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 use tracing::{error, info, warn};
 
 use crate::api::{self, ApiState};
@@ -65,7 +71,8 @@ pub struct WatchOptions {
     pub identity_files: Vec<PathBuf>,
     /// Where the API listens.
     pub listen: SocketAddr,
-    /// The tokens file; without one every secret request is refused.
+    /// The tokens file, followed for changes; without one every secret
+    /// request is refused.
     pub tokens: Option<PathBuf>,
     /// Folder to keep materialized secret files in.
     pub materialize: Option<PathBuf>,
@@ -254,6 +261,10 @@ pub fn run(options: WatchOptions) -> Result<(), Problem> {
     };
     let live: Arc<Live> = Arc::new(ArcSwap::new(view));
     let tokens = Arc::new(ArcSwap::from_pointee(tokens));
+    let tokens_follower = match &options.tokens {
+        Some(path) => Some(follow_tokens(path, Arc::clone(&tokens), options.debounce)?),
+        None => None,
+    };
 
     let (tx, rx) = mpsc::channel::<Msg>();
     let events_tx = tx.clone();
@@ -316,10 +327,107 @@ pub fn run(options: WatchOptions) -> Result<(), Problem> {
     ));
     let _ = tx.send(Msg::Stop);
     debouncer.stop();
+    if let Some(follower) = tokens_follower {
+        follower.stop();
+    }
     let _ = worker.join();
     served?;
     info!("stopped");
     Ok(())
+}
+
+/// Follows the tokens file: any change in its folder re-reads it (see
+/// [`reload_tokens`]), so a token removed from the file is refused within
+/// the debounce window, and an added one accepted, without a signal.
+///
+/// The folder is watched, not the file: editors and `meshseal token create`
+/// replace the file by renaming a new one over it, which a watch on the old
+/// file would never see. Watching the folder also catches a Kubernetes
+/// secret mount, whose `..data` symlink is swapped. When the path is a
+/// symlink, the folder of the file it points to is watched as well.
+fn follow_tokens(
+    path: &Path,
+    tokens: Arc<ArcSwap<Tokens>>,
+    debounce: Duration,
+) -> Result<Debouncer<RecommendedWatcher, RecommendedCache>, Problem> {
+    let file = path.to_path_buf();
+    let mut debouncer = new_debouncer(
+        debounce,
+        Some(debounce_tick(debounce)),
+        move |res: DebounceEventResult| {
+            // Our own reads show up as access events; anything else (or a
+            // lost event) may be a new version.
+            let changed = match &res {
+                Ok(events) => events
+                    .iter()
+                    .any(|e| !matches!(e.kind, EventKind::Access(_))),
+                Err(_) => true,
+            };
+            if changed {
+                reload_tokens(&file, &tokens);
+            }
+        },
+    )
+    .map_err(|e| {
+        Problem::new(
+            Some(path.to_path_buf()),
+            "watch",
+            format!("cannot follow the tokens file: {e}"),
+        )
+    })?;
+    let mut folders = vec![folder_of(path)];
+    if let Ok(target) = fs::canonicalize(path) {
+        let target_folder = folder_of(&target);
+        if fs::canonicalize(&folders[0]).ok().as_ref() != Some(&target_folder) {
+            folders.push(target_folder);
+        }
+    }
+    for folder in &folders {
+        debouncer
+            .watch(folder, RecursiveMode::NonRecursive)
+            .map_err(|e| {
+                Problem::new(
+                    Some(path.to_path_buf()),
+                    "watch",
+                    format!("cannot watch the tokens file's folder {}: {e}", folder.display()),
+                )
+                .with_hint("a removed token would stay valid until SIGHUP; raise fs.inotify.max_user_watches or check the folder's permissions")
+            })?;
+    }
+    Ok(debouncer)
+}
+
+/// The folder a file is in (`.` for a bare file name).
+fn folder_of(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Re-reads the tokens file and publishes it if it changed. A file that
+/// cannot be read or parsed (mid-edit, deleted, broken) keeps the previous
+/// tokens: the problem is logged with the file and a hint, and the next
+/// change is tried again.
+fn reload_tokens(path: &Path, live: &ArcSwap<Tokens>) {
+    let new = match Tokens::load(path) {
+        Ok(t) => t,
+        Err(p) => {
+            log_problem(&p, "kept the previous tokens");
+            return;
+        }
+    };
+    let old = live.load();
+    if **old == new {
+        return;
+    }
+    let (added, removed) = new.changes_from(&old);
+    let count = new.len();
+    live.store(Arc::new(new));
+    info!(file = %path.display(), tokens = count, added, removed, "tokens reloaded");
+    if count == 0 {
+        warn!(file = %path.display(), "the tokens file has no tokens: every secret request is refused");
+    }
 }
 
 fn load_tokens(path: Option<&Path>) -> Result<Tokens, Problem> {
@@ -366,10 +474,7 @@ async fn serve_until_signal(
             _ = hup.recv() => {
                 info!("SIGHUP: reloading identities and tokens, rescanning");
                 if let Some(p) = &tokens_path {
-                    match Tokens::load(p) {
-                        Ok(t) => tokens.store(Arc::new(t)),
-                        Err(p) => log_problem(&p, "kept the previous tokens"),
-                    }
+                    reload_tokens(p, &tokens);
                 }
                 let _ = tx.send(Msg::Reload);
             }

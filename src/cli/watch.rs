@@ -29,7 +29,8 @@ pub struct WatchArgs {
     /// Address of the read-only HTTP API (loopback unless told otherwise).
     #[arg(long = "listen", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
-    /// Tokens file (sha256 digests and scopes, see `meshseal token create`).
+    /// Tokens file (sha256 digests and scopes, see `meshseal token create`);
+    /// followed: a removed line revokes its token without a restart.
     #[arg(long = "tokens", value_name = "FILE")]
     pub tokens: Option<PathBuf>,
     /// Keep DIR/meshes/<mesh>/<name> and DIR/global/<name> files in step.

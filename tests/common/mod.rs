@@ -9,6 +9,8 @@
 //! on-disk format rather than re-use the implementation under test.
 #![allow(dead_code)]
 
+pub mod watcher;
+
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::Write;

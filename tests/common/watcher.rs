@@ -1,0 +1,319 @@
+//! The built `meshseal watch` binary on a temporary store, driven over
+//! loopback HTTP: shared by the watcher's end-to-end tests.
+//!
+//! Every wait polls until a condition holds or a generous deadline passes, so
+//! the tests stay correct on a loaded two-core machine; a timeout fails with
+//! the watcher's log attached.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("meshseal")
+}
+
+pub fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// A temporary store with one identity, meshes `payments` and `default`,
+/// and a tokens file with an admin and a `payments` token.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub identity: PathBuf,
+    pub tokens: PathBuf,
+    pub admin: String,
+    pub payments: String,
+    pub default_mesh: String,
+    /// The identity's public key.
+    pub key: String,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        fs::create_dir(&root).unwrap();
+        let identity = dir.path().join("identity.txt");
+        let tokens = dir.path().join("tokens");
+        let mut env = Env {
+            root,
+            identity,
+            tokens,
+            admin: String::new(),
+            payments: String::new(),
+            default_mesh: String::new(),
+            key: String::new(),
+            dir,
+        };
+        let key = env.ok(&["keygen", "-o", env.identity.to_str().unwrap()]);
+        env.key = key.trim().to_string();
+        env.ok(&["init", "--recipient", &env.key]);
+        env.ok(&["recipients", "add", "-m", "payments", &env.key]);
+        env.admin = env.token(&["--admin"]);
+        env.payments = env.token(&["-m", "payments"]);
+        env.default_mesh = env.token(&["-m", "default"]);
+        env
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.command_in(&self.root, args)
+    }
+
+    pub fn command_in(&self, root: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("-C")
+            .arg(root)
+            .arg("-i")
+            .arg(&self.identity)
+            .args(args)
+            .env_remove("MESHSEAL_IDENTITY")
+            .env("HOME", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"));
+        c
+    }
+
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_in(&self.root, args, stdin)
+    }
+
+    pub fn run_in(&self, root: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = self.command_in(root, args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, None);
+        assert!(
+            out.status.success(),
+            "meshseal {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn token(&self, scope: &[&str]) -> String {
+        let mut args = vec!["token", "create"];
+        args.extend_from_slice(scope);
+        args.extend_from_slice(&["--tokens", self.tokens.to_str().unwrap()]);
+        self.ok(&args).trim().to_string()
+    }
+
+    /// Creates or updates a mesh secret through `meshseal apply`.
+    pub fn set(&self, mesh: &str, name: &str, value: &str) {
+        self.set_in(&self.root, mesh, name, value);
+    }
+
+    pub fn set_in(&self, root: &Path, mesh: &str, name: &str, value: &str) {
+        let yaml = format!(
+            "type: Secret\nmesh: {mesh}\nname: {name}\ndata: {}\n",
+            b64(value)
+        );
+        let out = self.run_in(root, &["apply", "-f", "-"], Some(&yaml));
+        assert!(
+            out.status.success(),
+            "apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn set_global(&self, name: &str, value: &str) {
+        let yaml = format!("type: GlobalSecret\nname: {name}\ndata: {}\n", b64(value));
+        let out = self.run(&["apply", "-f", "-"], Some(&yaml));
+        assert!(
+            out.status.success(),
+            "apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn secret_file(&self, mesh: &str, name: &str) -> PathBuf {
+        self.root
+            .join("meshes")
+            .join(mesh)
+            .join("secrets")
+            .join(format!("{name}.age"))
+    }
+
+    pub fn watch(&self, extra: &[&str]) -> Watcher {
+        let mut args = vec![
+            "watch",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            self.tokens.to_str().unwrap(),
+            "--debounce",
+            "50",
+        ];
+        args.extend_from_slice(extra);
+        Watcher::start(self.command(&args))
+    }
+}
+
+/// A running watcher; stopped with SIGTERM when dropped.
+pub struct Watcher {
+    pub child: Child,
+    pub addr: String,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Watcher {
+    pub fn start(mut command: Command) -> Watcher {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut w = Watcher {
+            child,
+            addr: String::new(),
+            log,
+        };
+        let start = Instant::now();
+        loop {
+            let text = w.log();
+            if let Some(rest) = text.split("listening on http://").nth(1) {
+                w.addr = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                return w;
+            }
+            if let Ok(Some(status)) = w.child.try_wait() {
+                panic!("watcher exited with {status}:\n{text}");
+            }
+            assert!(start.elapsed() < DEADLINE, "watcher did not start:\n{text}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        http(&self.addr, "GET", path, token)
+    }
+
+    /// Polls until `cond` holds; panics with the log after the deadline.
+    pub fn eventually(&self, what: &str, mut cond: impl FnMut(&Watcher) -> bool) {
+        let start = Instant::now();
+        while !cond(self) {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for: {what}\nwatcher log:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.terminate();
+        // Let the reader thread drain the pipe.
+        thread::sleep(Duration::from_millis(50));
+        (status, self.log())
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = self.child.kill();
+                return self.child.wait().unwrap();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 client: one request per connection.
+pub fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let body = if method == "GET" { "" } else { "{}" };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad response: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// The data the API serves for a mesh secret, if it serves one.
+pub fn served(w: &Watcher, token: &str, mesh: &str, name: &str) -> Option<String> {
+    let (status, body) = w.get(&format!("/meshes/{mesh}/secrets/{name}"), Some(token));
+    match status {
+        200 => Some(json(&body)["data"].as_str().unwrap().to_string()),
+        404 => None,
+        other => panic!("unexpected status {other}: {body}"),
+    }
+}
