@@ -284,6 +284,19 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
     r
 }
 
+/// One secret with its data. The body is built in a wiped buffer and handed
+/// to hyper as the owner of the response bytes, so the value is wiped when
+/// the response has been written, not left in freed memory.
+fn secret_response(doc: &crate::document::Document) -> Response {
+    let body = axum::body::Bytes::from_owner(kuma::to_json_bytes(doc));
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
 /// Kuma's error shape.
 fn error(status: StatusCode, title: &str, detail: &str) -> Response {
     json_response(
@@ -434,7 +447,7 @@ fn one(index: &Index, scope: Scope, name: &str) -> Response {
         name: name.to_string(),
     };
     match index.get(&id) {
-        Some(s) => json_response(StatusCode::OK, &kuma::to_json(&s.doc, true)),
+        Some(s) => secret_response(&s.doc),
         None => error(
             StatusCode::NOT_FOUND,
             "Not Found",
