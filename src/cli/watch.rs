@@ -12,7 +12,8 @@ use meshseal::problem::Problem;
 use meshseal::tokens::{self, TokenScope};
 use meshseal::watch::{self, WatchOptions, DEFAULT_LISTEN};
 
-use super::{output, Context, Result};
+use super::output::{self, say};
+use super::{Context, Result};
 
 /// Log line formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -133,7 +134,7 @@ fn once(ctx: &Context, identity_files: &[PathBuf], args: &WatchArgs) -> Result<E
     }
     let global = index.scope_secrets(&meshseal::scope::Scope::Global).count();
     let stale = index.stale().count();
-    println!(
+    say!(
         "loaded {} secret(s): {} in {} mesh(es), {} global; {} problem(s); {} stale; {:.1} ms",
         index.len(),
         index.len() - global,
