@@ -19,7 +19,7 @@ use thiserror::Error;
 use toml::Value;
 
 use crate::problem::{line_of, Diagnostic, Problem};
-use crate::scope::{validate_name, Scope, SecretId};
+use crate::scope::{validate_mesh, validate_name, Scope, SecretId};
 use crate::store::{Store, StoreError};
 
 /// The policy types meshseal understands.
@@ -304,6 +304,14 @@ impl Policy {
             None => (mesh, None),
             Some(n) => (n, get(&doc, "mesh").and_then(Value::as_str)),
         };
+        if name.is_some() && validate_mesh(expected).is_err() {
+            // The API serves policies by name with the same rule, so a file
+            // named otherwise could never be read: say so here, in check.
+            return Err(field(
+                "name",
+                "invalid characters: a policy file name must consist of lower case alphanumeric characters, '-', '_' or '.', and must not start with '.'",
+            ));
+        }
         if doc_name != expected {
             return Err(PolicyError::Mismatch {
                 field: "name",
@@ -591,6 +599,17 @@ type = "builtin"
 
     fn mid(m: &str, n: &str) -> SecretId {
         SecretId::new(Scope::Mesh(m.into()), n).unwrap()
+    }
+
+    #[test]
+    fn policy_file_names_follow_the_api_rule() {
+        let text =
+            |n: &str| format!("type = \"ExternalService\"\nmesh = \"pay\"\nname = \"{n}\"\n");
+        assert!(Policy::parse(&text("web_1.v2"), "pay", Some("web_1.v2")).is_ok());
+        for bad in ["Web", ".hidden", "a b", "x%2f"] {
+            let e = Policy::parse(&text(bad), "pay", Some(bad)).unwrap_err();
+            assert!(e.to_string().contains("policy file name"), "{bad}: {e}");
+        }
     }
 
     #[test]
