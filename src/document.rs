@@ -243,6 +243,29 @@ impl Diagnostic for DocumentError {
 
 type SpannedTable = BTreeMap<toml::Spanned<String>, toml::Spanned<toml::Value>>;
 
+/// A parsed document whose strings are wiped when it goes out of scope,
+/// on every path out of [`Document::parse`]: its `data` string is the
+/// secret in base64, and a plain `String` would be freed as it is.
+struct Wiped(SpannedTable);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        for value in self.0.values_mut() {
+            wipe(value.get_mut());
+        }
+    }
+}
+
+/// Zeroes every string in a TOML value (and empties it).
+fn wipe(value: &mut toml::Value) {
+    match value {
+        toml::Value::String(s) => zeroize::Zeroize::zeroize(s),
+        toml::Value::Array(items) => items.iter_mut().for_each(wipe),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| wipe(v)),
+        _ => {}
+    }
+}
+
 impl Document {
     /// A document from its parts.
     pub fn new(id: SecretId, data: SecretData) -> Self {
@@ -261,17 +284,17 @@ impl Document {
         if brackets > MAX_BRACKETS {
             return Err(DocumentError::TooComplex);
         }
-        let table: SpannedTable = toml::from_str(text).map_err(|e| DocumentError::Syntax {
+        let table = Wiped(toml::from_str(text).map_err(|e| DocumentError::Syntax {
             message: e.message().trim_end().to_string(),
             line: e.span().map(|s| line_of(text, s.start)),
-        })?;
+        })?);
 
         let mut kind = None;
         let mut mesh = None;
         let mut name = None;
         let mut data = None;
         let mut labels = BTreeMap::new();
-        for (key, value) in &table {
+        for (key, value) in &table.0 {
             let line = line_of(text, value.span().start);
             let key_line = line_of(text, key.span().start);
             let as_str = |k: &str| match value.get_ref() {
@@ -470,6 +493,21 @@ mod tests {
 
     fn mesh_id(m: &str, n: &str) -> SecretId {
         SecretId::new(Scope::Mesh(m.into()), n).unwrap()
+    }
+
+    #[test]
+    fn wipe_reaches_every_string() {
+        let mut v: toml::Value = toml::from_str::<toml::Table>(
+            "data = \"c2VjcmV0\"\nlabels = { a = \"x\", deep = [\"y\", { z = \"w\" }] }\nn = 1\n",
+        )
+        .unwrap()
+        .into();
+        wipe(&mut v);
+        let text = toml::to_string(&v).unwrap();
+        for gone in ["c2VjcmV0", "\"x\"", "\"y\"", "\"w\""] {
+            assert!(!text.contains(gone), "{gone} in {text}");
+        }
+        assert!(text.contains("n = 1"), "{text}");
     }
 
     #[test]
