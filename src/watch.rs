@@ -351,23 +351,22 @@ fn follow_tokens(
     debounce: Duration,
 ) -> Result<Debouncer<RecommendedWatcher, RecommendedCache>, Problem> {
     let file = path.to_path_buf();
-    let mut debouncer = new_debouncer(
-        debounce,
-        Some(debounce_tick(debounce)),
-        move |res: DebounceEventResult| {
-            // Our own reads show up as access events; anything else (or a
-            // lost event) may be a new version.
-            let changed = match &res {
-                Ok(events) => events
-                    .iter()
-                    .any(|e| !matches!(e.kind, EventKind::Access(_))),
-                Err(_) => true,
-            };
-            if changed {
-                reload_tokens(&file, &tokens);
-            }
-        },
-    )
+    // The debouncer's own tick (a quarter of the window): a revocation has
+    // no 20 ms target, and an idle watcher should not wake 100 times a
+    // second for a file that changes once a month.
+    let mut debouncer = new_debouncer(debounce, None, move |res: DebounceEventResult| {
+        // Our own reads show up as access events; anything else (or a
+        // lost event) may be a new version.
+        let changed = match &res {
+            Ok(events) => events
+                .iter()
+                .any(|e| !matches!(e.kind, EventKind::Access(_))),
+            Err(_) => true,
+        };
+        if changed {
+            reload_tokens(&file, &tokens);
+        }
+    })
     .map_err(|e| {
         Problem::new(
             Some(path.to_path_buf()),
