@@ -11,7 +11,7 @@
 //! 4. `store` (walk, read, write a store on disk)
 //! 5. `policy`, `kuma` (YAML in and out), `init`, `rekey`, `edit`, `textconv`, `tokens`
 //! 6. `ca` (mTLS CAs), `check`, `git` (the index, hooks), `index` (the in-memory view)
-//! 7. `materialize`, `api`, `watch` (the long-running watcher)
+//! 7. `materialize`, `http` (the server and its limits), `api` (routes), `watch`
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -25,6 +25,7 @@ pub mod document;
 pub mod edit;
 pub mod envelope;
 pub mod git;
+pub mod http;
 pub mod identity;
 pub mod index;
 pub mod init;

@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::watcher::{b64, http, json, served, Env, Watcher, DEADLINE};
-use meshseal::api::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
+use meshseal::http::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 
 /// A request others make while an attack runs must be answered within this:
 /// far less than the header read timeout, which is how long a server that
