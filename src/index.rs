@@ -21,22 +21,25 @@ use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use imbl::{OrdMap, OrdSet};
-use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 
 use crate::document::Document;
 use crate::identity::Identities;
 use crate::policy::Policy;
 use crate::problem::Problem;
-use crate::scope::{Scope, SecretId, StorePath, StrayReason};
-use crate::store::{Store, StoreError};
+use crate::scope::{Scope, SecretId, StorePath};
+use crate::store::Store;
+
+mod files;
+mod policies;
+
+use files::is_file_like;
+use policies::is_policy;
 
 /// One secret as served: the document and where it came from.
 #[derive(Debug)]
@@ -88,14 +91,6 @@ impl Ord for Entry {
     fn cmp(&self, other: &Self) -> Ordering {
         self.id().cmp(other.id())
     }
-}
-
-/// What the index knows about one file's current bytes.
-#[derive(Debug, Clone, Copy)]
-struct FileState {
-    sha256: [u8; 32],
-    /// Whether these bytes loaded (false: a problem is recorded).
-    good: bool,
 }
 
 /// How a generation came to be.
@@ -183,18 +178,6 @@ pub struct Index {
 /// The published generation, swapped atomically; readers never block.
 pub type Live = ArcSwap<Index>;
 
-/// The outcome of reading and (maybe) decrypting one file.
-enum FileResult {
-    /// The bytes equal what the index has: nothing to do.
-    Unchanged,
-    /// New bytes that loaded.
-    Loaded(Arc<Secret>),
-    /// New bytes (or an unreadable file) that failed.
-    Failed(Problem, Option<[u8; 32]>),
-    /// The file is not there any more (or is not a file).
-    Gone,
-}
-
 impl Index {
     /// Loads the whole store in parallel: generation 1.
     pub fn load(store: &Store, identities: &Identities) -> Result<Index, Problem> {
@@ -259,20 +242,6 @@ impl Index {
     /// Number of current problems.
     pub fn problem_count(&self) -> usize {
         self.problems.len() + self.unresolved.values().map(Vec::len).sum::<usize>()
-    }
-
-    /// The policies of a mesh (last good versions), sorted by path.
-    pub fn policies<'a>(&'a self, mesh: &'a str) -> impl Iterator<Item = &'a Arc<Policy>> {
-        self.policies.values().filter(move |p| p.mesh == mesh)
-    }
-
-    /// The problems of one policy file.
-    pub fn policy_problems<'a>(&'a self, policy: &Policy) -> impl Iterator<Item = &'a Problem> {
-        let path = policy.path();
-        self.problems
-            .get(&path)
-            .into_iter()
-            .chain(self.unresolved.get(&path).into_iter().flatten())
     }
 
     /// Secrets whose header names a recipient set other than their scope's
@@ -541,23 +510,6 @@ impl Index {
         }
     }
 
-    /// What the index knows about the bytes of the file at `rel`.
-    fn file_state(&self, rel: &Path) -> Option<FileState> {
-        if let Some(sha256) = self.failed.get(rel) {
-            return Some(FileState {
-                sha256: *sha256,
-                good: false,
-            });
-        }
-        let StorePath::Secret(id) = StorePath::classify(rel) else {
-            return None;
-        };
-        self.secrets.get(&id).map(|e| FileState {
-            sha256: e.0.file_sha256,
-            good: true,
-        })
-    }
-
     /// Removes every file, secret and problem at or below `rel`.
     fn remove_under(&mut self, rel: &Path, stats: &mut UpdateStats) {
         for f in keys_under(&self.failed, rel) {
@@ -574,131 +526,7 @@ impl Index {
             self.policies.remove(&p);
         }
     }
-
-    /// Re-reads policy files: a good new version replaces the old one, a
-    /// bad one is recorded and the last good version stays; a missing file
-    /// leaves.
-    fn refresh_policies(
-        &mut self,
-        store: &Store,
-        paths: BTreeSet<PathBuf>,
-        stats: &mut UpdateStats,
-    ) {
-        for rel in paths {
-            let (mesh, name) = match StorePath::classify(&rel) {
-                StorePath::Mesh(mesh) => (mesh, None),
-                StorePath::Policy { mesh, name } => (mesh, Some(name)),
-                _ => continue,
-            };
-            let bytes = match store.read_file(&rel, MAX_POLICY_BYTES) {
-                Ok(b) => b,
-                Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
-                    self.policies.remove(&rel);
-                    self.problems.remove(&rel);
-                    continue;
-                }
-                Err(e) => {
-                    self.record_problem(rel.clone(), Problem::at(&rel, &e), stats);
-                    continue;
-                }
-            };
-            let text = String::from_utf8_lossy(&bytes);
-            match Policy::parse(&text, &mesh, name.as_deref()) {
-                Ok(policy) => {
-                    self.problems.remove(&rel);
-                    self.policies.insert(rel, Arc::new(policy));
-                }
-                Err(e) => {
-                    let p = Problem::at(&rel, &e);
-                    self.record_problem(rel, p, stats);
-                }
-            }
-        }
-    }
-
-    fn record_problem(&mut self, rel: PathBuf, problem: Problem, stats: &mut UpdateStats) {
-        if self.problems.get(&rel) != Some(&problem) {
-            stats.new_problems.push(problem.clone());
-        }
-        self.problems.insert(rel, problem);
-    }
-
-    /// Checks every policy's references against this generation's secrets.
-    fn resolve_policies(&mut self) {
-        let secrets = &self.secrets;
-        self.unresolved = self
-            .policies
-            .iter()
-            .filter_map(|(rel, policy)| {
-                let problems: Vec<Problem> = policy
-                    .resolve(&|id| secrets.contains(id))
-                    .iter()
-                    .map(|e| Problem::at(rel, e))
-                    .collect();
-                (!problems.is_empty()).then(|| (rel.clone(), problems))
-            })
-            .collect();
-    }
-
-    /// Reads, hashes and where needed decrypts `candidates` in parallel, then
-    /// folds the results in, a slice at a time so that the results waiting
-    /// to be folded stay small however large the store is.
-    fn apply(
-        &mut self,
-        store: &Store,
-        identities: &Identities,
-        candidates: Vec<PathBuf>,
-        retry_failed: bool,
-        stats: &mut UpdateStats,
-    ) {
-        for slice in candidates.chunks(APPLY_SLICE) {
-            let this = &*self;
-            let results: Vec<FileResult> = slice
-                .par_iter()
-                .map(|rel| examine(store, identities, rel, this.file_state(rel), retry_failed))
-                .collect();
-            for (rel, result) in slice.iter().zip(results) {
-                self.fold(rel, result, stats);
-            }
-        }
-    }
-
-    fn fold(&mut self, rel: &Path, result: FileResult, stats: &mut UpdateStats) {
-        match result {
-            FileResult::Unchanged => stats.hashed += 1,
-            FileResult::Gone => self.remove_under(rel, stats),
-            FileResult::Loaded(secret) => {
-                stats.hashed += 1;
-                stats.decrypted += 1;
-                self.failed.remove(rel);
-                self.problems.remove(rel);
-                // The cold load names no secret: every one is new, and a
-                // list of 100,000 ids would only raise the peak memory.
-                if stats.kind != UpdateKind::Cold {
-                    stats.changed.push(secret.doc.id.clone());
-                }
-                self.secrets.insert(Entry(secret));
-            }
-            FileResult::Failed(problem, sha) => {
-                stats.hashed += 1;
-                if let Some(sha) = sha {
-                    if matches!(StorePath::classify(rel), StorePath::Secret(_)) {
-                        stats.decrypted += 1;
-                    }
-                    self.failed.insert(rel.to_path_buf(), sha);
-                }
-                let is_new = self.problems.get(rel) != Some(&problem);
-                if is_new {
-                    stats.new_problems.push(problem.clone());
-                }
-                self.problems.insert(rel.to_path_buf(), problem);
-            }
-        }
-    }
 }
-
-/// How many files are examined in parallel before their results are folded.
-const APPLY_SLICE: usize = 4096;
 
 impl UpdateStats {
     fn new(kind: UpdateKind) -> Self {
@@ -722,82 +550,6 @@ fn keys_under<V: Clone>(map: &OrdMap<PathBuf, V>, rel: &Path) -> Vec<PathBuf> {
         .take_while(|k| k.starts_with(rel))
         .cloned()
         .collect()
-}
-
-/// Largest policy file worth reading.
-const MAX_POLICY_BYTES: usize = 1024 * 1024;
-
-/// Whether a path is a policy file (`mesh.toml` or `policies/*.toml`).
-fn is_policy(rel: &Path) -> bool {
-    matches!(
-        StorePath::classify(rel),
-        StorePath::Mesh(_) | StorePath::Policy { .. }
-    )
-}
-
-/// Whether a path is a file the index tracks: secrets and stray files in a
-/// `secrets/` folder. Recipients, policies and other files are not indexed.
-fn is_file_like(rel: &Path) -> bool {
-    // An atomic write in progress is not a stray file: its rename follows.
-    let temp = rel
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(crate::atomic::TEMP_PREFIX));
-    !temp
-        && matches!(
-            StorePath::classify(rel),
-            StorePath::Secret(_) | StorePath::StraySecret { .. }
-        )
-}
-
-/// Reads one file and decides what it means for the index.
-fn examine(
-    store: &Store,
-    identities: &Identities,
-    rel: &Path,
-    known: Option<FileState>,
-    retry_failed: bool,
-) -> FileResult {
-    let what = StorePath::classify(rel);
-    let id = match what {
-        StorePath::Secret(id) => id,
-        StorePath::StraySecret { reason, .. } => {
-            if fs::symlink_metadata(store.root().join(rel)).is_err() {
-                return FileResult::Gone;
-            }
-            let message = match reason {
-                StrayReason::NotAge => {
-                    "not a secret: files in a secrets/ folder must be <name>.age".to_string()
-                }
-                StrayReason::BadName(e) => e.to_string(),
-            };
-            return FileResult::Failed(
-                Problem::new(Some(rel.to_path_buf()), "stray-file", message),
-                None,
-            );
-        }
-        // Recipients, policies and other files are not the index's business.
-        _ => return FileResult::Unchanged,
-    };
-    let bytes = match store.read_file(rel, store.config().max_file_bytes()) {
-        Ok(b) => b,
-        Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return FileResult::Gone,
-        Err(e) => return FileResult::Failed(Problem::at(rel, &e), None),
-    };
-    let sha: [u8; 32] = Sha256::digest(&bytes).into();
-    if let Some(k) = known {
-        if k.sha256 == sha && (k.good || !retry_failed) {
-            return FileResult::Unchanged;
-        }
-    }
-    match store.open_bytes(&id, &bytes, identities) {
-        Ok(loaded) => FileResult::Loaded(Arc::new(Secret {
-            recipients_fingerprint: loaded.header.metadata.map(|m| m.recipients_fingerprint),
-            doc: loaded.doc,
-            file_sha256: sha,
-        })),
-        Err(p) => FileResult::Failed(p, Some(sha)),
-    }
 }
 
 /// The current recipients fingerprint of every scope that has secrets.
