@@ -1,0 +1,201 @@
+//! Commands that set a store up and manage who can read it: init, keygen,
+//! recipients, rekey.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use meshseal::git;
+use meshseal::identity::{self};
+use meshseal::init;
+use meshseal::problem::Problem;
+use meshseal::recipients::{self};
+use meshseal::rekey;
+use meshseal::scope::Scope;
+use meshseal::store::Store;
+
+use super::args::RecipientsCommand;
+use super::gitops::{current_exe, print_hook};
+use super::output::{self, say};
+use super::{mesh_scope, parse_keys, scope_of, Context, Result};
+
+pub(super) fn cmd_init(ctx: &Context, keys: &[String]) -> Result<ExitCode> {
+    let mut recipients = parse_keys(keys)?;
+    if recipients.is_empty() {
+        if let Some(ids) = ctx.optional_identities()? {
+            recipients.extend(ids.recipients().iter().cloned());
+        }
+    }
+    let (_, report) = init::init(&ctx.repo, &recipients)?;
+    for f in &report.created {
+        say!("created {f}");
+    }
+    if git::is_work_tree(&ctx.repo) {
+        let exe = current_exe()?;
+        git::set_diff_driver(&ctx.repo, &exe)?;
+        say!("configured the git diff driver (git diff shows redacted secrets)");
+        match git::install_hook(&ctx.repo, &exe, false) {
+            Ok(outcome) => print_hook(&outcome),
+            Err(p) => output::problem(&p),
+        }
+    } else {
+        eprintln!("hint: not a git work tree: run `git init` and `meshseal hook install` to get the pre-commit hook and redacted diffs");
+    }
+    for f in &report.kept {
+        say!("kept {f}");
+    }
+    if recipients.is_empty() {
+        eprintln!("hint: no recipients yet: `meshseal keygen`, then `meshseal recipients add --global KEY` and `meshseal recipients add -m default KEY`");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn cmd_keygen(output: Option<PathBuf>) -> Result<ExitCode> {
+    let path = output
+        .or_else(identity::default_path)
+        .ok_or_else(|| Problem::new(None, "no-config-dir", "no config directory; pass -o FILE"))?;
+    let (text, public) = identity::generate();
+    identity::write_new(&path, &text).map_err(|e| Problem::at(&path, &e))?;
+    eprintln!("wrote identity {} (mode 0600)", path.display());
+    say!("{public}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<ExitCode> {
+    let store = ctx.store()?;
+    match cmd {
+        RecipientsCommand::List { scope } => {
+            let scope = scope_of(&scope)?;
+            let set = store.recipients(&scope)?;
+            for r in set.iter() {
+                say!("{r}");
+            }
+            eprintln!(
+                "# {} recipient(s), fingerprint {}",
+                set.len(),
+                set.fingerprint()
+            );
+        }
+        RecipientsCommand::Add { scope, keys } => {
+            let scope = scope_of(&scope)?;
+            let keys = parse_keys(&keys)?;
+            let text = store.recipients_text(&scope)?;
+            let (text, added) = recipients::add_to_text(&text, &keys)
+                .map_err(|e| Problem::at(scope.recipients_path(), &e))?;
+            if added > 0 {
+                store.write_recipients(&scope, &text)?;
+            }
+            say!(
+                "added {added} recipient(s) to {}",
+                scope.recipients_path().display()
+            );
+            stale_hint(&store, &scope)?;
+        }
+        RecipientsCommand::Remove { scope, keys } => {
+            let scope = scope_of(&scope)?;
+            let keys = parse_keys(&keys)?;
+            let mut text = store.recipients_text(&scope)?;
+            let mut removed = 0;
+            for key in &keys {
+                let (t, n) = recipients::remove_from_text(&text, key);
+                if n == 0 {
+                    return Err(Problem::new(
+                        Some(scope.recipients_path()),
+                        "not-a-recipient",
+                        format!("{key} is not a recipient of {scope}"),
+                    ));
+                }
+                text = t;
+                removed += n;
+            }
+            store.write_recipients(&scope, &text)?;
+            say!(
+                "removed {removed} recipient(s) from {}",
+                scope.recipients_path().display()
+            );
+            let ids = store.secret_ids(Some(&scope))?;
+            if !ids.is_empty() {
+                eprintln!("warning: the removed key could read these secrets, and still can in git history; rotate their values:");
+                for id in &ids {
+                    eprintln!("  {}", id.path().display());
+                }
+            }
+            stale_hint(&store, &scope)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn stale_hint(store: &Store, scope: &Scope) -> Result<()> {
+    // Count what is really stale: adding a key already present, or removing
+    // one and re-adding it, changes nothing.
+    let stale = rekey::plan(store, &rekey::Selection::Scope(scope.clone()), false)
+        .map(|ids| ids.len())
+        .unwrap_or(0);
+    if stale > 0 {
+        eprintln!(
+            "hint: {stale} secret(s) of {scope} are now stale: run `meshseal rekey {}`",
+            meshseal::store::scope_flag(scope).trim_end()
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn cmd_rekey(
+    ctx: &Context,
+    mesh: Option<String>,
+    global: bool,
+    all: bool,
+    force: bool,
+) -> Result<ExitCode> {
+    let store = ctx.store()?;
+    let selection = if all {
+        rekey::Selection::All
+    } else if global {
+        rekey::Selection::Scope(Scope::Global)
+    } else {
+        let mesh = mesh.unwrap_or_else(|| meshseal::scope::DEFAULT_MESH.to_string());
+        rekey::Selection::Scope(mesh_scope(&mesh)?)
+    };
+    let ids = match rekey::plan(&store, &selection, force) {
+        Ok(ids) => ids,
+        Err(ps) => {
+            output::problems(&ps);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if ids.is_empty() {
+        say!("nothing to rekey: every selected secret is encrypted to its current recipients");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let identities = ctx.identities()?;
+    // A bar on a terminal, for stores large enough to wait on.
+    let bar = if ids.len() >= 200 {
+        indicatif::ProgressBar::new(2 * ids.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("decrypt, then re-encrypt");
+    let result = rekey::rekey_with_progress(&store, &ids, &identities, &|| bar.inc(1));
+    bar.finish_and_clear();
+    match result {
+        Ok(n) => {
+            say!("rekeyed {n} secret(s)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(rekey::RekeyFailure::NothingWritten(ps)) => {
+            output::problems(&ps);
+            eprintln!("nothing was rewritten: every file must decrypt before any is rekeyed");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(rekey::RekeyFailure::Partial(ps)) => {
+            output::problems(&ps);
+            eprintln!("some files were not rewritten; every file still decrypts; run rekey again");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
