@@ -29,7 +29,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -278,18 +278,51 @@ pub fn run(options: WatchOptions) -> Result<(), Problem> {
     .map_err(|e| Problem::new(None, "watch", format!("cannot start the file watcher: {e}")))?;
     let mut watched = vec![root.clone()];
     watched.extend(sources.zone.as_ref().map(|z| z.root.clone()));
+    let cannot_watch = |dir: &Path, e: notify::Error| {
+        Problem::new(
+            Some(dir.to_path_buf()),
+            "watch",
+            format!("cannot watch: {e}"),
+        )
+    };
     for base in &watched {
+        // The root itself, not recursively: a `meshes/` or `global/` that
+        // appears later (the first secret of a fresh store, or a checkout
+        // that removed and restored the folder) is then seen and followed.
+        debouncer
+            .watch(base, RecursiveMode::NonRecursive)
+            .map_err(|e| cannot_watch(base, e))?;
         for top in ["meshes", "global"] {
             let dir = base.join(top);
             if dir.is_dir() {
                 debouncer
                     .watch(&dir, RecursiveMode::Recursive)
-                    .map_err(|e| {
-                        Problem::new(Some(dir.clone()), "watch", format!("cannot watch: {e}"))
-                    })?;
+                    .map_err(|e| cannot_watch(&dir, e))?;
             }
         }
     }
+    let debouncer = Arc::new(Mutex::new(debouncer));
+    let follow_new_top = {
+        let debouncer = Arc::clone(&debouncer);
+        // Called only for events on `meshes/` or `global/` themselves
+        // (created, moved in or back, removed): rare, so watching again
+        // costs nothing that matters. The folder's inode cannot tell whether
+        // it is still watched: a folder moved out and back keeps its inode
+        // but has lost its watch.
+        move |dir: &Path| {
+            if !dir.is_dir() {
+                return;
+            }
+            let mut debouncer = debouncer.lock().unwrap_or_else(|e| e.into_inner());
+            match debouncer.watch(dir, RecursiveMode::Recursive) {
+                Ok(()) => info!(folder = %dir.display(), "following a new store folder"),
+                Err(e) => log_problem(
+                    &cannot_watch(dir, e),
+                    "changes in it are not seen: restart the watcher",
+                ),
+            }
+        }
+    };
 
     let worker = {
         let live = Arc::clone(&live);
@@ -304,6 +337,7 @@ pub fn run(options: WatchOptions) -> Result<(), Problem> {
                     &live,
                     materializer.as_ref(),
                     &rx,
+                    &follow_new_top,
                 )
             })
             .map_err(|e| Problem::new(None, "io", e.to_string()))?
@@ -326,11 +360,17 @@ pub fn run(options: WatchOptions) -> Result<(), Problem> {
         tx.clone(),
     ));
     let _ = tx.send(Msg::Stop);
-    debouncer.stop();
     if let Some(follower) = tokens_follower {
         follower.stop();
     }
     let _ = worker.join();
+    // The update thread is gone with its handle: the debouncer is ours again.
+    if let Ok(debouncer) = Arc::try_unwrap(debouncer) {
+        debouncer
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop();
+    }
     served?;
     info!("stopped");
     Ok(())
@@ -538,6 +578,7 @@ fn update_loop(
     live: &Live,
     materializer: Option<&Materializer>,
     rx: &mpsc::Receiver<Msg>,
+    follow_new_top: &dyn Fn(&Path),
 ) {
     while let Ok(first) = rx.recv() {
         let mut repo_changed = BTreeSet::new();
@@ -590,6 +631,15 @@ fn update_loop(
                     identities = ids;
                 }
                 Err(p) => log_problem(&p, "kept the previous identities"),
+            }
+        }
+        // A `meshes/` or `global/` that (re)appeared is followed before it
+        // is walked, so nothing written into it from now on is missed.
+        let roots =
+            std::iter::once(&sources.repo_root).chain(sources.zone.as_ref().map(|z| &z.root));
+        for (root, changed) in roots.zip([&repo_changed, &zone_changed]) {
+            for rel in changed.iter().filter(|rel| rel.components().count() == 1) {
+                follow_new_top(&root.join(rel));
             }
         }
         let full = rescan || reload;

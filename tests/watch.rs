@@ -656,3 +656,39 @@ fn deleting_a_secret_drops_only_its_policys_resolution() {
     );
     assert_eq!(edge["sources"][0]["data"], b64("gw-cert-bytes"));
 }
+
+#[test]
+fn a_meshes_folder_that_appears_after_start_is_loaded_and_followed() {
+    let env = Env::new();
+    env.set("payments", "db", "first-value");
+    let meshes = env.root.join("meshes");
+    let aside = env.dir.path().join("meshes-aside");
+    fs::rename(&meshes, &aside).unwrap();
+    let w = env.watch(&[]);
+    assert_eq!(served(&w, &env.admin, "payments", "db"), None);
+    // The folder arrives whole (a checkout, a move), then changes inside it.
+    fs::rename(&aside, &meshes).unwrap();
+    w.eventually("the arrived folder's secret is served", |w| {
+        served(w, &env.admin, "payments", "db") == Some(b64("first-value"))
+    });
+    env.set("payments", "db", "second-value");
+    w.eventually("a change inside the arrived folder is served", |w| {
+        served(w, &env.admin, "payments", "db") == Some(b64("second-value"))
+    });
+    // Gone and back (a new folder, a new inode): followed again.
+    fs::rename(&meshes, &aside).unwrap();
+    w.eventually("the secrets of a removed folder leave", |w| {
+        served(w, &env.admin, "payments", "db").is_none()
+    });
+    fs::rename(&aside, &meshes).unwrap();
+    w.eventually("the restored folder's secret is served", |w| {
+        served(w, &env.admin, "payments", "db") == Some(b64("second-value"))
+    });
+    env.set("payments", "db", "third-value");
+    w.eventually("a change in the restored folder is served", |w| {
+        served(w, &env.admin, "payments", "db") == Some(b64("third-value"))
+    });
+    let (status, log) = w.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("following a new store folder"), "{log}");
+}
