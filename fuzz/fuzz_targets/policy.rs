@@ -1,15 +1,10 @@
 //! The policy parser (Mesh and policies) and reference resolution.
+//! The property itself is in `properties.rs`, shared with `tests/fuzz_corpus.rs`.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use meshseal::policy::Policy;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    for name in [None, Some("n")] {
-        if let Ok(p) = Policy::parse(text, "m", name) {
-            let _ = p.resolve(&|id| id.name.len() % 2 == 0);
-        }
-    }
-});
+#[allow(dead_code)]
+#[path = "../properties.rs"]
+mod properties;
+
+fuzz_target!(|data: &[u8]| properties::policy(data));

@@ -1,0 +1,55 @@
+//! Replays every fuzz target's committed corpus and past findings through the
+//! same properties the fuzzer checks (`fuzz/properties.rs`), so that CI runs
+//! them on every change without cargo-fuzz or a nightly toolchain.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+#[allow(dead_code)]
+#[path = "../fuzz/properties.rs"]
+mod properties;
+
+fn inputs(dir: &Path) -> Vec<PathBuf> {
+    match fs::read_dir(dir) {
+        Ok(entries) => {
+            let mut files: Vec<PathBuf> = entries
+                .map(|e| e.expect("read corpus entry").path())
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            files
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("{}: {e}", dir.display()),
+    }
+}
+
+#[test]
+fn every_corpus_input_and_past_finding_holds_its_property() {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    for (target, property) in properties::TARGETS {
+        let corpus = inputs(&fuzz.join("corpus").join(target));
+        // A corpus that went missing would make this test pass vacuously.
+        assert!(
+            corpus.len() >= 50,
+            "fuzz/corpus/{target} holds {} inputs; the committed corpus is missing",
+            corpus.len()
+        );
+        let regressions = inputs(&fuzz.join("regressions").join(target));
+        for file in corpus.iter().chain(&regressions) {
+            let data = fs::read(file).expect("read input");
+            let outcome = std::panic::catch_unwind(|| property(&data));
+            assert!(
+                outcome.is_ok(),
+                "{}: the {target} property fails on this input (replay: cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {target} {})",
+                file.display(),
+                file.display()
+            );
+        }
+        eprintln!(
+            "{target}: {} corpus inputs, {} regressions",
+            corpus.len(),
+            regressions.len()
+        );
+    }
+}
