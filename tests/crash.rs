@@ -114,26 +114,6 @@ fn yaml(secrets: &BTreeMap<SecretId, Vec<u8>>) -> String {
     docs.join("---\n")
 }
 
-/// `TestEnv::cmd` (or `kcmd`) as a std command, so it can be spawned and
-/// killed: same binary, arguments, environment and directory.
-fn spawnable(cmd: &assert_cmd::Command) -> std::process::Command {
-    let mut out = std::process::Command::new(cmd.get_program());
-    out.args(cmd.get_args());
-    for (key, val) in cmd.get_envs() {
-        match val {
-            Some(v) => out.env(key, v),
-            None => out.env_remove(key),
-        };
-    }
-    if let Some(dir) = cmd.get_current_dir() {
-        out.current_dir(dir);
-    }
-    out.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    out
-}
-
 /// Runs `cmd` to completion and returns how long it took.
 fn timed(cmd: &assert_cmd::Command) -> Duration {
     let start = Instant::now();
@@ -570,17 +550,6 @@ fn leftover_temporary_files_are_reported_then_swept_by_the_next_write() {
     );
     fs::remove_file(env.path(&live)).unwrap();
     assert!(check_problems(&env, "clean").is_empty());
-}
-
-/// Fills a pipe's reader-less write end: every write to it fails (EPIPE).
-fn closed_pipe() -> Stdio {
-    let mut reader = std::process::Command::new("true")
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("run true");
-    let write_end = reader.stdin.take().expect("piped stdin");
-    reader.wait().expect("reap true");
-    Stdio::from(write_end)
 }
 
 #[test]

@@ -708,33 +708,6 @@ fn failing_editors_never_echo_the_value_and_leave_no_plaintext() {
     assert!(!contains(&env.read(file), EDITED.as_bytes()));
 }
 
-/// `TestEnv::cmd` as a std command (to redirect stdout to a closed pipe).
-fn spawnable(cmd: &assert_cmd::Command) -> std::process::Command {
-    let mut out = std::process::Command::new(cmd.get_program());
-    out.args(cmd.get_args());
-    for (key, val) in cmd.get_envs() {
-        match val {
-            Some(v) => out.env(key, v),
-            None => out.env_remove(key),
-        };
-    }
-    if let Some(dir) = cmd.get_current_dir() {
-        out.current_dir(dir);
-    }
-    out
-}
-
-/// The write end of a pipe whose reader is gone: every write fails (EPIPE).
-fn closed_pipe() -> std::process::Stdio {
-    let mut reader = std::process::Command::new("true")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("run true");
-    let write_end = reader.stdin.take().expect("piped stdin");
-    reader.wait().expect("reap true");
-    std::process::Stdio::from(write_end)
-}
-
 #[test]
 fn a_closed_stdout_neither_panics_nor_shows_the_value() {
     // A closed stdout made every println! panic: the one panic any user

@@ -695,3 +695,32 @@ pub fn chmod(path: &Path, mode: u32) {
 pub fn mode_of(path: &Path) -> u32 {
     fs::metadata(path).expect("stat").permissions().mode() & 0o7777
 }
+
+/// A `TestEnv::cmd` (or `kcmd`) as a std command, so that it can be spawned,
+/// killed or given other stdio: same binary, arguments, environment and
+/// directory.
+pub fn spawnable(cmd: &Command) -> std::process::Command {
+    let mut out = std::process::Command::new(cmd.get_program());
+    out.args(cmd.get_args());
+    for (key, val) in cmd.get_envs() {
+        match val {
+            Some(v) => out.env(key, v),
+            None => out.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        out.current_dir(dir);
+    }
+    out
+}
+
+/// The write end of a pipe whose reader is gone: every write fails (EPIPE).
+pub fn closed_pipe() -> std::process::Stdio {
+    let mut reader = std::process::Command::new("true")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run true");
+    let write_end = reader.stdin.take().expect("piped stdin");
+    reader.wait().expect("reap true");
+    std::process::Stdio::from(write_end)
+}
