@@ -489,24 +489,42 @@ impl Index {
         self.secrets.iter().map(Entry::id)
     }
 
-    /// The ids of the secrets whose file is at or below `rel`. A path inside
-    /// one mesh (or inside `global/`) only looks at that scope's range.
+    /// The ids of the secrets whose file is at or below `rel`, by the
+    /// path's shape: one secret is a lookup, a folder one scope's range; no
+    /// path is built per secret (a checkout deleting a thousand files from a
+    /// large mesh must not cost a thousand scans of it).
     fn ids_under(&self, rel: &Path) -> Vec<SecretId> {
-        let mut parts = rel.components().map(|c| c.as_os_str().to_str());
-        let scope = match (parts.next(), parts.next()) {
-            (Some(Some("meshes")), Some(Some(mesh))) => Some(Scope::Mesh(mesh.to_string())),
-            (Some(Some("global")), _) => Some(Scope::Global),
-            _ => None,
+        if let StorePath::Secret(id) = StorePath::classify(rel) {
+            return self
+                .secrets
+                .contains(&id)
+                .then_some(id)
+                .into_iter()
+                .collect();
+        }
+        let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+        let scope = match parts.as_deref() {
+            Some([] | ["meshes"]) => None,
+            Some(["meshes", mesh] | ["meshes", mesh, "secrets"]) => {
+                Some(Scope::Mesh(mesh.to_string()))
+            }
+            Some(["global"] | ["global", "secrets"]) => Some(Scope::Global),
+            // Anything else (a policy folder, a file that is not a secret)
+            // holds no secret.
+            _ => return Vec::new(),
         };
-        let under = |id: &&SecretId| id.path().starts_with(rel);
-        match &scope {
+        match scope {
             Some(scope) => self
-                .scope_secrets(scope)
-                .map(|s| &s.doc.id)
-                .filter(under)
-                .cloned()
+                .scope_secrets(&scope)
+                .map(|s| s.doc.id.clone())
                 .collect(),
-            None => self.ids().filter(under).cloned().collect(),
+            None => {
+                let meshes_only = rel.as_os_str() == "meshes";
+                self.ids()
+                    .filter(|id| !meshes_only || id.scope != Scope::Global)
+                    .cloned()
+                    .collect()
+            }
         }
     }
 

@@ -123,7 +123,7 @@ pub(super) fn is_file_like(rel: &Path) -> bool {
     let temp = rel
         .file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(crate::atomic::TEMP_PREFIX));
+        .is_some_and(crate::atomic::is_temp_name);
     !temp
         && matches!(
             StorePath::classify(rel),
