@@ -200,7 +200,9 @@ fn load_file(path: &Path) -> Result<Identities, IdentityError> {
             reason: "file is too large to be an identity".to_string(),
         });
     }
-    let mut bytes = Zeroizing::new(Vec::new());
+    // Sized up front: a growing buffer would leave pieces of the key in
+    // freed memory.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
     file.take(MAX_IDENTITY_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|source| IdentityError::Unreadable { source })?;

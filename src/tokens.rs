@@ -16,7 +16,8 @@
 
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use rand::RngCore;
@@ -29,6 +30,9 @@ use crate::atomic;
 use crate::problem::{Diagnostic, Problem};
 use crate::recipients::hex;
 use crate::scope::{validate_mesh, Scope};
+
+/// Largest tokens file read: a token line is under 100 bytes.
+const MAX_TOKENS_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Prefix of every token, so that a leaked one is recognisable (secret scanners).
 pub const TOKEN_PREFIX: &str = "mst_";
@@ -158,7 +162,27 @@ impl Tokens {
 
     /// Reads a tokens file.
     pub fn load(path: &Path) -> Result<Tokens, Problem> {
-        let text = fs::read_to_string(path).map_err(|e| Problem::at(path, &TokenError::Io(e)))?;
+        let io = |e: io::Error| Problem::at(path, &TokenError::Io(e));
+        // Without blocking (a FIFO), a regular file only, and bounded: a
+        // tokens file is a few lines.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() || meta.len() > MAX_TOKENS_FILE_BYTES {
+            let reason = if meta.is_file() {
+                "is larger than 1 MiB"
+            } else {
+                "is not a regular file"
+            };
+            return Err(io(io::Error::new(io::ErrorKind::InvalidData, reason)));
+        }
+        let mut text = String::with_capacity(meta.len() as usize + 1);
+        file.take(MAX_TOKENS_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(io)?;
         Tokens::parse(&text).map_err(|e| Problem::at(path, &e))
     }
 

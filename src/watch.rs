@@ -449,6 +449,10 @@ fn folder_of(file: &Path) -> PathBuf {
 /// tokens: the problem is logged with the file and a hint, and the next
 /// change is tried again.
 fn reload_tokens(path: &Path, live: &ArcSwap<Tokens>) {
+    // One reload at a time (the file's follower and SIGHUP): a slow read of
+    // an older version must not be stored after a newer one.
+    static RELOADING: Mutex<()> = Mutex::new(());
+    let _one = RELOADING.lock().unwrap_or_else(|e| e.into_inner());
     let new = match Tokens::load(path) {
         Ok(t) => t,
         Err(p) => {
@@ -513,7 +517,10 @@ async fn serve_until_signal(
             _ = hup.recv() => {
                 info!("SIGHUP: reloading identities and tokens, rescanning");
                 if let Some(p) = &tokens_path {
-                    reload_tokens(p, &tokens);
+                    // Off the API's only thread: a slow or hung read must
+                    // not stop serving.
+                    let (p, tokens) = (p.clone(), Arc::clone(&tokens));
+                    std::thread::spawn(move || reload_tokens(&p, &tokens));
                 }
                 let _ = tx.send(Msg::Reload);
             }
