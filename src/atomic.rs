@@ -7,11 +7,16 @@
 //!
 //! A process killed between creating its temporary file and renaming it
 //! (SIGKILL, OOM killer, power loss) cannot clean up: the file stays behind.
-//! So temporary files are named `.meshseal-<pid>-<random>.tmp`, and the first
-//! write of a process into a folder first removes the temporary files there
-//! whose writer is gone ([`sweep`]): a leftover lives only until meshseal next
-//! writes to that folder, and `check` reports it meanwhile. A file whose
-//! writer may still be running is never removed: its rename would fail.
+//! So a writer holds an exclusive `flock` on its temporary file from creation
+//! to rename (the kernel drops it when the process dies, however it dies),
+//! and the first write of a process into a folder first removes the
+//! temporary files there that nobody holds ([`sweep`]): a leftover lives only
+//! until meshseal next writes to that folder, and `check` reports it
+//! meanwhile. The lock, not the pid in the name
+//! (`.meshseal-<pid>-<random>.tmp`), decides: it holds across PID namespaces
+//! and `hidepid` mounts, where a live writer's pid is not visible. Where a
+//! file cannot be locked (a file system without `flock`), the pid and an
+//! hour's age decide ([`is_abandoned`]).
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -57,6 +62,9 @@ fn stage(path: &Path, bytes: &[u8], mode: u32) -> io::Result<tempfile::NamedTemp
         .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
         .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)?;
+    // Held until the file is closed after its rename: a sweep by another
+    // process sees a write in progress.
+    let _ = tmp.as_file().lock();
     set_mode(tmp.as_file(), mode)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
@@ -106,7 +114,30 @@ pub fn is_abandoned(name: &str, modified: Option<SystemTime>) -> bool {
     }
 }
 
-/// Removes the abandoned temporary files (see [`is_abandoned`]) directly in
+/// Whether the temporary file at `path` (named `name`, last modified at
+/// `modified`) was left behind: nobody holds its lock. Where the lock cannot
+/// be tested, [`is_abandoned`] decides from the name and the age.
+pub fn is_abandoned_file(path: &Path, name: &str, modified: Option<SystemTime>) -> bool {
+    let locked = open_no_follow(path).map(|f| match f.try_lock() {
+        Ok(()) => Some(false),
+        Err(fs::TryLockError::WouldBlock) => Some(true),
+        Err(fs::TryLockError::Error(_)) => None,
+    });
+    match locked {
+        Ok(Some(held)) => !held,
+        _ => is_abandoned(name, modified),
+    }
+}
+
+fn open_no_follow(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Removes the abandoned temporary files (see [`is_abandoned_file`]) directly in
 /// `dir`, returning their names. Only regular files with our names are
 /// touched; folders, links and other files are left alone.
 pub fn sweep(dir: &Path) -> io::Result<Vec<String>> {
@@ -121,7 +152,7 @@ pub fn sweep(dir: &Path) -> io::Result<Vec<String>> {
         }
         // `DirEntry::metadata` does not follow links.
         let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() || !is_abandoned(&name, meta.modified().ok()) {
+        if !meta.is_file() || !is_abandoned_file(&entry.path(), &name, meta.modified().ok()) {
             continue;
         }
         match fs::remove_file(entry.path()) {
@@ -261,16 +292,38 @@ mod tests {
         let link = d.join(format!(".meshseal-{}-hhhhhh.tmp", dead_pid()));
         std::os::unix::fs::symlink(&other, &link).unwrap();
 
+        // Writers at work hold their file's lock (a second open file
+        // description conflicts even within one process).
+        let held: Vec<File> = [&own, &live]
+            .into_iter()
+            .map(|p| {
+                let f = File::open(p).unwrap();
+                f.lock().unwrap();
+                f
+            })
+            .collect();
         let mut removed = sweep(d).unwrap();
         removed.sort();
-        let mut expected = vec![file_name(&dead), file_name(&legacy_old)];
+        // A file of an older meshseal (no pid in its name) that nobody
+        // holds is a leftover however fresh.
+        let mut expected = vec![
+            file_name(&dead),
+            file_name(&legacy_old),
+            file_name(&legacy_fresh),
+        ];
         expected.sort();
         assert_eq!(removed, expected);
         assert!(!dead.exists() && !legacy_old.exists());
-        for kept in [&own, &live, &legacy_fresh, &other, &folder] {
+        for kept in [&own, &live, &other, &folder] {
             assert!(kept.exists(), "{} was removed", kept.display());
         }
         assert!(fs::symlink_metadata(&link).is_ok());
+        // A fresh file named after a live process but locked by nobody is
+        // a leftover: the lock decides, not the pid.
+        drop(held);
+        let removed = sweep(d).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(!own.exists() && !live.exists() && other.exists());
     }
 
     #[cfg(target_os = "linux")]

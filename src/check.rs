@@ -264,17 +264,19 @@ fn check_layout(entry: &Entry, root: &Path) -> Option<Problem> {
 
 /// A temporary file of an atomic write (`.meshseal-<pid>-<random>.tmp`),
 /// wherever it is: never a secret, a stray or a policy, whatever folder it is
-/// in. Its writer is judged from the file in the working tree under `root`;
-/// a staged copy with none there is a leftover too.
+/// in. Whether its writer is still at work is judged by the lock on the file
+/// in the working tree under `root` (see `atomic::is_abandoned_file`); a
+/// staged copy with none there, by the pid in its name and its age.
 fn leftover_temp(rel: &Path, root: &Path) -> Option<Problem> {
     let name = rel.file_name()?.to_str()?;
     if !atomic::is_temp_name(name) {
         return None;
     }
-    let modified = std::fs::symlink_metadata(root.join(rel))
+    let path = root.join(rel);
+    let modified = std::fs::symlink_metadata(&path)
         .and_then(|m| m.modified())
         .ok();
-    Some(if atomic::is_abandoned(name, modified) {
+    Some(if atomic::is_abandoned_file(&path, name, modified) {
         Problem::new(
             Some(rel.to_path_buf()),
             "interrupted-write",

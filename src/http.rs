@@ -142,7 +142,7 @@ struct RateLimited(Option<Instant>);
 impl RateLimited {
     /// Whether to log now (and if so, the clock restarts).
     fn due(&mut self) -> bool {
-        let due = self.0.map_or(true, |t| t.elapsed() >= WARNING_INTERVAL);
+        let due = self.0.is_none_or(|t| t.elapsed() >= WARNING_INTERVAL);
         if due {
             self.0 = Some(Instant::now());
         }

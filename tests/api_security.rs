@@ -591,7 +591,7 @@ fn slow_and_idle_clients_do_not_starve_others_and_are_dropped() {
             bearer(&env.payments)
         )
         .into_bytes();
-        text.extend(std::iter::repeat(b'a').take(100_000));
+        text.extend(std::iter::repeat_n(b'a', 100_000));
         thread::spawn(move || {
             for byte in text {
                 if stop.load(Ordering::Relaxed) {

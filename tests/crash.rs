@@ -499,6 +499,9 @@ fn leftover_temporary_files_are_reported_then_swept_by_the_next_write() {
     leftover(&env, &in_global, Duration::ZERO);
     leftover(&env, legacy, Duration::from_secs(2 * 3600));
     leftover(&env, &live, Duration::ZERO);
+    // A writer at work holds its file's lock until its rename.
+    let _writer = std::fs::File::open(env.path(&live)).unwrap();
+    _writer.lock().unwrap();
 
     let expected = |paths: &[&str], live: &[&str]| -> BTreeSet<(String, PathBuf)> {
         paths
