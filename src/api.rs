@@ -280,12 +280,8 @@ fn secret_name(name: &str) -> Result<(), Denied> {
 /// mesh's `mesh.toml` after the mesh), so the mesh name rules apply: they
 /// admit every secret and mesh name and nothing path-like.
 fn policy_name(name: &str) -> Result<(), Denied> {
-    validate_mesh(name).map_err(|_| {
-        Denied::BadRequest(
-            "name: invalid characters: must consist of lower case alphanumeric characters, '-', '_' or '.', and must not start with '.'"
-                .to_string(),
-        )
-    })
+    validate_mesh(name)
+        .map_err(|_| Denied::BadRequest(format!("name: {}", crate::policy::NAME_RULE)))
 }
 
 fn list<'a>(secrets: impl Iterator<Item = &'a Arc<Secret>>) -> Response {

@@ -181,7 +181,8 @@ fn sweep_once(dir: &Path) {
     }
 }
 
-fn parent(path: &Path) -> &Path {
+/// The folder a file is in (`.` for a bare name).
+pub fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -22,6 +22,10 @@ use crate::problem::{line_of, Diagnostic, Problem};
 use crate::scope::{validate_mesh, validate_name, Scope, SecretId};
 use crate::store::{Store, StoreError};
 
+/// The rule for policy names, which are file names: the mesh name rule, so
+/// that nothing path-like can be a name. The API refuses other names with it.
+pub const NAME_RULE: &str = "invalid characters: a policy file name must consist of lower case alphanumeric characters, '-', '_' or '.', and must not start with '.'";
+
 /// The policy types meshseal understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyKind {
@@ -307,10 +311,7 @@ impl Policy {
         if name.is_some() && validate_mesh(expected).is_err() {
             // The API serves policies by name with the same rule, so a file
             // named otherwise could never be read: say so here, in check.
-            return Err(field(
-                "name",
-                "invalid characters: a policy file name must consist of lower case alphanumeric characters, '-', '_' or '.', and must not start with '.'",
-            ));
+            return Err(field("name", NAME_RULE));
         }
         if doc_name != expected {
             return Err(PolicyError::Mismatch {

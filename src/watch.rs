@@ -414,9 +414,9 @@ fn follow_tokens(
             format!("cannot follow the tokens file: {e}"),
         )
     })?;
-    let mut folders = vec![folder_of(path)];
+    let mut folders = vec![crate::atomic::parent(path).to_path_buf()];
     if let Ok(target) = fs::canonicalize(path) {
-        let target_folder = folder_of(&target);
+        let target_folder = crate::atomic::parent(&target).to_path_buf();
         if fs::canonicalize(&folders[0]).ok().as_ref() != Some(&target_folder) {
             folders.push(target_folder);
         }
@@ -434,14 +434,6 @@ fn follow_tokens(
             })?;
     }
     Ok(debouncer)
-}
-
-/// The folder a file is in (`.` for a bare file name).
-fn folder_of(file: &Path) -> PathBuf {
-    match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
 }
 
 /// Re-reads the tokens file and publishes it if it changed. A file that
