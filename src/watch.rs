@@ -304,9 +304,8 @@ pub fn run(options: WatchOptions) -> Result<(), Problem> {
     let debouncer = Arc::new(Mutex::new(debouncer));
     let follow_new_top = {
         let debouncer = Arc::clone(&debouncer);
-        // Called only for events on `meshes/` or `global/` themselves
-        // (created, moved in or back, removed): rare, so watching again
-        // costs nothing that matters. The folder's inode cannot tell whether
+        // Called only when `meshes/` or `global/` itself is created or moved
+        // in (or back): rare, so watching again costs nothing that matters. The folder's inode cannot tell whether
         // it is still watched: a folder moved out and back keeps its inode
         // but has lost its watch.
         move |dir: &Path| {
@@ -582,6 +581,7 @@ fn update_loop(
     while let Ok(first) = rx.recv() {
         let mut repo_changed = BTreeSet::new();
         let mut zone_changed = BTreeSet::new();
+        let mut arrived = BTreeSet::new();
         let mut rescan = false;
         let mut reload = false;
         let mut stop = false;
@@ -601,7 +601,23 @@ fn update_loop(
                             warn!("file events were lost (queue overflow): full rescan");
                             rescan = true;
                         }
+                        // Only a folder created or moved in needs a new
+                        // watch; a chmod or touch of it does not.
+                        let arrival = matches!(
+                            event.kind,
+                            EventKind::Create(_)
+                                | EventKind::Modify(notify::event::ModifyKind::Name(_))
+                        );
                         for path in &event.paths {
+                            let is_top = |root: &Path| {
+                                path.parent() == Some(root) && relevant(root, path).is_some()
+                            };
+                            if arrival
+                                && (is_top(&sources.repo_root)
+                                    || sources.zone.as_ref().is_some_and(|z| is_top(&z.root)))
+                            {
+                                arrived.insert(path.clone());
+                            }
                             let zone_rel =
                                 sources.zone.as_ref().and_then(|z| relevant(&z.root, path));
                             if let Some(rel) = zone_rel {
@@ -634,12 +650,8 @@ fn update_loop(
         }
         // A `meshes/` or `global/` that (re)appeared is followed before it
         // is walked, so nothing written into it from now on is missed.
-        let roots =
-            std::iter::once(&sources.repo_root).chain(sources.zone.as_ref().map(|z| &z.root));
-        for (root, changed) in roots.zip([&repo_changed, &zone_changed]) {
-            for rel in changed.iter().filter(|rel| rel.components().count() == 1) {
-                follow_new_top(&root.join(rel));
-            }
+        for folder in &arrived {
+            follow_new_top(folder);
         }
         let full = rescan || reload;
         let repo_update = update_source(
