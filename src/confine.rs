@@ -15,8 +15,6 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::{Component, Path, PathBuf};
-#[cfg(target_os = "linux")]
-use std::sync::OnceLock;
 
 /// Why a confined open failed.
 #[derive(Debug)]
@@ -37,9 +35,10 @@ impl From<io::Error> for ConfineError {
 #[derive(Debug)]
 pub struct Confined {
     root: PathBuf,
-    /// The root, opened on first use, for `openat2`.
+    /// The root, opened on first use, for `openat2`; dropped by
+    /// [`Confined::reopen`].
     #[cfg(target_os = "linux")]
-    fd: OnceLock<std::os::fd::OwnedFd>,
+    fd: arc_swap::ArcSwapOption<std::os::fd::OwnedFd>,
 }
 
 impl Confined {
@@ -48,7 +47,7 @@ impl Confined {
         Confined {
             root,
             #[cfg(target_os = "linux")]
-            fd: OnceLock::new(),
+            fd: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -69,6 +68,14 @@ impl Confined {
         self.open_walking(rel)
     }
 
+    /// Forgets the root's handle: the next read opens the root's path again.
+    /// A walk by path calls this, so that reads follow the same tree even
+    /// when the store folder was replaced by a rename since the last walk.
+    pub fn reopen(&self) {
+        #[cfg(target_os = "linux")]
+        self.fd.store(None);
+    }
+
     /// `openat2` from the root's descriptor; `None` when it is unavailable.
     #[cfg(target_os = "linux")]
     fn open_beneath(&self, rel: &Path) -> Option<Result<File, ConfineError>> {
@@ -81,22 +88,25 @@ impl Confined {
         if UNAVAILABLE.load(Ordering::Relaxed) {
             return None;
         }
-        let root = match self.fd.get() {
+        let root = match self.fd.load_full() {
             Some(fd) => fd,
             None => {
                 // Not cached when it fails: the root may not exist yet.
-                let fd = rustix::fs::open(
-                    &self.root,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .ok()?;
-                self.fd.get_or_init(|| fd)
+                let fd = std::sync::Arc::new(
+                    rustix::fs::open(
+                        &self.root,
+                        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .ok()?,
+                );
+                self.fd.store(Some(std::sync::Arc::clone(&fd)));
+                fd
             }
         };
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
-        match openat2(root, rel, flags, Mode::empty(), resolve) {
+        match openat2(&*root, rel, flags, Mode::empty(), resolve) {
             Ok(fd) => Some(Ok(File::from(fd))),
             // ELOOP: a symlink on the way; EXDEV: a way out of the root.
             Err(Errno::LOOP | Errno::XDEV) => Some(Err(ConfineError::Symlink)),
@@ -196,6 +206,27 @@ mod tests {
                 Err(ConfineError::Symlink)
             ));
         }
+    }
+
+    #[test]
+    fn reopen_follows_a_root_replaced_by_a_rename() {
+        let (dir, root) = tree();
+        let c = Confined::new(root.clone());
+        let read = |c: &Confined| {
+            let mut s = String::new();
+            std::io::Read::read_to_string(
+                &mut c.open(Path::new("meshes/a/secrets/x.age")).unwrap(),
+                &mut s,
+            )
+            .unwrap();
+            s
+        };
+        assert_eq!(read(&c), "x");
+        fs::rename(&root, dir.path().join("old")).unwrap();
+        fs::create_dir_all(root.join("meshes/a/secrets")).unwrap();
+        fs::write(root.join("meshes/a/secrets/x.age"), b"new").unwrap();
+        c.reopen();
+        assert_eq!(read(&c), "new");
     }
 
     #[test]

@@ -267,6 +267,7 @@ impl Store {
     /// Every file under `meshes/` and `global/`, sorted by path. Symlinks are
     /// reported, never followed.
     pub fn scan(&self) -> Result<Vec<Entry>, Problem> {
+        self.files.reopen();
         let mut entries = Vec::new();
         for top in ["global", "meshes"] {
             let dir = self.root.join(top);
