@@ -124,7 +124,7 @@ impl Diagnostic for TokenError {
 }
 
 /// The digests and scopes of a tokens file.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Tokens {
     entries: Vec<([u8; 32], TokenScope)>,
 }
@@ -307,7 +307,6 @@ mod tests {
         // The same digest with another scope is a different token.
         let rescoped = Tokens::parse(&(line('a', "mesh:y") + &line('b', "mesh:x"))).unwrap();
         assert_eq!(rescoped.changes_from(&old), (1, 1));
-        assert!(rescoped != old && old == old.clone());
     }
 
     #[test]

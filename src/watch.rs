@@ -451,11 +451,10 @@ fn reload_tokens(path: &Path, live: &ArcSwap<Tokens>) {
             return;
         }
     };
-    let old = live.load();
-    if **old == new {
+    let (added, removed) = new.changes_from(&live.load());
+    if (added, removed) == (0, 0) {
         return;
     }
-    let (added, removed) = new.changes_from(&old);
     let count = new.len();
     live.store(Arc::new(new));
     info!(file = %path.display(), tokens = count, added, removed, "tokens reloaded");

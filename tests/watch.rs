@@ -675,7 +675,8 @@ fn a_meshes_folder_that_appears_after_start_is_loaded_and_followed() {
     w.eventually("a change inside the arrived folder is served", |w| {
         served(w, &env.admin, "payments", "db") == Some(b64("second-value"))
     });
-    // Gone and back (a new folder, a new inode): followed again.
+    // Gone and back: the move out dropped its watches (the inode is the
+    // same, the watch is not), so it is followed again.
     fs::rename(&meshes, &aside).unwrap();
     w.eventually("the secrets of a removed folder leave", |w| {
         served(w, &env.admin, "payments", "db").is_none()
