@@ -3,13 +3,13 @@
 //! what `age -R recipients.txt -a` writes, flagging it for `rekey`.
 //!
 //! When `age` is missing these tests print a note and return, except under
-//! CI (`CI` set), where they fail: see `common::external_tool`.
-
-mod common;
+//! CI (`CI` set), where they fail: see `tools::external_tool`.
 
 use std::process::Command as StdCommand;
 
-use common::*;
+use crate::age_files::*;
+use crate::env::*;
+use crate::tools::*;
 
 /// Runs a stock tool, which must succeed; returns stdout.
 fn stock(cmd: &mut StdCommand) -> Vec<u8> {

@@ -3,9 +3,9 @@
 //! listing, in the stderr and stdout of failing commands, in `Debug` output,
 //! and in the files on disk.
 
-mod common;
-
-use common::*;
+use crate::age_files::*;
+use crate::env::*;
+use crate::snapshot::*;
 
 /// Distinctive values, one per way a secret gets in.
 const LITERAL: &str = "canary-literal-Qz7Wx9Lk2Vb";
@@ -465,7 +465,7 @@ fn hostile_apply_input_never_echoes_a_planted_value() {
         ),
         // Over the default 1 MiB data limit.
         (
-            format!("{head}data: {}\n", b64(&oversized())).into(),
+            format!("{head}data: {}\n", b64(oversized())).into(),
             "exceed the limit of 1048576 bytes",
         ),
         // Over what any apply may read.
@@ -552,7 +552,7 @@ fn hostile_secret_files_never_echo_a_planted_value() {
     let env = TestEnv::new();
     let enc = b64(PLANTED.as_bytes());
     let head = "type = \"Secret\"\nmesh = \"default\"\nname = \"bad\"\n";
-    let big = b64(&oversized());
+    let big = b64(oversized());
     let documents: Vec<(String, &str)> = vec![
         (
             format!("{head}data = \"{}\"\n", enc.trim_end_matches('=')),

@@ -10,8 +10,6 @@
 //! Kill delays come from a seeded xorshift; every failure message carries the
 //! seed, and `MESHSEAL_CRASH_SEED=<seed>` replays a run.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
@@ -19,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
+use crate::env::*;
+use crate::snapshot::*;
 use meshseal::atomic::{TEMP_PREFIX, TEMP_SUFFIX};
 use meshseal::identity::Identities;
 use meshseal::scope::{Scope, SecretId, StorePath};

@@ -1,33 +1,23 @@
-//! Shared helpers for the integration tests.
+//! The one test environment of the integration tests.
 //!
 //! Like fd's `TestEnv`, every test gets its own throwaway directory with a
 //! store, an identity and an isolated HOME / config dir, and drives the built
-//! `meshseal` binary. Snapshots of the store prove that a refused command
-//! wrote nothing. Hostile files (stock-age files, files with hand-made
-//! metadata, tampered and truncated ciphertexts) are crafted with the `age`
-//! crate directly, never with meshseal's own code, so the tests judge the
-//! on-disk format rather than re-use the implementation under test.
-#![allow(dead_code)]
+//! `meshseal` binary. Snapshots of the store (`snapshot.rs`) prove that a
+//! refused command wrote nothing. The watcher's tests add tokens and a
+//! running watcher (`watcher.rs`); the git workflow's make the store a git
+//! repository (`git.rs`).
 
-pub mod watcher;
-
-use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use age_core::format::{FileKey, Stanza};
 use assert_cmd::Command;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use tempfile::TempDir;
 
-/// Armor lines as age writes them.
-const ARMOR_BEGIN: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
-const ARMOR_END: &str = "-----END AGE ENCRYPTED FILE-----";
-const ARMOR_COLUMNS: usize = 64;
+use crate::age_files::encrypt_with_metadata;
+use crate::snapshot::{assert_same, snapshot, Snapshot};
 
 /// One throwaway store with its own identity.
 pub struct TestEnv {
@@ -98,19 +88,33 @@ impl TestEnv {
     /// `MESHSEAL_IDENTITY`, an empty config dir.
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::cargo_bin("meshseal").expect("the meshseal binary is built");
+        self.isolate(&mut cmd);
+        cmd
+    }
+
+    /// Runs `cmd` in the store with the test's own HOME and config dir, and
+    /// no identity, backtrace or log settings from the caller's environment.
+    pub fn isolate(&self, cmd: &mut Command) {
         cmd.current_dir(&self.root)
             .env_remove("MESHSEAL_IDENTITY")
             .env("HOME", self.tmp.path().join("home"))
             .env("XDG_CONFIG_HOME", self.config_dir())
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LOG");
-        cmd
     }
 
     /// `meshseal -i <the store identity>`.
     pub fn kcmd(&self) -> Command {
         let mut cmd = self.cmd();
         cmd.arg("-i").arg(&self.identity);
+        cmd
+    }
+
+    /// `meshseal -C <root> -i <the store identity>`: a store named by path,
+    /// as the watcher is started (`root` may be another store, e.g. a zone's).
+    pub fn kcmd_at(&self, root: &Path) -> Command {
+        let mut cmd = self.cmd();
+        cmd.arg("-C").arg(root).arg("-i").arg(&self.identity);
         cmd
     }
 
@@ -230,6 +234,11 @@ impl TestEnv {
     /// A path below the store root.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
+    }
+
+    /// The file of a mesh secret.
+    pub fn secret_file(&self, mesh: &str, name: &str) -> PathBuf {
+        self.path(&format!("meshes/{mesh}/secrets/{name}.age"))
     }
 
     /// Reads a file below the store root.
@@ -379,114 +388,13 @@ impl Run {
     }
 }
 
-/// One node of a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Node {
-    /// A regular file.
-    File {
-        /// Content.
-        bytes: Vec<u8>,
-        /// Permission bits.
-        mode: u32,
-        /// Modification time, nanoseconds.
-        mtime_ns: i128,
-        /// Inode (a rename-over changes it even when bytes match).
-        ino: u64,
-    },
-    /// A folder.
-    Dir {
-        /// Permission bits.
-        mode: u32,
-    },
-    /// A symlink and its target.
-    Link(PathBuf),
-    /// A FIFO, socket or device (never read).
-    Special {
-        /// Permission bits.
-        mode: u32,
-    },
-}
-
-/// Everything below a directory, by relative path.
-pub type Snapshot = BTreeMap<PathBuf, Node>;
-
-/// Records every file, folder and link below `root` (links are not followed).
-pub fn snapshot(root: &Path) -> Snapshot {
-    fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
-        let mut entries: Vec<_> = fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-            .map(|e| e.expect("dir entry").path())
-            .collect();
-        entries.sort();
-        for path in entries {
-            let rel = path.strip_prefix(root).expect("below root").to_path_buf();
-            let meta = fs::symlink_metadata(&path).expect("lstat");
-            let mode = meta.permissions().mode() & 0o7777;
-            if meta.file_type().is_symlink() {
-                out.insert(rel, Node::Link(fs::read_link(&path).expect("readlink")));
-            } else if meta.is_dir() {
-                out.insert(rel, Node::Dir { mode });
-                walk(root, &path, out);
-            } else if !meta.is_file() {
-                // A FIFO or socket: reading it would block the test.
-                out.insert(rel, Node::Special { mode });
-            } else {
-                out.insert(
-                    rel,
-                    Node::File {
-                        bytes: fs::read(&path).expect("read"),
-                        mode,
-                        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
-                            + i128::from(meta.mtime_nsec()),
-                        ino: meta.ino(),
-                    },
-                );
-            }
-        }
-    }
-    let mut out = Snapshot::new();
-    walk(root, root, &mut out);
-    out
-}
-
-/// Fails with the paths that differ.
-#[track_caller]
-pub fn assert_same(before: &Snapshot, after: &Snapshot, what: &str) {
-    if before == after {
-        return;
-    }
-    let mut diffs = Vec::new();
-    for (path, node) in before {
-        match after.get(path) {
-            None => diffs.push(format!("removed: {}", path.display())),
-            Some(n) if n != node => diffs.push(format!("changed: {}", path.display())),
-            _ => {}
-        }
-    }
-    for path in after.keys().filter(|p| !before.contains_key(*p)) {
-        diffs.push(format!("added: {}", path.display()));
-    }
-    panic!("the store changed after {what}:\n  {}", diffs.join("\n  "));
-}
-
-/// Every regular file's bytes under `root`, for leak searches.
-pub fn all_file_bytes(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    snapshot(root)
-        .into_iter()
-        .filter_map(|(p, n)| match n {
-            Node::File { bytes, .. } => Some((p, bytes)),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Whether `haystack` contains `needle`.
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Standard padded base64.
-pub fn b64(bytes: &[u8]) -> String {
+pub fn b64(bytes: impl AsRef<[u8]>) -> String {
     BASE64.encode(bytes)
 }
 
@@ -499,191 +407,6 @@ pub fn document(kind: &str, mesh: Option<&str>, name: &str, data: &[u8]) -> Stri
         "type = \"{kind}\"\n{mesh}name = \"{name}\"\ndata = \"{}\"\n",
         b64(data)
     )
-}
-
-fn x25519(public: &str) -> age::x25519::Recipient {
-    age::x25519::Recipient::from_str(public).expect("an age1 public key")
-}
-
-/// meshseal's header stanza, written by hand from SPEC section 2:
-/// `-> meshseal v1 <scope> <name> <recipients fingerprint>`.
-struct MetadataStanza {
-    args: Vec<String>,
-}
-
-impl age::Recipient for MetadataStanza {
-    fn wrap_file_key(
-        &self,
-        _file_key: &FileKey,
-    ) -> Result<(Vec<Stanza>, HashSet<String>), age::EncryptError> {
-        Ok((
-            vec![Stanza {
-                tag: "meshseal".to_string(),
-                args: self.args.clone(),
-                body: Vec::new(),
-            }],
-            HashSet::new(),
-        ))
-    }
-}
-
-fn encrypt_armored(plaintext: &[u8], recipients: Vec<Box<dyn age::Recipient>>) -> Vec<u8> {
-    let encryptor =
-        age::Encryptor::with_recipients(recipients.iter().map(|r| r.as_ref())).expect("recipients");
-    let mut out = Vec::new();
-    let armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
-        .expect("armor");
-    let mut w = encryptor.wrap_output(armor).expect("encrypt");
-    w.write_all(plaintext).expect("encrypt");
-    w.finish().and_then(|a| a.finish()).expect("encrypt");
-    out
-}
-
-/// What `age -R recipients.txt -a` makes: no meshseal metadata.
-pub fn stock_encrypt(plaintext: &[u8], publics: &[&str]) -> Vec<u8> {
-    let recipients = publics
-        .iter()
-        .map(|p| Box::new(x25519(p)) as Box<dyn age::Recipient>)
-        .collect();
-    encrypt_armored(plaintext, recipients)
-}
-
-/// A file with meshseal's header stanza saying `scope_tag` (`global` or
-/// `mesh:<m>`), `name` and `fingerprint`, but any plaintext at all: what a
-/// buggy or hostile tool could write.
-pub fn encrypt_with_metadata(
-    plaintext: &[u8],
-    publics: &[&str],
-    scope_tag: &str,
-    name: &str,
-    fingerprint: &str,
-) -> Vec<u8> {
-    let mut recipients: Vec<Box<dyn age::Recipient>> = vec![Box::new(MetadataStanza {
-        args: vec![
-            "v1".to_string(),
-            scope_tag.to_string(),
-            name.to_string(),
-            fingerprint.to_string(),
-        ],
-    })];
-    recipients.extend(
-        publics
-            .iter()
-            .map(|p| Box::new(x25519(p)) as Box<dyn age::Recipient>),
-    );
-    encrypt_armored(plaintext, recipients)
-}
-
-/// The binary age file inside an armored one.
-pub fn dearmor(armored: &[u8]) -> Vec<u8> {
-    let text = std::str::from_utf8(armored).expect("armored text");
-    let body: String = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && *l != ARMOR_BEGIN && *l != ARMOR_END)
-        .collect();
-    BASE64.decode(body).expect("armor body is base64")
-}
-
-/// Armors a binary age file the way age does (64 columns).
-pub fn armor(binary: &[u8]) -> Vec<u8> {
-    let body = BASE64.encode(binary);
-    let mut out = format!("{ARMOR_BEGIN}\n");
-    for chunk in body.as_bytes().chunks(ARMOR_COLUMNS) {
-        out.push_str(std::str::from_utf8(chunk).expect("ascii"));
-        out.push('\n');
-    }
-    out.push_str(ARMOR_END);
-    out.push('\n');
-    out.into_bytes()
-}
-
-/// Offset of the payload (after the header's `--- <mac>` line) in a binary
-/// age file.
-pub fn payload_offset(binary: &[u8]) -> usize {
-    let mac = binary
-        .windows(4)
-        .position(|w| w == b"\n---")
-        .expect("age header ends with ---")
-        + 1;
-    mac + binary[mac..]
-        .iter()
-        .position(|&b| b == b'\n')
-        .expect("mac line ends")
-        + 1
-}
-
-/// One character of the armored body changed, inside the encrypted payload
-/// (past the header and the 16-byte nonce): the armor stays valid, only
-/// decryption can notice.
-pub fn flip_payload_char(armored: &[u8]) -> Vec<u8> {
-    let binary = dearmor(armored);
-    let target = payload_offset(&binary) + 16 + 5;
-    assert!(
-        target + 8 < binary.len(),
-        "payload too short to tamper with"
-    );
-    // The base64 character that encodes the first bits of byte `target`.
-    let index = target / 3 * 4 + 1;
-    let mut out = armored.to_vec();
-    let body_start = ARMOR_BEGIN.len() + 1;
-    let pos = body_start + index + index / ARMOR_COLUMNS;
-    let c = out[pos];
-    assert!(c.is_ascii_alphanumeric(), "position {pos} is {c:?}");
-    out[pos] = if c == b'A' { b'B' } else { b'A' };
-    assert_ne!(dearmor(&out), binary, "the flip changed nothing");
-    out
-}
-
-/// A re-armored file whose payload lost its last `n` bytes: valid armor, a
-/// complete header, a truncated ciphertext.
-pub fn truncate_payload(armored: &[u8], n: usize) -> Vec<u8> {
-    let binary = dearmor(armored);
-    assert!(binary.len() - n > payload_offset(&binary) + 16);
-    armor(&binary[..binary.len() - n])
-}
-
-/// Finds an external tool on PATH for interop tests. When it is missing: under
-/// CI (`CI` set) the test fails, because interop must never silently skip
-/// there; elsewhere a note is printed and the caller returns early.
-pub fn external_tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| {
-                fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            })
-    });
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "`{name}` is not on PATH and CI is set: interop tests must run in CI \
-                 (install it, e.g. `apt-get install age openssh-client`)"
-            );
-        }
-        eprintln!("note: `{name}` is not on PATH; skipping this interop test");
-    }
-    found
-}
-
-/// The stock `age` CLI (Debian package `age`), or None outside CI.
-pub fn stock_age() -> Option<PathBuf> {
-    external_tool("age")
-}
-
-/// An unencrypted OpenSSH ed25519 key made by `ssh-keygen`: (private key
-/// path, public key line). None when ssh-keygen is missing outside CI.
-pub fn ssh_ed25519_key(dir: &Path, name: &str) -> Option<(PathBuf, String)> {
-    let ssh_keygen = external_tool("ssh-keygen")?;
-    let path = dir.join(name);
-    let out = std::process::Command::new(ssh_keygen)
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test@meshseal", "-f"])
-        .arg(&path)
-        .output()
-        .expect("run ssh-keygen");
-    assert!(out.status.success(), "ssh-keygen failed: {out:?}");
-    let public = fs::read_to_string(format!("{}.pub", path.display())).expect("public key");
-    Some((path, public.trim().to_string()))
 }
 
 /// Sets Unix permission bits.

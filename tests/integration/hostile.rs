@@ -2,12 +2,12 @@
 //! at all: each is refused with an error naming the file, never a crash or
 //! a hang, and nothing in the store changes.
 
-mod common;
-
 use std::fs;
 use std::time::Duration;
 
-use common::*;
+use crate::age_files::*;
+use crate::env::*;
+use crate::tools::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
 

@@ -1,14 +1,13 @@
 //! End-to-end tests of `meshseal watch`: the built binary on a temporary
 //! store, an OS-chosen loopback port, and deadlines instead of sleeps
-//! (helpers in `common/watcher.rs`).
-
-mod common;
+//! (helpers in `watcher.rs`).
 
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::watcher::{b64, http, json, served, Env, Watcher};
+use crate::env::{b64, TestEnv};
+use crate::watcher::{http, json, served, Watcher};
 
 fn problem_files(w: &Watcher, token: &str) -> Vec<String> {
     let (status, body) = w.get("/status", Some(token));
@@ -23,20 +22,20 @@ fn problem_files(w: &Watcher, token: &str) -> Vec<String> {
 
 #[test]
 fn update_is_served_after_a_change() {
-    let env = Env::new();
+    let (env, tokens) = TestEnv::serving();
     env.set("payments", "db", "first-value");
     let w = env.watch(&[]);
     assert_eq!(
-        served(&w, &env.admin, "payments", "db"),
+        served(&w, &tokens.admin, "payments", "db"),
         Some(b64("first-value"))
     );
     env.set("payments", "db", "second-value");
     w.eventually("the new value is served", |w| {
-        served(w, &env.admin, "payments", "db") == Some(b64("second-value"))
+        served(w, &tokens.admin, "payments", "db") == Some(b64("second-value"))
     });
     env.set("payments", "api", "brand-new");
     w.eventually("a new secret is served", |w| {
-        served(w, &env.payments, "payments", "api") == Some(b64("brand-new"))
+        served(w, &tokens.payments, "payments", "api") == Some(b64("brand-new"))
     });
     let (status, log) = w.stop();
     assert!(status.success(), "{log}");
@@ -44,7 +43,7 @@ fn update_is_served_after_a_change() {
 
 #[test]
 fn corrupt_update_keeps_the_last_good_version() {
-    let env = Env::new();
+    let (env, tokens) = TestEnv::serving();
     env.set("payments", "db", "good-value");
     let w = env.watch(&[]);
     let file = env.secret_file("payments", "db");
@@ -57,26 +56,26 @@ fn corrupt_update_keeps_the_last_good_version() {
     }
     fs::write(&file, &bad).unwrap();
     w.eventually("the corrupt file is reported in /status", |w| {
-        problem_files(w, &env.admin) == vec!["meshes/payments/secrets/db.age".to_string()]
+        problem_files(w, &tokens.admin) == vec!["meshes/payments/secrets/db.age".to_string()]
     });
     assert_eq!(
-        served(&w, &env.admin, "payments", "db"),
+        served(&w, &tokens.admin, "payments", "db"),
         Some(b64("good-value"))
     );
     // Plaintext where a secret belongs is refused the same way.
     fs::write(&file, "type = \"Secret\"\n").unwrap();
     w.eventually("the plaintext version is reported", |w| {
-        let (_, body) = w.get("/status", Some(&env.admin));
+        let (_, body) = w.get("/status", Some(&tokens.admin));
         json(&body)["problems"][0]["code"] == "plaintext"
     });
     assert_eq!(
-        served(&w, &env.admin, "payments", "db"),
+        served(&w, &tokens.admin, "payments", "db"),
         Some(b64("good-value"))
     );
     // Restoring a good file clears the problem.
     fs::write(&file, &good).unwrap();
     w.eventually("the problem clears", |w| {
-        problem_files(w, &env.admin).is_empty()
+        problem_files(w, &tokens.admin).is_empty()
     });
     let log = w.log();
     assert!(log.contains("meshes/payments/secrets/db.age"), "{log}");
@@ -85,7 +84,7 @@ fn corrupt_update_keeps_the_last_good_version() {
 
 #[test]
 fn moved_or_renamed_ciphertext_is_not_served() {
-    let env = Env::new();
+    let (env, tokens) = TestEnv::serving();
     env.set("payments", "db", "payments-db");
     env.set("default", "other", "x");
     let w = env.watch(&[]);
@@ -93,58 +92,64 @@ fn moved_or_renamed_ciphertext_is_not_served() {
     fs::copy(&src, env.secret_file("payments", "db-copy")).unwrap();
     fs::copy(&src, env.secret_file("default", "db")).unwrap();
     w.eventually("both copies are reported", |w| {
-        problem_files(w, &env.admin).len() == 2
+        problem_files(w, &tokens.admin).len() == 2
     });
-    assert_eq!(served(&w, &env.admin, "payments", "db-copy"), None);
-    assert_eq!(served(&w, &env.admin, "default", "db"), None);
+    assert_eq!(served(&w, &tokens.admin, "payments", "db-copy"), None);
+    assert_eq!(served(&w, &tokens.admin, "default", "db"), None);
     assert_eq!(
-        served(&w, &env.admin, "payments", "db"),
+        served(&w, &tokens.admin, "payments", "db"),
         Some(b64("payments-db"))
     );
     // A rename: the old name leaves, the new one does not load.
     fs::rename(&src, env.secret_file("payments", "renamed")).unwrap();
     w.eventually("the renamed file's old name leaves", |w| {
-        served(w, &env.admin, "payments", "db").is_none()
+        served(w, &tokens.admin, "payments", "db").is_none()
     });
-    assert_eq!(served(&w, &env.admin, "payments", "renamed"), None);
+    assert_eq!(served(&w, &tokens.admin, "payments", "renamed"), None);
 }
 
 #[test]
 fn deleted_secrets_and_folders_leave_the_index() {
-    let env = Env::new();
+    let (env, tokens) = TestEnv::serving();
     env.set("payments", "db", "v1");
     env.set("payments", "api", "v2");
     env.set("default", "keep", "v3");
     let w = env.watch(&[]);
-    env.ok(&["delete", "secret", "db", "-m", "payments"]);
+    env.ok_key(&["delete", "secret", "db", "-m", "payments"]);
     w.eventually("the deleted secret is gone", |w| {
-        served(w, &env.admin, "payments", "db").is_none()
+        served(w, &tokens.admin, "payments", "db").is_none()
     });
-    assert_eq!(served(&w, &env.admin, "payments", "api"), Some(b64("v2")));
+    assert_eq!(
+        served(&w, &tokens.admin, "payments", "api"),
+        Some(b64("v2"))
+    );
     // A whole mesh folder moved out of the tree arrives as one rename.
     fs::rename(
         env.root.join("meshes/payments"),
-        env.dir.path().join("moved-away"),
+        env.tmp().join("moved-away"),
     )
     .unwrap();
     w.eventually("the moved folder's secrets are gone", |w| {
-        served(w, &env.admin, "payments", "api").is_none()
+        served(w, &tokens.admin, "payments", "api").is_none()
     });
-    assert_eq!(served(&w, &env.admin, "default", "keep"), Some(b64("v3")));
+    assert_eq!(
+        served(&w, &tokens.admin, "default", "keep"),
+        Some(b64("v3"))
+    );
     // And moved back in: walked and served again.
     fs::rename(
-        env.dir.path().join("moved-away"),
+        env.tmp().join("moved-away"),
         env.root.join("meshes/payments"),
     )
     .unwrap();
     w.eventually("the folder moved back is served", |w| {
-        served(w, &env.admin, "payments", "api") == Some(b64("v2"))
+        served(w, &tokens.admin, "payments", "api") == Some(b64("v2"))
     });
 }
 
 #[test]
 fn tokens_matrix() {
-    let env = Env::new();
+    let (env, tokens) = TestEnv::serving();
     env.set("payments", "db", "p");
     env.set("default", "d", "d");
     env.set_global("g", "g");
@@ -155,29 +160,29 @@ fn tokens_matrix() {
     let cases: &[(&str, Option<&str>, u16)] = &[
         (pay, None, 401),
         (pay, Some("mst_not-a-token"), 401),
-        (pay, Some(&env.payments), 200),
-        (pay, Some(&env.default_mesh), 403),
-        (pay, Some(&env.admin), 200),
-        (def, Some(&env.payments), 403),
-        (def, Some(&env.default_mesh), 200),
+        (pay, Some(&tokens.payments), 200),
+        (pay, Some(&tokens.default_mesh), 403),
+        (pay, Some(&tokens.admin), 200),
+        (def, Some(&tokens.payments), 403),
+        (def, Some(&tokens.default_mesh), 200),
         (glob, None, 401),
-        (glob, Some(&env.payments), 403),
-        (glob, Some(&env.admin), 200),
-        ("/global-secrets", Some(&env.default_mesh), 403),
-        ("/global-secrets", Some(&env.admin), 200),
-        ("/meshes/payments/secrets", Some(&env.payments), 200),
-        ("/meshes/payments/secrets", Some(&env.default_mesh), 403),
+        (glob, Some(&tokens.payments), 403),
+        (glob, Some(&tokens.admin), 200),
+        ("/global-secrets", Some(&tokens.default_mesh), 403),
+        ("/global-secrets", Some(&tokens.admin), 200),
+        ("/meshes/payments/secrets", Some(&tokens.payments), 200),
+        ("/meshes/payments/secrets", Some(&tokens.default_mesh), 403),
         ("/meshes/payments/secrets", None, 401),
         ("/secrets", None, 401),
         ("/status", None, 401),
-        ("/status", Some(&env.payments), 200),
+        ("/status", Some(&tokens.payments), 200),
         // Authorization comes before existence: no probing for names.
         (
             "/meshes/payments/secrets/nope",
-            Some(&env.default_mesh),
+            Some(&tokens.default_mesh),
             403,
         ),
-        ("/meshes/payments/secrets/nope", Some(&env.payments), 404),
+        ("/meshes/payments/secrets/nope", Some(&tokens.payments), 404),
         ("/ready", None, 200),
         ("/metrics", None, 200),
     ];
@@ -204,9 +209,9 @@ fn tokens_matrix() {
             })
             .collect()
     };
-    assert_eq!(names(&env.payments), vec!["payments/db"]);
-    assert_eq!(names(&env.admin), vec!["default/d", "payments/db"]);
-    let (_, body) = w.get(pay, Some(&env.payments));
+    assert_eq!(names(&tokens.payments), vec!["payments/db"]);
+    assert_eq!(names(&tokens.admin), vec!["default/d", "payments/db"]);
+    let (_, body) = w.get(pay, Some(&tokens.payments));
     let v = json(&body);
     assert_eq!(v["type"], "Secret");
     assert_eq!(v["mesh"], "payments");
@@ -229,7 +234,7 @@ fn tokens_matrix() {
 
 #[test]
 fn writes_answer_405() {
-    let env = Env::new();
+    let (env, tokens) = TestEnv::serving();
     env.set("payments", "db", "p");
     let w = env.watch(&[]);
     for method in ["PUT", "POST", "DELETE", "PATCH"] {
@@ -238,22 +243,22 @@ fn writes_answer_405() {
             "/global-secrets/g",
             "/secrets",
         ] {
-            let (status, body) = http(&w.addr, method, path, Some(&env.admin));
+            let (status, body) = http(&w.addr, method, path, Some(&tokens.admin));
             assert_eq!(status, 405, "{method} {path}: {body}");
             assert!(body.contains("git"), "{body}");
         }
     }
-    assert_eq!(served(&w, &env.admin, "payments", "db"), Some(b64("p")));
+    assert_eq!(served(&w, &tokens.admin, "payments", "db"), Some(b64("p")));
 }
 
 #[cfg(unix)]
 #[test]
 fn materialized_files_follow_updates_and_deletes() {
     use std::os::unix::fs::PermissionsExt;
-    let env = Env::new();
+    let (env, _) = TestEnv::serving();
     env.set("payments", "db", "m-one");
     env.set_global("g", "global-one");
-    let out = env.dir.path().join("materialized");
+    let out = env.tmp().join("materialized");
     // A leftover from an earlier run is removed at start.
     fs::create_dir_all(out.join("meshes/payments")).unwrap();
     fs::write(out.join("meshes/payments/leftover"), "old").unwrap();
@@ -280,21 +285,21 @@ fn materialized_files_follow_updates_and_deletes() {
         fs::read(&db).ok().as_deref() == Some(b"m-two".as_slice())
     });
     assert_eq!(mode(&db), 0o400);
-    env.ok(&["delete", "secret", "db", "-m", "payments"]);
+    env.ok_key(&["delete", "secret", "db", "-m", "payments"]);
     w.eventually("the file follows the delete", |_| !db.exists());
     assert!(out.join("global/g").exists());
 }
 
 #[test]
 fn logs_never_contain_secret_values() {
-    let env = Env::new();
+    let (env, tokens) = TestEnv::serving();
     let value = "hunter2-TOP-SECRET-7f3a";
     env.set("payments", "db", value);
     for format in ["text", "json"] {
         let w = env.watch(&["--log-format", format]);
         env.set("payments", "db", &format!("{value}-{format}"));
         w.eventually("the update is served", |w| {
-            served(w, &env.admin, "payments", "db") == Some(b64(&format!("{value}-{format}")))
+            served(w, &tokens.admin, "payments", "db") == Some(b64(format!("{value}-{format}")))
         });
         // A broken version too: its warning must not quote the data.
         let file = env.secret_file("payments", "db");
@@ -305,11 +310,11 @@ fn logs_never_contain_secret_values() {
         )
         .unwrap();
         w.eventually("the bad version is reported", |w| {
-            !problem_files(w, &env.admin).is_empty()
+            !problem_files(w, &tokens.admin).is_empty()
         });
         fs::write(&file, good).unwrap();
         w.eventually("the problem clears", |w| {
-            problem_files(w, &env.admin).is_empty()
+            problem_files(w, &tokens.admin).is_empty()
         });
         let (status, log) = w.stop();
         assert!(status.success(), "{log}");
@@ -322,7 +327,7 @@ fn logs_never_contain_secret_values() {
         for needle in [
             value.to_string(),
             b64(value),
-            b64(&format!("{value}-{format}")),
+            b64(format!("{value}-{format}")),
         ] {
             assert!(!log.contains(&needle), "log leaks {needle}:\n{log}");
         }
@@ -331,17 +336,17 @@ fn logs_never_contain_secret_values() {
 
 #[test]
 fn once_exit_codes() {
-    let env = Env::new();
+    let (env, _) = TestEnv::serving();
     env.set("payments", "db", "x");
     env.set_global("g", "y");
-    let out = env.run(&["watch", "--once"], None);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let out = env.watch_once(&[]);
+    let stdout = out.stdout();
+    assert_eq!(out.code, Some(0), "{stdout}");
     assert!(stdout.contains("loaded 2 secret(s)"), "{stdout}");
     fs::write(env.secret_file("payments", "broken"), "not age").unwrap();
-    let out = env.run(&["watch", "--once"], None);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = env.watch_once(&[]);
+    assert_eq!(out.code, Some(1));
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("meshes/payments/secrets/broken.age"),
         "{stderr}"
@@ -351,14 +356,14 @@ fn once_exit_codes() {
 #[test]
 fn burst_of_rewrites_ends_equal_to_a_fresh_load() {
     const N: usize = 2000;
-    let env = Env::new();
+    let (env, tokens) = TestEnv::serving();
     let docs = |round: &str| -> String {
         (0..N)
             .map(|i| {
                 format!(
                     "type: Secret\nmesh: m{}\nname: s{i}\ndata: {}\n",
                     i % 20,
-                    b64(&format!("{round}-{i}"))
+                    b64(format!("{round}-{i}"))
                 )
             })
             .collect::<Vec<_>>()
@@ -369,89 +374,64 @@ fn burst_of_rewrites_ends_equal_to_a_fresh_load() {
         fs::create_dir_all(env.root.join(format!("meshes/m{m}"))).unwrap();
         fs::write(env.root.join(format!("meshes/m{m}/recipients.txt")), key).unwrap();
     }
-    let out = env.run(&["apply", "-f", "-"], Some(&docs("one")));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.apply_in(&env.root, &docs("one"));
     let w = env.watch(&[]);
-    let (_, body) = w.get("/secrets", Some(&env.admin));
+    let (_, body) = w.get("/secrets", Some(&tokens.admin));
     assert_eq!(json(&body)["total"], N);
     // Rewrite every file in one burst.
-    let out = env.run(&["apply", "-f", "-"], Some(&docs("two")));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.apply_in(&env.root, &docs("two"));
     w.eventually("every rewritten secret is served", |w| {
         (0..N).rev().step_by(97).all(|i| {
-            served(w, &env.admin, &format!("m{}", i % 20), &format!("s{i}"))
-                == Some(b64(&format!("two-{i}")))
+            served(w, &tokens.admin, &format!("m{}", i % 20), &format!("s{i}"))
+                == Some(b64(format!("two-{i}")))
         })
     });
     w.eventually("the whole index equals a fresh load", |w| {
         (0..N).all(|i| {
-            served(w, &env.admin, &format!("m{}", i % 20), &format!("s{i}"))
-                == Some(b64(&format!("two-{i}")))
+            served(w, &tokens.admin, &format!("m{}", i % 20), &format!("s{i}"))
+                == Some(b64(format!("two-{i}")))
         })
     });
-    let (_, body) = w.get("/status", Some(&env.admin));
+    let (_, body) = w.get("/status", Some(&tokens.admin));
     let status = json(&body);
     assert_eq!(status["secrets"], N);
     assert_eq!(status["problems"].as_array().unwrap().len(), 0, "{body}");
-    let out = env.run(&["watch", "--once"], None);
-    assert!(out.status.success());
+    let out = env.watch_once(&[]);
+    assert_eq!(out.code, Some(0));
 }
 
 #[test]
 fn zone_conflict_keeps_the_zone_copy_and_logs_a_warning() {
-    let env = Env::new();
+    let (env, tokens) = TestEnv::serving();
     env.set("payments", "db", "from-repo");
     env.set("payments", "shared", "repo-shared");
-    let zone = env.dir.path().join("zone");
+    let zone = env.tmp().join("zone");
     fs::create_dir(&zone).unwrap();
     let zone_ok = |args: &[&str]| {
-        let out = env.run_in(&zone, args, None);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        env.ok(env.kcmd_at(&zone).args(args));
     };
-    zone_ok(&["init", "--recipient", &env.key]);
-    zone_ok(&["recipients", "add", "-m", "payments", &env.key]);
+    zone_ok(&["init", "--recipient", &env.public]);
+    zone_ok(&["recipients", "add", "-m", "payments", &env.public]);
     env.set_in(&zone, "payments", "shared", "zone-shared");
     env.set_in(&zone, "payments", "local", "zone-only");
-    let once = env.run(
-        &[
-            "watch",
-            "--once",
-            "--zone",
-            "zone-1",
-            "--zone-store",
-            zone.to_str().unwrap(),
-        ],
-        None,
-    );
-    let stderr = String::from_utf8_lossy(&once.stderr);
-    assert_eq!(once.status.code(), Some(0), "{stderr}");
+    let once = env.watch_once(&["--zone", "zone-1", "--zone-store", zone.to_str().unwrap()]);
+    let stderr = &once.stderr;
+    assert_eq!(once.code, Some(0), "{stderr}");
     assert!(
         stderr.contains(r#"resource already exists: type="Secret" name="shared" mesh="payments""#),
         "{stderr}"
     );
     let w = env.watch(&["--zone", "zone-1", "--zone-store", zone.to_str().unwrap()]);
     assert_eq!(
-        served(&w, &env.admin, "payments", "shared"),
+        served(&w, &tokens.admin, "payments", "shared"),
         Some(b64("zone-shared"))
     );
     assert_eq!(
-        served(&w, &env.admin, "payments", "db"),
+        served(&w, &tokens.admin, "payments", "db"),
         Some(b64("from-repo"))
     );
     assert_eq!(
-        served(&w, &env.payments, "payments", "local"),
+        served(&w, &tokens.payments, "payments", "local"),
         Some(b64("zone-only"))
     );
     let warning = r#"resource already exists: type="Secret" name="shared" mesh="payments""#;
@@ -460,27 +440,27 @@ fn zone_conflict_keeps_the_zone_copy_and_logs_a_warning() {
         .log()
         .lines()
         .any(|l| l.contains("WARN") && l.contains(warning)));
-    let (_, body) = w.get("/status", Some(&env.admin));
+    let (_, body) = w.get("/status", Some(&tokens.admin));
     assert_eq!(json(&body)["conflicts"][0], warning, "{body}");
     // A repository update does not overwrite the zone-local copy...
     env.set("payments", "shared", "repo-shared-2");
     env.set("payments", "db", "from-repo-2");
     w.eventually("the repository update arrives", |w| {
-        served(w, &env.admin, "payments", "db") == Some(b64("from-repo-2"))
+        served(w, &tokens.admin, "payments", "db") == Some(b64("from-repo-2"))
     });
     assert_eq!(
-        served(&w, &env.admin, "payments", "shared"),
+        served(&w, &tokens.admin, "payments", "shared"),
         Some(b64("zone-shared"))
     );
     // ...zone-local changes are followed...
     env.set_in(&zone, "payments", "local", "zone-only-2");
     w.eventually("the zone update arrives", |w| {
-        served(w, &env.admin, "payments", "local") == Some(b64("zone-only-2"))
+        served(w, &tokens.admin, "payments", "local") == Some(b64("zone-only-2"))
     });
     // ...and when the zone-local copy goes, the repository's is served.
     fs::remove_file(zone.join("meshes/payments/secrets/shared.age")).unwrap();
     w.eventually("the repository copy takes over", |w| {
-        served(w, &env.admin, "payments", "shared") == Some(b64("repo-shared-2"))
+        served(w, &tokens.admin, "payments", "shared") == Some(b64("repo-shared-2"))
     });
     let (status, log) = w.stop();
     assert!(status.success(), "{log}");
@@ -488,17 +468,19 @@ fn zone_conflict_keeps_the_zone_copy_and_logs_a_warning() {
 
 #[test]
 fn sighup_reloads_identities_and_retries_failed_files() {
-    let env = Env::new();
-    let second = env.dir.path().join("second.txt");
-    let second_key = env.ok(&["keygen", "-o", second.to_str().unwrap()]);
+    let (env, tokens) = TestEnv::serving();
+    let second = env.tmp().join("second.txt");
+    let second_key = env
+        .ok_key(&["keygen", "-o", second.to_str().unwrap()])
+        .stdout();
     let second_key = second_key.trim();
-    env.ok(&["recipients", "add", "-m", "payments", second_key]);
-    env.ok(&["recipients", "remove", "-m", "payments", &env.key]);
+    env.ok_key(&["recipients", "add", "-m", "payments", second_key]);
+    env.ok_key(&["recipients", "remove", "-m", "payments", &env.public]);
     env.set("payments", "db", "only-for-second");
     let w = env.watch(&[]);
-    assert_eq!(served(&w, &env.admin, "payments", "db"), None);
+    assert_eq!(served(&w, &tokens.admin, "payments", "db"), None);
     assert_eq!(
-        problem_files(&w, &env.admin),
+        problem_files(&w, &tokens.admin),
         vec!["meshes/payments/secrets/db.age"]
     );
     // Add the second key to the identity file the watcher was started with.
@@ -512,14 +494,14 @@ fn sighup_reloads_identities_and_retries_failed_files() {
         .unwrap();
     assert!(status.success());
     w.eventually("the file decrypts after SIGHUP", |w| {
-        served(w, &env.admin, "payments", "db") == Some(b64("only-for-second"))
+        served(w, &tokens.admin, "payments", "db") == Some(b64("only-for-second"))
     });
-    assert!(problem_files(&w, &env.admin).is_empty());
+    assert!(problem_files(&w, &tokens.admin).is_empty());
 }
 
 #[test]
 fn policies_are_revalidated_on_every_change() {
-    let env = Env::new();
+    let (env, tokens) = TestEnv::serving();
     env.set("payments", "ca", "ca-bytes");
     let policies = env.root.join("meshes/payments/policies");
     fs::create_dir_all(&policies).unwrap();
@@ -531,14 +513,14 @@ fn policies_are_revalidated_on_every_change() {
     fs::write(policies.join("psp.toml"), external("ca")).unwrap();
     let w = env.watch(&[]);
     let policy = |w: &Watcher| {
-        let (status, body) = w.get("/meshes/payments/policies/psp", Some(&env.payments));
+        let (status, body) = w.get("/meshes/payments/policies/psp", Some(&tokens.payments));
         assert_eq!(status, 200, "{body}");
         json(&body)
     };
     let v = policy(&w);
     assert_eq!(v["valid"], true, "{v}");
     assert_eq!(v["sources"][0]["data"], b64("ca-bytes"), "{v}");
-    let (status, _) = w.get("/meshes/payments/policies/psp", Some(&env.default_mesh));
+    let (status, _) = w.get("/meshes/payments/policies/psp", Some(&tokens.default_mesh));
     assert_eq!(status, 403);
     // A bad policy affects only itself.
     fs::write(
@@ -547,7 +529,8 @@ fn policies_are_revalidated_on_every_change() {
     )
     .unwrap();
     w.eventually("the broken policy is reported", |w| {
-        problem_files(w, &env.admin).contains(&"meshes/payments/policies/broken.toml".to_string())
+        problem_files(w, &tokens.admin)
+            .contains(&"meshes/payments/policies/broken.toml".to_string())
     });
     assert_eq!(policy(&w)["valid"], true);
     // A reference that stops resolving is reported on its policy.
@@ -570,12 +553,12 @@ fn policies_are_revalidated_on_every_change() {
 
 #[test]
 fn a_recipients_change_marks_secrets_stale_in_status() {
-    let env = Env::new();
+    let (env, tokens) = TestEnv::serving();
     env.set("payments", "db", "x");
     env.set("default", "other", "y");
     let w = env.watch(&[]);
     let stale = |w: &Watcher| -> Vec<String> {
-        let (_, body) = w.get("/status", Some(&env.admin));
+        let (_, body) = w.get("/status", Some(&tokens.admin));
         json(&body)["stale"]
             .as_array()
             .unwrap()
@@ -590,20 +573,22 @@ fn a_recipients_change_marks_secrets_stale_in_status() {
             .collect()
     };
     assert!(stale(&w).is_empty());
-    let second = env.dir.path().join("second.txt");
-    let key = env.ok(&["keygen", "-o", second.to_str().unwrap()]);
-    env.ok(&["recipients", "add", "-m", "payments", key.trim()]);
+    let second = env.tmp().join("second.txt");
+    let key = env
+        .ok_key(&["keygen", "-o", second.to_str().unwrap()])
+        .stdout();
+    env.ok_key(&["recipients", "add", "-m", "payments", key.trim()]);
     w.eventually("the payments secret is stale", |w| {
         stale(w) == vec!["payments/db"]
     });
-    env.ok(&["rekey", "-m", "payments"]);
+    env.ok_key(&["rekey", "-m", "payments"]);
     w.eventually("rekey clears it", |w| stale(w).is_empty());
-    assert_eq!(served(&w, &env.admin, "payments", "db"), Some(b64("x")));
+    assert_eq!(served(&w, &tokens.admin, "payments", "db"), Some(b64("x")));
 }
 
 #[test]
 fn deleting_a_secret_drops_only_its_policys_resolution() {
-    let env = Env::new();
+    let (env, tokens) = TestEnv::serving();
     env.set("payments", "psp-ca", "psp-ca-bytes");
     env.set("payments", "gw-cert", "gw-cert-bytes");
     let policies = env.root.join("meshes/payments/policies");
@@ -622,7 +607,7 @@ fn deleting_a_secret_drops_only_its_policys_resolution() {
     let policy = |w: &Watcher, name: &str| {
         let (status, body) = w.get(
             &format!("/meshes/payments/policies/{name}"),
-            Some(&env.payments),
+            Some(&tokens.payments),
         );
         assert_eq!(status, 200, "{body}");
         json(&body)
@@ -633,7 +618,7 @@ fn deleting_a_secret_drops_only_its_policys_resolution() {
         b64("gw-cert-bytes")
     );
     // Delete through the CLI, forced past the in-use guard.
-    env.ok(&["delete", "secret", "psp-ca", "-m", "payments", "--force"]);
+    env.ok_key(&["delete", "secret", "psp-ca", "-m", "payments", "--force"]);
     w.eventually("the psp policy loses its resolution", |w| {
         policy(w, "psp")["valid"] == false
     });
@@ -659,35 +644,35 @@ fn deleting_a_secret_drops_only_its_policys_resolution() {
 
 #[test]
 fn a_meshes_folder_that_appears_after_start_is_loaded_and_followed() {
-    let env = Env::new();
+    let (env, tokens) = TestEnv::serving();
     env.set("payments", "db", "first-value");
     let meshes = env.root.join("meshes");
-    let aside = env.dir.path().join("meshes-aside");
+    let aside = env.tmp().join("meshes-aside");
     fs::rename(&meshes, &aside).unwrap();
     let w = env.watch(&[]);
-    assert_eq!(served(&w, &env.admin, "payments", "db"), None);
+    assert_eq!(served(&w, &tokens.admin, "payments", "db"), None);
     // The folder arrives whole (a checkout, a move), then changes inside it.
     fs::rename(&aside, &meshes).unwrap();
     w.eventually("the arrived folder's secret is served", |w| {
-        served(w, &env.admin, "payments", "db") == Some(b64("first-value"))
+        served(w, &tokens.admin, "payments", "db") == Some(b64("first-value"))
     });
     env.set("payments", "db", "second-value");
     w.eventually("a change inside the arrived folder is served", |w| {
-        served(w, &env.admin, "payments", "db") == Some(b64("second-value"))
+        served(w, &tokens.admin, "payments", "db") == Some(b64("second-value"))
     });
     // Gone and back: the move out dropped its watches (the inode is the
     // same, the watch is not), so it is followed again.
     fs::rename(&meshes, &aside).unwrap();
     w.eventually("the secrets of a removed folder leave", |w| {
-        served(w, &env.admin, "payments", "db").is_none()
+        served(w, &tokens.admin, "payments", "db").is_none()
     });
     fs::rename(&aside, &meshes).unwrap();
     w.eventually("the restored folder's secret is served", |w| {
-        served(w, &env.admin, "payments", "db") == Some(b64("second-value"))
+        served(w, &tokens.admin, "payments", "db") == Some(b64("second-value"))
     });
     env.set("payments", "db", "third-value");
     w.eventually("a change in the restored folder is served", |w| {
-        served(w, &env.admin, "payments", "db") == Some(b64("third-value"))
+        served(w, &tokens.admin, "payments", "db") == Some(b64("third-value"))
     });
     let (status, log) = w.stop();
     assert!(status.success(), "{log}");

@@ -1,12 +1,10 @@
 //! Policies that use secrets, with real certificates made by openssl.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{run, TestEnv};
+use crate::env::{run, TestEnv};
 
 /// A store whose meshes `pay` and `other` are encrypted to the store key.
 fn env() -> TestEnv {

@@ -8,8 +8,6 @@
 //! the few latency bounds are far below the limit they prove (an answer in
 //! seconds while slow clients would hold the server for the header timeout).
 
-mod common;
-
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -19,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::watcher::{b64, http, json, served, Env, Watcher, DEADLINE};
+use crate::env::{b64, TestEnv};
+use crate::watcher::{http, json, served, Tokens, Watcher, DEADLINE};
 use meshseal::http::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 
 /// A request others make while an attack runs must be answered within this:
@@ -34,8 +33,8 @@ const GLOBAL_G: &str = "global-g-VALUE-77e0";
 
 /// An env with a secret in `payments`, one in `default`, a global one and a
 /// policy in `default` that resolves its secret.
-fn secrets() -> Env {
-    let env = Env::new();
+fn secrets() -> (TestEnv, Tokens) {
+    let (env, tokens) = TestEnv::serving();
     env.set("payments", "db", PAYMENTS_DB);
     env.set("default", "d", DEFAULT_D);
     env.set_global("g", GLOBAL_G);
@@ -46,7 +45,7 @@ fn secrets() -> Env {
         "type = \"ExternalService\"\nmesh = \"default\"\nname = \"psp\"\n\n[networking]\naddress = \"psp.example:443\"\n\n[networking.tls]\ncaCert = { secret = \"d\" }\n",
     )
     .unwrap();
-    env
+    (env, tokens)
 }
 
 /// Panics if `body` carries any stored value, plain or base64.
@@ -251,24 +250,24 @@ fn replace_atomically(path: &Path, text: &str) {
 
 #[test]
 fn revoked_token_is_refused_without_sighup() {
-    let env = secrets();
+    let (env, tokens) = secrets();
     let mut w = env.watch(&[]);
     let pay = "/meshes/payments/secrets/db";
-    assert_eq!(w.get(pay, Some(&env.payments)).0, 200);
-    let before = fs::read_to_string(&env.tokens).unwrap();
+    assert_eq!(w.get(pay, Some(&tokens.payments)).0, 200);
+    let before = fs::read_to_string(env.tokens_file()).unwrap();
     let kept: String = before
         .lines()
         .filter(|l| !l.ends_with(" mesh:payments"))
         .map(|l| format!("{l}\n"))
         .collect();
     assert_ne!(kept, before, "the payments line was found");
-    replace_atomically(&env.tokens, &kept);
+    replace_atomically(&env.tokens_file(), &kept);
     w.eventually("the revoked token is refused", |w| {
-        w.get(pay, Some(&env.payments)).0 == 401
+        w.get(pay, Some(&tokens.payments)).0 == 401
     });
-    assert_eq!(w.get(pay, Some(&env.admin)).0, 200);
+    assert_eq!(w.get(pay, Some(&tokens.admin)).0, 200);
     assert_eq!(
-        w.get("/meshes/default/secrets/d", Some(&env.default_mesh))
+        w.get("/meshes/default/secrets/d", Some(&tokens.default_mesh))
             .0,
         200
     );
@@ -278,45 +277,45 @@ fn revoked_token_is_refused_without_sighup() {
         w.get(pay, Some(&added)).0 == 200
     });
     // A broken file keeps the previous tokens and is reported by name.
-    let good = fs::read_to_string(&env.tokens).unwrap();
-    replace_atomically(&env.tokens, &format!("{good}sha256:abc admin\n"));
+    let good = fs::read_to_string(env.tokens_file()).unwrap();
+    replace_atomically(&env.tokens_file(), &format!("{good}sha256:abc admin\n"));
     w.eventually("the broken tokens file is reported", |w| {
         let log = w.log();
         log.lines().any(|l| {
             l.contains("WARN")
-                && l.contains(&*env.tokens.to_string_lossy())
+                && l.contains(&*env.tokens_file().to_string_lossy())
                 && l.contains("kept the previous tokens")
                 && l.contains("meshseal token create")
         })
     });
     assert_eq!(w.get(pay, Some(&added)).0, 200);
-    assert_eq!(w.get(pay, Some(&env.payments)).0, 401);
+    assert_eq!(w.get(pay, Some(&tokens.payments)).0, 401);
     // An in-place rewrite (no rename) is followed as well: revoke everything.
-    fs::write(&env.tokens, "# no tokens\n").unwrap();
+    fs::write(env.tokens_file(), "# no tokens\n").unwrap();
     w.eventually("an emptied file revokes every token", |w| {
-        w.get(pay, Some(&env.admin)).0 == 401
+        w.get(pay, Some(&tokens.admin)).0 == 401
     });
     assert_eq!(w.get(pay, Some(&added)).0, 401);
-    replace_atomically(&env.tokens, &good);
+    replace_atomically(&env.tokens_file(), &good);
     w.eventually("the restored file is followed", |w| {
-        w.get(pay, Some(&env.admin)).0 == 200
+        w.get(pay, Some(&tokens.admin)).0 == 200
     });
     assert_still_serving(&mut w, &added);
     let (status, log) = w.stop();
     assert!(status.success(), "{log}");
     assert!(log.contains("tokens reloaded"), "{log}");
-    for token in [&env.admin, &env.payments, &added] {
+    for token in [&tokens.admin, &tokens.payments, &added] {
         assert!(!log.contains(token.as_str()), "log leaks a token: {log}");
     }
 }
 
 #[test]
 fn path_traversal_never_reaches_another_scope() {
-    let env = secrets();
+    let (env, tokens) = secrets();
     let mut w = env.watch(&[]);
-    let bystander = Bystander::start(&w.addr, &env.payments);
-    let pay = bearer(&env.payments);
-    let admin = bearer(&env.admin);
+    let bystander = Bystander::start(&w.addr, &tokens.payments);
+    let pay = bearer(&tokens.payments);
+    let admin = bearer(&tokens.admin);
     // (target, credentials, expected status; None = refused by the HTTP
     // layer, with 400 or a closed connection)
     let cases: &[(&str, &String, Option<u16>)] = &[
@@ -438,7 +437,7 @@ fn path_traversal_never_reaches_another_scope() {
         let mut r = b"GET ".to_vec();
         r.extend_from_slice(target);
         r.extend_from_slice(b" HTTP/1.1\r\nHost: m\r\n");
-        r.extend_from_slice(bearer(&env.admin).as_bytes());
+        r.extend_from_slice(bearer(&tokens.admin).as_bytes());
         r.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
         let reply = send_raw(&w.addr, &r);
         assert!(
@@ -449,27 +448,27 @@ fn path_traversal_never_reaches_another_scope() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
     // An invalid name is refused by the name rules, before any lookup.
-    let (status, body) = w.get("/meshes/payments/secrets/..%2fx", Some(&env.payments));
+    let (status, body) = w.get("/meshes/payments/secrets/..%2fx", Some(&tokens.payments));
     assert_eq!(status, 400, "{body}");
     assert_eq!(json(&body)["title"], "Bad Request", "{body}");
     assert!(body.contains("RFC 1123"), "{body}");
-    let (status, body) = w.get("/meshes/%2e%2e/secrets", Some(&env.admin));
+    let (status, body) = w.get("/meshes/%2e%2e/secrets", Some(&tokens.admin));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("mesh: invalid characters"), "{body}");
     bystander.finish();
-    assert_still_serving(&mut w, &env.payments);
+    assert_still_serving(&mut w, &tokens.payments);
 }
 
 #[test]
 fn oversized_headers_and_bodies_are_refused_with_bounded_memory() {
-    let env = secrets();
+    let (env, tokens) = secrets();
     let mut w = env.watch(&[]);
     let pid = w.child.id();
-    assert_still_serving(&mut w, &env.payments);
+    assert_still_serving(&mut w, &tokens.payments);
     let peak_before = peak_rss_kib(pid);
-    let bystander = Bystander::start(&w.addr, &env.payments);
+    let bystander = Bystander::start(&w.addr, &tokens.payments);
     let target = "/meshes/payments/secrets/db";
-    let pay = bearer(&env.payments);
+    let pay = bearer(&tokens.payments);
     // One header line of 1 MiB.
     let long = format!("X-Long: {}", "a".repeat(1 << 20));
     let reply = send_raw(&w.addr, &request("GET", target, &[pay.clone(), long]));
@@ -564,7 +563,7 @@ fn oversized_headers_and_bodies_are_refused_with_bounded_memory() {
         "{reply:?}"
     );
     bystander.finish();
-    assert_still_serving(&mut w, &env.payments);
+    assert_still_serving(&mut w, &tokens.payments);
     let grown = peak_rss_kib(pid).saturating_sub(peak_before);
     assert!(
         grown < 32 << 10,
@@ -576,7 +575,7 @@ fn oversized_headers_and_bodies_are_refused_with_bounded_memory() {
 fn slow_and_idle_clients_do_not_starve_others_and_are_dropped() {
     const SLOW: usize = 100;
     const IDLE: usize = 100;
-    let env = secrets();
+    let (env, tokens) = secrets();
     let mut w = env.watch(&[]);
     let opened = Instant::now();
     let slow: Vec<TcpStream> = (0..SLOW).map(|_| connect(&w.addr)).collect();
@@ -588,7 +587,7 @@ fn slow_and_idle_clients_do_not_starve_others_and_are_dropped() {
         let stop = Arc::clone(&stop);
         let mut text = format!(
             "GET /meshes/payments/secrets/db HTTP/1.1\r\nHost: m\r\n{}\r\nX-Slow: ",
-            bearer(&env.payments)
+            bearer(&tokens.payments)
         )
         .into_bytes();
         text.extend(std::iter::repeat_n(b'a', 100_000));
@@ -606,7 +605,7 @@ fn slow_and_idle_clients_do_not_starve_others_and_are_dropped() {
     };
     // Others are served promptly while all of them hang on.
     for _ in 0..20 {
-        assert_still_serving(&mut w, &env.payments);
+        assert_still_serving(&mut w, &tokens.payments);
     }
     // Every half-request and every silent connection is dropped after the
     // header read timeout, without a byte of answer data.
@@ -628,19 +627,19 @@ fn slow_and_idle_clients_do_not_starve_others_and_are_dropped() {
     }
     stop.store(true, Ordering::Relaxed);
     dripper.join().unwrap();
-    assert_still_serving(&mut w, &env.payments);
+    assert_still_serving(&mut w, &tokens.payments);
 }
 
 #[test]
 fn a_connection_flood_cannot_lock_out_clients() {
     const EXTRA: usize = 64;
-    let env = secrets();
+    let (env, tokens) = secrets();
     let mut w = env.watch(&[]);
     let opened = Instant::now();
     let flood: Vec<TcpStream> = (0..MAX_CONNECTIONS + EXTRA)
         .map(|_| connect(&w.addr))
         .collect();
-    assert_still_serving(&mut w, &env.payments);
+    assert_still_serving(&mut w, &tokens.payments);
     // The cap holds: the oldest connections make room, long before the
     // header read timeout would have closed them.
     let closed = |s: &TcpStream| {
@@ -674,48 +673,57 @@ fn a_connection_flood_cannot_lock_out_clients() {
         .count();
     assert_eq!(newest_open, 16, "the newest connections are kept");
     drop(flood);
-    assert_still_serving(&mut w, &env.payments);
+    assert_still_serving(&mut w, &tokens.payments);
 }
 
 #[test]
 fn credentials_edge_cases() {
-    let env = secrets();
+    let (env, tokens) = secrets();
     let ghost = env.token(&["-m", "ghost"]);
     let mut w = env.watch(&[]);
     let pay = "/meshes/payments/secrets/db";
-    let b64_basic = b64(&format!("admin:{}", env.admin));
+    let b64_basic = b64(format!("admin:{}", tokens.admin));
     let cases: Vec<(Vec<String>, u16)> = vec![
         (
-            vec![format!("Authorization: Bearer {} junk", env.payments)],
+            vec![format!("Authorization: Bearer {} junk", tokens.payments)],
             401,
         ),
         (
-            vec![format!("Authorization: Bearer {}x", env.payments)],
+            vec![format!("Authorization: Bearer {}x", tokens.payments)],
             401,
         ),
         (
-            vec![format!("Authorization: Bearer {}", &env.payments[1..])],
+            vec![format!("Authorization: Bearer {}", &tokens.payments[1..])],
             401,
         ),
-        (vec![format!("Authorization: bearer {}", env.payments)], 200),
-        (vec![format!("Authorization: BEARER {}", env.payments)], 200),
         (
-            vec![format!("Authorization: Bearer   {}", env.payments)],
+            vec![format!("Authorization: bearer {}", tokens.payments)],
+            200,
+        ),
+        (
+            vec![format!("Authorization: BEARER {}", tokens.payments)],
+            200,
+        ),
+        (
+            vec![format!("Authorization: Bearer   {}", tokens.payments)],
             200,
         ),
         (vec![format!("Authorization: Basic {b64_basic}")], 401),
-        (vec![format!("Authorization: Basic {}", env.admin)], 401),
-        (vec![format!("Authorization: Token {}", env.admin)], 401),
-        (vec![format!("Authorization: {}", env.admin)], 401),
-        (vec![format!("Authorization:Bearer{}", env.admin)], 401),
+        (vec![format!("Authorization: Basic {}", tokens.admin)], 401),
+        (vec![format!("Authorization: Token {}", tokens.admin)], 401),
+        (vec![format!("Authorization: {}", tokens.admin)], 401),
+        (vec![format!("Authorization:Bearer{}", tokens.admin)], 401),
         (vec!["Authorization: Bearer".to_string()], 401),
         (vec!["Authorization: Bearer ".to_string()], 401),
-        (vec![format!("X-Authorization: Bearer {}", env.admin)], 401),
-        (vec![format!("Cookie: token={}", env.admin)], 401),
+        (
+            vec![format!("X-Authorization: Bearer {}", tokens.admin)],
+            401,
+        ),
+        (vec![format!("Cookie: token={}", tokens.admin)], 401),
         // Two Authorization headers are ambiguous, whichever comes first.
         (
             vec![
-                bearer(&env.payments),
+                bearer(&tokens.payments),
                 "Authorization: Bearer mst_nope".into(),
             ],
             400,
@@ -723,12 +731,18 @@ fn credentials_edge_cases() {
         (
             vec![
                 "Authorization: Bearer mst_nope".into(),
-                bearer(&env.payments),
+                bearer(&tokens.payments),
             ],
             400,
         ),
-        (vec![bearer(&env.default_mesh), bearer(&env.payments)], 400),
-        (vec![bearer(&env.payments), bearer(&env.payments)], 400),
+        (
+            vec![bearer(&tokens.default_mesh), bearer(&tokens.payments)],
+            400,
+        ),
+        (
+            vec![bearer(&tokens.payments), bearer(&tokens.payments)],
+            400,
+        ),
         (vec![bearer(&ghost)], 403),
     ];
     let mut failures = Vec::new();
@@ -746,7 +760,7 @@ fn credentials_edge_cases() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
     // A token in the query string is not a token.
-    let (status, _) = w.get(&format!("{pay}?token={}", env.admin), None);
+    let (status, _) = w.get(&format!("{pay}?token={}", tokens.admin), None);
     assert_eq!(status, 401);
     // A token of a mesh that has no secrets reads that mesh (nothing) and
     // nothing else.
@@ -778,10 +792,10 @@ fn credentials_edge_cases() {
     // HEAD: the same decisions, never a body.
     for (path, token, want) in [
         (pay, None, 401),
-        (pay, Some(&env.payments), 200),
-        (pay, Some(&env.default_mesh), 403),
-        ("/global-secrets/g", Some(&env.payments), 403),
-        ("/global-secrets/g", Some(&env.admin), 200),
+        (pay, Some(&tokens.payments), 200),
+        (pay, Some(&tokens.default_mesh), 403),
+        ("/global-secrets/g", Some(&tokens.payments), 403),
+        ("/global-secrets/g", Some(&tokens.admin), 200),
         ("/status", None, 401),
     ] {
         let headers: Vec<String> = token.map(|t| bearer(t)).into_iter().collect();
@@ -812,5 +826,5 @@ fn credentials_edge_cases() {
             );
         }
     }
-    assert_still_serving(&mut w, &env.payments);
+    assert_still_serving(&mut w, &tokens.payments);
 }

@@ -4,12 +4,12 @@
 //! mode, mtime, inode): `TestEnv::refuses` snapshots the store around the
 //! command.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::symlink;
 
-use common::*;
+use crate::age_files::*;
+use crate::env::*;
+use crate::snapshot::*;
 
 const RFC1123: &str = "name: invalid characters. A lowercase RFC 1123 subdomain must consist of";
 

@@ -1,123 +1,59 @@
-//! The built `meshseal watch` binary on a temporary store, driven over
-//! loopback HTTP: shared by the watcher's end-to-end tests.
+//! The built `meshseal watch` binary on a `TestEnv`, driven over loopback
+//! HTTP: shared by the watcher's end-to-end tests.
 //!
 //! Every wait polls until a condition holds or a generous deadline passes, so
 //! the tests stay correct on a loaded two-core machine; a timeout fails with
 //! the watcher's log attached.
 
-use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use crate::env::{b64, run, spawnable, Run, TestEnv};
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-pub fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("meshseal")
-}
-
-pub fn b64(s: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
-
-/// A temporary store with one identity, meshes `payments` and `default`,
-/// and a tokens file with an admin and a `payments` token.
-pub struct Env {
-    pub dir: tempfile::TempDir,
-    pub root: PathBuf,
-    pub identity: PathBuf,
-    pub tokens: PathBuf,
+/// The API tokens of `TestEnv::serving`, kept in `TestEnv::tokens_file`.
+pub struct Tokens {
+    /// Reads everything.
     pub admin: String,
+    /// Reads mesh `payments`.
     pub payments: String,
+    /// Reads mesh `default`.
     pub default_mesh: String,
-    /// The identity's public key.
-    pub key: String,
 }
 
-impl Env {
-    pub fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("store");
-        fs::create_dir(&root).unwrap();
-        let identity = dir.path().join("identity.txt");
-        let tokens = dir.path().join("tokens");
-        let mut env = Env {
-            root,
-            identity,
-            tokens,
-            admin: String::new(),
-            payments: String::new(),
-            default_mesh: String::new(),
-            key: String::new(),
-            dir,
+impl TestEnv {
+    /// A store whose meshes `default` and `payments` are encrypted to the
+    /// store identity, and a tokens file with an admin, a `payments` and a
+    /// `default` token.
+    pub fn serving() -> (TestEnv, Tokens) {
+        let env = TestEnv::new();
+        env.add_mesh("payments");
+        let tokens = Tokens {
+            admin: env.token(&["--admin"]),
+            payments: env.token(&["-m", "payments"]),
+            default_mesh: env.token(&["-m", "default"]),
         };
-        let key = env.ok(&["keygen", "-o", env.identity.to_str().unwrap()]);
-        env.key = key.trim().to_string();
-        env.ok(&["init", "--recipient", &env.key]);
-        env.ok(&["recipients", "add", "-m", "payments", &env.key]);
-        env.admin = env.token(&["--admin"]);
-        env.payments = env.token(&["-m", "payments"]);
-        env.default_mesh = env.token(&["-m", "default"]);
-        env
+        (env, tokens)
     }
 
-    pub fn command(&self, args: &[&str]) -> Command {
-        self.command_in(&self.root, args)
+    /// The tokens file the watcher is started with.
+    pub fn tokens_file(&self) -> PathBuf {
+        self.tmp().join("tokens")
     }
 
-    pub fn command_in(&self, root: &Path, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
-        c.arg("-C")
-            .arg(root)
-            .arg("-i")
-            .arg(&self.identity)
-            .args(args)
-            .env_remove("MESHSEAL_IDENTITY")
-            .env("HOME", self.dir.path())
-            .env("XDG_CONFIG_HOME", self.dir.path().join("config"));
-        c
-    }
-
-    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        self.run_in(&self.root, args, stdin)
-    }
-
-    pub fn run_in(&self, root: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut c = self.command_in(root, args);
-        c.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args, None);
-        assert!(
-            out.status.success(),
-            "meshseal {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
+    /// Adds a token for `scope` (`--admin` or `-m MESH`) to the tokens file.
     pub fn token(&self, scope: &[&str]) -> String {
+        let tokens = self.tokens_file();
         let mut args = vec!["token", "create"];
         args.extend_from_slice(scope);
-        args.extend_from_slice(&["--tokens", self.tokens.to_str().unwrap()]);
-        self.ok(&args).trim().to_string()
+        args.extend_from_slice(&["--tokens", tokens.to_str().unwrap()]);
+        self.ok_key(&args).stdout().trim().to_string()
     }
 
     /// Creates or updates a mesh secret through `meshseal apply`.
@@ -125,49 +61,51 @@ impl Env {
         self.set_in(&self.root, mesh, name, value);
     }
 
+    /// The same in the store at `root`.
     pub fn set_in(&self, root: &Path, mesh: &str, name: &str, value: &str) {
         let yaml = format!(
             "type: Secret\nmesh: {mesh}\nname: {name}\ndata: {}\n",
             b64(value)
         );
-        let out = self.run_in(root, &["apply", "-f", "-"], Some(&yaml));
-        assert!(
-            out.status.success(),
-            "apply: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.apply_in(root, &yaml);
     }
 
+    /// Creates or updates a global secret through `meshseal apply`.
     pub fn set_global(&self, name: &str, value: &str) {
         let yaml = format!("type: GlobalSecret\nname: {name}\ndata: {}\n", b64(value));
-        let out = self.run(&["apply", "-f", "-"], Some(&yaml));
-        assert!(
-            out.status.success(),
-            "apply: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.apply_in(&self.root, &yaml);
     }
 
-    pub fn secret_file(&self, mesh: &str, name: &str) -> PathBuf {
-        self.root
-            .join("meshes")
-            .join(mesh)
-            .join("secrets")
-            .join(format!("{name}.age"))
+    /// `meshseal -C ROOT apply -f -` of `yaml`, which must succeed.
+    pub fn apply_in(&self, root: &Path, yaml: &str) {
+        self.ok(self
+            .kcmd_at(root)
+            .args(["apply", "-f", "-"])
+            .write_stdin(yaml));
     }
 
+    /// `meshseal watch --once` with `extra` arguments.
+    pub fn watch_once(&self, extra: &[&str]) -> Run {
+        run(self
+            .kcmd_at(&self.root)
+            .args(["watch", "--once"])
+            .args(extra))
+    }
+
+    /// A watcher on the store, on an OS-chosen loopback port.
     pub fn watch(&self, extra: &[&str]) -> Watcher {
+        let tokens = self.tokens_file();
         let mut args = vec![
             "watch",
             "--listen",
             "127.0.0.1:0",
             "--tokens",
-            self.tokens.to_str().unwrap(),
+            tokens.to_str().unwrap(),
             "--debounce",
             "50",
         ];
         args.extend_from_slice(extra);
-        Watcher::start(self.command(&args))
+        Watcher::start(spawnable(self.kcmd_at(&self.root).args(&args)))
     }
 }
 

@@ -3,12 +3,13 @@
 //! naming an identity (`-i`, `MESHSEAL_IDENTITY`, the config-dir default,
 //! OpenSSH keys).
 
-mod common;
-
 use std::fs;
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::age_files::*;
+use crate::env::*;
+use crate::snapshot::*;
+use crate::tools::*;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
