@@ -9,18 +9,75 @@
 //! reported; nothing stops at the first.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rayon::prelude::*;
+use thiserror::Error;
 
-use crate::atomic;
 use crate::envelope::{self, Sniff};
 use crate::identity::Identities;
 use crate::policy::Policy;
-use crate::problem::Problem;
-use crate::recipients::RecipientSet;
-use crate::scope::{Scope, SecretId, StorePath, StrayReason};
-use crate::store::{scope_flag, Entry, FileKind, Store, StoreError};
+use crate::problem::{Diagnostic, Problem};
+use crate::recipients::{RecipientError, RecipientSet};
+use crate::scope::{Scope, SecretId, StorePath};
+use crate::store::{
+    layout, scope_flag, text_from_bytes, Entry, FileKind, Moved, RecipientsError,
+    Store, StoreError, MAX_TEXT_FILE_BYTES,
+};
+
+/// What the header of a secret file shows without a key.
+#[derive(Debug, Error)]
+pub enum HeaderFinding {
+    /// A binary age file: git diffs and reviews cannot show it.
+    #[error("age file is binary, not ASCII-armored")]
+    NotArmored {
+        /// The file's scope.
+        scope: Scope,
+    },
+    /// A file without meshseal's header stanza (made by stock age).
+    #[error("age file has no meshseal metadata (made by stock age?)")]
+    MissingMetadata {
+        /// The file's scope.
+        scope: Scope,
+    },
+    /// Encrypted to another recipient set than its scope's current one.
+    #[error("encrypted to recipient set {header} but {} now lists {current}", .scope.recipients_path().display())]
+    Stale {
+        /// The file's scope.
+        scope: Scope,
+        /// The fingerprint in the header.
+        header: String,
+        /// The scope's current fingerprint.
+        current: String,
+    },
+}
+
+impl Diagnostic for HeaderFinding {
+    fn code(&self) -> &'static str {
+        match self {
+            HeaderFinding::NotArmored { .. } => "not-armored",
+            HeaderFinding::MissingMetadata { .. } => "missing-metadata",
+            HeaderFinding::Stale { .. } => "stale",
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            HeaderFinding::NotArmored { scope } => {
+                format!("run `meshseal rekey {}--force`", scope_flag(scope))
+            }
+            // A plain rekey rewrites the files without metadata (they count
+            // as stale); --force would rewrite every file of the scope.
+            HeaderFinding::MissingMetadata { scope } => format!(
+                "run `meshseal rekey {}` to add it; without it moved or stale files cannot be detected without a key",
+                scope_flag(scope).trim_end()
+            ),
+            HeaderFinding::Stale { scope, .. } => {
+                format!("run `meshseal rekey {}`", scope_flag(scope).trim_end())
+            }
+        })
+    }
+}
 
 /// What to check.
 #[derive(Default)]
@@ -56,7 +113,7 @@ pub trait Source: Sync {
 
 impl Source for Store {
     fn entries(&self) -> Result<Vec<Entry>, Problem> {
-        self.scan()
+        Ok(self.scan()?)
     }
     fn read(&self, entry: &Entry, limit: usize) -> Result<Vec<u8>, StoreError> {
         self.read_file(&entry.rel, limit)
@@ -91,15 +148,14 @@ pub fn check_source(store: &Store, source: &dyn Source, options: &CheckOptions<'
                 let set = match read_recipients(source, entry) {
                     Ok(set) => {
                         if set.is_empty() {
-                            report.problems.push(Problem::at(
-                                &entry.rel,
-                                &crate::recipients::RecipientError::Empty,
-                            ));
+                            report
+                                .problems
+                                .push(Problem::at(&entry.rel, &RecipientError::Empty));
                         }
                         Some(set)
                     }
-                    Err(p) => {
-                        report.problems.push(p);
+                    Err(e) => {
+                        report.problems.push(e.into());
                         None
                     }
                 };
@@ -113,16 +169,10 @@ pub fn check_source(store: &Store, source: &dyn Source, options: &CheckOptions<'
     }
     for scope in &scopes_with_secrets {
         if !recipients.contains_key(scope) {
-            report.problems.push(
-                Problem::at(
-                    scope.recipients_path(),
-                    &crate::recipients::RecipientError::Missing,
-                )
-                .with_hint(format!(
-                    "add one with `meshseal recipients add {}KEY`",
-                    scope_flag(scope)
-                )),
-            );
+            report.problems.push(Problem::from(RecipientsError::Missing {
+                file: scope.recipients_path(),
+                scope: scope.clone(),
+            }));
         }
     }
 
@@ -140,7 +190,9 @@ pub fn check_source(store: &Store, source: &dyn Source, options: &CheckOptions<'
         report.decrypted += usize::from(decrypted);
     }
     for entry in &entries {
-        report.problems.extend(check_layout(entry, store.root()));
+        report.problems.extend(
+            layout::judge(entry, store.root()).map(|e| Problem::at(&entry.rel, &e)),
+        );
         if entry.kind == FileKind::Regular {
             report
                 .problems
@@ -161,18 +213,16 @@ pub fn check_source(store: &Store, source: &dyn Source, options: &CheckOptions<'
     report
 }
 
-fn read_recipients(source: &dyn Source, entry: &Entry) -> Result<RecipientSet, Problem> {
-    let bytes = source
-        .read(entry, 1024 * 1024)
-        .map_err(|e| Problem::at(&entry.rel, &e))?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        Problem::new(
-            Some(entry.rel.clone()),
-            "invalid-recipient",
-            "recipients file is not UTF-8 text",
-        )
-    })?;
-    RecipientSet::parse(&text).map_err(|e| Problem::at(&entry.rel, &e))
+fn read_recipients(source: &dyn Source, entry: &Entry) -> Result<RecipientSet, RecipientsError> {
+    let file = entry.rel.clone();
+    let text = source
+        .read(entry, MAX_TEXT_FILE_BYTES)
+        .and_then(text_from_bytes)
+        .map_err(|source| RecipientsError::Read {
+            file: file.clone(),
+            source,
+        })?;
+    RecipientSet::parse(&text).map_err(|source| RecipientsError::Invalid { file, source })
 }
 
 /// A policy's syntax and its secret references (by path, so no key is needed).
@@ -187,17 +237,11 @@ fn check_policy(
         StorePath::Policy { mesh, name } => (mesh, Some(name.as_str())),
         _ => return Vec::new(),
     };
-    let text = match source.read(entry, 1024 * 1024) {
-        Ok(b) => match String::from_utf8(b) {
-            Ok(t) => t,
-            Err(_) => {
-                return vec![Problem::new(
-                    Some(entry.rel.clone()),
-                    "invalid-policy",
-                    "policy is not UTF-8 text",
-                )]
-            }
-        },
+    let text = match source
+        .read(entry, MAX_TEXT_FILE_BYTES)
+        .and_then(text_from_bytes)
+    {
+        Ok(t) => t,
         Err(e) => return vec![Problem::at(&entry.rel, &e)],
     };
     let policy = match Policy::parse(&text, mesh, name) {
@@ -224,84 +268,6 @@ fn check_policy(
     problems
 }
 
-/// Problems that the path and file kind alone show.
-fn check_layout(entry: &Entry, root: &Path) -> Option<Problem> {
-    let rel = &entry.rel;
-    match entry.kind {
-        FileKind::Symlink => return Some(Problem::at(rel, &StoreError::Symlink)),
-        FileKind::Special => return Some(Problem::at(rel, &StoreError::NotRegular)),
-        FileKind::Regular => {}
-    }
-    if let Some(p) = leftover_temp(rel, root) {
-        return Some(p);
-    }
-    match &entry.what {
-        StorePath::StraySecret { scope, reason } => Some(match reason {
-            StrayReason::NotAge => Problem::new(
-                Some(rel.clone()),
-                "not-age-file",
-                "file in a secrets folder is not a .age secret",
-            )
-            .with_hint(format!(
-                "secrets folders hold only <name>.age files; if this is a plaintext secret, delete it and run `meshseal create {} NAME --from-file FILE`",
-                match scope { Scope::Global => "global-secret", Scope::Mesh(_) => "secret" }
-            )),
-            StrayReason::BadName(e) => Problem::at(rel, e)
-                .with_hint("rename the secret: file names are the secret's name plus .age".to_string()),
-        }),
-        StorePath::BadMeshDir(e) => Some(Problem::at(rel, e)),
-        StorePath::Unexpected => Some(
-            Problem::new(
-                Some(rel.clone()),
-                "unexpected-file",
-                "file is not part of the store layout",
-            )
-            .with_hint("meshes/<mesh>/ holds recipients.txt, mesh.toml, secrets/*.age and policies/*.toml; global/ holds recipients.txt and secrets/*.age"),
-        ),
-        _ => None,
-    }
-}
-
-/// A temporary file of an atomic write (`.meshseal-<pid>-<random>.tmp`),
-/// wherever it is: never a secret, a stray or a policy, whatever folder it is
-/// in. Whether its writer is still at work is judged by the lock on the file
-/// in the working tree under `root` (see `atomic::is_abandoned_file`); a
-/// staged copy with none there, by the pid in its name and its age.
-fn leftover_temp(rel: &Path, root: &Path) -> Option<Problem> {
-    let name = rel.file_name()?.to_str()?;
-    if !atomic::is_temp_name(name) {
-        return None;
-    }
-    let path = root.join(rel);
-    let modified = std::fs::symlink_metadata(&path)
-        .and_then(|m| m.modified())
-        .ok();
-    Some(if atomic::is_abandoned_file(&path, name, modified) {
-        Problem::new(
-            Some(rel.to_path_buf()),
-            "interrupted-write",
-            "temporary file left behind by an interrupted write; it is not a secret, and the file it was meant to replace is intact",
-        )
-        .with_hint("delete it; the next meshseal command that writes to this folder removes it too")
-    } else {
-        match atomic::writer_pid(name) {
-            Some(pid) => Problem::new(
-                Some(rel.to_path_buf()),
-                "write-in-progress",
-                format!("temporary file of a write in progress (process {pid})"),
-            )
-            .with_hint("run check again when that command has finished"),
-            // Made by an older meshseal, whose names do not say the writer.
-            None => Problem::new(
-                Some(rel.to_path_buf()),
-                "write-in-progress",
-                "temporary file of a write in progress, or of one interrupted less than an hour ago",
-            )
-            .with_hint("if no meshseal command is running, delete it; meshseal's next write to this folder removes it once it is an hour old"),
-        }
-    })
-}
-
 /// Keyless checks of one secret, then decryption when identities are given.
 fn check_secret(
     store: &Store,
@@ -323,49 +289,30 @@ fn check_secret(
         Ok(h) => h,
         Err(e) => return (vec![Problem::at(rel, &e)], false),
     };
+    let scope = || id.scope.clone();
     if envelope::sniff(&bytes) == Sniff::Binary {
-        problems.push(
-            Problem::new(
-                Some(rel.clone()),
-                "not-armored",
-                "age file is binary, not ASCII-armored",
-            )
-            .with_hint(format!(
-                "run `meshseal rekey {}--force`",
-                scope_flag(&id.scope)
-            )),
-        );
+        problems.push(Problem::at(rel, &HeaderFinding::NotArmored { scope: scope() }));
     }
+    let mut moved = false;
     match &header.metadata {
-        None => problems.push(
-            Problem::new(
-                Some(rel.clone()),
-                "missing-metadata",
-                "age file has no meshseal metadata (made by stock age?)",
-            )
-            .with_hint(format!(
-                "run `meshseal rekey {}--force` to add it; without it moved or stale files cannot be detected without a key",
-                scope_flag(&id.scope)
-            )),
-        ),
+        None => problems.push(Problem::at(
+            rel,
+            &HeaderFinding::MissingMetadata { scope: scope() },
+        )),
         Some(meta) => {
-            if &meta.id != id {
-                problems.push(moved(rel, &meta.id, id));
+            if let Err(e) = Moved::check(&meta.id, id) {
+                moved = true;
+                problems.push(Problem::at(rel, &e));
             } else if let Some(Some(set)) = recipients.get(&id.scope) {
                 if meta.recipients_fingerprint != set.fingerprint() {
-                    problems.push(
-                        Problem::new(
-                            Some(rel.clone()),
-                            "stale",
-                            format!(
-                                "encrypted to recipient set {} but {} now lists {}",
-                                meta.recipients_fingerprint,
-                                id.scope.recipients_path().display(),
-                                set.fingerprint()
-                            ),
-                        )
-                        .with_hint(format!("run `meshseal rekey {}`", scope_flag(&id.scope).trim_end())),
-                    );
+                    problems.push(Problem::at(
+                        rel,
+                        &HeaderFinding::Stale {
+                            scope: scope(),
+                            header: meta.recipients_fingerprint.clone(),
+                            current: set.fingerprint(),
+                        },
+                    ));
                 }
             }
         }
@@ -374,27 +321,10 @@ fn check_secret(
     if let Some(identities) = identities {
         match store.open_bytes(id, &bytes, identities) {
             Ok(_) => decrypted = true,
-            Err(p) => {
-                // A moved file fails binding too; say it once.
-                if !(p.code == "scope-mismatch"
-                    && problems.iter().any(|q| q.code == "scope-mismatch"))
-                {
-                    problems.push(p);
-                }
-            }
+            // A moved file fails binding too; say it once.
+            Err(e) if moved && e.is_moved() => {}
+            Err(e) => problems.push(e.into()),
         }
     }
     (problems, decrypted)
-}
-
-fn moved(rel: &Path, header: &SecretId, path: &SecretId) -> Problem {
-    Problem::new(
-        Some(rel.to_path_buf()),
-        "scope-mismatch",
-        format!("header metadata says {header} but the path says {path}"),
-    )
-    .with_hint(
-        "a ciphertext is bound to its scope and name: it was moved, copied or renamed; restore it, or recreate the secret at this path with `meshseal apply`"
-            .to_string(),
-    )
 }

@@ -33,7 +33,7 @@ use crate::identity::Identities;
 use crate::policy::Policy;
 use crate::problem::Problem;
 use crate::scope::{Scope, SecretId, StorePath};
-use crate::store::Store;
+use crate::store::{ScanError, Store};
 
 mod files;
 mod policies;
@@ -180,7 +180,7 @@ pub type Live = ArcSwap<Index>;
 
 impl Index {
     /// Loads the whole store in parallel: generation 1.
-    pub fn load(store: &Store, identities: &Identities) -> Result<Index, Problem> {
+    pub fn load(store: &Store, identities: &Identities) -> Result<Index, ScanError> {
         let start = Instant::now();
         let empty = Index::default();
         let (mut index, stats) = empty.rescan_inner(store, identities, UpdateKind::Cold, false)?;
@@ -406,7 +406,7 @@ impl Index {
         store: &Store,
         identities: &Identities,
         retry_failed: bool,
-    ) -> Result<(Index, UpdateStats), Problem> {
+    ) -> Result<(Index, UpdateStats), ScanError> {
         let (mut next, stats) =
             self.rescan_inner(store, identities, UpdateKind::Rescan, retry_failed)?;
         next.counters.rescans += 1;
@@ -420,7 +420,7 @@ impl Index {
         identities: &Identities,
         kind: UpdateKind,
         retry_failed: bool,
-    ) -> Result<(Index, UpdateStats), Problem> {
+    ) -> Result<(Index, UpdateStats), ScanError> {
         let start = Instant::now();
         let entries = store.scan()?;
         let mut next = self.successor();

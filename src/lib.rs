@@ -4,18 +4,19 @@
 //! follow the domain and depend one way, bottom to top (nothing imports a
 //! module from a layer above its own):
 //!
-//! 1. `problem` (error reporting), `scope` (names, paths), `atomic` (writes),
-//!    `confine` (reads that never follow a symlink)
-//! 2. `recipients`, `document` (the TOML secret), `config`, `identity`
+//! 1. `problem` (the report shape made from typed errors), `scope` (names,
+//!    paths), `atomic` (writes), `confine` (reads that never follow a symlink)
+//! 2. `recipients`, `document` (the TOML secret), `config`, `identity`, `tokens`
 //! 3. `envelope` (age encryption and header metadata)
-//! 4. `store` (walk, read, write a store on disk)
-//! 5. `policy`, `kuma` (YAML in and out), `init`, `rekey`, `edit`, `textconv`, `tokens`
-//! 6. `ca` (mTLS CAs), `check`, `git` (the index, hooks), `index` (the in-memory view)
-//! 7. `materialize`, `http` (the server and its limits), `api` (routes), `watch`
+//! 4. `store` (walk, read, write a store on disk; one reader per file kind)
+//! 5. `policy`, `kuma` (YAML in and out), `init`, `rekey`, `edit`, `textconv`
+//! 6. `ca` (mTLS CAs), `apply`, `check`, `git` (the index, hooks), `index`
+//!    (the in-memory view)
+//! 7. `serve`: the watcher, in one folder (sources, events, the update
+//!    thread, tokens following, the HTTP server and API, metrics, materialize)
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod api;
 pub mod atomic;
 pub mod ca;
 pub mod check;
@@ -25,18 +26,16 @@ pub mod document;
 pub mod edit;
 pub mod envelope;
 pub mod git;
-pub mod http;
 pub mod identity;
 pub mod index;
 pub mod init;
 pub mod kuma;
-pub mod materialize;
 pub mod policy;
 pub mod problem;
 pub mod recipients;
 pub mod rekey;
 pub mod scope;
+pub mod serve;
 pub mod store;
 pub mod textconv;
 pub mod tokens;
-pub mod watch;

@@ -1,10 +1,14 @@
-//! The unit of error reporting: a problem with a file, a line, a stable code,
-//! a message and a hint.
+//! The report shape: a problem with a file, a line, a stable code, a message
+//! and a hint, made from a typed error at the edge.
 //!
-//! Every module has its own error enum describing what went wrong; the
-//! [`Diagnostic`] trait gives each variant a stable machine code and a hint, and
-//! [`Problem::at`] pins it to a file. `check` collects many problems, commands
-//! fail with one; both print them the same way, like rage and kumactl:
+//! Functions return typed errors, one enum per operation (rage's
+//! `DecryptError`, `EncryptError`), with their sources kept. The
+//! [`Diagnostic`] trait gives each variant a stable machine code, a hint and,
+//! where the error knows it, the file; [`Problem::from`] (or `?` into a
+//! `Result<_, Problem>`) turns any of them into the report, and [`Problem::at`]
+//! pins an error that does not know its file. `check` collects many problems,
+//! commands fail with one; both print them the same way, like rage and
+//! kumactl:
 //!
 //! ```text
 //! error: meshes/payments/secrets/db.age: document name "db2" does not match its path (name "db")
@@ -30,6 +34,29 @@ pub trait Diagnostic: fmt::Display {
     /// The 1-based line in the file the problem is about, where known.
     fn line(&self) -> Option<usize> {
         None
+    }
+    /// The file the problem is about, where the error itself knows it.
+    fn file(&self) -> Option<&Path> {
+        None
+    }
+}
+
+/// What an error means for a long-running process (watchexec's critical
+/// versus recoverable): whether the watcher must stop, or logs it and keeps
+/// serving the last good state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consequence {
+    /// The process cannot go on (it cannot start, or lost what it serves from).
+    Critical,
+    /// One file or one event is affected: log it, keep the last good state.
+    Recoverable,
+}
+
+/// Any typed error becomes its report with `?`: the file from the error
+/// itself, when it knows it.
+impl<E: Diagnostic> From<E> for Problem {
+    fn from(err: E) -> Problem {
+        Problem::report(&err)
     }
 }
 
@@ -60,10 +87,10 @@ impl Problem {
         }
     }
 
-    /// A problem that is not about one file.
-    pub fn general(err: &dyn Diagnostic) -> Self {
+    /// The report of an error, located where the error says (or nowhere).
+    pub fn report(err: &dyn Diagnostic) -> Self {
         Problem {
-            file: None,
+            file: err.file().map(Path::to_path_buf),
             line: err.line(),
             code: err.code(),
             message: err.to_string(),
@@ -71,7 +98,9 @@ impl Problem {
         }
     }
 
-    /// A problem built from parts.
+    /// A problem built from a string code: being removed (every error is a
+    /// typed enum now); kept only while the last callers are converted.
+    #[deprecated(note = "return a typed error implementing Diagnostic instead")]
     pub fn new(file: Option<PathBuf>, code: &'static str, message: impl Into<String>) -> Self {
         Problem {
             file,
@@ -79,6 +108,14 @@ impl Problem {
             code,
             message: message.into(),
             hint: None,
+        }
+    }
+
+    /// A problem that is not about one file.
+    pub fn general(err: &dyn Diagnostic) -> Self {
+        Problem {
+            file: None,
+            ..Problem::report(err)
         }
     }
 

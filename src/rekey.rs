@@ -31,7 +31,7 @@ pub fn plan(
         Selection::Scope(s) => store.secret_ids(Some(s)),
         Selection::All => store.secret_ids(None),
     }
-    .map_err(|p| vec![p])?;
+    .map_err(|e| vec![Problem::from(e)])?;
     if force {
         return Ok(ids);
     }
@@ -43,8 +43,8 @@ pub fn plan(
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => match store.recipients(&id.scope) {
                 Ok(set) => e.insert(set.fingerprint()),
-                Err(p) => {
-                    problems.push(p);
+                Err(e) => {
+                    problems.push(Problem::from(e));
                     continue;
                 }
             },
@@ -111,7 +111,7 @@ pub fn rekey_with_progress(
         .collect();
     let problems: Vec<Problem> = loaded
         .iter()
-        .filter_map(|r| r.as_ref().err().cloned())
+        .filter_map(|r| r.as_ref().err().map(|e| Problem::report(e)))
         .collect();
     if !problems.is_empty() {
         return Err(RekeyFailure::NothingWritten(problems));
@@ -127,7 +127,7 @@ pub fn rekey_with_progress(
     {
         let set = store
             .recipients(scope)
-            .map_err(|p| RekeyFailure::NothingWritten(vec![p]))?;
+            .map_err(|e| RekeyFailure::NothingWritten(vec![e.into()]))?;
         set.require_some().map_err(|e| {
             RekeyFailure::NothingWritten(vec![Problem::at(scope.recipients_path(), &e)])
         })?;
@@ -137,7 +137,7 @@ pub fn rekey_with_progress(
         .filter_map(|l| {
             let r = store.put(&l.doc, None).err();
             progress();
-            r
+            r.map(Problem::from)
         })
         .collect();
     if failures.is_empty() {

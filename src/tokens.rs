@@ -18,7 +18,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -27,7 +27,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::atomic;
-use crate::problem::{Diagnostic, Problem};
+use crate::problem::Diagnostic;
 use crate::recipients::hex;
 use crate::scope::{validate_mesh, Scope};
 
@@ -91,6 +91,48 @@ pub enum TokenError {
         /// 1-based line.
         line: usize,
     },
+    /// Someone other than its owner (and root) can write the file or its
+    /// folder, and could add a token of their own (sshd's StrictModes).
+    #[error("can be written by {who}: anyone who can write it can add an admin token")]
+    Writable {
+        /// "group or others", or "its folder's group or others".
+        who: &'static str,
+    },
+}
+
+/// A tokens file could not be used: which file, and why.
+#[derive(Debug, Error)]
+#[error("{source}")]
+pub struct TokensFileError {
+    /// The tokens file.
+    pub file: PathBuf,
+    /// Why.
+    #[source]
+    pub source: TokenError,
+}
+
+impl Diagnostic for TokensFileError {
+    fn code(&self) -> &'static str {
+        self.source.code()
+    }
+
+    fn hint(&self) -> Option<String> {
+        match &self.source {
+            TokenError::Writable { .. } => Some(format!(
+                "chmod go-w {} (and its folder)",
+                self.file.display()
+            )),
+            other => other.hint(),
+        }
+    }
+
+    fn line(&self) -> Option<usize> {
+        self.source.line()
+    }
+
+    fn file(&self) -> Option<&Path> {
+        Some(&self.file)
+    }
 }
 
 impl Diagnostic for TokenError {
@@ -98,6 +140,7 @@ impl Diagnostic for TokenError {
         match self {
             TokenError::Io(_) => "io",
             TokenError::Invalid { .. } => "invalid-token-line",
+            TokenError::Writable { .. } => "tokens-file-writable",
         }
     }
 
@@ -111,14 +154,14 @@ impl Diagnostic for TokenError {
                 "check the --tokens path; `meshseal token create` makes the file (to revoke every token, keep the file with no token lines)"
                     .to_string(),
             ),
-            TokenError::Io(_) => None,
+            TokenError::Io(_) | TokenError::Writable { .. } => None,
         }
     }
 
     fn line(&self) -> Option<usize> {
         match self {
             TokenError::Invalid { line } => Some(*line),
-            TokenError::Io(_) => None,
+            TokenError::Io(_) | TokenError::Writable { .. } => None,
         }
     }
 }
@@ -160,9 +203,24 @@ impl Tokens {
         Ok(Tokens { entries })
     }
 
-    /// Reads a tokens file.
-    pub fn load(path: &Path) -> Result<Tokens, Problem> {
-        let io = |e: io::Error| Problem::at(path, &TokenError::Io(e));
+    /// Reads a tokens file. A file that group or others can write, or in a
+    /// folder they can write, is refused (sshd's StrictModes): whoever can
+    /// write it can add an admin token of their own.
+    pub fn load(path: &Path) -> Result<Tokens, TokensFileError> {
+        let text = Tokens::read(path)?;
+        Tokens::parse(&text).map_err(|source| TokensFileError {
+            file: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The text of a tokens file, read as [`Tokens::load`] reads it.
+    pub fn read(path: &Path) -> Result<Zeroizing<String>, TokensFileError> {
+        let fail = |source| TokensFileError {
+            file: path.to_path_buf(),
+            source,
+        };
+        let io = |e: io::Error| fail(TokenError::Io(e));
         // Without blocking (a FIFO), a regular file only, and bounded: a
         // tokens file is a few lines.
         let file = fs::OpenOptions::new()
@@ -179,11 +237,59 @@ impl Tokens {
             };
             return Err(io(io::Error::new(io::ErrorKind::InvalidData, reason)));
         }
-        let mut text = String::with_capacity(meta.len() as usize + 1);
+        {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            if meta.permissions().mode() & 0o022 != 0 {
+                return Err(fail(TokenError::Writable {
+                    who: "group or others",
+                }));
+            }
+            // The folder the file really is in: a link's target's folder
+            // (a Kubernetes mount's `..data/`) as well as the link's own.
+            let mut folders = vec![crate::atomic::parent(path).to_path_buf()];
+            if let Ok(target) = fs::canonicalize(path) {
+                folders.push(crate::atomic::parent(&target).to_path_buf());
+            }
+            for folder in folders {
+                let Ok(m) = fs::metadata(&folder) else { continue };
+                // A shared folder with the sticky bit (/tmp) lets nobody
+                // else replace our file.
+                let sticky = m.permissions().mode() & 0o1000 != 0;
+                let foreign_owner = m.uid() != meta.uid() && m.uid() != 0;
+                if (m.permissions().mode() & 0o022 != 0 && !sticky) || foreign_owner {
+                    return Err(fail(TokenError::Writable {
+                        who: "its folder's group or others",
+                    }));
+                }
+            }
+        }
+        let mut text = Zeroizing::new(String::with_capacity(meta.len() as usize + 1));
         file.take(MAX_TOKENS_FILE_BYTES + 1)
             .read_to_string(&mut text)
             .map_err(io)?;
-        Tokens::parse(&text).map_err(|e| Problem::at(path, &e))
+        Ok(text)
+    }
+
+    /// The tokens of a file that may hold broken lines, failing closed: the
+    /// tokens of the lines that parse, and the first broken line. A token
+    /// whose line was removed is never kept because another line broke.
+    pub fn parse_valid_lines(text: &str) -> (Tokens, Option<TokenError>) {
+        let mut valid = String::with_capacity(text.len());
+        let mut first_error = None;
+        for (i, line) in text.lines().enumerate() {
+            match Tokens::parse(line) {
+                Ok(_) => {
+                    valid.push_str(line);
+                    valid.push('\n');
+                }
+                Err(_) => {
+                    first_error.get_or_insert(TokenError::Invalid { line: i + 1 });
+                    valid.push('\n');
+                }
+            }
+        }
+        let tokens = Tokens::parse(&valid).unwrap_or_default();
+        (tokens, first_error)
     }
 
     /// Number of tokens.
@@ -221,14 +327,18 @@ impl Tokens {
 /// Makes a new random token for `scope`, appends its digest to the tokens
 /// file (created with mode 0600 if missing, replaced atomically) and returns
 /// the token, which exists nowhere else.
-pub fn create(path: &Path, scope: &TokenScope) -> Result<Zeroizing<String>, Problem> {
+pub fn create(path: &Path, scope: &TokenScope) -> Result<Zeroizing<String>, TokensFileError> {
+    let fail = |source| TokensFileError {
+        file: path.to_path_buf(),
+        source,
+    };
     let existing = match fs::read_to_string(path) {
         Ok(t) => {
-            Tokens::parse(&t).map_err(|e| Problem::at(path, &e))?;
+            Tokens::parse(&t).map_err(fail)?;
             t
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => HEADER.to_string(),
-        Err(e) => return Err(Problem::at(path, &TokenError::Io(e))),
+        Err(e) => return Err(fail(TokenError::Io(e))),
     };
     let mut raw = Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(raw.as_mut());
@@ -239,8 +349,7 @@ pub fn create(path: &Path, scope: &TokenScope) -> Result<Zeroizing<String>, Prob
         text.push('\n');
     }
     text.push_str(&format!("sha256:{} {scope}\n", hex(&digest)));
-    atomic::write(path, text.as_bytes(), TOKENS_MODE)
-        .map_err(|e| Problem::at(path, &TokenError::Io(e)))?;
+    atomic::write(path, text.as_bytes(), TOKENS_MODE).map_err(|e| fail(TokenError::Io(e)))?;
     Ok(token)
 }
 

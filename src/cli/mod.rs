@@ -48,7 +48,7 @@ struct Context {
 
 impl Context {
     fn store(&self) -> Result<Store> {
-        Store::open(&self.repo)
+        Ok(Store::open(&self.repo)?)
     }
 
     /// The identity files to use: -i, else $MESHSEAL_IDENTITY, else the

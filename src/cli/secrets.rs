@@ -112,7 +112,7 @@ pub(super) fn cmd_apply(ctx: &Context, file: &str) -> Result<ExitCode> {
     // Refuse unwritable targets (symlinks) before writing anything.
     let unwritable: Vec<Problem> = docs
         .iter()
-        .filter_map(|d| store.check_writable(&d.id).err())
+        .filter_map(|d| store.check_writable(&d.id).err().map(Problem::from))
         .collect();
     if !unwritable.is_empty() {
         output::problems(&unwritable);
@@ -133,7 +133,7 @@ pub(super) fn cmd_apply(ctx: &Context, file: &str) -> Result<ExitCode> {
                 }
             ),
             Err(p) => {
-                output::problem(&p);
+                output::problem(&Problem::from(p));
                 failed = true;
             }
         }
@@ -170,7 +170,7 @@ pub(super) fn list(
                         bytes: Some(l.doc.data.len()),
                         fingerprint: short_sha(&l.file_sha256),
                     }),
-                    Err(p) => problems.push(p),
+                    Err(e) => problems.push(Problem::from(e)),
                 }
             }
         }
@@ -190,7 +190,7 @@ pub(super) fn list(
                         bytes: None,
                         fingerprint: short_sha(&sha),
                     }),
-                    Err(p) => problems.push(p),
+                    Err(e) => problems.push(Problem::from(e)),
                 }
             }
         }
@@ -380,7 +380,7 @@ pub(super) fn cmd_export(
     for res in store.load_many(&ids, &identities) {
         match res {
             Ok(l) => docs.push(l.doc),
-            Err(p) => problems.push(p),
+            Err(e) => problems.push(Problem::from(e)),
         }
     }
     if !problems.is_empty() {

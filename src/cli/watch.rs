@@ -10,7 +10,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use meshseal::identity::IdentityError;
 use meshseal::problem::Problem;
 use meshseal::tokens::{self, TokenScope};
-use meshseal::watch::{self, WatchOptions, DEFAULT_LISTEN};
+use meshseal::serve::{self, WatchOptions, DEFAULT_LISTEN};
 
 use super::output::{self, say};
 use super::{Context, Result};
@@ -37,8 +37,12 @@ pub struct WatchArgs {
     /// Keep DIR/meshes/<mesh>/<name> and DIR/global/<name> files in step.
     #[arg(long = "materialize", value_name = "DIR")]
     pub materialize: Option<PathBuf>,
+    /// Accept a --materialize folder on a persistent (disk-backed) file
+    /// system: the plaintext files then stay at rest.
+    #[arg(long = "materialize-persistent", requires = "materialize")]
+    pub materialize_persistent: bool,
     /// Quiet time, in milliseconds, before a batch of file changes is applied.
-    #[arg(long = "debounce", value_name = "MS", default_value_t = watch::DEFAULT_DEBOUNCE_MS)]
+    #[arg(long = "debounce", value_name = "MS", default_value_t = serve::DEFAULT_DEBOUNCE_MS)]
     pub debounce: u64,
     /// Zone mode: this zone's name (with --zone-store).
     #[arg(long = "zone", value_name = "NAME", requires = "zone_store")]
@@ -90,40 +94,33 @@ fn init_logging(format: LogFormat) {
 pub(super) fn cmd_watch(ctx: &Context, args: WatchArgs) -> Result<ExitCode> {
     let identity_files = ctx.identity_files();
     if identity_files.is_empty() {
+        // A store that is not there is the first thing to say.
+        meshseal::store::Store::open(&ctx.repo)?;
         return Err(Problem::general(&IdentityError::NoneConfigured {
             default: meshseal::identity::default_path(),
         }));
     }
-    if args.once {
-        return once(ctx, &identity_files, &args);
-    }
-    init_logging(args.log_format);
-    watch::run(WatchOptions {
+    let options = WatchOptions {
         root: ctx.repo.clone(),
         identity_files,
         listen: args.listen,
         tokens: args.tokens,
         materialize: args.materialize,
+        materialize_persistent: args.materialize_persistent,
         debounce: Duration::from_millis(args.debounce),
         zone: args.zone.zip(args.zone_store),
-    })?;
+    };
+    if args.once {
+        return once(&options);
+    }
+    init_logging(args.log_format);
+    serve::run(options)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn once(ctx: &Context, identity_files: &[PathBuf], args: &WatchArgs) -> Result<ExitCode> {
+fn once(options: &WatchOptions) -> Result<ExitCode> {
     let start = Instant::now();
-    let identities = watch::load_identities(identity_files)?;
-    if let Some(path) = &args.tokens {
-        meshseal::tokens::Tokens::load(path)?;
-    }
-    let (_, repo) = watch::load(&ctx.repo, &identities)?;
-    let index = match &args.zone_store {
-        Some(dir) => {
-            let (_, zone) = watch::load(dir, &identities)?;
-            repo.with_zone(&zone, dir, 1)
-        }
-        None => repo,
-    };
+    let index = serve::once(options)?.index;
     let problems: Vec<Problem> = index.problems().cloned().collect();
     output::problems(&problems);
     for id in index.conflicts() {

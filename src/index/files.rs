@@ -5,7 +5,6 @@
 //! results are folded into the next generation a slice at a time.
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,8 +14,8 @@ use sha2::{Digest, Sha256};
 use super::{Entry, Index, Secret, UpdateKind, UpdateStats};
 use crate::identity::Identities;
 use crate::problem::Problem;
-use crate::scope::{StorePath, StrayReason};
-use crate::store::{Store, StoreError};
+use crate::scope::StorePath;
+use crate::store::{layout, Store};
 
 /// What the index knows about one file's current bytes.
 #[derive(Debug, Clone, Copy)]
@@ -142,27 +141,19 @@ fn examine(
     let what = StorePath::classify(rel);
     let id = match what {
         StorePath::Secret(id) => id,
-        StorePath::StraySecret { reason, .. } => {
+        what @ StorePath::StraySecret { .. } => {
             if fs::symlink_metadata(store.root().join(rel)).is_err() {
                 return FileResult::Gone;
             }
-            let message = match reason {
-                StrayReason::NotAge => {
-                    "not a secret: files in a secrets/ folder must be <name>.age".to_string()
-                }
-                StrayReason::BadName(e) => e.to_string(),
-            };
-            return FileResult::Failed(
-                Problem::new(Some(rel.to_path_buf()), "stray-file", message),
-                None,
-            );
+            let problem = layout::stray(&what).expect("a stray secret is a layout problem");
+            return FileResult::Failed(Problem::at(rel, &problem), None);
         }
         // Recipients, policies and other files are not the index's business.
         _ => return FileResult::Unchanged,
     };
     let bytes = match store.read_file(rel, store.config().max_file_bytes()) {
         Ok(b) => b,
-        Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return FileResult::Gone,
+        Err(e) if e.is_not_found() => return FileResult::Gone,
         Err(e) => return FileResult::Failed(Problem::at(rel, &e), None),
     };
     let sha: [u8; 32] = Sha256::digest(&bytes).into();
@@ -177,6 +168,6 @@ fn examine(
             doc: loaded.doc,
             file_sha256: sha,
         })),
-        Err(p) => FileResult::Failed(p, Some(sha)),
+        Err(e) => FileResult::Failed(Problem::from(e), Some(sha)),
     }
 }

@@ -2,7 +2,6 @@
 //! and, for each generation, which of their references do not resolve.
 
 use std::collections::BTreeSet;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,7 +9,7 @@ use super::{Index, UpdateStats};
 use crate::policy::Policy;
 use crate::problem::Problem;
 use crate::scope::StorePath;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 impl Index {
     /// The policies of a mesh (last good versions), sorted by path.
@@ -42,9 +41,9 @@ impl Index {
                 StorePath::Policy { mesh, name } => (mesh, Some(name)),
                 _ => continue,
             };
-            let bytes = match store.read_file(&rel, MAX_POLICY_BYTES) {
-                Ok(b) => b,
-                Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+            let text = match store.read_text(&rel) {
+                Ok(t) => t,
+                Err(e) if e.is_not_found() => {
                     self.policies.remove(&rel);
                     self.problems.remove(&rel);
                     continue;
@@ -54,7 +53,6 @@ impl Index {
                     continue;
                 }
             };
-            let text = String::from_utf8_lossy(&bytes);
             match Policy::parse(&text, &mesh, name.as_deref()) {
                 Ok(policy) => {
                     self.problems.remove(&rel);
@@ -97,9 +95,6 @@ impl Index {
             .collect();
     }
 }
-
-/// Largest policy file worth reading.
-const MAX_POLICY_BYTES: usize = 1024 * 1024;
 
 /// Whether a path is a policy file (`mesh.toml` or `policies/*.toml`).
 pub(super) fn is_policy(rel: &Path) -> bool {

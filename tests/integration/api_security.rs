@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::env::{b64, TestEnv};
 use crate::watcher::{http, json, served, Tokens, Watcher, DEADLINE};
-use meshseal::http::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
+use meshseal::serve::http::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 
 /// A request others make while an attack runs must be answered within this:
 /// far less than the header read timeout, which is how long a server that
@@ -276,7 +276,7 @@ fn revoked_token_is_refused_without_sighup() {
     w.eventually("the added token is accepted", |w| {
         w.get(pay, Some(&added)).0 == 200
     });
-    // A broken file keeps the previous tokens and is reported by name.
+    // A broken line is reported by name; the other lines' tokens stay.
     let good = fs::read_to_string(env.tokens_file()).unwrap();
     replace_atomically(&env.tokens_file(), &format!("{good}sha256:abc admin\n"));
     w.eventually("the broken tokens file is reported", |w| {
@@ -284,12 +284,28 @@ fn revoked_token_is_refused_without_sighup() {
         log.lines().any(|l| {
             l.contains("WARN")
                 && l.contains(&*env.tokens_file().to_string_lossy())
-                && l.contains("kept the previous tokens")
+                && l.contains("only the tokens of the file's valid lines are accepted")
                 && l.contains("meshseal token create")
         })
     });
     assert_eq!(w.get(pay, Some(&added)).0, 200);
     assert_eq!(w.get(pay, Some(&tokens.payments)).0, 401);
+    // Fail closed: a token whose line is removed while another line breaks
+    // stops working all the same (it used to keep the whole old file).
+    let without_added: String = good
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter(|l| !l.ends_with(" mesh:payments"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    replace_atomically(
+        &env.tokens_file(),
+        &format!("{without_added}this line is broken\n"),
+    );
+    w.eventually("the removed token is refused despite the broken line", |w| {
+        w.get(pay, Some(&added)).0 == 401
+    });
+    assert_eq!(w.get(pay, Some(&tokens.admin)).0, 200);
     // An in-place rewrite (no rename) is followed as well: revoke everything.
     fs::write(env.tokens_file(), "# no tokens\n").unwrap();
     w.eventually("an emptied file revokes every token", |w| {

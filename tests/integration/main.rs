@@ -25,4 +25,5 @@ mod hostile;
 mod interop;
 mod leaks;
 mod policies;
+mod root_swap;
 mod watch;

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use thiserror::Error;
 use walkdir::WalkDir;
 
 use crate::atomic;
@@ -23,77 +22,22 @@ use crate::confine::{ConfineError, Confined};
 use crate::document::Document;
 use crate::envelope::{self, Header, Metadata};
 use crate::identity::Identities;
-use crate::problem::{Diagnostic, Problem};
-use crate::recipients::{RecipientError, RecipientSet};
+use crate::recipients::RecipientSet;
 use crate::scope::{Scope, SecretId, StorePath};
+
+mod error;
+pub mod layout;
+
+pub use error::{
+    LoadError, Moved, OpenError, RecipientsError, ScanError, StoreError, WriteError,
+};
+
+/// The largest text file (policy, Mesh resource, recipients, writers,
+/// config) any reader accepts: one limit for every text file of a store.
+pub const MAX_TEXT_FILE_BYTES: usize = 1024 * 1024;
 
 /// Mode of secret files (ciphertext, meant for git).
 const SECRET_MODE: u32 = 0o644;
-
-/// Why a store operation failed (beyond document and envelope errors).
-#[derive(Debug, Error)]
-pub enum StoreError {
-    /// The directory is not a store.
-    #[error("not a meshseal store (no meshes/ or global/ folder)")]
-    NotAStore,
-    /// I/O failure.
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    /// A symlink where a regular file or folder belongs.
-    #[error("is a symlink: store files must be regular files inside the store")]
-    Symlink,
-    /// A FIFO, socket, device or folder where a file belongs.
-    #[error("is not a regular file")]
-    NotRegular,
-    /// The file exceeds what any valid secret needs.
-    #[error("file is {size} bytes, more than the {limit} bytes any valid secret needs")]
-    TooLarge {
-        /// Actual size.
-        size: u64,
-        /// Limit.
-        limit: usize,
-    },
-    /// Kuma's not-found text.
-    #[error("resource not found: {}", .0.kuma_ref())]
-    NotFound(SecretId),
-    /// Kuma's conflict text.
-    #[error("resource already exists: {}", .0.kuma_ref())]
-    AlreadyExists(SecretId),
-}
-
-impl Diagnostic for StoreError {
-    fn code(&self) -> &'static str {
-        match self {
-            StoreError::NotAStore => "not-a-store",
-            StoreError::Io(_) => "io",
-            StoreError::Symlink => "symlink",
-            StoreError::NotRegular => "not-regular-file",
-            StoreError::TooLarge { .. } => "too-large",
-            StoreError::NotFound(_) => "not-found",
-            StoreError::AlreadyExists(_) => "already-exists",
-        }
-    }
-
-    fn hint(&self) -> Option<String> {
-        match self {
-            StoreError::NotAStore => {
-                Some("run `meshseal init` here, or point -C/--repo at a store".to_string())
-            }
-            StoreError::Symlink => Some(
-                "replace the link with the file itself; meshseal never follows links out of the store"
-                    .to_string(),
-            ),
-            StoreError::AlreadyExists(_) => {
-                Some("use `meshseal apply` or `meshseal edit` to change it".to_string())
-            }
-            StoreError::NotFound(id) => Some(match &id.scope {
-                Scope::Global => "list global secrets with `meshseal get global-secrets`".to_string(),
-                Scope::Mesh(m) => format!("list the mesh's secrets with `meshseal get secrets -m {m}`"),
-            }),
-            _ => None,
-        }
-    }
-}
 
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,27 +94,43 @@ pub struct Store {
 
 impl Store {
     /// Opens an existing store.
-    pub fn open(root: impl Into<PathBuf>) -> Result<Store, Problem> {
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store, OpenError> {
         let root = root.into();
+        match fs::metadata(&root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(OpenError::NoSuchFolder {
+                    root,
+                    source: io::Error::from(io::ErrorKind::NotADirectory),
+                })
+            }
+            Err(source) => return Err(OpenError::NoSuchFolder { root, source }),
+        }
         if !root.join("meshes").is_dir() && !root.join("global").is_dir() {
-            return Err(Problem::at(&root, &StoreError::NotAStore));
+            return Err(OpenError::NotAStore { root });
         }
         Self::with_config(root)
     }
 
-    /// Opens a directory as a store even if it has no scopes yet.
-    pub fn with_config(root: PathBuf) -> Result<Store, Problem> {
-        let config_path = root.join(CONFIG_FILE);
-        let config = match fs::read_to_string(&config_path) {
-            Ok(text) => Config::parse(&text).map_err(|e| Problem::at(CONFIG_FILE, &e))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Config::default(),
-            Err(e) => return Err(Problem::at(CONFIG_FILE, &StoreError::Io(e))),
-        };
-        Ok(Store {
+    /// Opens a directory as a store even if it has no scopes yet. The config
+    /// file is read like every other store file: confined, bounded, never
+    /// through a link.
+    pub fn with_config(root: PathBuf) -> Result<Store, OpenError> {
+        let mut store = Store {
             files: Arc::new(Confined::new(root.clone())),
             root,
-            config,
-        })
+            config: Config::default(),
+        };
+        let file = PathBuf::from(CONFIG_FILE);
+        match store.read_text(&file) {
+            Ok(text) => {
+                store.config =
+                    Config::parse(&text).map_err(|source| OpenError::Config { file, source })?;
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(source) => return Err(OpenError::ReadConfig { file, source }),
+        }
+        Ok(store)
     }
 
     /// The root directory.
@@ -214,66 +174,62 @@ impl Store {
         Ok(bytes)
     }
 
+    /// Reads a text file below the root (a policy, the Mesh resource, a
+    /// recipients or config file): confined like every read, at most
+    /// [`MAX_TEXT_FILE_BYTES`], UTF-8 required.
+    pub fn read_text(&self, rel: &Path) -> Result<String, StoreError> {
+        text_from_bytes(self.read_file(rel, MAX_TEXT_FILE_BYTES)?)
+    }
+
     /// A scope's recipients. A missing file is an error naming it.
-    pub fn recipients(&self, scope: &Scope) -> Result<RecipientSet, Problem> {
-        let rel = scope.recipients_path();
-        let text = match self.read_file(&rel, 1024 * 1024) {
-            Ok(b) => b,
-            Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(
-                    Problem::at(&rel, &RecipientError::Missing).with_hint(format!(
-                        "add a recipient with `meshseal recipients add {}KEY`",
-                        scope_flag(scope)
-                    )),
-                )
+    pub fn recipients(&self, scope: &Scope) -> Result<RecipientSet, RecipientsError> {
+        let file = scope.recipients_path();
+        let text = match self.read_text(&file) {
+            Ok(t) => t,
+            Err(e) if e.is_not_found() => {
+                return Err(RecipientsError::Missing {
+                    file,
+                    scope: scope.clone(),
+                })
             }
-            Err(e) => return Err(Problem::at(&rel, &e)),
+            Err(source) => return Err(RecipientsError::Read { file, source }),
         };
-        let text = String::from_utf8(text).map_err(|_| {
-            Problem::at(
-                &rel,
-                &RecipientError::Invalid {
-                    reason: "not UTF-8 text".to_string(),
-                    line: None,
-                },
-            )
-        })?;
-        RecipientSet::parse(&text).map_err(|e| Problem::at(&rel, &e))
+        RecipientSet::parse(&text).map_err(|source| RecipientsError::Invalid { file, source })
     }
 
     /// The recipients file's text, or empty when it does not exist.
-    pub fn recipients_text(&self, scope: &Scope) -> Result<String, Problem> {
-        let rel = scope.recipients_path();
-        match self.read_file(&rel, 1024 * 1024) {
-            Ok(b) => String::from_utf8(b).map_err(|_| {
-                Problem::new(
-                    Some(rel),
-                    "invalid-recipient",
-                    "recipients file is not UTF-8 text",
-                )
-            }),
-            Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
-            Err(e) => Err(Problem::at(&rel, &e)),
+    pub fn recipients_text(&self, scope: &Scope) -> Result<String, RecipientsError> {
+        let file = scope.recipients_path();
+        match self.read_text(&file) {
+            Ok(t) => Ok(t),
+            Err(e) if e.is_not_found() => Ok(String::new()),
+            Err(source) => Err(RecipientsError::Read { file, source }),
         }
     }
 
     /// Replaces a scope's recipients file atomically.
-    pub fn write_recipients(&self, scope: &Scope, text: &str) -> Result<(), Problem> {
-        let rel = scope.recipients_path();
-        atomic::write(&self.root.join(&rel), text.as_bytes(), SECRET_MODE)
-            .map_err(|e| Problem::at(&rel, &StoreError::Io(e)))
+    pub fn write_recipients(&self, scope: &Scope, text: &str) -> Result<(), WriteError> {
+        let file = scope.recipients_path();
+        self.ensure_no_symlinks(&file)?;
+        atomic::write(&self.root.join(&file), text.as_bytes(), SECRET_MODE)
+            .map_err(|source| WriteError::Io { file, source })
     }
 
     /// Every file under `meshes/` and `global/`, sorted by path. Symlinks are
     /// reported, never followed.
-    pub fn scan(&self) -> Result<Vec<Entry>, Problem> {
+    pub fn scan(&self) -> Result<Vec<Entry>, ScanError> {
         self.files.reopen();
         let mut entries = Vec::new();
         for top in ["global", "meshes"] {
             let dir = self.root.join(top);
             match fs::symlink_metadata(&dir) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Problem::at(top, &StoreError::Io(e))),
+                Err(source) => {
+                    return Err(ScanError {
+                        file: PathBuf::from(top),
+                        source,
+                    })
+                }
                 Ok(m) if m.file_type().is_symlink() => {
                     entries.push(Entry {
                         rel: PathBuf::from(top),
@@ -290,12 +246,15 @@ impl Store {
                 .min_depth(1)
             {
                 let item = item.map_err(|e| {
-                    let path = e
+                    let file = e
                         .path()
                         .and_then(|p| p.strip_prefix(&self.root).ok())
                         .unwrap_or(Path::new(top))
                         .to_path_buf();
-                    Problem::new(Some(path), "io", e.to_string())
+                    ScanError {
+                        file,
+                        source: e.into(),
+                    }
                 })?;
                 let ft = item.file_type();
                 let rel = item
@@ -334,7 +293,7 @@ impl Store {
     }
 
     /// The secrets present, optionally only those of one scope, sorted.
-    pub fn secret_ids(&self, scope: Option<&Scope>) -> Result<Vec<SecretId>, Problem> {
+    pub fn secret_ids(&self, scope: Option<&Scope>) -> Result<Vec<SecretId>, ScanError> {
         let mut ids: Vec<SecretId> = match scope {
             // Fast path: list one folder rather than walk the store.
             Some(scope) => {
@@ -342,7 +301,12 @@ impl Store {
                 let read = match fs::read_dir(&dir) {
                     Ok(r) => r,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-                    Err(e) => return Err(Problem::at(scope.secrets_dir(), &StoreError::Io(e))),
+                    Err(source) => {
+                        return Err(ScanError {
+                            file: scope.secrets_dir(),
+                            source,
+                        })
+                    }
                 };
                 read.filter_map(Result::ok)
                     .filter_map(|e| {
@@ -373,26 +337,31 @@ impl Store {
     }
 
     /// Reads a secret's file (not decrypted).
-    pub fn read_secret_file(&self, id: &SecretId) -> Result<Vec<u8>, Problem> {
-        let rel = id.path();
-        self.read_file(&rel, self.config.max_file_bytes())
-            .map_err(|e| match e {
-                StoreError::Io(io) if io.kind() == io::ErrorKind::NotFound => {
-                    Problem::at(&rel, &StoreError::NotFound(id.clone()))
-                }
-                other => Problem::at(&rel, &other),
+    pub fn read_secret_file(&self, id: &SecretId) -> Result<Vec<u8>, LoadError> {
+        let file = id.path();
+        self.read_file(&file, self.config.max_file_bytes())
+            .map_err(|e| LoadError::Read {
+                source: if e.is_not_found() {
+                    StoreError::NotFound(id.clone())
+                } else {
+                    e
+                },
+                file,
             })
     }
 
     /// Reads the header of a secret without a key.
-    pub fn inspect(&self, id: &SecretId) -> Result<(Header, [u8; 32]), Problem> {
+    pub fn inspect(&self, id: &SecretId) -> Result<(Header, [u8; 32]), LoadError> {
         let bytes = self.read_secret_file(id)?;
-        let header = envelope::read_header(&bytes).map_err(|e| Problem::at(id.path(), &e))?;
+        let header = envelope::read_header(&bytes).map_err(|source| LoadError::Envelope {
+            file: id.path(),
+            source,
+        })?;
         Ok((header, Sha256::digest(&bytes).into()))
     }
 
     /// Reads, decrypts, parses and binds one secret.
-    pub fn load(&self, id: &SecretId, identities: &Identities) -> Result<Loaded, Problem> {
+    pub fn load(&self, id: &SecretId, identities: &Identities) -> Result<Loaded, LoadError> {
         let bytes = self.read_secret_file(id)?;
         self.open_bytes(id, &bytes, identities)
     }
@@ -404,24 +373,32 @@ impl Store {
         id: &SecretId,
         bytes: &[u8],
         identities: &Identities,
-    ) -> Result<Loaded, Problem> {
-        let rel = id.path();
+    ) -> Result<Loaded, LoadError> {
+        let file = || id.path();
         let (header, plaintext) =
-            envelope::open(bytes, identities, self.config.max_plaintext_bytes())
-                .map_err(|e| Problem::at(&rel, &e))?;
-        let doc = Document::parse(&plaintext, self.config.limits.max_data_bytes)
-            .map_err(|e| Problem::at(&rel, &e))?;
-        doc.bind(id).map_err(|e| Problem::at(&rel, &e))?;
+            envelope::open(bytes, identities, self.config.max_plaintext_bytes()).map_err(
+                |source| LoadError::Envelope {
+                    file: file(),
+                    source,
+                },
+            )?;
+        let doc = Document::parse(&plaintext, self.config.limits.max_data_bytes).map_err(
+            |source| LoadError::Document {
+                file: file(),
+                source,
+            },
+        )?;
+        doc.bind(id).map_err(|source| LoadError::Document {
+            file: file(),
+            source,
+        })?;
         if let Some(meta) = &header.metadata {
-            if &meta.id != id {
-                // The document binds but the header disagrees: the header was
-                // written by hand-crafted tooling. Refuse rather than guess.
-                return Err(Problem::new(
-                    Some(rel),
-                    "scope-mismatch",
-                    format!("header metadata says {} but the path says {id}", meta.id),
-                ));
-            }
+            // The document binds but the header disagrees: the header was
+            // written by hand-crafted tooling. Refuse rather than guess.
+            Moved::check(&meta.id, id).map_err(|source| LoadError::Moved {
+                file: file(),
+                source,
+            })?;
         }
         Ok(Loaded {
             doc,
@@ -435,7 +412,7 @@ impl Store {
         &self,
         ids: &[SecretId],
         identities: &Identities,
-    ) -> Vec<Result<Loaded, Problem>> {
+    ) -> Vec<Result<Loaded, LoadError>> {
         ids.par_iter().map(|id| self.load(id, identities)).collect()
     }
 
@@ -446,13 +423,16 @@ impl Store {
         &self,
         doc: &Document,
         identities: Option<&Identities>,
-    ) -> Result<WriteOutcome, Problem> {
+    ) -> Result<WriteOutcome, WriteError> {
         let id = &doc.id;
-        let rel = id.path();
+        let file = id.path();
         let recipients = self.recipients(&id.scope)?;
         recipients
             .require_some()
-            .map_err(|e| Problem::at(id.scope.recipients_path(), &e))?;
+            .map_err(|source| RecipientsError::Invalid {
+                file: id.scope.recipients_path(),
+                source,
+            })?;
         let fingerprint = recipients.fingerprint();
         let existed = self.exists(id);
         if existed {
@@ -475,10 +455,13 @@ impl Store {
         };
         let plaintext = doc.to_toml();
         let ciphertext = envelope::encrypt(plaintext.as_bytes(), &recipients, &metadata)
-            .map_err(|e| Problem::at(&rel, &e))?;
+            .map_err(|source| WriteError::Encrypt {
+                file: file.clone(),
+                source,
+            })?;
         self.check_writable(id)?;
-        atomic::write(&self.root.join(&rel), &ciphertext, SECRET_MODE)
-            .map_err(|e| Problem::at(&rel, &StoreError::Io(e)))?;
+        atomic::write(&self.root.join(&file), &ciphertext, SECRET_MODE)
+            .map_err(|source| WriteError::Io { file, source })?;
         Ok(if existed {
             WriteOutcome::Updated
         } else {
@@ -487,40 +470,55 @@ impl Store {
     }
 
     /// Removes a secret's file.
-    pub fn delete(&self, id: &SecretId) -> Result<(), Problem> {
-        let rel = id.path();
+    pub fn delete(&self, id: &SecretId) -> Result<(), WriteError> {
+        let file = id.path();
         if !self.exists(id) {
-            return Err(Problem::at(&rel, &StoreError::NotFound(id.clone())));
+            return Err(WriteError::Refused {
+                file,
+                source: StoreError::NotFound(id.clone()),
+            });
         }
-        self.ensure_no_symlinks(&rel)?;
-        atomic::remove(&self.root.join(&rel)).map_err(|e| Problem::at(&rel, &StoreError::Io(e)))
+        self.ensure_no_symlinks(&file)?;
+        atomic::remove(&self.root.join(&file)).map_err(|source| WriteError::Io { file, source })
     }
 
     /// Refuses a secret path that a write would follow out of the store: a
     /// symlinked folder on the way, or a symlink (or non-file) at the target.
-    pub fn check_writable(&self, id: &SecretId) -> Result<(), Problem> {
-        let rel = id.path();
-        self.ensure_no_symlinks(&rel)?;
-        match fs::symlink_metadata(self.root.join(&rel)) {
-            Ok(m) if !m.is_file() => Err(Problem::at(&rel, &StoreError::NotRegular)),
+    pub fn check_writable(&self, id: &SecretId) -> Result<(), WriteError> {
+        let file = id.path();
+        self.ensure_no_symlinks(&file)?;
+        match fs::symlink_metadata(self.root.join(&file)) {
+            Ok(m) if !m.is_file() => Err(WriteError::Refused {
+                file,
+                source: StoreError::NotRegular,
+            }),
             _ => Ok(()),
         }
     }
 
     /// Refuses to write through a symlinked folder (or onto a symlink).
-    fn ensure_no_symlinks(&self, rel: &Path) -> Result<(), Problem> {
+    fn ensure_no_symlinks(&self, rel: &Path) -> Result<(), WriteError> {
         let mut path = self.root.clone();
         for c in rel.components() {
             path.push(c);
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.file_type().is_symlink() => {
-                    return Err(Problem::at(rel, &StoreError::Symlink))
+                    return Err(WriteError::Refused {
+                        file: rel.to_path_buf(),
+                        source: StoreError::Symlink,
+                    })
                 }
                 _ => {}
             }
         }
         Ok(())
     }
+}
+
+/// The text of a file read as bytes (from the working tree or the git
+/// index): UTF-8 or refused, by one rule.
+pub fn text_from_bytes(bytes: Vec<u8>) -> Result<String, StoreError> {
+    String::from_utf8(bytes).map_err(|_| StoreError::NotUtf8)
 }
 
 /// `-m MESH ` or `--global ` for hints.

@@ -3,7 +3,7 @@
 //! slowly, never finishes it, sends huge headers, or opens connections by
 //! the thousand costs a bounded amount of memory and time and cannot keep
 //! others from being served. One thread serves every connection; no request
-//! waits on another. The routes are [`crate::api`]'s.
+//! waits on another. The routes are [`super::api`]'s.
 
 use std::collections::VecDeque;
 use std::future::Future;

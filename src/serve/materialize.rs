@@ -10,10 +10,40 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use thiserror::Error;
+
 use crate::atomic;
 use crate::index::Index;
-use crate::problem::Problem;
+use crate::problem::Diagnostic;
 use crate::scope::{Scope, SecretId};
+
+/// A materialized file or folder could not be written or removed.
+#[derive(Debug, Error)]
+#[error("{source}")]
+pub struct MaterializeError {
+    /// The file or folder.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: io::Error,
+}
+
+impl Diagnostic for MaterializeError {
+    fn code(&self) -> &'static str {
+        "materialize"
+    }
+
+    fn file(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+}
+
+fn failed(path: &Path) -> impl FnOnce(io::Error) -> MaterializeError + '_ {
+    move |source| MaterializeError {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// Mode of materialized files.
 pub const FILE_MODE: u32 = 0o400;
@@ -37,9 +67,9 @@ pub struct SyncReport {
 
 impl Materializer {
     /// A materializer writing below `dir` (created 0700 if missing).
-    pub fn new(dir: impl Into<PathBuf>) -> Result<Materializer, Problem> {
+    pub fn new(dir: impl Into<PathBuf>, _allow_persistent: bool) -> Result<Materializer, MaterializeError> {
         let dir = dir.into();
-        make_private_dir(&dir).map_err(|e| io_problem(&dir, e))?;
+        make_private_dir(&dir).map_err(failed(&dir))?;
         Ok(Materializer { dir })
     }
 
@@ -54,7 +84,7 @@ impl Materializer {
     /// Brings the folder in step with `new`. With `old`, only secrets whose
     /// file changed are rewritten; without, everything is written and files
     /// the index does not know are removed (a start after a stop).
-    pub fn sync(&self, old: Option<&Index>, new: &Index) -> (SyncReport, Vec<Problem>) {
+    pub fn sync(&self, old: Option<&Index>, new: &Index) -> (SyncReport, Vec<MaterializeError>) {
         let mut report = SyncReport::default();
         let mut problems = Vec::new();
         for secret in new.secrets() {
@@ -72,7 +102,7 @@ impl Materializer {
             }
             match self.write(&path, secret.doc.data.expose()) {
                 Ok(()) => report.written += 1,
-                Err(e) => problems.push(io_problem(&path, e)),
+                Err(e) => problems.push(failed(&path)(e)),
             }
         }
         match old {
@@ -84,7 +114,7 @@ impl Materializer {
                         match remove(&path) {
                             Ok(true) => report.removed += 1,
                             Ok(false) => {}
-                            Err(e) => problems.push(io_problem(&path, e)),
+                            Err(e) => problems.push(failed(&path)(e)),
                         }
                     }
                 }
@@ -114,7 +144,7 @@ impl Materializer {
 
     /// Removes files below DIR/meshes and DIR/global that name no secret of
     /// the index.
-    fn remove_unknown(&self, index: &Index) -> Result<usize, Problem> {
+    fn remove_unknown(&self, index: &Index) -> Result<usize, MaterializeError> {
         let mut removed = 0;
         for top in ["global", "meshes"] {
             let base = self.dir.join(top);
@@ -125,8 +155,10 @@ impl Materializer {
                 .min_depth(1)
                 .follow_links(false)
             {
-                let item =
-                    item.map_err(|e| Problem::new(Some(base.clone()), "io", e.to_string()))?;
+                let item = item.map_err(|e| MaterializeError {
+                    path: e.path().unwrap_or(&base).to_path_buf(),
+                    source: e.into(),
+                })?;
                 if item.file_type().is_dir() {
                     continue;
                 }
@@ -134,7 +166,7 @@ impl Materializer {
                     .id_of(item.path())
                     .is_some_and(|id| index.get(&id).is_some());
                 if !known {
-                    remove(item.path()).map_err(|e| io_problem(item.path(), e))?;
+                    remove(item.path()).map_err(failed(item.path()))?;
                     removed += 1;
                 }
             }
@@ -192,8 +224,4 @@ fn remove(path: &Path) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
-}
-
-fn io_problem(path: &Path, e: io::Error) -> Problem {
-    Problem::new(Some(path.to_path_buf()), "materialize", e.to_string())
 }

@@ -23,10 +23,9 @@
 //! cannot probe for the names of secrets it may not read.
 //!
 //! The server under these routes, and its limits on slow, oversized and
-//! numerous clients, is [`crate::http`]'s; bodies are refused here
+//! numerous clients, is [`super::http`]'s; bodies are refused here
 //! ([`MAX_BODY_BYTES`]).
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -61,6 +60,8 @@ pub struct ApiState {
     /// The accepted tokens (swapped when the tokens file changes, and on
     /// SIGHUP).
     pub tokens: Arc<ArcSwap<Tokens>>,
+    /// Where each store's root stands (`present`, or `missing` since when).
+    pub roots: Arc<ArcSwap<Vec<super::sources::RootStatus>>>,
 }
 
 /// The router with every route.
@@ -81,14 +82,14 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes (see [`crate::http`]
+/// Serves the API on `listener` until `shutdown` completes (see [`super::http`]
 /// for the limits that keep hostile clients from starving others).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    crate::http::serve(listener, router(state), shutdown).await
+    super::http::serve(listener, router(state), shutdown).await
 }
 
 /// Refuses request bodies the API would never read: larger than
@@ -524,6 +525,7 @@ async fn status(State(state): State<ApiState>, headers: HeaderMap) -> Response {
             "problems": problems,
             "stale": stale,
             "conflicts": conflicts,
+            "roots": serde_json::to_value(&**state.roots.load()).unwrap_or(Value::Null),
         }),
     )
 }
@@ -544,87 +546,7 @@ async fn ready(State(state): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    let index = state.index.load();
-    let c = index.counters();
-    let global = index.scope_secrets(&Scope::Global).count();
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{labels} {v}");
-        }
-    };
-    metric(
-        "meshseal_index_generation",
-        "gauge",
-        "Generation of the published index (1 after the cold load).",
-        &[("", index.generation() as f64)],
-    );
-    metric(
-        "meshseal_secrets",
-        "gauge",
-        "Secrets in the index.",
-        &[
-            ("{scope=\"mesh\"}", (index.len() - global) as f64),
-            ("{scope=\"global\"}", global as f64),
-        ],
-    );
-    metric(
-        "meshseal_meshes",
-        "gauge",
-        "Meshes with at least one secret.",
-        &[("", index.meshes().len() as f64)],
-    );
-    metric(
-        "meshseal_problems",
-        "gauge",
-        "Files whose current version failed to load (the last good version is served).",
-        &[("", index.problem_count() as f64)],
-    );
-    metric(
-        "meshseal_stale_secrets",
-        "gauge",
-        "Secrets encrypted to a recipient set other than their scope's current one.",
-        &[("", index.stale().count() as f64)],
-    );
-    metric(
-        "meshseal_cold_load_seconds",
-        "gauge",
-        "Duration of the initial full load.",
-        &[("", c.cold_load.as_secs_f64())],
-    );
-    metric(
-        "meshseal_last_reload_seconds",
-        "gauge",
-        "Duration of the latest update or rescan.",
-        &[("", c.last_update.as_secs_f64())],
-    );
-    metric(
-        "meshseal_reloads_total",
-        "counter",
-        "Index updates after the cold load.",
-        &[("", c.updates as f64)],
-    );
-    metric(
-        "meshseal_rescans_total",
-        "counter",
-        "Full rescans after the cold load.",
-        &[("", c.rescans as f64)],
-    );
-    metric(
-        "meshseal_load_errors_total",
-        "counter",
-        "New file versions that failed to load.",
-        &[("", c.load_errors as f64)],
-    );
-    metric(
-        "meshseal_decrypted_total",
-        "counter",
-        "Files decrypted since start.",
-        &[("", c.decrypted as f64)],
-    );
-    let mut r = (StatusCode::OK, out).into_response();
+    let mut r = (StatusCode::OK, super::metrics::render(&state.index.load())).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

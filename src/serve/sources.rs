@@ -1,0 +1,305 @@
+//! The stores a watcher serves from: the repository's, and in zone mode a
+//! zone-local store merged over it. `watch --once` and the long-running
+//! watcher open them the same way ([`Sources::open`]), so both canonicalize
+//! the roots, refuse overlapping stores and merge by the same rule.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tracing::{info, warn};
+
+use crate::identity::Identities;
+use crate::index::Index;
+use crate::problem::Problem;
+use crate::store::Store;
+
+use super::error::{log_problem, ServeError};
+
+/// Loads identity files, naming the one that fails.
+pub fn load_identities(files: &[PathBuf]) -> Result<Identities, ServeError> {
+    Identities::load(files).map_err(|(file, source)| ServeError::Identity { file, source })
+}
+
+/// Opens the store and loads it once.
+pub fn load(root: &Path, identities: &Identities) -> Result<(Store, Index), ServeError> {
+    let store = Store::open(root)?;
+    let index = Index::load(&store, identities)?;
+    Ok((store, index))
+}
+
+/// One store and its current index.
+pub struct Source {
+    /// The root as given: possibly a link that is swapped (git-sync's
+    /// `--link`, a Kubernetes volume's `..data`).
+    pub given: PathBuf,
+    /// What it resolved to last: the store's canonical root.
+    pub root: PathBuf,
+    /// The store.
+    pub store: Store,
+    /// Its latest index.
+    pub index: Arc<Index>,
+    /// Since when the root has been gone (the last good index stays served).
+    pub missing_since: Option<SystemTime>,
+}
+
+/// What became of a store's root since the last look.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RootChange {
+    /// It resolves where it did.
+    Same,
+    /// It now resolves elsewhere (a link was swapped), or came back: the
+    /// index must be rebuilt from the new tree (unchanged files are reused
+    /// by content hash).
+    Moved {
+        /// The previous root.
+        from: PathBuf,
+        /// Whether it had been missing.
+        returned: bool,
+    },
+    /// It just went missing (or is no store any more): nothing of the old
+    /// tree is dropped.
+    Missing {
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// It was missing and still is.
+    StillMissing,
+    /// It now points outside the folder its links may point into.
+    Refused {
+        /// Where it points.
+        target: PathBuf,
+    },
+}
+
+impl Source {
+    fn open(given: &Path, identities: &Identities) -> Result<Source, ServeError> {
+        let root = canonical(given)?;
+        let (store, index) = load(&root, identities)?;
+        Ok(Source {
+            given: given.to_path_buf(),
+            root,
+            store,
+            index: Arc::new(index),
+            missing_since: None,
+        })
+    }
+
+    /// Resolves the given root again. A root that moved is reopened (the
+    /// caller rescans it); one that vanished, or no longer holds a store,
+    /// keeps everything as it was.
+    pub fn follow_root(&mut self) -> RootChange {
+        let target = match fs::canonicalize(&self.given) {
+            Ok(t) => t,
+            Err(e) => return self.missing(format!("cannot resolve: {e}")),
+        };
+        if target == self.root && self.missing_since.is_none() {
+            return RootChange::Same;
+        }
+        if target != self.root && !self.may_move_to(&target) {
+            return RootChange::Refused { target };
+        }
+        let store = match Store::open(&target) {
+            Ok(s) => s,
+            Err(e) => return self.missing(Problem::from(e).message),
+        };
+        let from = std::mem::replace(&mut self.root, target);
+        self.store = store;
+        let returned = self.missing_since.take().is_some();
+        RootChange::Moved { from, returned }
+    }
+
+    /// A swapped link may point anywhere below the folder that holds the
+    /// link (git-sync's `.worktrees/`), or beside its first target (a
+    /// Kubernetes volume's `..2026_12_01_...` folders); nowhere else.
+    fn may_move_to(&self, target: &Path) -> bool {
+        let link_folder = self
+            .given
+            .parent()
+            .and_then(|p| fs::canonicalize(if p.as_os_str().is_empty() { Path::new(".") } else { p }).ok());
+        let beside = self.root.parent().is_some_and(|p| target.parent() == Some(p));
+        beside || link_folder.is_some_and(|f| target.starts_with(f))
+    }
+
+    fn missing(&mut self, reason: String) -> RootChange {
+        if self.missing_since.is_some() {
+            return RootChange::StillMissing;
+        }
+        self.missing_since = Some(SystemTime::now());
+        RootChange::Missing { reason }
+    }
+
+    /// Whether the root is usable now.
+    pub fn is_present(&self) -> bool {
+        self.missing_since.is_none()
+    }
+}
+
+/// Zone mode: the zone's name and its zone-local store.
+pub struct Zone {
+    /// The zone's name.
+    pub name: String,
+    /// The zone-local store.
+    pub source: Source,
+}
+
+/// The stores the update thread keeps indexes of, and the view it publishes.
+pub struct Sources {
+    /// The repository's store.
+    pub repo: Source,
+    /// The zone-local store, in zone mode.
+    pub zone: Option<Zone>,
+    /// Generation counter of merged views (zone mode only).
+    generation: u64,
+}
+
+fn canonical(dir: &Path) -> Result<PathBuf, ServeError> {
+    fs::canonicalize(dir).map_err(|source| ServeError::Folder {
+        dir: dir.to_path_buf(),
+        source,
+    })
+}
+
+impl Sources {
+    /// Opens and loads the repository's store and, in zone mode, the zone's.
+    pub fn open(
+        root: &Path,
+        zone: Option<(&str, &Path)>,
+        identities: &Identities,
+    ) -> Result<Sources, ServeError> {
+        let repo = Source::open(root, identities)?;
+        let zone = match zone {
+            Some((name, dir)) => {
+                let zone_root = canonical(dir)?;
+                if zone_root.starts_with(&repo.root) || repo.root.starts_with(&zone_root) {
+                    return Err(ServeError::ZoneOverlap {
+                        dir: dir.to_path_buf(),
+                    });
+                }
+                Some(Zone {
+                    name: name.to_string(),
+                    source: Source::open(dir, identities)?,
+                })
+            }
+            None => None,
+        };
+        Ok(Sources {
+            repo,
+            zone,
+            generation: 0,
+        })
+    }
+
+    /// The index to publish: the repository's, or in zone mode the merge.
+    pub fn view(&mut self) -> Arc<Index> {
+        match &self.zone {
+            None => Arc::clone(&self.repo.index),
+            Some(z) => {
+                self.generation += 1;
+                Arc::new(
+                    self.repo
+                        .index
+                        .with_zone(&z.source.index, &z.source.root, self.generation),
+                )
+            }
+        }
+    }
+
+    /// The zone's name, in zone mode.
+    pub fn zone_name(&self) -> Option<&str> {
+        self.zone.as_ref().map(|z| z.name.as_str())
+    }
+
+    /// Every store, the repository's first, with its name for logs.
+    pub fn all(&self) -> Vec<(&'static str, &Source)> {
+        let mut all = vec![("repository", &self.repo)];
+        all.extend(self.zone.as_ref().map(|z| ("zone", &z.source)));
+        all
+    }
+
+    /// Every store, mutably.
+    pub fn all_mut(&mut self) -> Vec<(&'static str, &mut Source)> {
+        let mut all = vec![("repository", &mut self.repo)];
+        all.extend(self.zone.as_mut().map(|z| ("zone", &mut z.source)));
+        all
+    }
+
+    /// Logs the cold load of each store.
+    pub fn log_loaded(&self) {
+        log_loaded(&self.repo.index, "repository");
+        if let Some(z) = &self.zone {
+            log_loaded(&z.source.index, "zone");
+        }
+    }
+}
+
+fn log_loaded(index: &Index, source: &str) {
+    info!(
+        store = source,
+        generation = index.generation(),
+        secrets = index.len(),
+        meshes = index.meshes().len(),
+        problems = index.problem_count(),
+        duration_ms = millis(index.counters().cold_load),
+        "store loaded"
+    );
+    for p in index.problems() {
+        log_problem(p, "not served");
+    }
+}
+
+/// Where one store's root stands, for `/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RootStatus {
+    /// `repository` or `zone`.
+    pub store: &'static str,
+    /// The root as given.
+    pub path: PathBuf,
+    /// `present`, or `missing` (the last good index is served).
+    pub state: &'static str,
+    /// Since when it has been missing (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+impl Sources {
+    /// Where every store's root stands.
+    pub fn status(&self) -> Vec<RootStatus> {
+        self.all()
+            .into_iter()
+            .map(|(store, s)| RootStatus {
+                store,
+                path: s.given.clone(),
+                state: if s.is_present() { "present" } else { "missing" },
+                since: s.missing_since.map(rfc3339),
+            })
+            .collect()
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Logs the conflicts of `new` that `old` did not have, with Kuma's text.
+pub fn log_conflicts(old: Option<&Index>, new: &Index, zone: Option<&str>) {
+    for id in new.conflicts() {
+        if old.is_some_and(|o| o.conflicts().contains(id)) {
+            continue;
+        }
+        warn!(
+            zone = zone.unwrap_or(""),
+            "resource already exists: {}: the zone-local secret is kept",
+            id.kuma_ref()
+        );
+    }
+}
+
+/// A duration in milliseconds, rounded to the microsecond for logs (a raw
+/// `f64` prints as `0.40687900000000005`).
+pub fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}

@@ -1,0 +1,215 @@
+//! A store root that is a link swapped to a new tree (git-sync's `--link`,
+//! a Kubernetes volume's `..data`), or that vanishes for a while: the watcher
+//! follows the new tree, decrypts only what changed, and never serves an
+//! index that lost secrets because the old tree went away (SPEC 11).
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::env::{b64, spawnable, TestEnv};
+use crate::watcher::{json, served, Watcher};
+
+/// A copy of the test store at `dir` (same files, same bytes).
+fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+}
+
+/// Points `link` at `target` atomically, as git-sync does: a new link
+/// renamed over the old one.
+fn swap_link(link: &Path, target: &Path) {
+    // Kubernetes' atomic writer names it `..data_tmp`.
+    let mut tmp = link.as_os_str().to_owned();
+    tmp.push("_tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = fs::remove_file(&tmp);
+    symlink(target, &tmp).unwrap();
+    fs::rename(&tmp, link).unwrap();
+}
+
+struct Swapped {
+    env: TestEnv,
+    admin: String,
+    base: PathBuf,
+    link: PathBuf,
+    watcher: Watcher,
+}
+
+/// A watcher on `base/<link_name>` -> `base/<first>`, a copy of a store with
+/// secrets `a`, `b` and `c` in mesh `payments`.
+fn watcher_on_link(link_name: &str, first: &str) -> Swapped {
+    let (env, tokens) = TestEnv::serving();
+    for (name, value) in [("a", "one"), ("b", "two"), ("c", "three")] {
+        env.set("payments", name, value);
+    }
+    let base = env.tmp().join("sync");
+    fs::create_dir_all(&base).unwrap();
+    copy_tree(&env.root, &base.join(first));
+    let link = base.join(link_name);
+    symlink(base.join(first), &link).unwrap();
+    let tokens_file = env.tokens_file();
+    let watcher = Watcher::start(spawnable(env.kcmd_at(&link).args([
+        "watch",
+        "--listen",
+        "127.0.0.1:0",
+        "--tokens",
+        tokens_file.to_str().unwrap(),
+        "--debounce",
+        "50",
+    ])));
+    assert_eq!(served(&watcher, &tokens.admin, "payments", "a").as_deref(), Some(b64("one").as_str()));
+    Swapped {
+        env,
+        admin: tokens.admin,
+        base,
+        link,
+        watcher,
+    }
+}
+
+impl Swapped {
+    /// A new tree `name`: a copy of `from` with secret `a` set to `value`.
+    fn new_tree(&self, from: &str, name: &str, value: &str) -> PathBuf {
+        let tree = self.base.join(name);
+        copy_tree(&self.base.join(from), &tree);
+        self.env.set_in(&tree, "payments", "a", value);
+        tree
+    }
+
+    fn serves(&self, name: &str, value: &str) -> bool {
+        served(&self.watcher, &self.admin, "payments", name).as_deref() == Some(b64(value).as_str())
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let (code, body) = self.watcher.get("/status", Some(&self.admin));
+        assert_eq!(code, 200, "{body}");
+        json(&body)
+    }
+}
+
+/// The `decrypted=N` of the last `index updated` line of the log.
+fn last_decrypted(log: &str) -> Option<usize> {
+    log.lines()
+        .rev()
+        .find(|l| l.contains("index updated"))
+        .and_then(|l| l.split("decrypted=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+#[test]
+fn a_git_sync_swap_is_followed_with_only_changed_files_decrypted() {
+    let s = watcher_on_link("current", "wt-1");
+    let wt2 = s.new_tree("wt-1", "wt-2", "uno");
+    swap_link(&s.link, &wt2);
+    // git-sync removes the old worktree right after the swap.
+    fs::remove_dir_all(s.base.join("wt-1")).unwrap();
+    s.watcher
+        .eventually("the new tree's value", |_| s.serves("a", "uno"));
+    assert!(s.serves("b", "two") && s.serves("c", "three"), "{}", s.watcher.log());
+    let log = s.watcher.log();
+    assert!(log.contains("store root swapped"), "{log}");
+    assert_eq!(last_decrypted(&log), Some(1), "only `a` changed:\n{log}");
+    assert!(!log.contains("secret removed"), "nothing was removed:\n{log}");
+
+    // A second swap is followed too.
+    let wt3 = s.new_tree("wt-2", "wt-3", "eins");
+    swap_link(&s.link, &wt3);
+    fs::remove_dir_all(&wt2).unwrap();
+    s.watcher
+        .eventually("the third tree's value", |_| s.serves("a", "eins"));
+    assert!(s.serves("b", "two"));
+    assert_eq!(last_decrypted(&s.watcher.log()), Some(1));
+    assert_eq!(s.status()["roots"][0]["state"], "present");
+}
+
+#[test]
+fn a_kubernetes_data_swap_is_followed() {
+    let s = watcher_on_link("..data", "..2026_12_01_00_00_00.1");
+    let next = s.new_tree("..2026_12_01_00_00_00.1", "..2026_12_01_00_05_00.2", "uno");
+    swap_link(&s.link, &next);
+    fs::remove_dir_all(s.base.join("..2026_12_01_00_00_00.1")).unwrap();
+    s.watcher
+        .eventually("the new volume's value", |_| s.serves("a", "uno"));
+    assert!(s.serves("b", "two") && s.serves("c", "three"));
+}
+
+#[test]
+fn a_vanished_root_keeps_the_last_good_index_until_it_returns() {
+    let s = watcher_on_link("current", "wt-1");
+    // The tree goes away and the link dangles.
+    fs::remove_dir_all(s.base.join("wt-1")).unwrap();
+    s.watcher.eventually("the root reported missing", |_| {
+        s.status()["roots"][0]["state"] == "missing"
+    });
+    let status = s.status();
+    assert!(status["roots"][0]["since"].is_string(), "{status}");
+    assert!(s.serves("a", "one") && s.serves("b", "two"), "{}", s.watcher.log());
+    assert!(s.watcher.log().contains("store root is gone"), "{}", s.watcher.log());
+    assert!(!s.watcher.log().contains("secret removed"));
+
+    // It comes back, elsewhere: followed again.
+    let back = s.base.join("wt-2");
+    copy_tree(&s.env.root, &back);
+    s.env.set_in(&back, "payments", "a", "again");
+    swap_link(&s.link, &back);
+    s.watcher
+        .eventually("the returned tree's value", |_| s.serves("a", "again"));
+    assert_eq!(s.status()["roots"][0]["state"], "present");
+    assert!(s.watcher.log().contains("store root is back"));
+}
+
+#[test]
+fn a_link_swapped_out_of_its_folder_is_not_followed() {
+    let s = watcher_on_link("current", "wt-1");
+    let elsewhere = s.env.tmp().join("elsewhere");
+    copy_tree(&s.base.join("wt-1"), &elsewhere);
+    s.env.set_in(&elsewhere, "payments", "a", "planted");
+    swap_link(&s.link, &elsewhere);
+    s.watcher.eventually("a refusal in the log", |w| {
+        w.log().contains("points outside the folder")
+    });
+    assert!(s.serves("a", "one"), "{}", s.watcher.log());
+}
+
+/// How many inotify watches a process holds (every `inotify wd:` line of
+/// its descriptors' fdinfo).
+fn inotify_watches(pid: u32) -> usize {
+    let mut count = 0;
+    for entry in fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
+        if let Ok(info) = fs::read_to_string(entry.path()) {
+            count += info.lines().filter(|l| l.starts_with("inotify wd:")).count();
+        }
+    }
+    count
+}
+
+#[test]
+fn a_symlinked_folder_in_the_store_is_never_watched_into() {
+    let (env, tokens) = TestEnv::serving();
+    env.set("payments", "a", "one");
+    let w = env.watch(&[]);
+    let before = inotify_watches(w.child.id());
+    drop(w);
+    // A committed `meshes/x -> /usr`: 60 folders behind the link.
+    let outside = env.tmp().join("outside");
+    for i in 0..60 {
+        fs::create_dir_all(outside.join(format!("d{i}")).join("sub")).unwrap();
+    }
+    symlink(&outside, env.root.join("meshes").join("planted")).unwrap();
+    let w = env.watch(&[]);
+    assert!(served(&w, &tokens.admin, "payments", "a").is_some());
+    let after = inotify_watches(w.child.id());
+    assert!(
+        after <= before + 1,
+        "watches grew from {before} to {after}: the link's target was watched into\n{}",
+        w.log()
+    );
+}
