@@ -1,0 +1,88 @@
+//! API reads: latency and throughput of one keep-alive connection, next to
+//! an echo server that answers with the same bytes (the floor).
+
+use std::time::{Duration, Instant};
+
+use crate::client::{self, Client};
+use crate::report::{count, median, percentile, us, verdict, Row};
+use crate::{gen, Bench};
+
+impl Bench {
+    pub fn api_latency(&mut self, client: &mut Client, path: &str, n: usize) {
+        let (_, body) = client.get(path).expect("read");
+        let floor_addr = client::echo_server(body).expect("floor server");
+        let mut floor = Client::connect(floor_addr, "floor").expect("connect to the floor");
+        for _ in 0..self.options.requests / 10 {
+            client.get(path).expect("warm-up read");
+            floor.get(path).expect("warm-up read");
+        }
+        let requests = self.options.requests;
+        let time_run = |client: &mut Client| {
+            let mut latencies = Vec::with_capacity(requests);
+            let start = Instant::now();
+            for _ in 0..requests {
+                let t = Instant::now();
+                let (status, _) = client.get(path).expect("read");
+                latencies.push(t.elapsed());
+                assert_eq!(status, 200);
+            }
+            let per_request = start.elapsed() / requests as u32;
+            latencies.sort();
+            [
+                percentile(&latencies, 50.0),
+                percentile(&latencies, 99.0),
+                per_request,
+            ]
+        };
+        let mut ours: [Vec<Duration>; 3] = Default::default();
+        let mut theirs: [Vec<Duration>; 3] = Default::default();
+        for run in 0..self.options.runs {
+            let (a, b) = if run % 2 == 0 {
+                let a = time_run(client);
+                (a, time_run(&mut floor))
+            } else {
+                let b = time_run(&mut floor);
+                (time_run(client), b)
+            };
+            for k in 0..3 {
+                ours[k].push(a[k]);
+                theirs[k].push(b[k]);
+            }
+        }
+        let [p50, p99, per_request] = ours.map(|mut v| median(&mut v));
+        let [floor_p50, floor_p99, floor_per_request] = theirs.map(|mut v| median(&mut v));
+        self.rows.push(Row {
+            measurement: format!(
+                "API read of one secret, keep-alive, p50 (p99 {:.0} µs, floor p99 {:.0} µs; {} requests x {} runs)",
+                us(p99),
+                us(floor_p99),
+                self.options.requests,
+                self.options.runs
+            ),
+            secrets: count(n),
+            meshseal: format!("{:.0} µs", us(p50)),
+            reference: format!("floor {:.0} µs", us(floor_p50)),
+            ratio: format!("+{:.0} µs", us(p50.saturating_sub(floor_p50))),
+            target: "p50 < 100 µs".into(),
+            result: verdict(p50 < Duration::from_micros(100), true),
+        });
+        self.rows.push(Row {
+            measurement: "API throughput, one keep-alive connection, sequential".into(),
+            secrets: count(n),
+            meshseal: format!("{:.0} req/s", 1.0 / per_request.as_secs_f64()),
+            reference: format!("floor {:.0} req/s", 1.0 / floor_per_request.as_secs_f64()),
+            ratio: "-".into(),
+            target: "-".into(),
+            result: "info".into(),
+        });
+    }
+}
+
+pub fn secret_path(i: usize) -> String {
+    let id = gen::secret_id(i);
+    format!(
+        "{}/secrets/{}",
+        id.scope.mesh_name().expect("mesh scope"),
+        id.name
+    )
+}
