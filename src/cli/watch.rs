@@ -51,6 +51,23 @@ pub struct WatchArgs {
     /// the repository's; on a name conflict the zone-local secret is kept.
     #[arg(long = "zone-store", value_name = "DIR", requires = "zone")]
     pub zone_store: Option<PathBuf>,
+    /// Serve `/metrics` without a token (it needs one by default).
+    #[arg(long = "public-metrics")]
+    pub public_metrics: bool,
+    /// Append one JSON line per secret or policy request (token digest
+    /// prefix, scope, resource, result; never data) to FILE.
+    #[arg(long = "audit", value_name = "FILE")]
+    pub audit: Option<PathBuf>,
+    /// Serve the API over TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address beyond loopback (tokens and secrets
+    /// then cross the network in clear).
+    #[arg(long = "insecure-listen", conflicts_with = "tls_cert")]
+    pub insecure_listen: bool,
     /// Load and validate once, print a summary, exit 0 if all is valid, else 1.
     #[arg(long = "once")]
     pub once: bool,
@@ -109,6 +126,10 @@ pub(super) fn cmd_watch(ctx: &Context, args: WatchArgs) -> Result<ExitCode> {
         materialize_persistent: args.materialize_persistent,
         debounce: Duration::from_millis(args.debounce),
         zone: args.zone.zip(args.zone_store),
+        public_metrics: args.public_metrics,
+        audit: args.audit,
+        tls: args.tls_cert.zip(args.tls_key),
+        insecure_listen: args.insecure_listen,
     };
     if args.once {
         return once(&options);

@@ -10,7 +10,15 @@
 //! GET /global-secrets[/{name}]        admin
 //! GET /meshes/{mesh}/policies[/{name}] policies, references resolved to data
 //! GET /status                         generation, problems, stale files (any token)
-//! GET /ready, GET /metrics            no token; counts only, never names
+//! GET /ready                          no token; generation only
+//! GET /metrics                        any token (none with --public-metrics); counts only
+//! ```
+//!
+//! Every response says `Cache-Control: no-store`; with `--audit FILE` every
+//! request under `/meshes/`, `/secrets` and `/global-secrets` is logged
+//! there (see [`super::audit`]).
+//!
+//! ```text
 //! ```
 //!
 //! Writes (PUT, POST, PATCH, DELETE) answer 405: changes go through git.
@@ -40,6 +48,9 @@ use axum::routing::{get, MethodRouter};
 use axum::Router;
 use serde_json::{json, Value};
 
+use sha2::{Digest, Sha256};
+
+use super::audit::{self, Audit, Record};
 use crate::index::{Index, Live, Secret};
 use crate::kuma;
 use crate::policy::{builtin_secret_names, DataSource, Policy};
@@ -62,6 +73,10 @@ pub struct ApiState {
     pub tokens: Arc<ArcSwap<Tokens>>,
     /// Where each store's root stands (`present`, or `missing` since when).
     pub roots: Arc<ArcSwap<Vec<super::sources::RootStatus>>>,
+    /// Serve `/metrics` without a token.
+    pub public_metrics: bool,
+    /// The audit log of secret reads, if any.
+    pub audit: Option<Arc<Audit>>,
 }
 
 /// The router with every route.
@@ -78,18 +93,60 @@ pub fn router(state: ApiState) -> Router {
         .route("/ready", read_only(ready))
         .route("/metrics", read_only(metrics))
         .fallback(not_found_route)
+        .layer(middleware::from_fn_with_state(state.clone(), no_store_and_audit))
         .layer(middleware::from_fn(refuse_bodies))
         .with_state(state)
+}
+
+/// Paths whose requests are audited: everything that names or serves
+/// secrets (and policies, which carry their referenced data).
+fn is_audited(path: &str) -> bool {
+    path.starts_with("/meshes/") || path == "/secrets" || path.starts_with("/global-secrets")
+}
+
+/// Marks every response `Cache-Control: no-store` (secrets, and what names
+/// them, must not be kept by a cache or a proxy), and audits secret reads.
+async fn no_store_and_audit(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let audited = state
+        .audit
+        .as_ref()
+        .filter(|_| is_audited(request.uri().path()))
+        .map(|audit| {
+            let token = presented_token(request.headers()).ok();
+            let digest = token.map(|t| {
+                let d = Sha256::digest(t.as_bytes());
+                format!("sha256:{}", crate::recipients::hex(&d[..8]))
+            });
+            let scope = token.and_then(|t| state.tokens.load().authorize(t).map(ToString::to_string));
+            (Arc::clone(audit), request.uri().path().to_string(), digest, scope)
+        });
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some((audit, resource, token, scope)) = audited {
+        let status = response.status().as_u16();
+        audit.record(&Record {
+            time: audit::now(),
+            token,
+            scope,
+            resource: &resource,
+            status,
+            result: audit::result_of(status),
+        });
+    }
+    response
 }
 
 /// Serves the API on `listener` until `shutdown` completes (see [`super::http`]
 /// for the limits that keep hostile clients from starving others).
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    super::http::serve(listener, router(state), shutdown).await
+    super::http::serve(listener, tls, router(state), shutdown).await
 }
 
 /// Refuses request bodies the API would never read: larger than
@@ -219,6 +276,15 @@ impl IntoResponse for Denied {
 /// The caller's scope: exactly one `Authorization` header, scheme `Bearer`
 /// (any case, RFC 9110), a known token.
 fn caller(state: &ApiState, headers: &HeaderMap) -> Result<TokenScope, Denied> {
+    let token = presented_token(headers)?;
+    match state.tokens.load().authorize(token) {
+        Some(scope) => Ok(scope.clone()),
+        None => Err(Denied::Unauthorized("invalid or unknown bearer token")),
+    }
+}
+
+/// The presented bearer token, not yet checked.
+fn presented_token(headers: &HeaderMap) -> Result<&str, Denied> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(Denied::Unauthorized("missing bearer token"));
@@ -236,15 +302,9 @@ fn caller(state: &ApiState, headers: &HeaderMap) -> Result<TokenScope, Denied> {
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim_matches(' '));
-    let Some(token) = token else {
-        return Err(Denied::Unauthorized(
-            "expected `Authorization: Bearer <token>`",
-        ));
-    };
-    match state.tokens.load().authorize(token) {
-        Some(scope) => Ok(scope.clone()),
-        None => Err(Denied::Unauthorized("invalid or unknown bearer token")),
-    }
+    token.ok_or(Denied::Unauthorized(
+        "expected `Authorization: Bearer <token>`",
+    ))
 }
 
 /// Authorizes an authenticated caller for `scope`.
@@ -545,7 +605,14 @@ async fn ready(State(state): State<ApiState>) -> Response {
     )
 }
 
-async fn metrics(State(state): State<ApiState>) -> Response {
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    // Counts only, but they tell how many secrets and meshes there are and
+    // when they change: a token, unless the operator says otherwise.
+    if !state.public_metrics {
+        if let Err(denied) = caller(&state, &headers) {
+            return denied.into_response();
+        }
+    }
     let mut r = (StatusCode::OK, super::metrics::render(&state.index.load())).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -83,6 +83,18 @@ pub enum ServeError {
         #[source]
         source: io::Error,
     },
+    /// Plain HTTP on an address others can reach.
+    #[error("refusing to serve plain HTTP on {addr}, which is not a loopback address: tokens and secrets would cross the network in clear")]
+    InsecureListen {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
+    /// The audit file cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] super::audit::AuditError),
     /// The API server stopped with an error.
     #[error("the API server failed: {source}")]
     Server {
@@ -111,6 +123,9 @@ impl Diagnostic for ServeError {
             ServeError::ZoneOverlap { .. } => "zone-store",
             ServeError::Watch { .. } => "watch",
             ServeError::Listen { .. } => "listen",
+            ServeError::InsecureListen { .. } => "insecure-listen",
+            ServeError::Tls(e) => e.code(),
+            ServeError::Audit(e) => e.code(),
             ServeError::Start { .. } | ServeError::Server { .. } => "io",
         }
     }
@@ -126,6 +141,11 @@ impl Diagnostic for ServeError {
             ServeError::Listen { .. } => {
                 Some("another process may hold the port; pick another with --listen".to_string())
             }
+            ServeError::InsecureListen { .. } => Some(
+                "serve TLS with --tls-cert FILE --tls-key FILE, listen on 127.0.0.1, or accept the risk with --insecure-listen".to_string(),
+            ),
+            ServeError::Tls(e) => e.hint(),
+            ServeError::Audit(e) => e.hint(),
             _ => None,
         }
     }
@@ -148,9 +168,12 @@ impl Diagnostic for ServeError {
             ServeError::Folder { dir, .. }
             | ServeError::ZoneOverlap { dir }
             | ServeError::Watch { dir, .. } => Some(dir),
-            ServeError::Listen { .. } | ServeError::Start { .. } | ServeError::Server { .. } => {
-                None
-            }
+            ServeError::Tls(e) => e.file(),
+            ServeError::Audit(e) => e.file(),
+            ServeError::Listen { .. }
+            | ServeError::InsecureListen { .. }
+            | ServeError::Start { .. }
+            | ServeError::Server { .. } => None,
         }
     }
 }

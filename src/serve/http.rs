@@ -56,9 +56,11 @@ const WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// completes; then lets requests in flight finish for a few seconds.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -106,18 +108,18 @@ pub async fn serve(
                 );
             }
         }
-        let connection =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let mut closing = closing.subscribe();
+        let (http, app, closing) = (http.clone(), app.clone(), closing.subscribe());
+        let tls = tls.clone();
         open.push_back(connections.spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            // Errors here are the client's (bad request, timeout, reset)
-            // and hyper has already answered or closed: nothing to log.
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = closing.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            match tls {
+                None => serve_connection(&http, stream, app, closing).await,
+                Some(acceptor) => {
+                    // The handshake is bounded like a request head.
+                    let handshake =
+                        tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await;
+                    if let Ok(Ok(stream)) = handshake {
+                        serve_connection(&http, stream, app, closing).await;
+                    }
                 }
             }
         }));
@@ -132,6 +134,28 @@ pub async fn serve(
         connections.shutdown().await;
     }
     Ok(())
+}
+
+/// Serves one connection until it ends or the server stops. Errors here
+/// are the client's (bad request, timeout, reset) and hyper has already
+/// answered or closed: nothing to log.
+async fn serve_connection<S>(
+    http: &hyper::server::conn::http1::Builder,
+    stream: S,
+    app: Router,
+    mut closing: tokio::sync::watch::Receiver<()>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = closing.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// A warning logged at most once per [`WARNING_INTERVAL`]: an attack must

@@ -24,6 +24,7 @@
 //! cleanly.
 
 pub mod api;
+pub mod audit;
 pub mod error;
 pub mod events;
 pub mod harden;
@@ -31,6 +32,7 @@ pub mod http;
 pub mod materialize;
 pub mod metrics;
 pub mod sources;
+pub mod tls;
 pub mod tokens;
 pub mod update;
 
@@ -92,6 +94,14 @@ pub struct WatchOptions {
     pub debounce: Duration,
     /// Zone mode: the zone's name and its zone-local store.
     pub zone: Option<(String, PathBuf)>,
+    /// Serve `/metrics` without a token.
+    pub public_metrics: bool,
+    /// Log every secret read to this file (JSON lines).
+    pub audit: Option<PathBuf>,
+    /// TLS for the API: a PEM certificate chain and its private key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Allow plain HTTP on an address other than loopback.
+    pub insecure_listen: bool,
 }
 
 impl WatchOptions {
@@ -125,6 +135,22 @@ pub fn once(options: &WatchOptions) -> Result<OnceReport, ServeError> {
 pub fn run(options: WatchOptions) -> Result<(), ServeError> {
     // Before any secret is in memory.
     harden::harden();
+    if !options.listen.ip().is_loopback() && options.tls.is_none() && !options.insecure_listen {
+        return Err(ServeError::InsecureListen {
+            addr: options.listen,
+        });
+    }
+    let tls = options
+        .tls
+        .as_ref()
+        .map(|(cert, key)| tls::server_config(cert, key))
+        .transpose()?;
+    let audit = options
+        .audit
+        .as_deref()
+        .map(audit::Audit::open)
+        .transpose()?
+        .map(Arc::new);
     let identities = load_identities(&options.identity_files)?;
     let tokens = tokens::load(options.tokens.as_deref())?;
     let mut sources = Sources::open(&options.root, options.zone(), &identities)?;
@@ -185,6 +211,8 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
         index: Arc::clone(&publisher.live),
         tokens: Arc::clone(&tokens),
         roots: Arc::clone(&publisher.roots),
+        public_metrics: options.public_metrics,
+        audit,
     };
     let worker = {
         let files = options.identity_files.clone();
@@ -218,6 +246,7 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
         })?;
     let served = runtime.block_on(serve_until_signal(
         options.listen,
+        tls,
         state,
         options.tokens.clone(),
         tx.clone(),
@@ -279,6 +308,7 @@ impl update::Watches for DebouncerWatches {
 
 async fn serve_until_signal(
     listen: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: ApiState,
     tokens_path: Option<PathBuf>,
     tx: mpsc::Sender<Msg>,
@@ -294,7 +324,8 @@ async fn serve_until_signal(
         addr: listen,
         source,
     })?;
-    info!(addr = %addr, "listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(addr = %addr, "listening on {scheme}://{addr}");
     let sig = |kind| {
         signal(kind).map_err(|source| ServeError::Start {
             what: "signal handler",
@@ -306,7 +337,7 @@ async fn serve_until_signal(
     let mut int = sig(SignalKind::interrupt())?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let live_tokens = Arc::clone(&state.tokens);
-    let mut server = tokio::spawn(api::serve(listener, state, async move {
+    let mut server = tokio::spawn(api::serve(listener, tls, state, async move {
         let _ = stop_rx.await;
     }));
     let finished = loop {

@@ -110,16 +110,16 @@ impl Source {
         RootChange::Moved { from, returned }
     }
 
-    /// A swapped link may point anywhere below the folder that holds the
-    /// link (git-sync's `.worktrees/`), or beside its first target (a
-    /// Kubernetes volume's `..2026_12_01_...` folders); nowhere else.
+    /// A swapped link may point anywhere below the folder that holds a link
+    /// on the root's path (git-sync's `--root`, holding `.worktrees/` and
+    /// the link), or beside the first target (a Kubernetes volume's
+    /// `..2026_12_01_...` folders); nowhere else.
     fn may_move_to(&self, target: &Path) -> bool {
-        let link_folder = self
-            .given
-            .parent()
-            .and_then(|p| fs::canonicalize(if p.as_os_str().is_empty() { Path::new(".") } else { p }).ok());
         let beside = self.root.parent().is_some_and(|p| target.parent() == Some(p));
-        beside || link_folder.is_some_and(|f| target.starts_with(f))
+        beside
+            || link_folders(&self.given)
+                .iter()
+                .any(|folder| target.starts_with(folder))
     }
 
     fn missing(&mut self, reason: String) -> RootChange {
@@ -247,6 +247,35 @@ fn log_loaded(index: &Index, source: &str) {
     for p in index.problems() {
         log_problem(p, "not served");
     }
+}
+
+/// The folders (canonical) that hold a symlink on `path`'s way: where a
+/// swap of that link shows up as an event, and below which a swapped link
+/// may point. `-C /git/current/store` with `/git/current` a link gives
+/// `/git`.
+pub fn link_folders(path: &Path) -> Vec<PathBuf> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        match std::env::current_dir() {
+            Ok(cwd) => cwd.join(path),
+            Err(_) => return Vec::new(),
+        }
+    };
+    let mut folders = Vec::new();
+    let mut prefix = PathBuf::new();
+    for component in absolute.components() {
+        prefix.push(component);
+        let is_link = fs::symlink_metadata(&prefix).is_ok_and(|m| m.file_type().is_symlink());
+        if is_link {
+            if let Some(folder) = prefix.parent().and_then(|p| fs::canonicalize(p).ok()) {
+                if !folders.contains(&folder) {
+                    folders.push(folder);
+                }
+            }
+        }
+    }
+    folders
 }
 
 /// Where one store's root stands, for `/status`.

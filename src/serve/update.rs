@@ -63,9 +63,9 @@ pub trait Watches {
 }
 
 /// Watches a store root: the root itself (so a `meshes/` or `global/` that
-/// appears is seen), its `meshes/` and `global/` recursively, and the folder
-/// holding the root as given (so a swapped link, or a root that returns, is
-/// seen).
+/// appears is seen), its `meshes/` and `global/` recursively, the folder
+/// holding the root as given (so a root that returns is seen), and every
+/// folder holding a link on the root's path (so a swapped link is seen).
 pub fn watch_store(watches: &dyn Watches, given: &Path, root: &Path) {
     if let Some(parent) = given.parent() {
         let parent = if parent.as_os_str().is_empty() {
@@ -74,6 +74,9 @@ pub fn watch_store(watches: &dyn Watches, given: &Path, root: &Path) {
             parent
         };
         watches.watch(parent, false);
+    }
+    for folder in super::sources::link_folders(given) {
+        watches.watch(&folder, false);
     }
     watches.watch(root, false);
     for top in ["meshes", "global"] {

@@ -213,3 +213,37 @@ fn a_symlinked_folder_in_the_store_is_never_watched_into() {
         w.log()
     );
 }
+
+#[test]
+fn a_store_in_a_subfolder_of_a_swapped_link_is_followed_without_the_old_tree_going() {
+    // `-C /git/current/store`: the link is above the store, and git-sync
+    // may keep the old worktree for a while: the link's own folder is what
+    // shows the swap.
+    let (env, tokens) = TestEnv::serving();
+    env.set("payments", "a", "one");
+    let base = env.tmp().join("git");
+    fs::create_dir_all(base.join(".worktrees").join("one")).unwrap();
+    copy_tree(&env.root, &base.join(".worktrees").join("one").join("store"));
+    let link = base.join("current");
+    symlink(base.join(".worktrees").join("one"), &link).unwrap();
+    let tokens_file = env.tokens_file();
+    let w = Watcher::start(spawnable(env.kcmd_at(&link.join("store")).args([
+        "watch",
+        "--listen",
+        "127.0.0.1:0",
+        "--tokens",
+        tokens_file.to_str().unwrap(),
+        "--debounce",
+        "50",
+    ])));
+    assert_eq!(served(&w, &tokens.admin, "payments", "a"), Some(b64("one")));
+    let two = base.join(".worktrees").join("two");
+    fs::create_dir_all(&two).unwrap();
+    copy_tree(&base.join(".worktrees").join("one").join("store"), &two.join("store"));
+    env.set_in(&two.join("store"), "payments", "a", "two");
+    swap_link(&link, &two);
+    w.eventually("the new worktree's value", |w| {
+        served(w, &tokens.admin, "payments", "a") == Some(b64("two"))
+    });
+    assert!(w.log().contains("store root swapped"), "{}", w.log());
+}

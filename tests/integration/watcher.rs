@@ -142,7 +142,11 @@ impl Watcher {
         let start = Instant::now();
         loop {
             let text = w.log();
-            if let Some(rest) = text.split("listening on http://").nth(1) {
+            let after = text
+                .split("listening on http://")
+                .nth(1)
+                .or_else(|| text.split("listening on https://").nth(1));
+            if let Some(rest) = after {
                 w.addr = rest
                     .chars()
                     .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
