@@ -419,6 +419,17 @@ pub enum WriteError {
         #[source]
         source: EnvelopeError,
     },
+    /// A batch of writes failed.
+    #[error("{source}; {}", if *.renamed == 0 { "nothing was written".to_string() } else { format!("{} file(s) were already replaced, the others are unchanged", .renamed) })]
+    Batch {
+        /// The file it failed on.
+        file: PathBuf,
+        /// How many files had been replaced before it.
+        renamed: usize,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The atomic write failed.
     #[error("{source}")]
     Io {
@@ -436,7 +447,7 @@ impl Diagnostic for WriteError {
             WriteError::Recipients(e) => e.code(),
             WriteError::Refused { source, .. } => source.code(),
             WriteError::Encrypt { source, .. } => source.code(),
-            WriteError::Io { .. } => "io",
+            WriteError::Io { .. } | WriteError::Batch { .. } => "io",
         }
     }
 
@@ -445,7 +456,7 @@ impl Diagnostic for WriteError {
             WriteError::Recipients(e) => e.hint(),
             WriteError::Refused { source, .. } => source.hint(),
             WriteError::Encrypt { source, .. } => source.hint(),
-            WriteError::Io { .. } => None,
+            WriteError::Io { .. } | WriteError::Batch { .. } => None,
         }
     }
 
@@ -461,6 +472,7 @@ impl Diagnostic for WriteError {
             WriteError::Recipients(e) => e.file(),
             WriteError::Refused { file, .. }
             | WriteError::Encrypt { file, .. }
+            | WriteError::Batch { file, .. }
             | WriteError::Io { file, .. } => Some(file),
         }
     }
