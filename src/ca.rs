@@ -7,6 +7,7 @@
 //! control plane finds them instead of generating its own.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -17,10 +18,10 @@ use zeroize::Zeroizing;
 
 use crate::document::{Document, SecretData};
 use crate::identity::Identities;
-use crate::policy::{builtin_secret_names, load_mesh_policies, DataSource};
+use crate::policy::{load_mesh, DataSource, PolicyFileError};
 use crate::problem::{Diagnostic, Problem};
-use crate::scope::{Scope, SecretId};
-use crate::store::Store;
+use crate::scope::{NameError, Scope, SecretId};
+use crate::store::{Store, WriteError};
 
 /// Validity of a builtin CA, as Kuma's.
 pub const BUILTIN_CA_DAYS: i64 = 3650;
@@ -45,7 +46,7 @@ pub enum CaError {
     Mismatch,
     /// Generation failed.
     #[error("cannot generate the CA: {0}")]
-    Generate(String),
+    Generate(#[source] rcgen::Error),
 }
 
 impl Diagnostic for CaError {
@@ -80,8 +81,7 @@ impl fmt::Debug for GeneratedCa {
 /// Generates a self-signed CA for a mesh: CN=<mesh>, CA:true, keyCertSign,
 /// 10 years from now (rcgen's default validity is not what a CA wants).
 pub fn generate_builtin(mesh: &str) -> Result<GeneratedCa, CaError> {
-    let err = |e: rcgen::Error| CaError::Generate(e.to_string());
-    let key = KeyPair::generate().map_err(err)?;
+    let key = KeyPair::generate().map_err(CaError::Generate)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, mesh);
@@ -95,7 +95,7 @@ pub fn generate_builtin(mesh: &str) -> Result<GeneratedCa, CaError> {
     let now = ::time::OffsetDateTime::now_utc();
     params.not_before = now - ::time::Duration::minutes(5);
     params.not_after = now + ::time::Duration::days(BUILTIN_CA_DAYS);
-    let cert = params.self_signed(&key).map_err(err)?;
+    let cert = params.self_signed(&key).map_err(CaError::Generate)?;
     Ok(GeneratedCa {
         cert_pem: cert.pem(),
         key_pem: Zeroizing::new(key.serialize_pem()),
@@ -147,51 +147,136 @@ pub fn source_bytes(
     }
 }
 
+/// Why `mtls init` created nothing (or stopped part way: the secrets made
+/// before the failure stay, and a second run makes only what is missing).
+#[derive(Debug, Error)]
+pub enum MtlsInitError {
+    /// The mesh name is invalid.
+    #[error(transparent)]
+    Mesh(NameError),
+    /// The mesh's `mesh.toml` cannot be read or is invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyFileError),
+    /// The mesh has no `mesh.toml`, so no backends.
+    #[error("no mesh.toml: the mesh has no mTLS backends")]
+    NoMesh {
+        /// Where the Mesh resource belongs.
+        file: PathBuf,
+    },
+    /// A backend's CA secret names are not valid secret names.
+    #[error(transparent)]
+    SecretName(NameError),
+    /// The CA could not be generated.
+    #[error(transparent)]
+    Generate(#[from] CaError),
+    /// A CA secret could not be written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+impl MtlsInitError {
+    fn source_diagnostic(&self) -> Option<&dyn Diagnostic> {
+        match self {
+            MtlsInitError::Mesh(e) | MtlsInitError::SecretName(e) => Some(e),
+            MtlsInitError::Policy(e) => Some(e),
+            MtlsInitError::Generate(e) => Some(e),
+            MtlsInitError::Write(e) => Some(e),
+            MtlsInitError::NoMesh { .. } => None,
+        }
+    }
+}
+
+impl Diagnostic for MtlsInitError {
+    fn code(&self) -> &'static str {
+        self.source_diagnostic().map_or("no-mesh", |e| e.code())
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self.source_diagnostic() {
+            Some(e) => e.hint(),
+            None => Some(
+                "add a [[mtls.backends]] of type = \"builtin\" to meshes/<mesh>/mesh.toml"
+                    .to_string(),
+            ),
+        }
+    }
+
+    fn line(&self) -> Option<usize> {
+        self.source_diagnostic().and_then(|e| e.line())
+    }
+
+    fn file(&self) -> Option<&Path> {
+        match self {
+            MtlsInitError::NoMesh { file } => Some(file),
+            other => other.source_diagnostic().and_then(|e| e.file()),
+        }
+    }
+}
+
 /// `meshseal mtls init -m MESH`: creates the missing builtin CA secrets of
 /// every builtin backend of the mesh. Returns the secrets created.
-pub fn mtls_init(store: &Store, mesh: &str) -> Result<Vec<SecretId>, Problem> {
-    let scope = Scope::mesh(mesh).map_err(|e| Problem::general(&e))?;
-    let mut policies = load_mesh_policies(store, mesh);
-    let mesh_policy = match policies.first_mut() {
-        Some(Ok(p)) if p.kind == crate::policy::PolicyKind::Mesh => p.clone(),
-        Some(Err(p)) if p.file.as_ref().is_some_and(|f| f.ends_with("mesh.toml")) => {
-            return Err(p.clone())
-        }
-        _ => {
-            return Err(Problem::new(
-                Some(scope.dir().join("mesh.toml")),
-                "no-mesh",
-                "no mesh.toml: the mesh has no mTLS backends",
-            )
-            .with_hint("add a [[mtls.backends]] of type = \"builtin\" to meshes/<mesh>/mesh.toml"))
-        }
+pub fn mtls_init(store: &Store, mesh: &str) -> Result<Vec<SecretId>, MtlsInitError> {
+    let scope = Scope::mesh(mesh).map_err(MtlsInitError::Mesh)?;
+    let Some(mesh_policy) = load_mesh(store, mesh)? else {
+        return Err(MtlsInitError::NoMesh {
+            file: scope.dir().join("mesh.toml"),
+        });
     };
     let mut created = Vec::new();
-    for backend in mesh_policy.backends.iter().filter(|b| b.builtin) {
-        let (cert_name, key_name) = builtin_secret_names(mesh, &backend.name);
-        let cert_id = SecretId::new(scope.clone(), &cert_name).map_err(|e| Problem::general(&e))?;
-        let key_id = SecretId::new(scope.clone(), &key_name).map_err(|e| Problem::general(&e))?;
+    for ca in mesh_policy.builtin_cas() {
+        let cert_id = SecretId::new(scope.clone(), &ca.cert).map_err(MtlsInitError::SecretName)?;
+        let key_id = SecretId::new(scope.clone(), &ca.key).map_err(MtlsInitError::SecretName)?;
         if store.exists(&cert_id) && store.exists(&key_id) {
             continue;
         }
-        let ca = generate_builtin(mesh).map_err(|e| Problem::general(&e))?;
+        let generated = generate_builtin(mesh)?;
         // The key first: a cert without its key is useless, a key without
         // its cert is re-made on the next run.
         store.put(
             &Document::new(
                 key_id.clone(),
-                SecretData::new(ca.key_pem.as_bytes().to_vec()),
+                SecretData::new(generated.key_pem.as_bytes().to_vec()),
             ),
             None,
         )?;
         store.put(
-            &Document::new(cert_id.clone(), SecretData::new(ca.cert_pem.into_bytes())),
+            &Document::new(
+                cert_id.clone(),
+                SecretData::new(generated.cert_pem.into_bytes()),
+            ),
             None,
         )?;
         created.push(cert_id);
         created.push(key_id);
     }
     Ok(created)
+}
+
+/// A provided backend's CA is unusable: the backend, and why.
+#[derive(Debug, Error)]
+#[error("mtls.backends[{backend}]: {source}")]
+pub struct ProvidedCaError {
+    /// The Mesh resource's file.
+    pub file: PathBuf,
+    /// The backend.
+    pub backend: String,
+    /// What is wrong with its cert or key.
+    #[source]
+    pub source: CaError,
+}
+
+impl Diagnostic for ProvidedCaError {
+    fn code(&self) -> &'static str {
+        self.source.code()
+    }
+
+    fn hint(&self) -> Option<String> {
+        self.source.hint()
+    }
+
+    fn file(&self) -> Option<&Path> {
+        Some(&self.file)
+    }
 }
 
 /// With a key: checks each provided backend of a mesh's `mesh.toml`. Returns
@@ -220,10 +305,12 @@ pub fn check_provided(
         else {
             continue; // unresolvable references are reported by resolve()
         };
-        if let Err(e) = verify_provided(cert.expose(), key.expose()) {
-            let mut p = Problem::at(mesh.path(), &e);
-            p.message = format!("mtls.backends[{}]: {}", b.name, p.message);
-            problems.push(p);
+        if let Err(source) = verify_provided(cert.expose(), key.expose()) {
+            problems.push(Problem::from(ProvidedCaError {
+                file: mesh.path(),
+                backend: b.name.clone(),
+                source,
+            }));
         }
     }
     problems

@@ -9,19 +9,20 @@
 //! value unchanged leaves the secret file untouched.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::document::{check_data, Document, SecretData};
+use crate::document::{check_data, Document, DocumentError, SecretData};
 use crate::identity::Identities;
-use crate::problem::{Diagnostic, Problem};
+use crate::problem::Diagnostic;
 use crate::scope::SecretId;
-use crate::store::{Store, StoreError, WriteOutcome};
+use crate::store::{LoadError, Store, WriteError, WriteOutcome};
 
 /// What an edit did.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,8 +52,117 @@ pub fn private_base() -> PathBuf {
     }
 }
 
-fn problem(id: &SecretId, code: &'static str, message: impl Into<String>) -> Problem {
-    Problem::new(Some(id.path()), code, message)
+/// Why an edit changed nothing.
+#[derive(Debug, Error)]
+pub enum EditError {
+    /// The secret could not be loaded (boxed: a load error is large).
+    #[error(transparent)]
+    Load(Box<LoadError>),
+    /// The private folder or file could not be made.
+    #[error("{source}")]
+    Private {
+        /// The folder or file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The editor could not be started.
+    #[error("cannot run editor {editor:?}: {source}")]
+    Spawn {
+        /// The secret's file.
+        file: PathBuf,
+        /// The editor command.
+        editor: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A signal arrived while the editor ran.
+    #[error("interrupted; nothing changed")]
+    Interrupted {
+        /// The secret's file.
+        file: PathBuf,
+    },
+    /// The editor exited with a failure.
+    #[error("editor exited with {status}; nothing changed")]
+    EditorFailed {
+        /// The secret's file.
+        file: PathBuf,
+        /// How it exited.
+        status: ExitStatus,
+    },
+    /// The edited value could not be read back.
+    #[error("cannot read the edited value back ({source}); nothing changed")]
+    ReadBack {
+        /// The secret's file (the private folder is gone when this is told).
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The edited value is not valid secret data (empty, too large).
+    #[error("{source}; nothing changed")]
+    Invalid {
+        /// The secret's file.
+        file: PathBuf,
+        /// The rule.
+        #[source]
+        source: DocumentError,
+    },
+    /// The new value could not be written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+impl Diagnostic for EditError {
+    fn code(&self) -> &'static str {
+        match self {
+            EditError::Load(e) => e.code(),
+            EditError::Private { .. } => "io",
+            EditError::Spawn { .. }
+            | EditError::EditorFailed { .. }
+            | EditError::ReadBack { .. } => "editor",
+            EditError::Interrupted { .. } => "interrupted",
+            EditError::Invalid { source, .. } => source.code(),
+            EditError::Write(e) => e.code(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            EditError::Load(e) => e.hint(),
+            EditError::EditorFailed { .. } => {
+                Some("fix the editor command in $VISUAL or $EDITOR".to_string())
+            }
+            EditError::ReadBack { .. } => {
+                Some("the editor must save the value to the file it was given".to_string())
+            }
+            EditError::Write(e) => e.hint(),
+            _ => None,
+        }
+    }
+
+    fn line(&self) -> Option<usize> {
+        match self {
+            EditError::Load(e) => e.line(),
+            EditError::Write(e) => e.line(),
+            _ => None,
+        }
+    }
+
+    fn file(&self) -> Option<&Path> {
+        match self {
+            EditError::Load(e) => e.file(),
+            EditError::Write(e) => e.file(),
+            EditError::Private { path: file, .. }
+            | EditError::Spawn { file, .. }
+            | EditError::Interrupted { file }
+            | EditError::EditorFailed { file, .. }
+            | EditError::ReadBack { file, .. }
+            | EditError::Invalid { file, .. } => Some(file),
+        }
+    }
 }
 
 /// Edits one secret's value with `editor` (a shell command line; the file
@@ -63,17 +173,23 @@ pub fn edit(
     identities: &Identities,
     editor: &str,
     base: &Path,
-) -> Result<EditOutcome, Problem> {
-    let loaded = store.load(id, identities)?;
+) -> Result<EditOutcome, EditError> {
+    let loaded = store
+        .load(id, identities)
+        .map_err(|e| EditError::Load(Box::new(e)))?;
     let original = loaded.doc.data.expose();
+    let private = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| EditError::Private { path, source }
+    };
 
     let dir = tempfile::Builder::new()
         .prefix("meshseal-edit-")
         .tempdir_in(base)
-        .map_err(|e| Problem::at(base, &StoreError::Io(e)))?;
-    set_mode(dir.path(), 0o700).map_err(|e| Problem::at(dir.path(), &StoreError::Io(e)))?;
+        .map_err(private(base))?;
+    set_mode(dir.path(), 0o700).map_err(private(dir.path()))?;
     let file = dir.path().join(&id.name);
-    write_private(&file, original).map_err(|e| Problem::at(&file, &StoreError::Io(e)))?;
+    write_private(&file, original).map_err(private(&file))?;
 
     let interrupted = Arc::new(AtomicBool::new(false));
     let mut registered = Vec::new();
@@ -95,27 +211,24 @@ pub fn edit(
     for r in registered {
         signal_hook::low_level::unregister(r);
     }
-    let status =
-        status.map_err(|e| problem(id, "editor", format!("cannot run editor {editor:?}: {e}")))?;
+    let status = status.map_err(|source| EditError::Spawn {
+        file: id.path(),
+        editor: editor.to_string(),
+        source,
+    })?;
     if interrupted.load(Ordering::SeqCst) {
-        return Err(problem(id, "interrupted", "interrupted; nothing changed"));
+        return Err(EditError::Interrupted { file: id.path() });
     }
     if !status.success() {
-        return Err(problem(
-            id,
-            "editor",
-            format!("editor exited with {status}; nothing changed"),
-        )
-        .with_hint("fix the editor command in $VISUAL or $EDITOR"));
+        return Err(EditError::EditorFailed {
+            file: id.path(),
+            status,
+        });
     }
     // The private folder is gone by the time this is printed: name the secret.
-    let mut edited = Zeroizing::new(fs::read(&file).map_err(|e| {
-        problem(
-            id,
-            "editor",
-            format!("cannot read the edited value back ({e}); nothing changed"),
-        )
-        .with_hint("the editor must save the value to the file it was given")
+    let mut edited = Zeroizing::new(fs::read(&file).map_err(|source| EditError::ReadBack {
+        file: id.path(),
+        source,
     })?);
     // Editors add a final newline on save; do not let that change a value
     // that had none.
@@ -129,8 +242,12 @@ pub fn edit(
     if edited.as_slice() == original {
         return Ok(EditOutcome::Unchanged);
     }
-    check_data(&edited, store.config().limits.max_data_bytes)
-        .map_err(|e| Problem::new(Some(id.path()), e.code(), format!("{e}; nothing changed")))?;
+    check_data(&edited, store.config().limits.max_data_bytes).map_err(|source| {
+        EditError::Invalid {
+            file: id.path(),
+            source,
+        }
+    })?;
     let mut doc = Document::new(id.clone(), SecretData::new(edited.to_vec()));
     doc.labels = loaded.doc.labels.clone();
     match store.put(&doc, Some(identities))? {

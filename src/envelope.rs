@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 
 use crate::identity::Identities;
 use crate::problem::Diagnostic;
-use crate::recipients::RecipientSet;
+use crate::recipients::{RecipientError, RecipientSet};
 use crate::scope::{validate_name, Scope, SecretId};
 
 /// The tag of meshseal's header stanza.
@@ -98,12 +98,15 @@ pub enum EnvelopeError {
         /// The limit.
         limit: usize,
     },
-    /// Encryption failed.
-    #[error("encryption failed: {reason}")]
-    Encrypt {
-        /// What is wrong.
-        reason: String,
-    },
+    /// There is nobody to encrypt to.
+    #[error("encryption failed: {0}")]
+    NoRecipients(#[source] RecipientError),
+    /// age refused the recipients (boxed: it is large, and rare).
+    #[error("encryption failed: {0}")]
+    Encrypt(#[source] Box<age::EncryptError>),
+    /// Writing the ciphertext failed.
+    #[error("encryption failed: {0}")]
+    Write(#[source] io::Error),
 }
 
 impl Diagnostic for EnvelopeError {
@@ -115,7 +118,9 @@ impl Diagnostic for EnvelopeError {
             EnvelopeError::NoMatchingKeys => "no-matching-key",
             EnvelopeError::Corrupt => "corrupt",
             EnvelopeError::TooLarge { .. } => "too-large",
-            EnvelopeError::Encrypt { .. } => "encrypt-failed",
+            EnvelopeError::NoRecipients(_)
+            | EnvelopeError::Encrypt(_)
+            | EnvelopeError::Write(_) => "encrypt-failed",
         }
     }
 
@@ -185,16 +190,16 @@ pub fn encrypt(
     recipients: &RecipientSet,
     metadata: &Metadata,
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let encrypt_err = |reason: String| EnvelopeError::Encrypt { reason };
     recipients
         .require_some()
-        .map_err(|e| encrypt_err(e.to_string()))?;
+        .map_err(EnvelopeError::NoRecipients)?;
     let meta = MetadataStanza(metadata);
     let all =
         std::iter::once(&meta as &dyn age::Recipient).chain(recipients.iter().map(|r| r.as_age()));
-    let encryptor = age::Encryptor::with_recipients(all).map_err(|e| encrypt_err(e.to_string()))?;
+    let encryptor =
+        age::Encryptor::with_recipients(all).map_err(|e| EnvelopeError::Encrypt(Box::new(e)))?;
     let mut out = Vec::with_capacity(plaintext.len() * 2 + 512);
-    let io_err = |e: io::Error| encrypt_err(e.to_string());
+    let io_err = EnvelopeError::Write;
     let armor = ArmoredWriter::wrap_output(&mut out, Format::AsciiArmor).map_err(io_err)?;
     let mut writer = encryptor.wrap_output(armor).map_err(io_err)?;
     writer.write_all(plaintext).map_err(io_err)?;

@@ -15,7 +15,7 @@ use thiserror::Error;
 
 use crate::atomic;
 use crate::check::Source;
-use crate::problem::{Diagnostic, Problem};
+use crate::problem::Diagnostic;
 use crate::scope::StorePath;
 use crate::store::{Entry, FileKind, StoreError};
 
@@ -27,7 +27,7 @@ pub const HOOK_MARKER: &str = "# meshseal pre-commit hook";
 pub enum GitError {
     /// git could not be run.
     #[error("cannot run git: {0}")]
-    Spawn(io::Error),
+    Spawn(#[source] io::Error),
     /// git said no.
     #[error("git {command} failed: {stderr}")]
     Failed {
@@ -38,27 +38,70 @@ pub enum GitError {
     },
     /// git's output was not what we expect.
     #[error("unexpected output from git {0}")]
-    Protocol(String),
-    /// A pre-commit hook that meshseal did not write is in the way.
-    #[error("a pre-commit hook that meshseal did not write already exists")]
-    ForeignHook,
+    Protocol(&'static str),
 }
 
 impl Diagnostic for GitError {
     fn code(&self) -> &'static str {
-        match self {
-            GitError::ForeignHook => "foreign-hook",
-            _ => "git",
-        }
+        "git"
     }
     fn hint(&self) -> Option<String> {
         match self {
-            GitError::ForeignHook => Some(
+            GitError::Spawn(_) => {
+                Some("install git, or run meshseal inside a git work tree".to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why `hook install` wrote no hook.
+#[derive(Debug, Error)]
+pub enum HookError {
+    /// git could not say where hooks go.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// The existing hook could not be read, or the new one written.
+    #[error("{source}")]
+    Io {
+        /// The hook file.
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A pre-commit hook that meshseal did not write is in the way.
+    #[error("a pre-commit hook that meshseal did not write already exists")]
+    Foreign {
+        /// The hook file.
+        file: PathBuf,
+    },
+}
+
+impl Diagnostic for HookError {
+    fn code(&self) -> &'static str {
+        match self {
+            HookError::Git(e) => e.code(),
+            HookError::Io { .. } => "io",
+            HookError::Foreign { .. } => "foreign-hook",
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            HookError::Git(e) => e.hint(),
+            HookError::Io { .. } => None,
+            HookError::Foreign { .. } => Some(
                 "add `meshseal check --staged` to it by hand, or replace it with `meshseal hook install --force`"
                     .to_string(),
             ),
-            GitError::Spawn(_) => Some("install git, or run meshseal inside a git work tree".to_string()),
-            _ => None,
+        }
+    }
+
+    fn file(&self) -> Option<&Path> {
+        match self {
+            HookError::Git(_) => None,
+            HookError::Io { file, .. } | HookError::Foreign { file } => Some(file),
         }
     }
 }
@@ -99,40 +142,35 @@ pub struct Staged {
 impl Staged {
     /// Reads the staged state of the store at `root` (a git work tree or a
     /// folder inside one).
-    pub fn read(root: &Path) -> Result<Staged, Problem> {
-        let fail = |e: GitError| Problem::general(&e);
-        let changed: BTreeSet<String> = split_z(
-            &git(
-                root,
-                &[
-                    "diff",
-                    "--cached",
-                    "--name-only",
-                    "-z",
-                    "--relative",
-                    "--no-renames",
-                    "--diff-filter=d",
-                    "--",
-                    "meshes",
-                    "global",
-                ],
-            )
-            .map_err(fail)?,
-        )
+    pub fn read(root: &Path) -> Result<Staged, GitError> {
+        let changed: BTreeSet<String> = split_z(&git(
+            root,
+            &[
+                "diff",
+                "--cached",
+                "--name-only",
+                "-z",
+                "--relative",
+                "--no-renames",
+                "--diff-filter=d",
+                "--",
+                "meshes",
+                "global",
+            ],
+        )?)
         .map(str::to_string)
         .collect();
 
         // mode SP sha SP stage TAB path
-        let listing =
-            git(root, &["ls-files", "-s", "-z", "--", "meshes", "global"]).map_err(fail)?;
+        let listing = git(root, &["ls-files", "-s", "-z", "--", "meshes", "global"])?;
         let mut index: HashMap<String, (String, String)> = HashMap::new();
         for record in split_z(&listing) {
             let (meta, path) = record
                 .split_once('\t')
-                .ok_or_else(|| fail(GitError::Protocol("ls-files".into())))?;
+                .ok_or(GitError::Protocol("ls-files"))?;
             let mut parts = meta.split(' ');
             let (Some(mode), Some(sha)) = (parts.next(), parts.next()) else {
-                return Err(fail(GitError::Protocol("ls-files".into())));
+                return Err(GitError::Protocol("ls-files"));
             };
             index.insert(path.to_string(), (mode.to_string(), sha.to_string()));
         }
@@ -191,7 +229,7 @@ impl Staged {
                 kind,
             });
         }
-        let blobs = cat_blobs(root, &wanted).map_err(fail)?;
+        let blobs = cat_blobs(root, &wanted)?;
         let indexed = index.into_keys().collect();
         Ok(Staged {
             entries,
@@ -239,7 +277,7 @@ fn cat_blobs(
         let _ = stdin.write_all(request.as_bytes());
     });
     let mut out = BufReader::new(child.stdout.take().expect("piped"));
-    let protocol = || GitError::Protocol("cat-file".to_string());
+    let protocol = || GitError::Protocol("cat-file");
     for (path, _) in wanted {
         let mut header = String::new();
         out.read_line(&mut header).map_err(|_| protocol())?;
@@ -260,7 +298,7 @@ fn cat_blobs(
 }
 
 impl Source for Staged {
-    fn entries(&self) -> Result<Vec<Entry>, Problem> {
+    fn entries(&self) -> Result<Vec<Entry>, crate::problem::Problem> {
         Ok(self.entries.clone())
     }
     fn read(&self, entry: &Entry, limit: usize) -> Result<Vec<u8>, StoreError> {
@@ -291,9 +329,8 @@ pub enum HookOutcome {
 
 /// Writes a pre-commit hook running `meshseal check --staged`; `exe` is the
 /// fallback when `meshseal` is not on PATH at commit time.
-pub fn install_hook(root: &Path, exe: &Path, force: bool) -> Result<HookOutcome, Problem> {
-    let hooks =
-        git(root, &["rev-parse", "--git-path", "hooks"]).map_err(|e| Problem::general(&e))?;
+pub fn install_hook(root: &Path, exe: &Path, force: bool) -> Result<HookOutcome, HookError> {
+    let hooks = git(root, &["rev-parse", "--git-path", "hooks"])?;
     let hooks = PathBuf::from(String::from_utf8_lossy(&hooks).trim());
     let hooks = if hooks.is_absolute() {
         hooks
@@ -304,13 +341,13 @@ pub fn install_hook(root: &Path, exe: &Path, force: bool) -> Result<HookOutcome,
     let existing = match fs::read_to_string(&path) {
         Ok(t) => Some(t),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Problem::at(&path, &StoreError::Io(e))),
+        Err(source) => return Err(HookError::Io { file: path, source }),
     };
     let outcome = match &existing {
         None => HookOutcome::Installed(path.clone()),
         Some(t) if t.contains(HOOK_MARKER) => HookOutcome::Updated(path.clone()),
         Some(_) if force => HookOutcome::Replaced(path.clone()),
-        Some(_) => return Err(Problem::at(&path, &GitError::ForeignHook)),
+        Some(_) => return Err(HookError::Foreign { file: path }),
     };
     let exe = exe.display().to_string().replace('\'', r"'\''");
     let script = format!(
@@ -320,18 +357,18 @@ pub fn install_hook(root: &Path, exe: &Path, force: bool) -> Result<HookOutcome,
          exec '{exe}' check --staged\n"
     );
     atomic::write(&path, script.as_bytes(), 0o755)
-        .map_err(|e| Problem::at(&path, &StoreError::Io(e)))?;
+        .map_err(|source| HookError::Io { file: path, source })?;
     Ok(outcome)
 }
 
 /// Configures the `meshseal` diff driver in the repository's config, so that
 /// `git diff` shows redacted documents (see `.gitattributes`).
-pub fn set_diff_driver(root: &Path, exe: &Path) -> Result<(), Problem> {
+pub fn set_diff_driver(root: &Path, exe: &Path) -> Result<(), GitError> {
     let command = format!(
         "'{}' textconv",
         exe.display().to_string().replace('\'', r"'\''")
     );
-    git(root, &["config", "diff.meshseal.textconv", &command]).map_err(|e| Problem::general(&e))?;
+    git(root, &["config", "diff.meshseal.textconv", &command])?;
     Ok(())
 }
 

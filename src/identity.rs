@@ -65,9 +65,15 @@ pub enum IdentityError {
     /// The file is empty of identities.
     #[error("identity file contains no identities")]
     Empty,
+    /// age cannot use an identity the file holds (a plugin identity).
+    #[error("invalid identity file: {0}")]
+    Unusable(#[source] age::DecryptError),
     /// `keygen` refuses to overwrite.
     #[error("identity file already exists")]
     Exists,
+    /// `keygen` without `-o` on a system with no config directory.
+    #[error("no config directory; pass -o FILE")]
+    NoConfigDir,
 }
 
 impl Diagnostic for IdentityError {
@@ -76,9 +82,12 @@ impl Diagnostic for IdentityError {
             IdentityError::NoneConfigured { .. } => "no-identity",
             IdentityError::Unreadable { .. } => "identity-unreadable",
             IdentityError::LoosePermissions { .. } => "identity-permissions",
-            IdentityError::Invalid { .. } | IdentityError::Empty => "invalid-identity",
+            IdentityError::Invalid { .. } | IdentityError::Empty | IdentityError::Unusable(_) => {
+                "invalid-identity"
+            }
             IdentityError::EncryptedSsh => "encrypted-identity",
             IdentityError::Exists => "identity-exists",
+            IdentityError::NoConfigDir => "no-config-dir",
         }
     }
 
@@ -102,9 +111,9 @@ impl Diagnostic for IdentityError {
                 format!("run `chmod 600 {}`", path.display())
             }
             IdentityError::EncryptedSsh => "meshseal runs unattended and cannot ask for a passphrase; use an age identity (`meshseal keygen`) or an unencrypted key".to_string(),
-            IdentityError::Invalid { .. } | IdentityError::Empty => "identity files hold AGE-SECRET-KEY-1… lines (from `meshseal keygen` or `age-keygen`) or an unencrypted OpenSSH private key".to_string(),
+            IdentityError::Invalid { .. } | IdentityError::Empty | IdentityError::Unusable(_) => "identity files hold AGE-SECRET-KEY-1… lines (from `meshseal keygen` or `age-keygen`) or an unencrypted OpenSSH private key".to_string(),
             IdentityError::Exists => "choose another file, or remove the old one if you really mean to replace that key".to_string(),
-            IdentityError::Unreadable { .. } => return None,
+            IdentityError::Unreadable { .. } | IdentityError::NoConfigDir => return None,
         })
     }
 }
@@ -274,9 +283,7 @@ fn parse_age(text: &str) -> Result<Identities, IdentityError> {
         .filter_map(|l| age::x25519::Identity::from_str(l).ok())
         .map(|k| Recipient::X25519(k.to_public()))
         .collect();
-    let keys = file.into_identities().map_err(|e| IdentityError::Invalid {
-        reason: e.to_string(),
-    })?;
+    let keys = file.into_identities().map_err(IdentityError::Unusable)?;
     if keys.is_empty() {
         return Err(IdentityError::Empty);
     }

@@ -8,14 +8,16 @@
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
 
 use crate::atomic;
 use crate::config::{Config, CONFIG_FILE};
-use crate::problem::Problem;
-use crate::recipients::{add_to_text, Recipient};
+use crate::problem::Diagnostic;
+use crate::recipients::{add_to_text, Recipient, RecipientError};
 use crate::scope::{Scope, DEFAULT_MESH};
-use crate::store::{Store, StoreError};
+use crate::store::{OpenError, Store, WriteError};
 
 /// The `.gitattributes` line for secret files.
 pub const GITATTRIBUTES_LINE: &str = "*.age -text diff=meshseal";
@@ -29,9 +31,78 @@ pub struct InitReport {
     pub kept: Vec<String>,
 }
 
+/// Why `init` stopped (the files it made before stay; a second run keeps
+/// them and makes the rest).
+#[derive(Debug, Error)]
+pub enum InitError {
+    /// A file or folder could not be read or written.
+    #[error("{source}")]
+    Io {
+        /// The file, relative to the root (`.` for the root itself).
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The new store (its config) could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// A recipient cannot be written to a recipients file.
+    #[error("{source}")]
+    Recipients {
+        /// The recipients file.
+        file: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: RecipientError,
+    },
+    /// A recipients file could not be written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+impl Diagnostic for InitError {
+    fn code(&self) -> &'static str {
+        match self {
+            InitError::Io { .. } => "io",
+            InitError::Open(e) => e.code(),
+            InitError::Recipients { source, .. } => source.code(),
+            InitError::Write(e) => e.code(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            InitError::Io { .. } => None,
+            InitError::Open(e) => e.hint(),
+            InitError::Recipients { source, .. } => source.hint(),
+            InitError::Write(e) => e.hint(),
+        }
+    }
+
+    fn line(&self) -> Option<usize> {
+        match self {
+            InitError::Recipients { source, .. } => source.line(),
+            InitError::Open(e) => e.line(),
+            _ => None,
+        }
+    }
+
+    fn file(&self) -> Option<&Path> {
+        match self {
+            InitError::Io { file, .. } | InitError::Recipients { file, .. } => Some(file),
+            InitError::Open(e) => e.file(),
+            InitError::Write(e) => e.file(),
+        }
+    }
+}
+
 /// Creates a store at `root` with `recipients` in the global and default scopes.
-pub fn init(root: &Path, recipients: &[Recipient]) -> Result<(Store, InitReport), Problem> {
-    let io_err = |rel: &str, e: io::Error| Problem::at(rel, &StoreError::Io(e));
+pub fn init(root: &Path, recipients: &[Recipient]) -> Result<(Store, InitReport), InitError> {
+    let io_err = |rel: &str, source: io::Error| InitError::Io {
+        file: PathBuf::from(rel),
+        source,
+    };
     fs::create_dir_all(root).map_err(|e| io_err(".", e))?;
     let mut report = InitReport::default();
 
@@ -49,15 +120,17 @@ pub fn init(root: &Path, recipients: &[Recipient]) -> Result<(Store, InitReport)
 
     let store = Store::with_config(root.to_path_buf())?;
     for scope in [Scope::Global, Scope::Mesh(DEFAULT_MESH.to_string())] {
-        let rel = scope.recipients_path().display().to_string();
-        if root.join(scope.recipients_path()).exists() {
+        let file = scope.recipients_path();
+        let rel = file.display().to_string();
+        if root.join(&file).exists() {
             report.kept.push(rel);
             continue;
         }
         let header = format!(
             "# Recipients of {scope} secrets, in age's recipients-file format (works with `age -R`).\n# One age1… or ssh-ed25519/ssh-rsa public key per line.\n"
         );
-        let (text, _) = add_to_text(&header, recipients).map_err(|e| Problem::at(&rel, &e))?;
+        let (text, _) = add_to_text(&header, recipients)
+            .map_err(|source| InitError::Recipients { file, source })?;
         store.write_recipients(&scope, &text)?;
         report.created.push(rel);
     }

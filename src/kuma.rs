@@ -41,17 +41,21 @@ pub const K8S_MESH_LABEL: &str = "kuma.io/mesh";
 /// Kuma's control-plane namespace.
 pub const DEFAULT_NAMESPACE: &str = "kuma-system";
 
+/// `Secret <mesh>/<name>` or `GlobalSecret <name>`: how meshseal names a
+/// resource in what it prints (`Secret default/db created`).
+pub fn describe(id: &SecretId) -> String {
+    match &id.scope {
+        Scope::Global => format!("GlobalSecret {}", id.name),
+        Scope::Mesh(m) => format!("Secret {m}/{}", id.name),
+    }
+}
+
 /// Why one YAML document cannot be applied. `document` is 1-based.
 #[derive(Debug, Error)]
-pub enum ApplyError {
+pub enum ResourceError {
     /// Not valid YAML.
-    #[error("invalid YAML: {message}")]
-    Yaml {
-        /// The parser's message.
-        message: String,
-        /// Line.
-        line: Option<usize>,
-    },
+    #[error("invalid YAML: {}", strip_location(&.0.to_string()))]
+    Yaml(#[source] serde_yaml_ng::Error),
     /// A document meshseal does not manage.
     #[error("document {document}: unsupported resource {kind}; meshseal applies Secret and GlobalSecret")]
     Unsupported {
@@ -88,19 +92,19 @@ pub enum ApplyError {
     },
 }
 
-impl Diagnostic for ApplyError {
+impl Diagnostic for ResourceError {
     fn code(&self) -> &'static str {
         match self {
-            ApplyError::Yaml { .. } => "invalid-yaml",
-            ApplyError::Unsupported { .. } => "unsupported-resource",
-            ApplyError::Field { .. } => "invalid-document",
-            ApplyError::Invalid { error, .. } => error.code(),
-            ApplyError::Duplicate { .. } => "duplicate",
+            ResourceError::Yaml(_) => "invalid-yaml",
+            ResourceError::Unsupported { .. } => "unsupported-resource",
+            ResourceError::Field { .. } => "invalid-document",
+            ResourceError::Invalid { error, .. } => error.code(),
+            ResourceError::Duplicate { .. } => "duplicate",
         }
     }
     fn line(&self) -> Option<usize> {
         match self {
-            ApplyError::Yaml { line, .. } => *line,
+            ResourceError::Yaml(e) => e.location().map(|l| l.line()),
             _ => None,
         }
     }
@@ -109,7 +113,7 @@ impl Diagnostic for ApplyError {
 /// Parses a (multi-document) YAML stream of Secrets and GlobalSecrets, in
 /// Universal or Kubernetes form. Every problem is reported; on any problem no
 /// document is returned.
-pub fn parse_apply(text: &str, max_data_bytes: usize) -> Result<Vec<Document>, Vec<ApplyError>> {
+pub fn parse_apply(text: &str, max_data_bytes: usize) -> Result<Vec<Document>, Vec<ResourceError>> {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     let mut seen: BTreeMap<SecretId, usize> = BTreeMap::new();
@@ -118,10 +122,7 @@ pub fn parse_apply(text: &str, max_data_bytes: usize) -> Result<Vec<Document>, V
         let value = match Value::deserialize(de) {
             Ok(v) => v,
             Err(e) => {
-                errors.push(ApplyError::Yaml {
-                    message: strip_location(&e.to_string()),
-                    line: e.location().map(|l| l.line()),
-                });
+                errors.push(ResourceError::Yaml(e));
                 // The stream cannot be resynchronised after a syntax error.
                 break;
             }
@@ -132,7 +133,7 @@ pub fn parse_apply(text: &str, max_data_bytes: usize) -> Result<Vec<Document>, V
         match parse_one(&value, document, max_data_bytes) {
             Ok(doc) => {
                 if let Some(&first) = seen.get(&doc.id) {
-                    errors.push(ApplyError::Duplicate {
+                    errors.push(ResourceError::Duplicate {
                         document,
                         first,
                         id: doc.id.clone(),
@@ -152,6 +153,8 @@ pub fn parse_apply(text: &str, max_data_bytes: usize) -> Result<Vec<Document>, V
     }
 }
 
+/// The parser's message without its ` at line N column M`: the line is the
+/// report's own.
 fn strip_location(message: &str) -> String {
     match message.find(" at line ") {
         Some(i) => message[..i].to_string(),
@@ -159,24 +162,25 @@ fn strip_location(message: &str) -> String {
     }
 }
 
-fn parse_one(value: &Value, document: usize, max: usize) -> Result<Document, ApplyError> {
-    let field = |message: String| ApplyError::Field { document, message };
+fn parse_one(value: &Value, document: usize, max: usize) -> Result<Document, ResourceError> {
+    let field = |message: String| ResourceError::Field { document, message };
     let Value::Mapping(map) = value else {
         return Err(field("must be a mapping".to_string()));
     };
-    let get_str = |m: &serde_yaml_ng::Mapping, key: &str| -> Result<Option<String>, ApplyError> {
-        match m.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(field(format!("{key}: must be a string"))),
-        }
-    };
-    let invalid = |error: DocumentError| ApplyError::Invalid { document, error };
+    let get_str =
+        |m: &serde_yaml_ng::Mapping, key: &str| -> Result<Option<String>, ResourceError> {
+            match m.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(field(format!("{key}: must be a string"))),
+            }
+        };
+    let invalid = |error: DocumentError| ResourceError::Invalid { document, error };
 
     if let Some(kind) = get_str(map, "kind")? {
         // Kubernetes form.
         if kind != "Secret" {
-            return Err(ApplyError::Unsupported { document, kind });
+            return Err(ResourceError::Unsupported { document, kind });
         }
         let ty = get_str(map, "type")?.unwrap_or_default();
         let meta = match map.get("metadata") {
@@ -205,7 +209,7 @@ fn parse_one(value: &Value, document: usize, max: usize) -> Result<Document, App
                 Scope::Global
             }
             other => {
-                return Err(ApplyError::Unsupported {
+                return Err(ResourceError::Unsupported {
                     document,
                     kind: format!("Secret of type {other:?}"),
                 })
@@ -259,7 +263,7 @@ fn parse_one(value: &Value, document: usize, max: usize) -> Result<Document, App
         }
         "" => return Err(field("type: cannot be empty".to_string())),
         other => {
-            return Err(ApplyError::Unsupported {
+            return Err(ResourceError::Unsupported {
                 document,
                 kind: other.chars().take(64).collect(),
             })
@@ -485,8 +489,8 @@ mod tests {
             parse_apply("type: Secret\nmesh: pay\nname: x\ndata: 8675309\n", MAX).unwrap_err();
         assert!(!errs[0].to_string().contains("8675309"), "{}", errs[0]);
         let errs = parse_apply("kind: Deployment\n", MAX).unwrap_err();
-        assert!(matches!(errs[0], ApplyError::Unsupported { .. }));
+        assert!(matches!(errs[0], ResourceError::Unsupported { .. }));
         let errs = parse_apply("type: Secret\nmesh: p\nname: a\ndata: YQ==\n---\ntype: Secret\nmesh: p\nname: a\ndata: Yg==\n", MAX).unwrap_err();
-        assert!(matches!(errs[0], ApplyError::Duplicate { .. }));
+        assert!(matches!(errs[0], ResourceError::Duplicate { .. }));
     }
 }

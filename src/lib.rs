@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod apply;
 pub mod atomic;
 pub mod ca;
 pub mod check;
@@ -30,6 +31,7 @@ pub mod identity;
 pub mod index;
 pub mod init;
 pub mod kuma;
+pub mod listing;
 pub mod policy;
 pub mod problem;
 pub mod recipients;

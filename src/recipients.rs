@@ -11,12 +11,14 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::problem::Diagnostic;
+use crate::scope::Scope;
 
 /// One public key.
 #[derive(Clone)]
@@ -257,6 +259,53 @@ pub fn remove_from_text(text: &str, key: &Recipient) -> (String, usize) {
     (out, removed)
 }
 
+/// A key to remove is not in the scope's recipients file.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{key} is not a recipient of {scope}")]
+pub struct NotARecipient {
+    /// The key (canonical text).
+    pub key: String,
+    /// The scope.
+    pub scope: Scope,
+    /// Its recipients file.
+    pub file: PathBuf,
+}
+
+impl Diagnostic for NotARecipient {
+    fn code(&self) -> &'static str {
+        "not-a-recipient"
+    }
+
+    fn file(&self) -> Option<&Path> {
+        Some(&self.file)
+    }
+}
+
+/// Removes every key from the text of `scope`'s recipients file. All or
+/// nothing: a key that is not listed fails the whole removal. Returns the
+/// new text and how many lines went.
+pub fn remove_keys(
+    text: &str,
+    keys: &[Recipient],
+    scope: &Scope,
+) -> Result<(String, usize), NotARecipient> {
+    let mut text = text.to_string();
+    let mut removed = 0;
+    for key in keys {
+        let (rest, n) = remove_from_text(&text, key);
+        if n == 0 {
+            return Err(NotARecipient {
+                key: key.to_string(),
+                scope: scope.clone(),
+                file: scope.recipients_path(),
+            });
+        }
+        text = rest;
+        removed += n;
+    }
+    Ok((text, removed))
+}
+
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     use fmt::Write as _;
@@ -319,5 +368,21 @@ mod tests {
         let (text, removed) = remove_from_text(&text, &ra);
         assert_eq!(removed, 1);
         assert_eq!(text, format!("# ops\n{b}\n"));
+    }
+
+    #[test]
+    fn removing_a_key_that_is_not_listed_removes_nothing() {
+        let (a, b, c) = (key(), key(), key());
+        let text = format!("{a}\n{b}\n");
+        let [ra, rb, rc] = [&a, &b, &c].map(|k| Recipient::from_str(k).unwrap());
+        let scope = Scope::Mesh("pay".into());
+        let (rest, removed) = remove_keys(&text, &[ra.clone(), rb], &scope).unwrap();
+        assert_eq!((rest.as_str(), removed), ("", 2));
+        let err = remove_keys(&text, &[ra, rc], &scope).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{c} is not a recipient of mesh \"pay\"")
+        );
+        assert_eq!(err.file(), Some(Path::new("meshes/pay/recipients.txt")));
     }
 }

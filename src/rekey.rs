@@ -4,12 +4,17 @@
 //! validated first; if any one fails, nothing is written. Only then are the
 //! files re-encrypted (in parallel) and replaced, each atomically.
 
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
 use rayon::prelude::*;
+use thiserror::Error;
 
 use crate::identity::Identities;
-use crate::problem::Problem;
+use crate::problem::Diagnostic;
 use crate::scope::{Scope, SecretId};
-use crate::store::{Loaded, Store};
+use crate::store::{LoadError, Loaded, RecipientsError, ScanError, Store, WriteError};
 
 /// What to rekey.
 #[derive(Debug, Clone)]
@@ -20,31 +25,77 @@ pub enum Selection {
     All,
 }
 
+/// Why a secret cannot be rekeyed.
+#[derive(Debug, Error)]
+pub enum RekeyError {
+    /// The store's secrets could not be listed.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    /// A scope's recipients cannot be read, or list nobody.
+    #[error(transparent)]
+    Recipients(#[from] RecipientsError),
+    /// A secret does not decrypt or is invalid.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A secret could not be rewritten.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+impl RekeyError {
+    fn source_diagnostic(&self) -> &dyn Diagnostic {
+        match self {
+            RekeyError::Scan(e) => e,
+            RekeyError::Recipients(e) => e,
+            RekeyError::Load(e) => e,
+            RekeyError::Write(e) => e,
+        }
+    }
+}
+
+impl Diagnostic for RekeyError {
+    fn code(&self) -> &'static str {
+        self.source_diagnostic().code()
+    }
+
+    fn hint(&self) -> Option<String> {
+        self.source_diagnostic().hint()
+    }
+
+    fn line(&self) -> Option<usize> {
+        self.source_diagnostic().line()
+    }
+
+    fn file(&self) -> Option<&Path> {
+        self.source_diagnostic().file()
+    }
+}
+
 /// Secrets of the selection that need rekeying: stale ones (recipient
 /// fingerprint differs, no metadata, or not armored), or all with `force`.
 pub fn plan(
     store: &Store,
     selection: &Selection,
     force: bool,
-) -> Result<Vec<SecretId>, Vec<Problem>> {
+) -> Result<Vec<SecretId>, Vec<RekeyError>> {
     let ids = match selection {
         Selection::Scope(s) => store.secret_ids(Some(s)),
         Selection::All => store.secret_ids(None),
     }
-    .map_err(|e| vec![Problem::from(e)])?;
+    .map_err(|e| vec![e.into()])?;
     if force {
         return Ok(ids);
     }
-    let mut fingerprints = std::collections::BTreeMap::new();
+    let mut fingerprints = BTreeMap::new();
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for id in ids {
         let fp = match fingerprints.entry(id.scope.clone()) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => match store.recipients(&id.scope) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => match store.recipients(&id.scope) {
                 Ok(set) => e.insert(set.fingerprint()),
-                Err(e) => {
-                    problems.push(Problem::from(e));
+                Err(err) => {
+                    problems.push(err.into());
                     continue;
                 }
             },
@@ -76,10 +127,10 @@ pub fn plan(
 pub enum RekeyFailure {
     /// A file could not be decrypted or a scope has no recipients: no file
     /// was written.
-    NothingWritten(Vec<Problem>),
+    NothingWritten(Vec<RekeyError>),
     /// Writing failed part way (disk full, permissions): some files hold the
     /// new encryption, the rest the old one; both decrypt.
-    Partial(Vec<Problem>),
+    Partial(Vec<RekeyError>),
 }
 
 /// Decrypts every secret in `ids`, then rewrites them all. If any secret
@@ -109,35 +160,37 @@ pub fn rekey_with_progress(
             r
         })
         .collect();
-    let problems: Vec<Problem> = loaded
-        .iter()
-        .filter_map(|r| r.as_ref().err().map(|e| Problem::report(e)))
-        .collect();
+    let mut docs: Vec<Loaded> = Vec::with_capacity(loaded.len());
+    let mut problems: Vec<RekeyError> = Vec::new();
+    for result in loaded {
+        match result {
+            Ok(l) => docs.push(l),
+            Err(e) => problems.push(e.into()),
+        }
+    }
     if !problems.is_empty() {
         return Err(RekeyFailure::NothingWritten(problems));
     }
-    let docs: Vec<Loaded> = loaded
-        .into_iter()
-        .map(|r| r.expect("checked above"))
-        .collect();
     for scope in docs
         .iter()
         .map(|l| &l.doc.id.scope)
-        .collect::<std::collections::BTreeSet<_>>()
+        .collect::<BTreeSet<_>>()
     {
-        let set = store
-            .recipients(scope)
-            .map_err(|e| RekeyFailure::NothingWritten(vec![e.into()]))?;
-        set.require_some().map_err(|e| {
-            RekeyFailure::NothingWritten(vec![Problem::at(scope.recipients_path(), &e)])
-        })?;
+        let nobody = |e: RecipientsError| RekeyFailure::NothingWritten(vec![e.into()]);
+        let set = store.recipients(scope).map_err(nobody)?;
+        set.require_some()
+            .map_err(|source| RecipientsError::Invalid {
+                file: scope.recipients_path(),
+                source,
+            })
+            .map_err(nobody)?;
     }
-    let failures: Vec<Problem> = docs
+    let failures: Vec<RekeyError> = docs
         .par_iter()
         .filter_map(|l| {
             let r = store.put(&l.doc, None).err();
             progress();
-            r.map(Problem::from)
+            r.map(RekeyError::from)
         })
         .collect();
     if failures.is_empty() {

@@ -1,0 +1,358 @@
+//! `meshseal apply`: Kuma YAML in, secrets written, everything judged first.
+//!
+//! An apply is a [`Plan`]: the whole input is read and parsed (Kuma's rules,
+//! one document per secret), every scope it writes to must have recipients,
+//! and every target path must be writable, all before the first write. So a
+//! bad document, a missing recipients file or a symlink in the way leaves the
+//! store exactly as it was, and every problem is told at once. Only then is
+//! each document written, atomically and in input order; a write that fails
+//! then (a full disk) is told and the others still go. A dry run judges the
+//! plan the same way and says what each write would do, writing nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::document::Document;
+use crate::identity::Identities;
+use crate::kuma::{self, ResourceError};
+use crate::problem::{Diagnostic, Problem};
+use crate::scope::{Scope, SecretId};
+use crate::store::{RecipientsError, Store, WriteError, WriteOutcome};
+
+/// The largest input worth reading: four of the largest secret files, far
+/// more than YAML needs for one secret of the largest size.
+pub fn input_limit(config: &Config) -> usize {
+    config.max_file_bytes().saturating_mul(4)
+}
+
+/// The input could not be read as YAML text.
+#[derive(Debug, Error)]
+pub enum InputError {
+    /// Reading failed.
+    #[error("{source}")]
+    Read {
+        /// The file, or `<stdin>`.
+        input: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Larger than [`input_limit`].
+    #[error("input is larger than any valid apply")]
+    TooLarge {
+        /// The file, or `<stdin>`.
+        input: PathBuf,
+    },
+    /// Not UTF-8, so not YAML.
+    #[error("input is not UTF-8 text")]
+    NotUtf8 {
+        /// The file, or `<stdin>`.
+        input: PathBuf,
+    },
+}
+
+impl Diagnostic for InputError {
+    fn code(&self) -> &'static str {
+        match self {
+            InputError::Read { .. } => "io",
+            InputError::TooLarge { .. } => "too-large",
+            InputError::NotUtf8 { .. } => "invalid-yaml",
+        }
+    }
+
+    fn file(&self) -> Option<&Path> {
+        match self {
+            InputError::Read { input, .. }
+            | InputError::TooLarge { input }
+            | InputError::NotUtf8 { input } => Some(input),
+        }
+    }
+}
+
+/// The text of an apply's input (secret values in base64), zeroed on drop.
+pub struct Input {
+    bytes: Zeroizing<Vec<u8>>,
+}
+
+impl Input {
+    /// Reads at most `limit` bytes of UTF-8 text from `reader`; `input` names
+    /// it in errors (a file, or `<stdin>`).
+    pub fn read(reader: impl Read, input: &Path, limit: usize) -> Result<Input, InputError> {
+        let mut bytes = Zeroizing::new(Vec::new());
+        reader
+            .take(limit as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| InputError::Read {
+                input: input.to_path_buf(),
+                source,
+            })?;
+        if bytes.len() > limit {
+            return Err(InputError::TooLarge {
+                input: input.to_path_buf(),
+            });
+        }
+        if std::str::from_utf8(&bytes).is_err() {
+            return Err(InputError::NotUtf8 {
+                input: input.to_path_buf(),
+            });
+        }
+        Ok(Input { bytes })
+    }
+
+    /// The text.
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.bytes).expect("checked when read")
+    }
+}
+
+/// Why nothing was applied.
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    /// Documents are invalid: every problem found, in input order.
+    #[error("{} invalid document(s)", .0.len())]
+    Invalid(Vec<ResourceError>),
+    /// A scope the input writes to has no usable recipients.
+    #[error(transparent)]
+    Recipients(#[from] RecipientsError),
+    /// Secrets whose paths cannot be written (a symlink in the way): every
+    /// one of them.
+    #[error("{} secret(s) cannot be written", .0.len())]
+    Unwritable(Vec<WriteError>),
+}
+
+impl ApplyError {
+    /// Every problem, as reports; `input` names the YAML (a file, or
+    /// `<stdin>`), which invalid documents are about.
+    pub fn problems(&self, input: &Path) -> Vec<Problem> {
+        match self {
+            ApplyError::Invalid(errors) => errors.iter().map(|e| Problem::at(input, e)).collect(),
+            ApplyError::Recipients(e) => vec![Problem::report(e)],
+            ApplyError::Unwritable(errors) => errors
+                .iter()
+                .map(|e| Problem::report(e as &dyn Diagnostic))
+                .collect(),
+        }
+    }
+}
+
+/// Documents judged fit to write, in input order.
+#[derive(Debug)]
+pub struct Plan {
+    docs: Vec<Document>,
+    /// Each scope's recipient fingerprint when the plan was judged.
+    fingerprints: BTreeMap<Scope, String>,
+}
+
+/// What writing one document did, or would do.
+#[derive(Debug)]
+pub struct Applied {
+    /// The secret.
+    pub id: SecretId,
+    /// Created, updated or unchanged; or why the write failed.
+    pub outcome: Result<WriteOutcome, WriteError>,
+}
+
+impl Plan {
+    /// Parses `text` (Secrets and GlobalSecrets, Universal or Kubernetes
+    /// YAML) and judges it against `store`: recipients for every scope,
+    /// writable targets. Writes nothing.
+    pub fn new(store: &Store, text: &str) -> Result<Plan, ApplyError> {
+        let docs = kuma::parse_apply(text, store.config().limits.max_data_bytes)
+            .map_err(ApplyError::Invalid)?;
+        let scopes: BTreeSet<&Scope> = docs.iter().map(|d| &d.id.scope).collect();
+        let mut fingerprints = BTreeMap::new();
+        for scope in scopes {
+            let recipients = store.recipients(scope)?;
+            recipients
+                .require_some()
+                .map_err(|source| RecipientsError::Invalid {
+                    file: scope.recipients_path(),
+                    source,
+                })?;
+            fingerprints.insert(scope.clone(), recipients.fingerprint());
+        }
+        let unwritable: Vec<WriteError> = docs
+            .iter()
+            .filter_map(|d| store.check_writable(&d.id).err())
+            .collect();
+        if !unwritable.is_empty() {
+            return Err(ApplyError::Unwritable(unwritable));
+        }
+        Ok(Plan { docs, fingerprints })
+    }
+
+    /// The documents, in input order.
+    pub fn documents(&self) -> &[Document] {
+        &self.docs
+    }
+
+    /// Writes every document, in order. With identities, a document equal
+    /// to what its file holds leaves the file untouched.
+    pub fn write(&self, store: &Store, identities: Option<&Identities>) -> Vec<Applied> {
+        self.docs
+            .iter()
+            .map(|doc| Applied {
+                id: doc.id.clone(),
+                outcome: store.put(doc, identities),
+            })
+            .collect()
+    }
+
+    /// What [`Plan::write`] would do, writing nothing. Without identities an
+    /// existing file cannot be compared, and counts as updated (as a write
+    /// without identities would rewrite it).
+    pub fn preview(&self, store: &Store, identities: Option<&Identities>) -> Vec<Applied> {
+        self.docs
+            .iter()
+            .map(|doc| Applied {
+                id: doc.id.clone(),
+                outcome: Ok(would_write(
+                    store,
+                    doc,
+                    &self.fingerprints[&doc.id.scope],
+                    identities,
+                )),
+            })
+            .collect()
+    }
+}
+
+/// What `Store::put` decides for `doc`: unchanged when the file holds the
+/// same document, armored, for the same recipients.
+fn would_write(
+    store: &Store,
+    doc: &Document,
+    fingerprint: &str,
+    identities: Option<&Identities>,
+) -> WriteOutcome {
+    if !store.exists(&doc.id) {
+        return WriteOutcome::Created;
+    }
+    let unchanged = identities
+        .and_then(|ids| store.load(&doc.id, ids).ok())
+        .is_some_and(|old| {
+            old.header.armored
+                && old
+                    .header
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.recipients_fingerprint == fingerprint)
+                && old.doc == *doc
+        });
+    if unchanged {
+        WriteOutcome::Unchanged
+    } else {
+        WriteOutcome::Updated
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::document::SecretData;
+    use crate::recipients::Recipient;
+
+    fn store() -> (tempfile::TempDir, Store, Identities) {
+        let dir = tempfile::tempdir().unwrap();
+        let (text, public) = crate::identity::generate();
+        let ids = Identities::from_age_text(&text).unwrap();
+        let recipient: Recipient = public.parse().unwrap();
+        let (store, _) = crate::init::init(dir.path(), &[recipient]).unwrap();
+        (dir, store, ids)
+    }
+
+    fn yaml(name: &str, value: &str) -> String {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD.encode(value);
+        format!("type: Secret\nmesh: default\nname: {name}\ndata: {data}\n---\n")
+    }
+
+    #[test]
+    fn one_bad_document_writes_nothing_and_every_problem_is_told() {
+        let (_dir, store, _) = store();
+        let text = format!(
+            "{}type: Secret\nmesh: default\nname: Bad\ndata: eA==\n---\n{}type: Mesh\n",
+            yaml("a", "1"),
+            yaml("b", "2")
+        );
+        let Err(ApplyError::Invalid(errors)) = Plan::new(&store, &text) else {
+            panic!("invalid documents must refuse the plan");
+        };
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        let problems = ApplyError::Invalid(errors).problems(Path::new("<stdin>"));
+        assert!(problems
+            .iter()
+            .all(|p| p.file.as_deref() == Some(Path::new("<stdin>"))));
+        assert!(store.secret_ids(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_scope_without_recipients_refuses_the_plan() {
+        let (_dir, store, _) = store();
+        let text = yaml("a", "1").replace("mesh: default", "mesh: web");
+        let err = Plan::new(&store, &text).unwrap_err();
+        assert!(matches!(
+            err,
+            ApplyError::Recipients(RecipientsError::Missing { .. })
+        ));
+    }
+
+    #[test]
+    fn preview_tells_what_write_then_does() {
+        let (_dir, store, ids) = store();
+        let id = SecretId::new(Scope::Mesh("default".into()), "same").unwrap();
+        store
+            .put(&Document::new(id, SecretData::new(b"1".to_vec())), None)
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            yaml("same", "1"),
+            yaml("new", "2") + &yaml("changed", "3")
+        );
+        let id = SecretId::new(Scope::Mesh("default".into()), "changed").unwrap();
+        store
+            .put(&Document::new(id, SecretData::new(b"old".to_vec())), None)
+            .unwrap();
+        let plan = Plan::new(&store, &text).unwrap();
+        let outcomes = |applied: Vec<Applied>| -> Vec<(String, WriteOutcome)> {
+            applied
+                .into_iter()
+                .map(|a| (a.id.name, a.outcome.unwrap()))
+                .collect()
+        };
+        let before = crate::store::short_sha(&store.inspect(&plan.docs[0].id).unwrap().1);
+        let preview = outcomes(plan.preview(&store, Some(&ids)));
+        assert!(!store.exists(&plan.docs[1].id), "a dry run writes nothing");
+        assert_eq!(
+            preview,
+            vec![
+                ("same".to_string(), WriteOutcome::Unchanged),
+                ("new".to_string(), WriteOutcome::Created),
+                ("changed".to_string(), WriteOutcome::Updated),
+            ]
+        );
+        assert_eq!(outcomes(plan.write(&store, Some(&ids))), preview);
+        let after = crate::store::short_sha(&store.inspect(&plan.docs[0].id).unwrap().1);
+        assert_eq!(before, after, "an unchanged secret is not rewritten");
+    }
+
+    #[test]
+    fn input_is_bounded_and_must_be_text() {
+        let input = Path::new("<stdin>");
+        assert!(matches!(
+            Input::read(&b"12345"[..], input, 4),
+            Err(InputError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            Input::read(&b"\xff\xfe"[..], input, 4),
+            Err(InputError::NotUtf8 { .. })
+        ));
+        assert_eq!(Input::read(&b"1234"[..], input, 4).unwrap().text(), "1234");
+    }
+}

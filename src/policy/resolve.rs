@@ -1,0 +1,145 @@
+//! Resolution: whether a policy's references name secrets that exist, by
+//! Kuma's scope rule (a policy uses only Secrets of its own mesh).
+
+use super::{DataSource, Policy, PolicyError};
+use crate::scope::{Scope, SecretId};
+
+impl Policy {
+    /// The secret names this policy references, with their fields.
+    pub fn secret_refs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.sources.iter().filter_map(|s| match &s.source {
+            DataSource::Secret(name) => Some((s.field.as_str(), name.as_str())),
+            _ => None,
+        })
+    }
+
+    /// Checks every reference with Kuma's scope rule. `exists` tells whether a
+    /// secret file is present. Every problem is returned.
+    pub fn resolve(&self, exists: &dyn Fn(&SecretId) -> bool) -> Vec<PolicyError> {
+        let in_mesh = |name: &str| SecretId {
+            scope: Scope::Mesh(self.mesh.clone()),
+            name: name.to_string(),
+        };
+        let mut problems = Vec::new();
+        for (field, name) in self.secret_refs() {
+            if exists(&in_mesh(name)) {
+                continue;
+            }
+            let global_id = SecretId {
+                scope: Scope::Global,
+                name: name.to_string(),
+            };
+            problems.push(if exists(&global_id) {
+                PolicyError::GlobalSecret {
+                    field: field.to_string(),
+                    name: name.to_string(),
+                }
+            } else {
+                PolicyError::NotFound {
+                    field: field.to_string(),
+                    name: name.to_string(),
+                    mesh: self.mesh.clone(),
+                }
+            });
+        }
+        for ca in self.builtin_cas() {
+            let missing: Vec<String> = [ca.cert, ca.key]
+                .into_iter()
+                .filter(|n| !exists(&in_mesh(n)))
+                .collect();
+            if !missing.is_empty() {
+                problems.push(PolicyError::BuiltinMissing {
+                    backend: ca.backend.to_string(),
+                    missing: missing.join(", "),
+                    mesh: self.mesh.clone(),
+                });
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MESH: &str = r#"
+type = "Mesh"
+name = "pay"
+[mtls]
+enabled_backend = "ca-1"
+[[mtls.backends]]
+name = "ca-1"
+type = "provided"
+[mtls.backends.conf]
+cert = { secret = "ca-cert" }
+key = { secret = "ca-key" }
+[[mtls.backends]]
+name = "ca-2"
+type = "builtin"
+"#;
+
+    fn exists_in(ids: &[SecretId]) -> impl Fn(&SecretId) -> bool + '_ {
+        move |id| ids.contains(id)
+    }
+
+    fn mid(m: &str, n: &str) -> SecretId {
+        SecretId::new(Scope::Mesh(m.into()), n).unwrap()
+    }
+
+    #[test]
+    fn mesh_backends_and_references() {
+        let p = Policy::parse(MESH, "pay", None).unwrap();
+        assert_eq!(p.backends.len(), 2);
+        let refs: Vec<_> = p.secret_refs().collect();
+        assert_eq!(
+            refs,
+            vec![
+                ("mtls.backends[ca-1].conf.cert", "ca-cert"),
+                ("mtls.backends[ca-1].conf.key", "ca-key")
+            ]
+        );
+        let all = [
+            mid("pay", "ca-cert"),
+            mid("pay", "ca-key"),
+            mid("pay", "pay.ca-builtin-cert-ca-2"),
+            mid("pay", "pay.ca-builtin-key-ca-2"),
+        ];
+        assert!(p.resolve(&exists_in(&all)).is_empty());
+        let problems = p.resolve(&exists_in(&all[..2]));
+        assert!(matches!(problems[0], PolicyError::BuiltinMissing { .. }));
+        assert_eq!(
+            problems[0].to_string(),
+            "mtls.backends[ca-2]: builtin CA secrets are missing (pay.ca-builtin-cert-ca-2, pay.ca-builtin-key-ca-2)"
+        );
+    }
+
+    #[test]
+    fn builtin_backends_name_their_ca_secrets_once() {
+        let p = Policy::parse(MESH, "pay", None).unwrap();
+        let cas: Vec<_> = p.builtin_cas().collect();
+        assert_eq!(cas.len(), 1, "the provided backend has no builtin secrets");
+        assert_eq!(cas[0].backend, "ca-2");
+        assert_eq!(cas[0].cert, "pay.ca-builtin-cert-ca-2");
+        assert_eq!(cas[0].key, "pay.ca-builtin-key-ca-2");
+        assert_eq!(cas[0].field(), "mtls.backends[ca-2]");
+    }
+
+    #[test]
+    fn kuma_scope_rule_texts() {
+        let p = Policy::parse(MESH, "pay", None).unwrap();
+        let ids = [
+            SecretId::new(Scope::Global, "ca-cert").unwrap(),
+            mid("other", "ca-key"),
+        ];
+        let problems = p.resolve(&exists_in(&ids));
+        assert_eq!(
+            problems[0].to_string(),
+            "mtls.backends[ca-1].conf.cert: global-scoped secret \"ca-cert\" cannot be used in mesh policies"
+        );
+        assert_eq!(
+            problems[1].to_string(),
+            "mtls.backends[ca-1].conf.key: could not load data: resource not found: type=\"Secret\" name=\"ca-key\" mesh=\"pay\""
+        );
+    }
+}
