@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use super::exit::UsageError;
+
 /// Keeps a service mesh's secrets in git, encrypted with age.
 #[derive(Debug, Parser)]
 #[command(name = "meshseal", version, about, long_about = None)]
@@ -36,6 +38,56 @@ pub enum Output {
     Json,
     /// The decoded secret bytes (get secret only).
     Raw,
+}
+
+impl Output {
+    fn name(self) -> &'static str {
+        match self {
+            Output::Table => "table",
+            Output::Yaml => "yaml",
+            Output::Json => "json",
+            Output::Raw => "raw",
+        }
+    }
+
+    /// The format of a listing: never raw data.
+    pub fn listing(self) -> Result<ListFormat, UsageError> {
+        match self {
+            Output::Table => Ok(ListFormat::Table),
+            Output::Yaml => Ok(ListFormat::Yaml),
+            Output::Json => Ok(ListFormat::Json),
+            Output::Raw => Err(UsageError::RawListing),
+        }
+    }
+
+    /// The format of `check`'s report.
+    pub fn check(self) -> Result<CheckFormat, UsageError> {
+        match self {
+            Output::Table => Ok(CheckFormat::Table),
+            Output::Json => Ok(CheckFormat::Json),
+            other => Err(UsageError::CheckOutput(other.name())),
+        }
+    }
+}
+
+/// How a listing is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFormat {
+    /// Aligned columns.
+    Table,
+    /// YAML.
+    Yaml,
+    /// JSON.
+    Json,
+}
+
+/// How `check` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckFormat {
+    /// Problem lines and a summary.
+    Table,
+    /// One JSON object per problem.
+    Json,
 }
 
 /// `-m MESH` or `--global`.
@@ -92,6 +144,9 @@ pub enum Command {
         /// The file, or - for standard input.
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: String,
+        /// Validate and print what would change; write nothing.
+        #[arg(long = "dry-run")]
+        dry_run: bool,
     },
     /// Show secrets (listings never show data).
     #[command(subcommand)]
@@ -270,6 +325,69 @@ pub enum GetCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: Output,
     },
+}
+
+/// What `get` lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// One mesh's secrets.
+    Mesh(String),
+    /// Every mesh's secrets.
+    AllMeshes,
+    /// The global secrets.
+    Global,
+}
+
+/// A `get` whose output format suits it.
+#[derive(Debug)]
+pub enum GetRequest {
+    /// One secret; `mesh` is `None` for a global secret.
+    One {
+        /// The name.
+        name: String,
+        /// The mesh.
+        mesh: Option<String>,
+        /// Any format.
+        output: Output,
+    },
+    /// A listing.
+    List {
+        /// Which secrets.
+        listed: Listed,
+        /// Never raw.
+        format: ListFormat,
+    },
+}
+
+impl TryFrom<GetCommand> for GetRequest {
+    type Error = UsageError;
+
+    fn try_from(cmd: GetCommand) -> Result<GetRequest, UsageError> {
+        Ok(match cmd {
+            GetCommand::Secret { name, mesh, output } => GetRequest::One {
+                name,
+                mesh: Some(mesh),
+                output,
+            },
+            GetCommand::GlobalSecret { name, output } => GetRequest::One {
+                name,
+                mesh: None,
+                output,
+            },
+            GetCommand::Secrets { mesh, all, output } => GetRequest::List {
+                listed: if all {
+                    Listed::AllMeshes
+                } else {
+                    Listed::Mesh(mesh)
+                },
+                format: output.listing()?,
+            },
+            GetCommand::GlobalSecrets { output } => GetRequest::List {
+                listed: Listed::Global,
+                format: output.listing()?,
+            },
+        })
+    }
 }
 
 /// `delete` subcommands.

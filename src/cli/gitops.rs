@@ -2,25 +2,25 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use meshseal::check::{self, CheckOptions};
 use meshseal::git;
-use meshseal::problem::Problem;
 use meshseal::store::Store;
 
-use super::args::Output;
+use super::args::CheckFormat;
+use super::error::CliError;
+use super::exit::Exit;
 use super::output::{self, say};
 use super::secrets::read_limited;
-use super::{io_problem, Context, Result};
+use super::{Context, Result};
 
 pub(super) fn cmd_check(
     ctx: &Context,
     paths: &[PathBuf],
-    output: Output,
+    format: CheckFormat,
     no_decrypt: bool,
     staged: bool,
-) -> Result<ExitCode> {
+) -> Result<Exit> {
     let store = ctx.store()?;
     let identities = if no_decrypt {
         None
@@ -44,12 +44,12 @@ pub(super) fn cmd_check(
     } else {
         check::check(&store, &options)
     };
-    match output {
-        Output::Json => {
+    match format {
+        CheckFormat::Json => {
             let text = serde_json::to_string_pretty(&report.problems).expect("problems serialize");
             say!("{text}");
         }
-        _ => {
+        CheckFormat::Table => {
             output::problems(&report.problems);
             let mode = if identities.is_some() {
                 format!("{} decrypted", report.decrypted)
@@ -67,16 +67,11 @@ pub(super) fn cmd_check(
             }
         }
     }
-    Ok(if report.problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(Exit::from_problems(&report.problems))
 }
 
 pub(super) fn current_exe() -> Result<PathBuf> {
-    std::env::current_exe()
-        .map_err(|e| Problem::new(None, "io", format!("cannot find meshseal's own path: {e}")))
+    Ok(std::env::current_exe().map_err(CliError::OwnPath)?)
 }
 
 pub(super) fn print_hook(outcome: &git::HookOutcome) {
@@ -87,27 +82,33 @@ pub(super) fn print_hook(outcome: &git::HookOutcome) {
     }
 }
 
-pub(super) fn cmd_hook_install(ctx: &Context, force: bool) -> Result<ExitCode> {
+pub(super) fn cmd_hook_install(ctx: &Context, force: bool) -> Result<Exit> {
     let exe = current_exe()?;
     let outcome = git::install_hook(&ctx.repo, &exe, force)?;
     print_hook(&outcome);
     git::set_diff_driver(&ctx.repo, &exe)?;
     say!("configured the git diff driver (git diff shows redacted secrets)");
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
-pub(super) fn cmd_textconv(ctx: &Context, file: &Path, reveal: bool) -> Result<ExitCode> {
-    let limit = Store::with_config(ctx.repo.clone())
-        .map(|s| s.config().limits.max_data_bytes)
-        .unwrap_or(meshseal::document::DEFAULT_MAX_DATA_BYTES);
+pub(super) fn cmd_textconv(ctx: &Context, file: &Path, reveal: bool) -> Result<Exit> {
+    // A diff must not fail for want of a store config: the defaults do.
+    let config = Store::with_config(ctx.repo.clone())
+        .map(|s| s.config().clone())
+        .unwrap_or_default();
+    let read_error = |source| CliError::Read {
+        path: file.to_path_buf(),
+        source,
+    };
     let bytes = read_limited(
-        fs::File::open(file).map_err(|e| io_problem(file, e))?,
-        limit.saturating_mul(2) + 64 * 1024,
+        fs::File::open(file).map_err(read_error)?,
+        config.max_file_bytes(),
     )
-    .map_err(|e| io_problem(file, e))?;
+    .map_err(read_error)?;
+    let limit = config.limits.max_data_bytes;
     // A diff must not fail for want of a key: use one only if it loads.
     let identities = ctx.optional_identities().ok().flatten();
     let text = meshseal::textconv::render(&bytes, identities.as_ref(), reveal, limit);
     output::stdout(text.as_bytes());
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }

@@ -2,23 +2,23 @@
 //! recipients, rekey.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use meshseal::git;
-use meshseal::identity::{self};
+use meshseal::identity::{self, IdentityError};
 use meshseal::init;
 use meshseal::problem::Problem;
-use meshseal::recipients::{self};
+use meshseal::recipients;
 use meshseal::rekey;
 use meshseal::scope::Scope;
 use meshseal::store::Store;
 
 use super::args::RecipientsCommand;
+use super::exit::Exit;
 use super::gitops::{current_exe, print_hook};
 use super::output::{self, say};
 use super::{mesh_scope, parse_keys, scope_of, Context, Result};
 
-pub(super) fn cmd_init(ctx: &Context, keys: &[String]) -> Result<ExitCode> {
+pub(super) fn cmd_init(ctx: &Context, keys: &[String]) -> Result<Exit> {
     let mut recipients = parse_keys(keys)?;
     if recipients.is_empty() {
         if let Some(ids) = ctx.optional_identities()? {
@@ -35,7 +35,7 @@ pub(super) fn cmd_init(ctx: &Context, keys: &[String]) -> Result<ExitCode> {
         say!("configured the git diff driver (git diff shows redacted secrets)");
         match git::install_hook(&ctx.repo, &exe, false) {
             Ok(outcome) => print_hook(&outcome),
-            Err(p) => output::problem(&p),
+            Err(e) => output::problem(&Problem::from(e)),
         }
     } else {
         eprintln!("hint: not a git work tree: run `git init` and `meshseal hook install` to get the pre-commit hook and redacted diffs");
@@ -46,21 +46,21 @@ pub(super) fn cmd_init(ctx: &Context, keys: &[String]) -> Result<ExitCode> {
     if recipients.is_empty() {
         eprintln!("hint: no recipients yet: `meshseal keygen`, then `meshseal recipients add --global KEY` and `meshseal recipients add -m default KEY`");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
-pub(super) fn cmd_keygen(output: Option<PathBuf>) -> Result<ExitCode> {
+pub(super) fn cmd_keygen(output: Option<PathBuf>) -> Result<Exit> {
     let path = output
         .or_else(identity::default_path)
-        .ok_or_else(|| Problem::new(None, "no-config-dir", "no config directory; pass -o FILE"))?;
+        .ok_or(IdentityError::NoConfigDir)?;
     let (text, public) = identity::generate();
     identity::write_new(&path, &text).map_err(|e| Problem::at(&path, &e))?;
     eprintln!("wrote identity {} (mode 0600)", path.display());
     say!("{public}");
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
-pub(super) fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<ExitCode> {
+pub(super) fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<Exit> {
     let store = ctx.store()?;
     match cmd {
         RecipientsCommand::List { scope } => {
@@ -93,20 +93,8 @@ pub(super) fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<Ex
         RecipientsCommand::Remove { scope, keys } => {
             let scope = scope_of(&scope)?;
             let keys = parse_keys(&keys)?;
-            let mut text = store.recipients_text(&scope)?;
-            let mut removed = 0;
-            for key in &keys {
-                let (t, n) = recipients::remove_from_text(&text, key);
-                if n == 0 {
-                    return Err(Problem::new(
-                        Some(scope.recipients_path()),
-                        "not-a-recipient",
-                        format!("{key} is not a recipient of {scope}"),
-                    ));
-                }
-                text = t;
-                removed += n;
-            }
+            let text = store.recipients_text(&scope)?;
+            let (text, removed) = recipients::remove_keys(&text, &keys, &scope)?;
             store.write_recipients(&scope, &text)?;
             say!(
                 "removed {removed} recipient(s) from {}",
@@ -122,7 +110,7 @@ pub(super) fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<Ex
             stale_hint(&store, &scope)?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
 pub(super) fn stale_hint(store: &Store, scope: &Scope) -> Result<()> {
@@ -146,7 +134,7 @@ pub(super) fn cmd_rekey(
     global: bool,
     all: bool,
     force: bool,
-) -> Result<ExitCode> {
+) -> Result<Exit> {
     let store = ctx.store()?;
     let selection = if all {
         rekey::Selection::All
@@ -158,14 +146,14 @@ pub(super) fn cmd_rekey(
     };
     let ids = match rekey::plan(&store, &selection, force) {
         Ok(ids) => ids,
-        Err(ps) => {
-            output::problems(&ps);
-            return Ok(ExitCode::FAILURE);
+        Err(errors) => {
+            output::problems(&reports(errors));
+            return Ok(Exit::Failure);
         }
     };
     if ids.is_empty() {
         say!("nothing to rekey: every selected secret is encrypted to its current recipients");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Success);
     }
     let identities = ctx.identities()?;
     // A bar on a terminal, for stores large enough to wait on.
@@ -185,17 +173,21 @@ pub(super) fn cmd_rekey(
     match result {
         Ok(n) => {
             say!("rekeyed {n} secret(s)");
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Success)
         }
-        Err(rekey::RekeyFailure::NothingWritten(ps)) => {
-            output::problems(&ps);
+        Err(rekey::RekeyFailure::NothingWritten(errors)) => {
+            output::problems(&reports(errors));
             eprintln!("nothing was rewritten: every file must decrypt before any is rekeyed");
-            Ok(ExitCode::FAILURE)
+            Ok(Exit::Failure)
         }
-        Err(rekey::RekeyFailure::Partial(ps)) => {
-            output::problems(&ps);
+        Err(rekey::RekeyFailure::Partial(errors)) => {
+            output::problems(&reports(errors));
             eprintln!("some files were not rewritten; every file still decrypts; run rekey again");
-            Ok(ExitCode::FAILURE)
+            Ok(Exit::Failure)
         }
     }
+}
+
+fn reports(errors: Vec<rekey::RekeyError>) -> Vec<Problem> {
+    errors.into_iter().map(Problem::from).collect()
 }

@@ -1,7 +1,10 @@
 //! The command-line front end: turns flags into library calls and prints the
-//! results. All logic lives in the library.
+//! results. All logic lives in the library; how the run exits is decided
+//! once, at the end of [`main`] (see `exit`).
 
 mod args;
+mod error;
+mod exit;
 mod gitops;
 mod keys;
 mod output;
@@ -12,8 +15,7 @@ use gitops::{cmd_check, cmd_hook_install, cmd_textconv};
 use keys::{cmd_init, cmd_keygen, cmd_recipients, cmd_rekey};
 use secrets::{cmd_apply, cmd_create, cmd_delete, cmd_edit, cmd_export, cmd_get, cmd_mtls_init};
 
-use std::io::{self};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 
@@ -26,19 +28,24 @@ use meshseal::scope::{Scope, SecretId};
 use meshseal::store::Store;
 
 use args::{Cli, Command, HookCommand, MtlsCommand};
+use exit::{Exit, Failure};
 
-/// Runs the CLI; the exit code is 0 on success, 1 on failure, 2 on usage errors.
+/// Runs the CLI; the exit code is 0 on success, 1 on failure, 2 on usage
+/// errors (clap's own, and those found before a command runs).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
-        Err(p) => {
-            output::problem(&p);
-            ExitCode::FAILURE
+    let exit = match run(cli) {
+        Ok(exit) => exit,
+        Err(failure) => {
+            let (problem, exit) = failure.report();
+            output::problem(&problem);
+            exit
         }
-    }
+    };
+    exit.into()
 }
 
+/// What a command returns: how it ended, or the one problem that stopped it.
 type Result<T> = std::result::Result<T, Problem>;
 
 struct Context {
@@ -68,7 +75,7 @@ impl Context {
 
     fn identities(&self) -> Result<Identities> {
         self.optional_identities()?.ok_or_else(|| {
-            Problem::general(&IdentityError::NoneConfigured {
+            Problem::from(IdentityError::NoneConfigured {
                 default: identity::default_path(),
             })
         })
@@ -85,18 +92,20 @@ impl Context {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+/// Usage errors are judged before a command starts (`?` on a
+/// [`exit::UsageError`]); a command's own failure is a [`Problem`].
+fn run(cli: Cli) -> std::result::Result<Exit, Failure> {
     let ctx = Context {
         repo: cli.repo,
         identity_paths: cli.identity,
     };
-    match cli.command {
+    let exit = match cli.command {
         Command::Init { recipients } => cmd_init(&ctx, &recipients),
         Command::Keygen { output } => cmd_keygen(output),
         Command::Recipients(cmd) => cmd_recipients(&ctx, cmd),
         Command::Create(cmd) => cmd_create(&ctx, cmd),
-        Command::Apply { file } => cmd_apply(&ctx, &file),
-        Command::Get(cmd) => cmd_get(&ctx, cmd),
+        Command::Apply { file, dry_run } => cmd_apply(&ctx, &file, dry_run),
+        Command::Get(cmd) => cmd_get(&ctx, cmd.try_into()?),
         Command::Delete(cmd) => cmd_delete(&ctx, cmd),
         Command::Export {
             kubernetes,
@@ -117,22 +126,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output,
             no_decrypt,
             staged,
-        } => cmd_check(&ctx, &paths, output, no_decrypt, staged),
+        } => cmd_check(&ctx, &paths, output.check()?, no_decrypt, staged),
         Command::Edit(cmd) => cmd_edit(&ctx, cmd),
         Command::Mtls(MtlsCommand::Init { mesh }) => cmd_mtls_init(&ctx, &mesh),
         Command::Hook(HookCommand::Install { force }) => cmd_hook_install(&ctx, force),
         Command::Textconv { file, reveal } => cmd_textconv(&ctx, &file, reveal),
-        Command::Watch(args) => watch::cmd_watch(&ctx, args),
-        Command::Token(cmd) => watch::cmd_token(cmd),
-    }
+        Command::Watch(args) => watch::cmd_watch(&ctx, args).map(Exit::from),
+        Command::Token(cmd) => watch::cmd_token(cmd).map(Exit::from),
+    };
+    exit.map_err(Failure::from)
 }
 
 fn mesh_scope(mesh: &str) -> Result<Scope> {
-    Scope::mesh(mesh).map_err(|e| Problem::general(&e))
+    Ok(Scope::mesh(mesh)?)
 }
 
 fn secret_id(scope: Scope, name: &str) -> Result<SecretId> {
-    SecretId::new(scope, name).map_err(|e| Problem::general(&e))
+    Ok(SecretId::new(scope, name)?)
 }
 
 fn scope_of(args: &args::ScopeArgs) -> Result<Scope> {
@@ -143,18 +153,5 @@ fn scope_of(args: &args::ScopeArgs) -> Result<Scope> {
 }
 
 fn parse_keys(keys: &[String]) -> Result<Vec<Recipient>> {
-    keys.iter()
-        .map(|k| Recipient::from_str(k).map_err(|e| Problem::general(&e)))
-        .collect()
-}
-
-fn io_problem(path: &Path, e: io::Error) -> Problem {
-    Problem::new(Some(path.to_path_buf()), "io", e.to_string())
-}
-
-fn describe(id: &SecretId) -> String {
-    match &id.scope {
-        Scope::Global => format!("GlobalSecret {}", id.name),
-        Scope::Mesh(m) => format!("Secret {m}/{}", id.name),
-    }
+    keys.iter().map(|k| Ok(Recipient::from_str(k)?)).collect()
 }

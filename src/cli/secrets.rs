@@ -1,43 +1,57 @@
 //! Commands that read and write secrets: create, apply, get, delete, export,
 //! edit, mtls init.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
-use std::process::ExitCode;
 
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use meshseal::apply::{self, Input, Plan};
 use meshseal::document::{check_data, Document, SecretData};
 use meshseal::edit;
-use meshseal::kuma;
+use meshseal::kuma::{self, describe};
+use meshseal::listing::{self, Row};
+use meshseal::policy;
 use meshseal::problem::Problem;
 use meshseal::scope::{Scope, SecretId};
-use meshseal::store::{short_sha, Store, WriteOutcome};
+use meshseal::store::{Store, StoreError, WriteError, WriteOutcome};
 
-use super::args::{CreateCommand, DeleteCommand, EditCommand, GetCommand, Output};
+use super::args::{
+    CreateCommand, DeleteCommand, EditCommand, GetRequest, ListFormat, Listed, Output, ValueSource,
+};
+use super::error::CliError;
+use super::exit::Exit;
 use super::output::{self, say};
-use super::{describe, io_problem, mesh_scope, secret_id, Context, Result};
+use super::{mesh_scope, secret_id, Context, Result};
 
-pub(super) fn read_value(store: &Store, source: &super::args::ValueSource) -> Result<SecretData> {
+const STDIN: &str = "<stdin>";
+
+pub(super) fn read_value(store: &Store, source: &ValueSource) -> Result<SecretData> {
     let limit = store.config().limits.max_data_bytes;
-    let bytes: Zeroizing<Vec<u8>> = if let Some(v) = &source.literal {
-        Zeroizing::new(v.as_bytes().to_vec())
-    } else if let Some(path) = &source.file {
-        read_limited(
-            fs::File::open(path).map_err(|e| io_problem(path, e))?,
-            limit,
-        )
-        .map_err(|e| io_problem(path, e))?
-    } else {
-        read_limited(io::stdin().lock(), limit).map_err(|e| io_problem(Path::new("<stdin>"), e))?
+    let read_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CliError::Read { path, source }
     };
-    check_data(&bytes, limit).map_err(|e| match &source.file {
-        Some(path) => Problem::at(path, &e),
-        None if source.stdin => Problem::at("<stdin>", &e),
-        None => Problem::at("--from-literal", &e),
+    let (bytes, input): (Zeroizing<Vec<u8>>, &Path) = if let Some(v) = &source.literal {
+        (
+            Zeroizing::new(v.as_bytes().to_vec()),
+            Path::new("--from-literal"),
+        )
+    } else if let Some(path) = &source.file {
+        let file = fs::File::open(path).map_err(read_error(path))?;
+        (read_limited(file, limit).map_err(read_error(path))?, path)
+    } else {
+        let stdin = Path::new(STDIN);
+        (
+            read_limited(io::stdin().lock(), limit).map_err(read_error(stdin))?,
+            stdin,
+        )
+    };
+    check_data(&bytes, limit).map_err(|source| CliError::Value {
+        input: input.to_path_buf(),
+        source,
     })?;
     Ok(SecretData::new(bytes.to_vec()))
 }
@@ -48,7 +62,7 @@ pub(super) fn read_limited(reader: impl Read, limit: usize) -> io::Result<Zeroiz
     Ok(buf)
 }
 
-pub(super) fn cmd_create(ctx: &Context, cmd: CreateCommand) -> Result<ExitCode> {
+pub(super) fn cmd_create(ctx: &Context, cmd: CreateCommand) -> Result<Exit> {
     let store = ctx.store()?;
     let (id, value) = match cmd {
         CreateCommand::Secret { name, mesh, value } => {
@@ -57,150 +71,73 @@ pub(super) fn cmd_create(ctx: &Context, cmd: CreateCommand) -> Result<ExitCode> 
         CreateCommand::GlobalSecret { name, value } => (secret_id(Scope::Global, &name)?, value),
     };
     if store.exists(&id) {
-        return Err(Problem::at(
-            id.path(),
-            &meshseal::store::StoreError::AlreadyExists(id),
-        ));
+        return Err(Problem::from(WriteError::Refused {
+            file: id.path(),
+            source: StoreError::AlreadyExists(id),
+        }));
     }
     let data = read_value(&store, &value)?;
     store.put(&Document::new(id.clone(), data), None)?;
     say!("{} created", describe(&id));
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
-pub(super) fn cmd_apply(ctx: &Context, file: &str) -> Result<ExitCode> {
+pub(super) fn cmd_apply(ctx: &Context, file: &str, dry_run: bool) -> Result<Exit> {
     let store = ctx.store()?;
-    let label = if file == "-" { "<stdin>" } else { file };
-    let limit = store.config().max_file_bytes().saturating_mul(4);
-    let bytes = if file == "-" {
-        read_limited(io::stdin().lock(), limit)
+    let input = Path::new(if file == "-" { STDIN } else { file });
+    let limit = apply::input_limit(store.config());
+    let text = if file == "-" {
+        Input::read(io::stdin().lock(), input, limit)?
     } else {
-        fs::File::open(file).and_then(|f| read_limited(f, limit))
-    }
-    .map_err(|e| io_problem(Path::new(label), e))?;
-    if bytes.len() > limit {
-        return Err(Problem::new(
-            Some(label.into()),
-            "too-large",
-            "input is larger than any valid apply",
-        ));
-    }
-    let text = std::str::from_utf8(&bytes).map_err(|_| {
-        Problem::new(
-            Some(label.into()),
-            "invalid-yaml",
-            "input is not UTF-8 text",
-        )
-    })?;
-    let docs = match kuma::parse_apply(text, store.config().limits.max_data_bytes) {
-        Ok(d) => d,
-        Err(errors) => {
-            let ps: Vec<Problem> = errors.iter().map(|e| Problem::at(label, e)).collect();
-            output::problems(&ps);
-            eprintln!("nothing was applied");
-            return Ok(ExitCode::FAILURE);
+        let reader = fs::File::open(file).map_err(|source| apply::InputError::Read {
+            input: input.to_path_buf(),
+            source,
+        })?;
+        Input::read(reader, input, limit)?
+    };
+    let plan = match Plan::new(&store, text.text()) {
+        Ok(plan) => plan,
+        Err(e) => {
+            output::problems(&e.problems(input));
+            // A missing recipients file is its own answer, as it always was.
+            if !matches!(e, apply::ApplyError::Recipients(_)) {
+                eprintln!("nothing was applied");
+            }
+            return Ok(Exit::Failure);
         }
     };
-    // Check every scope's recipients before writing anything.
-    let scopes: BTreeSet<&Scope> = docs.iter().map(|d| &d.id.scope).collect();
-    for scope in scopes {
-        store
-            .recipients(scope)?
-            .require_some()
-            .map_err(|e| Problem::at(scope.recipients_path(), &e))?;
-    }
-    // Refuse unwritable targets (symlinks) before writing anything.
-    let unwritable: Vec<Problem> = docs
-        .iter()
-        .filter_map(|d| store.check_writable(&d.id).err().map(Problem::from))
-        .collect();
-    if !unwritable.is_empty() {
-        output::problems(&unwritable);
-        eprintln!("nothing was applied");
-        return Ok(ExitCode::FAILURE);
-    }
     let identities = ctx.optional_identities()?;
+    let applied = if dry_run {
+        plan.preview(&store, identities.as_ref())
+    } else {
+        plan.write(&store, identities.as_ref())
+    };
+    let suffix = if dry_run { " (dry run)" } else { "" };
     let mut failed = false;
-    for doc in &docs {
-        match store.put(doc, identities.as_ref()) {
-            Ok(outcome) => say!(
-                "{} {}",
-                describe(&doc.id),
-                match outcome {
-                    WriteOutcome::Created => "created",
-                    WriteOutcome::Updated => "configured",
-                    WriteOutcome::Unchanged => "unchanged",
-                }
-            ),
-            Err(p) => {
-                output::problem(&Problem::from(p));
+    for a in applied {
+        match a.outcome {
+            Ok(outcome) => say!("{} {}{suffix}", describe(&a.id), outcome_word(outcome)),
+            Err(e) => {
+                output::problem(&Problem::from(e));
                 failed = true;
             }
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { Exit::Failure } else { Exit::Success })
 }
 
-pub(super) struct Row {
-    id: SecretId,
-    bytes: Option<usize>,
-    fingerprint: String,
-}
-
-/// Lists secrets without data. With an identity each is decrypted (sizes are
-/// shown and broken files reported); without one, headers are read.
-pub(super) fn list(
-    ctx: &Context,
-    store: &Store,
-    ids: &[SecretId],
-) -> Result<(Vec<Row>, Vec<Problem>)> {
-    let identities = ctx.optional_identities()?;
-    let mut rows = Vec::new();
-    let mut problems = Vec::new();
-    match &identities {
-        Some(idents) => {
-            for (id, res) in ids.iter().zip(store.load_many(ids, idents)) {
-                match res {
-                    Ok(l) => rows.push(Row {
-                        id: id.clone(),
-                        bytes: Some(l.doc.data.len()),
-                        fingerprint: short_sha(&l.file_sha256),
-                    }),
-                    Err(e) => problems.push(Problem::from(e)),
-                }
-            }
-        }
-        None => {
-            for id in ids {
-                match store.inspect(id) {
-                    Ok((header, _)) if header.metadata.as_ref().is_some_and(|m| &m.id != id) => {
-                        let found = &header.metadata.as_ref().expect("checked").id;
-                        problems.push(Problem::new(
-                            Some(id.path()),
-                            "scope-mismatch",
-                            format!("header metadata says {found} but the path says {id}"),
-                        ));
-                    }
-                    Ok((_, sha)) => rows.push(Row {
-                        id: id.clone(),
-                        bytes: None,
-                        fingerprint: short_sha(&sha),
-                    }),
-                    Err(e) => problems.push(Problem::from(e)),
-                }
-            }
-        }
+/// kubectl's words for what a write did.
+fn outcome_word(outcome: WriteOutcome) -> &'static str {
+    match outcome {
+        WriteOutcome::Created => "created",
+        WriteOutcome::Updated => "configured",
+        WriteOutcome::Unchanged => "unchanged",
     }
-    Ok((rows, problems))
 }
 
-pub(super) fn print_list(rows: &[Row], output: Output, global: bool) -> Result<()> {
-    match output {
-        Output::Table => {
+pub(super) fn print_list(rows: &[Row], format: ListFormat, global: bool) {
+    match format {
+        ListFormat::Table => {
             let cells: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {
@@ -221,7 +158,7 @@ pub(super) fn print_list(rows: &[Row], output: Output, global: bool) -> Result<(
             };
             output::stdout(output::table(headers, &cells).as_bytes());
         }
-        Output::Json | Output::Yaml => {
+        ListFormat::Json | ListFormat::Yaml => {
             let items: Vec<_> = rows
                 .iter()
                 .map(|r| {
@@ -240,98 +177,79 @@ pub(super) fn print_list(rows: &[Row], output: Output, global: bool) -> Result<(
                 })
                 .collect();
             let v = json!({ "total": rows.len(), "items": items, "next": null });
-            print_value(&v, output);
-        }
-        Output::Raw => {
-            return Err(Problem::new(
-                None,
-                "usage",
-                "-o raw prints one secret's data; use it with `get secret NAME`",
-            ))
+            print_value(&v, format == ListFormat::Yaml);
         }
     }
-    Ok(())
 }
 
-pub(super) fn print_value(v: &serde_json::Value, output: Output) {
-    let text = Zeroizing::new(match output {
-        Output::Yaml => serde_yaml_ng::to_string(v).expect("JSON values serialize"),
-        _ => {
-            let mut s = serde_json::to_string_pretty(v).expect("JSON values serialize");
-            s.push('\n');
-            s
-        }
+pub(super) fn print_value(v: &serde_json::Value, yaml: bool) {
+    let text = Zeroizing::new(if yaml {
+        serde_yaml_ng::to_string(v).expect("JSON values serialize")
+    } else {
+        let mut s = serde_json::to_string_pretty(v).expect("JSON values serialize");
+        s.push('\n');
+        s
     });
     output::stdout(text.as_bytes());
 }
 
-pub(super) fn cmd_get(ctx: &Context, cmd: GetCommand) -> Result<ExitCode> {
+pub(super) fn cmd_get(ctx: &Context, request: GetRequest) -> Result<Exit> {
     let store = ctx.store()?;
-    let (ids, output, global) = match cmd {
-        GetCommand::Secret { name, mesh, output } => {
-            return get_one(ctx, &store, secret_id(mesh_scope(&mesh)?, &name)?, output)
+    let (ids, format, global) = match request {
+        GetRequest::One { name, mesh, output } => {
+            let scope = match mesh {
+                Some(m) => mesh_scope(&m)?,
+                None => Scope::Global,
+            };
+            return get_one(ctx, &store, secret_id(scope, &name)?, output);
         }
-        GetCommand::GlobalSecret { name, output } => {
-            return get_one(ctx, &store, secret_id(Scope::Global, &name)?, output)
-        }
-        GetCommand::Secrets { mesh, all, output } => {
-            let ids = if all {
-                store
+        GetRequest::List { listed, format } => match listed {
+            Listed::AllMeshes => {
+                let ids = store
                     .secret_ids(None)?
                     .into_iter()
                     .filter(|id| id.scope != Scope::Global)
-                    .collect()
-            } else {
-                store.secret_ids(Some(&mesh_scope(&mesh)?))?
-            };
-            (ids, output, false)
-        }
-        GetCommand::GlobalSecrets { output } => {
-            (store.secret_ids(Some(&Scope::Global))?, output, true)
-        }
+                    .collect();
+                (ids, format, false)
+            }
+            Listed::Mesh(mesh) => (store.secret_ids(Some(&mesh_scope(&mesh)?))?, format, false),
+            Listed::Global => (store.secret_ids(Some(&Scope::Global))?, format, true),
+        },
     };
-    if output == Output::Raw {
-        output::problem(&Problem::new(
-            None,
-            "usage",
-            "-o raw prints one secret's data; use it with `get secret NAME`",
-        ));
-        return Ok(ExitCode::from(2));
-    }
-    let (rows, problems) = list(ctx, &store, &ids)?;
-    print_list(&rows, output, global)?;
+    let identities = ctx.optional_identities()?;
+    let (rows, problems) = listing::list(&store, &ids, identities.as_ref());
+    print_list(&rows, format, global);
+    let problems: Vec<Problem> = problems.into_iter().map(Problem::from).collect();
     output::problems(&problems);
-    Ok(if problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(Exit::from_problems(&problems))
 }
 
-pub(super) fn get_one(
-    ctx: &Context,
-    store: &Store,
-    id: SecretId,
-    output: Output,
-) -> Result<ExitCode> {
-    if output == Output::Table {
-        let (rows, problems) = list(ctx, store, std::slice::from_ref(&id))?;
-        if let Some(p) = problems.into_iter().next() {
-            return Err(p);
+pub(super) fn get_one(ctx: &Context, store: &Store, id: SecretId, output: Output) -> Result<Exit> {
+    let yaml = match output {
+        Output::Table => {
+            let identities = ctx.optional_identities()?;
+            let (rows, problems) =
+                listing::list(store, std::slice::from_ref(&id), identities.as_ref());
+            if let Some(e) = problems.into_iter().next() {
+                return Err(e.into());
+            }
+            print_list(&rows, ListFormat::Table, id.scope == Scope::Global);
+            return Ok(Exit::Success);
         }
-        print_list(&rows, Output::Table, id.scope == Scope::Global)?;
-        return Ok(ExitCode::SUCCESS);
-    }
+        Output::Raw => None,
+        Output::Yaml => Some(true),
+        Output::Json => Some(false),
+    };
     let identities = ctx.identities()?;
     let loaded = store.load(&id, &identities)?;
-    match output {
-        Output::Raw => output::stdout(loaded.doc.data.expose()),
-        other => print_value(&kuma::to_json(&loaded.doc, true), other),
+    match yaml {
+        None => output::stdout(loaded.doc.data.expose()),
+        Some(yaml) => print_value(&kuma::to_json(&loaded.doc, true), yaml),
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
-pub(super) fn cmd_delete(ctx: &Context, cmd: DeleteCommand) -> Result<ExitCode> {
+pub(super) fn cmd_delete(ctx: &Context, cmd: DeleteCommand) -> Result<Exit> {
     let store = ctx.store()?;
     let (id, force) = match cmd {
         DeleteCommand::Secret { name, mesh, force } => {
@@ -339,22 +257,12 @@ pub(super) fn cmd_delete(ctx: &Context, cmd: DeleteCommand) -> Result<ExitCode> 
         }
         DeleteCommand::GlobalSecret { name } => (secret_id(Scope::Global, &name)?, false),
     };
-    let users = meshseal::policy::references_to(&store, &id);
-    if !users.is_empty() && !force {
-        let list: Vec<String> = users
-            .iter()
-            .map(|(path, field)| format!("{} ({field})", path.display()))
-            .collect();
-        return Err(Problem::new(
-            Some(id.path()),
-            "in-use",
-            format!("{} is in use by {}", describe(&id), list.join(", ")),
-        )
-        .with_hint("change those policies first, or delete anyway with --force"));
+    if !force {
+        policy::ensure_unused(&store, &id)?;
     }
     store.delete(&id)?;
     say!("{} deleted", describe(&id));
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
 pub(super) fn cmd_export(
@@ -364,7 +272,7 @@ pub(super) fn cmd_export(
     all: bool,
     global: bool,
     namespace: &str,
-) -> Result<ExitCode> {
+) -> Result<Exit> {
     let store = ctx.store()?;
     let ids = if all {
         store.secret_ids(None)?
@@ -386,7 +294,7 @@ pub(super) fn cmd_export(
     if !problems.is_empty() {
         output::problems(&problems);
         eprintln!("nothing was exported");
-        return Ok(ExitCode::FAILURE);
+        return Ok(Exit::Failure);
     }
     let refs: Vec<&Document> = docs.iter().collect();
     let text = if kubernetes {
@@ -395,10 +303,10 @@ pub(super) fn cmd_export(
         kuma::export_universal(&refs)
     };
     output::stdout(text.as_bytes());
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
-pub(super) fn cmd_edit(ctx: &Context, cmd: EditCommand) -> Result<ExitCode> {
+pub(super) fn cmd_edit(ctx: &Context, cmd: EditCommand) -> Result<Exit> {
     let store = ctx.store()?;
     let id = match cmd {
         EditCommand::Secret { name, mesh } => secret_id(mesh_scope(&mesh)?, &name)?,
@@ -416,10 +324,10 @@ pub(super) fn cmd_edit(ctx: &Context, cmd: EditCommand) -> Result<ExitCode> {
         edit::EditOutcome::Unchanged => say!("{} unchanged", describe(&id)),
         edit::EditOutcome::Updated => say!("{} edited", describe(&id)),
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
-pub(super) fn cmd_mtls_init(ctx: &Context, mesh: &str) -> Result<ExitCode> {
+pub(super) fn cmd_mtls_init(ctx: &Context, mesh: &str) -> Result<Exit> {
     let store = ctx.store()?;
     let created = meshseal::ca::mtls_init(&store, mesh)?;
     if created.is_empty() {
@@ -428,5 +336,5 @@ pub(super) fn cmd_mtls_init(ctx: &Context, mesh: &str) -> Result<ExitCode> {
     for id in &created {
         say!("{} created", describe(id));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }

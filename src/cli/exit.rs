@@ -1,0 +1,103 @@
+//! How a run ends, decided once (ripgrep's `messages.rs`, fd's
+//! `exit_codes.rs`): commands say whether they succeeded or failed, a usage
+//! error found before a command runs is [`Exit::Usage`], and `main` turns
+//! the one [`Exit`] into the process's exit code. clap exits 2 on its own
+//! usage errors, so every misuse of the command line exits 2.
+
+use std::process::ExitCode;
+
+use thiserror::Error;
+
+use meshseal::problem::{Diagnostic, Problem};
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Done (0).
+    Success,
+    /// The operation failed, or `check` found problems (1).
+    Failure,
+    /// The command line is wrong (2).
+    Usage,
+}
+
+impl Exit {
+    /// Success when nothing went wrong.
+    pub fn from_problems<T>(problems: &[T]) -> Exit {
+        if problems.is_empty() {
+            Exit::Success
+        } else {
+            Exit::Failure
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        match exit {
+            Exit::Success => ExitCode::SUCCESS,
+            Exit::Failure => ExitCode::FAILURE,
+            Exit::Usage => ExitCode::from(2),
+        }
+    }
+}
+
+/// Until `meshseal watch` says its outcome as an [`Exit`]: its process exit
+/// code, read back.
+impl From<ExitCode> for Exit {
+    fn from(code: ExitCode) -> Exit {
+        if code == ExitCode::SUCCESS {
+            Exit::Success
+        } else {
+            Exit::Failure
+        }
+    }
+}
+
+/// A command line clap accepts but the command cannot honour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum UsageError {
+    /// `-o raw` on a listing.
+    #[error("-o raw prints one secret's data; use it with `get secret NAME`")]
+    RawListing,
+    /// `check -o` other than table or json.
+    #[error("-o {0}: check prints table or json")]
+    CheckOutput(&'static str),
+}
+
+impl Diagnostic for UsageError {
+    fn code(&self) -> &'static str {
+        "usage"
+    }
+}
+
+/// Why a run did not succeed: the one problem to print, and how to exit.
+#[derive(Debug)]
+pub enum Failure {
+    /// A usage error: exit 2.
+    Usage(UsageError),
+    /// The operation failed: exit 1.
+    Failed(Problem),
+}
+
+impl From<UsageError> for Failure {
+    fn from(e: UsageError) -> Failure {
+        Failure::Usage(e)
+    }
+}
+
+impl From<Problem> for Failure {
+    fn from(p: Problem) -> Failure {
+        Failure::Failed(p)
+    }
+}
+
+impl Failure {
+    /// The problem to print, and the exit that follows.
+    pub fn report(self) -> (Problem, Exit) {
+        match self {
+            Failure::Usage(e) => (Problem::report(&e), Exit::Usage),
+            Failure::Failed(p) => (p, Exit::Failure),
+        }
+    }
+}
