@@ -37,6 +37,7 @@ pub mod problem;
 pub mod recipients;
 pub mod rekey;
 pub mod scope;
+pub mod signing;
 pub mod serve;
 pub mod store;
 pub mod textconv;
