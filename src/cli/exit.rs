@@ -101,3 +101,32 @@ impl Failure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_outcome_has_its_exit_code() {
+        assert_eq!(ExitCode::from(Exit::Success), ExitCode::SUCCESS);
+        assert_eq!(ExitCode::from(Exit::Failure), ExitCode::FAILURE);
+        assert_eq!(ExitCode::from(Exit::Usage), ExitCode::from(2));
+        assert_eq!(Exit::from(ExitCode::FAILURE), Exit::Failure);
+        assert_eq!(Exit::from_problems::<()>(&[]), Exit::Success);
+        assert_eq!(Exit::from_problems(&[()]), Exit::Failure);
+    }
+
+    #[test]
+    fn a_usage_error_exits_2_and_any_other_failure_1() {
+        let (problem, exit) = Failure::from(UsageError::RawListing).report();
+        assert_eq!((problem.code, exit), ("usage", Exit::Usage));
+        assert_eq!(problem.file, None);
+        let failed = Problem::report(&UsageError::CheckOutput("yaml"));
+        let (_, exit) = Failure::from(failed).report();
+        assert_eq!(
+            exit,
+            Exit::Failure,
+            "a Problem is a failure, whatever its code"
+        );
+    }
+}
