@@ -102,6 +102,8 @@ pub enum UpdateKind {
     Incremental,
     /// A full walk after an event overflow, a watcher error or SIGHUP.
     Rescan,
+    /// The first load of a restart, reusing the state cache.
+    Warm,
 }
 
 impl UpdateKind {
@@ -111,6 +113,7 @@ impl UpdateKind {
             UpdateKind::Cold => "cold",
             UpdateKind::Incremental => "incremental",
             UpdateKind::Rescan => "rescan",
+            UpdateKind::Warm => "warm",
         }
     }
 }
@@ -184,6 +187,32 @@ impl Index {
         let start = Instant::now();
         let empty = Index::default();
         let (mut index, stats) = empty.rescan_inner(store, identities, UpdateKind::Cold, false)?;
+        index.generation = 1;
+        index.counters = Counters {
+            decrypted: stats.decrypted as u64,
+            load_errors: index.problems.len() as u64,
+            cold_load: start.elapsed(),
+            ..Counters::default()
+        };
+        Ok(index)
+    }
+
+    /// Loads the whole store as [`Index::load`] does, reusing `cached`
+    /// secrets (a watcher's state cache, each bound to its path): a file
+    /// whose bytes hash to a cached secret's is not decrypted, every other
+    /// file is, and cached secrets whose file is gone or changed are not
+    /// served. Generation 1.
+    pub fn load_warm(
+        store: &Store,
+        identities: &Identities,
+        cached: Vec<Secret>,
+    ) -> Result<Index, ScanError> {
+        let start = Instant::now();
+        let mut seed = Index::default();
+        for secret in cached {
+            seed.secrets.insert(Entry(Arc::new(secret)));
+        }
+        let (mut index, stats) = seed.rescan_inner(store, identities, UpdateKind::Warm, false)?;
         index.generation = 1;
         index.counters = Counters {
             decrypted: stats.decrypted as u64,

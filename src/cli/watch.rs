@@ -51,6 +51,10 @@ pub struct WatchArgs {
     /// the repository's; on a name conflict the zone-local secret is kept.
     #[arg(long = "zone-store", value_name = "DIR", requires = "zone")]
     pub zone_store: Option<PathBuf>,
+    /// Keep what a restart reuses in DIR (created 0700): the documents of
+    /// unchanged files, encrypted to this watcher's own identities.
+    #[arg(long = "state", value_name = "DIR")]
+    pub state: Option<PathBuf>,
     /// Serve `/metrics` without a token (it needs one by default).
     #[arg(long = "public-metrics")]
     pub public_metrics: bool,
@@ -130,6 +134,7 @@ pub(super) fn cmd_watch(ctx: &Context, args: WatchArgs) -> Result<ExitCode> {
         audit: args.audit,
         tls: args.tls_cert.zip(args.tls_key),
         insecure_listen: args.insecure_listen,
+        state: args.state,
     };
     if args.once {
         return once(&options);
@@ -153,13 +158,14 @@ fn once(options: &WatchOptions) -> Result<ExitCode> {
     let global = index.scope_secrets(&meshseal::scope::Scope::Global).count();
     let stale = index.stale().count();
     say!(
-        "loaded {} secret(s): {} in {} mesh(es), {} global; {} problem(s); {} stale; {:.1} ms",
+        "loaded {} secret(s): {} in {} mesh(es), {} global; {} problem(s); {} stale; {} decrypted; {:.1} ms",
         index.len(),
         index.len() - global,
         index.meshes().len(),
         global,
         problems.len(),
         stale,
+        index.counters().decrypted,
         start.elapsed().as_secs_f64() * 1000.0
     );
     if stale > 0 {

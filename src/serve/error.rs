@@ -92,6 +92,9 @@ pub enum ServeError {
     /// The TLS certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] super::tls::TlsError),
+    /// The state folder cannot be used.
+    #[error(transparent)]
+    State(#[from] super::state::StateError),
     /// The audit file cannot be opened.
     #[error(transparent)]
     Audit(#[from] super::audit::AuditError),
@@ -126,6 +129,7 @@ impl Diagnostic for ServeError {
             ServeError::InsecureListen { .. } => "insecure-listen",
             ServeError::Tls(e) => e.code(),
             ServeError::Audit(e) => e.code(),
+            ServeError::State(e) => e.code(),
             ServeError::Start { .. } | ServeError::Server { .. } => "io",
         }
     }
@@ -146,6 +150,7 @@ impl Diagnostic for ServeError {
             ),
             ServeError::Tls(e) => e.hint(),
             ServeError::Audit(e) => e.hint(),
+            ServeError::State(e) => e.hint(),
             _ => None,
         }
     }
@@ -170,6 +175,7 @@ impl Diagnostic for ServeError {
             | ServeError::Watch { dir, .. } => Some(dir),
             ServeError::Tls(e) => e.file(),
             ServeError::Audit(e) => e.file(),
+            ServeError::State(e) => e.file(),
             ServeError::Listen { .. }
             | ServeError::InsecureListen { .. }
             | ServeError::Start { .. }

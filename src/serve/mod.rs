@@ -32,6 +32,7 @@ pub mod http;
 pub mod materialize;
 pub mod metrics;
 pub mod sources;
+pub mod state;
 pub mod tls;
 pub mod tokens;
 pub mod update;
@@ -54,6 +55,8 @@ use crate::tokens::Tokens;
 
 pub use error::ServeError;
 pub use sources::{load, load_identities, Sources};
+
+use state::StateDir;
 
 use api::ApiState;
 use error::log_problem;
@@ -102,6 +105,8 @@ pub struct WatchOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Allow plain HTTP on an address other than loopback.
     pub insecure_listen: bool,
+    /// The state folder: what a restart reuses (see [`state`]).
+    pub state: Option<PathBuf>,
 }
 
 impl WatchOptions {
@@ -125,7 +130,11 @@ pub fn once(options: &WatchOptions) -> Result<OnceReport, ServeError> {
     if let Some(path) = &options.tokens {
         Tokens::load(path)?;
     }
-    let mut sources = Sources::open(&options.root, options.zone(), &identities)?;
+    let state = options.state.as_deref().map(StateDir::open).transpose()?;
+    let mut sources = Sources::open(&options.root, options.zone(), &identities, state.as_ref())?;
+    if let Some(state) = &state {
+        save_state(state, &sources.repo.index, &identities);
+    }
     Ok(OnceReport {
         index: sources.view(),
     })
@@ -153,8 +162,18 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
         .map(Arc::new);
     let identities = load_identities(&options.identity_files)?;
     let tokens = tokens::load(options.tokens.as_deref())?;
-    let mut sources = Sources::open(&options.root, options.zone(), &identities)?;
+    let state_dir = options.state.as_deref().map(StateDir::open).transpose()?;
+    if state_dir.is_none() {
+        info!("no --state folder: a restart decrypts every file again");
+    }
+    let mut sources =
+        Sources::open(&options.root, options.zone(), &identities, state_dir.as_ref())?;
     sources.log_loaded();
+    if let Some(state_dir) = &state_dir {
+        if sources.repo.index.counters().decrypted > 0 {
+            save_state(state_dir, &sources.repo.index, &identities);
+        }
+    }
     let view = sources.view();
     sources::log_conflicts(None, &view, sources.zone_name());
     let materializer = match &options.materialize {
@@ -226,6 +245,8 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
                     publisher: &publisher,
                     materializer: materializer.as_ref(),
                     watches: &watches,
+                    state: state_dir.as_ref(),
+                    saved: std::time::Instant::now(),
                 }
                 .run(&rx)
             })
@@ -305,6 +326,13 @@ impl update::Watches for DebouncerWatches {
     }
 }
 
+
+/// Saves the state cache; a failure is logged (the next start is cold).
+pub(crate) fn save_state(state: &StateDir, index: &Index, identities: &crate::identity::Identities) {
+    if let Err(e) = state.save_cache(index, identities) {
+        log_problem(&Problem::from(e), "the next start decrypts every file again");
+    }
+}
 
 async fn serve_until_signal(
     listen: SocketAddr,

@@ -16,6 +16,7 @@ use crate::problem::Problem;
 use crate::store::Store;
 
 use super::error::{log_problem, ServeError};
+use super::state::StateDir;
 
 /// Loads identity files, naming the one that fails.
 pub fn load_identities(files: &[PathBuf]) -> Result<Identities, ServeError> {
@@ -74,9 +75,20 @@ pub enum RootChange {
 }
 
 impl Source {
-    fn open(given: &Path, identities: &Identities) -> Result<Source, ServeError> {
+    fn open(
+        given: &Path,
+        identities: &Identities,
+        state: Option<&StateDir>,
+    ) -> Result<Source, ServeError> {
         let root = canonical(given)?;
-        let (store, index) = load(&root, identities)?;
+        let store = Store::open(&root)?;
+        let index = match state {
+            Some(state) => {
+                let cached = state.load_cache(identities, store.config().limits.max_data_bytes);
+                Index::load_warm(&store, identities, cached)?
+            }
+            None => Index::load(&store, identities)?,
+        };
         Ok(Source {
             given: given.to_path_buf(),
             root,
@@ -163,12 +175,15 @@ fn canonical(dir: &Path) -> Result<PathBuf, ServeError> {
 
 impl Sources {
     /// Opens and loads the repository's store and, in zone mode, the zone's.
+    /// With `state`, the repository's store is loaded warm from its cache
+    /// (the zone-local store, small and local, always cold).
     pub fn open(
         root: &Path,
         zone: Option<(&str, &Path)>,
         identities: &Identities,
+        state: Option<&StateDir>,
     ) -> Result<Sources, ServeError> {
-        let repo = Source::open(root, identities)?;
+        let repo = Source::open(root, identities, state)?;
         let zone = match zone {
             Some((name, dir)) => {
                 let zone_root = canonical(dir)?;
@@ -179,7 +194,7 @@ impl Sources {
                 }
                 Some(Zone {
                     name: name.to_string(),
-                    source: Source::open(dir, identities)?,
+                    source: Source::open(dir, identities, None)?,
                 })
             }
             None => None,

@@ -101,7 +101,15 @@ pub struct Updater<'a> {
     pub materializer: Option<&'a Materializer>,
     /// Adds and drops file watches.
     pub watches: &'a dyn Watches,
+    /// Where the state cache is kept, if anywhere.
+    pub state: Option<&'a super::state::StateDir>,
+    /// When the state cache was last saved.
+    pub saved: std::time::Instant,
 }
+
+/// The state cache is saved at most this often while updates come in (and
+/// at every stop): a crash loses at most this much reuse, never a value.
+const SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Updater<'_> {
     /// Runs until `Msg::Stop` or until every sender is gone.
@@ -126,6 +134,9 @@ impl Updater<'_> {
             }
             if stop {
                 break;
+            }
+            if self.state.is_some() && self.saved.elapsed() >= SAVE_INTERVAL {
+                self.save_state();
             }
             // Where the roots are now decides which events count: those of
             // a tree that was swapped away (git-sync deletes it) do not.
@@ -152,6 +163,14 @@ impl Updater<'_> {
                 }
             }
             self.apply(batch, reload, moved);
+        }
+        self.save_state();
+    }
+
+    fn save_state(&mut self) {
+        if let Some(state) = self.state {
+            super::save_state(state, &self.sources.repo.index, &self.identities);
+            self.saved = std::time::Instant::now();
         }
     }
 

@@ -27,6 +27,8 @@ mod hostile;
 mod interop;
 mod leaks;
 mod hardening;
+mod materialize;
 mod policies;
 mod root_swap;
+mod state;
 mod watch;
