@@ -258,7 +258,12 @@ fn materialized_files_follow_updates_and_deletes() {
     let (env, _) = TestEnv::serving();
     env.set("payments", "db", "m-one");
     env.set_global("g", "global-one");
-    let out = env.tmp().join("materialized");
+    // Materialized plaintext must be on tmpfs (SPEC 11).
+    let shm = tempfile::Builder::new()
+        .prefix("meshseal-test-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let out = shm.path().join("materialized");
     // A leftover from an earlier run is removed at start.
     fs::create_dir_all(out.join("meshes/payments")).unwrap();
     fs::write(out.join("meshes/payments/leftover"), "old").unwrap();
