@@ -125,8 +125,17 @@ impl Signature {
         if !(after.starts_with(b"\n") || after.starts_with(b"\r\n")) {
             return Err(VerifyError::NotArmored);
         }
-        let inner =
-            SshSig::from_pem(armored).map_err(|source| VerifyError::Malformed { source })?;
+        let inner = SshSig::from_pem(armored).map_err(|source| {
+            if names_certificate(armored) {
+                VerifyError::UnsupportedAlgorithm {
+                    problem: KeyProblem::UnsupportedType {
+                        algorithm: "OpenSSH certificate".to_string(),
+                    },
+                }
+            } else {
+                VerifyError::Malformed { source }
+            }
+        })?;
         if !inner.reserved().is_empty() {
             return Err(VerifyError::Reserved);
         }
@@ -196,6 +205,27 @@ pub fn verify(
 ) -> Result<Verified, VerifyError> {
     Signature::parse(armored)?.verify(message, namespace)
 }
+
+/// Whether an armored signature ssh-key could not decode was made with an
+/// OpenSSH certificate (ssh-key 0.6 cannot carry one in an `sshsig`): only
+/// to say so instead of "malformed".
+fn names_certificate(armored: &[u8]) -> bool {
+    use base64::Engine;
+    let Ok(text) = std::str::from_utf8(armored) else {
+        return false;
+    };
+    let body: String = text
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .map(str::trim)
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .is_ok_and(|blob| blob.windows(CERT_SUFFIX.len()).any(|w| w == CERT_SUFFIX))
+}
+
+const CERT_SUFFIX: &[u8] = b"-cert-v01@openssh.com";
 
 fn signature_name(algorithm: &Algorithm) -> String {
     match algorithm {
