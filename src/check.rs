@@ -328,3 +328,81 @@ fn check_secret(
     }
     (problems, decrypted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::{Document, SecretData};
+    use std::fs;
+
+    fn store_with(names: &[&str]) -> (tempfile::TempDir, Store, Identities) {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret, public) = crate::identity::generate();
+        let ids = Identities::from_age_text(&secret).unwrap();
+        fs::create_dir_all(dir.path().join("meshes/m")).unwrap();
+        fs::write(dir.path().join("meshes/m/recipients.txt"), format!("{public}\n")).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for name in names {
+            let id = SecretId::new(Scope::mesh("m").unwrap(), name).unwrap();
+            store
+                .put(&Document::new(id, SecretData::new(b"v".to_vec())), None)
+                .unwrap();
+        }
+        (dir, store, ids)
+    }
+
+    fn codes(report: &Report) -> Vec<&'static str> {
+        report.problems.iter().map(|p| p.code).collect()
+    }
+
+    #[test]
+    fn a_clean_store_has_no_problem() {
+        let (_dir, store, ids) = store_with(&["a", "b"]);
+        let report = check(&store, &CheckOptions { identities: Some(&ids), only: Vec::new() });
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!((report.secrets, report.decrypted), (2, 2));
+    }
+
+    #[test]
+    fn a_moved_file_is_reported_once_with_or_without_a_key() {
+        let (dir, store, ids) = store_with(&["a"]);
+        fs::copy(dir.path().join("meshes/m/secrets/a.age"), dir.path().join("meshes/m/secrets/b.age")).unwrap();
+        for identities in [None, Some(&ids)] {
+            let report = check(&store, &CheckOptions { identities, only: Vec::new() });
+            assert_eq!(codes(&report), vec!["scope-mismatch"], "{:?}", report.problems);
+        }
+    }
+
+    #[test]
+    fn a_new_recipient_makes_every_file_stale() {
+        let (dir, store, _) = store_with(&["a", "b"]);
+        let (_, other) = crate::identity::generate();
+        let path = dir.path().join("meshes/m/recipients.txt");
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push_str(&format!("{other}\n"));
+        fs::write(&path, text).unwrap();
+        let report = check(&store, &CheckOptions::default());
+        assert_eq!(codes(&report), vec!["stale", "stale"]);
+        assert_eq!(report.problems[0].hint.as_deref(), Some("run `meshseal rekey -m m`"));
+    }
+
+    #[test]
+    fn plaintext_in_a_secrets_folder_and_stray_files_are_reported() {
+        let (dir, store, _) = store_with(&["a"]);
+        fs::write(dir.path().join("meshes/m/secrets/leak.txt"), "hunter2").unwrap();
+        fs::write(dir.path().join("meshes/m/notes.md"), "x").unwrap();
+        let report = check(&store, &CheckOptions::default());
+        assert_eq!(codes(&report), vec!["unexpected-file", "not-age-file"]);
+    }
+
+    #[test]
+    fn only_restricts_the_report_to_the_given_paths() {
+        let (dir, store, _) = store_with(&["a"]);
+        fs::write(dir.path().join("meshes/m/secrets/leak.txt"), "x").unwrap();
+        let report = check(
+            &store,
+            &CheckOptions { identities: None, only: vec![PathBuf::from("global")] },
+        );
+        assert!(report.problems.is_empty());
+    }
+}
