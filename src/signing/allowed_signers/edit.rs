@@ -215,6 +215,11 @@ mod tests {
             add_to_text(&text, "x", &PublicKey::from_openssh(DSA).unwrap()),
             Err(EditError::UnsupportedKey(_))
         ));
+        let mut sneaky = key();
+        sneaky.set_comment(format!("c\nmallory {ED}"));
+        let (added, _) = add_to_text(&text, "erin", &sneaky).unwrap();
+        assert_eq!(added.lines().count(), text.lines().count() + 1);
+        assert!(!added.contains("mallory"));
         assert!(matches!(
             add_to_text("bad line\n", "x", &key()),
             Err(EditError::Invalid(_))

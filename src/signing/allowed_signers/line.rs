@@ -131,10 +131,24 @@ pub(super) fn needs_quotes(principals: &str) -> bool {
 }
 
 /// A key in OpenSSH's one-line form, comment included.
+/// A comment with a control character (a newline could smuggle in a line of
+/// its own) is left out.
 pub(super) fn openssh(key: &PublicKey) -> String {
+    let mut key = key.clone();
+    let comment = printable_comment(key.comment()).to_string();
+    key.set_comment(comment);
     // Encoding a parsed, supported key cannot fail; fall back to the type.
     key.to_openssh()
         .unwrap_or_else(|_| key.algorithm().as_str().to_string())
+}
+
+/// The comment, or nothing when it holds a control character.
+fn printable_comment(comment: &str) -> &str {
+    if comment.chars().any(char::is_control) {
+        ""
+    } else {
+        comment
+    }
 }
 
 const BLANKS: [char; 2] = [' ', '\t'];
@@ -228,7 +242,7 @@ fn parse_key(text: &str) -> Result<PublicKey, LineProblem> {
     let mut key = PublicKey::from_openssh(&format!("{kind} {blob}"))
         .map_err(|source| LineProblem::BadKey { source })?;
     keys::check(key.key_data()).map_err(|problem| LineProblem::UnsupportedKey { problem })?;
-    key.set_comment(comment.trim_matches([' ', '\t', '\r']));
+    key.set_comment(printable_comment(comment.trim_matches([' ', '\t', '\r'])));
     Ok(key)
 }
 
@@ -563,6 +577,16 @@ mod tests {
             "{:?}",
             err.hint()
         );
+    }
+
+    #[test]
+    fn a_comment_never_makes_a_line_of_its_own() {
+        let key = PublicKey::from_openssh(ED).unwrap();
+        let mut sneaky = key.clone();
+        sneaky.set_comment(format!("x\nmallory {ED}"));
+        assert!(!openssh(&sneaky).contains('\n'));
+        let signers = AllowedSigners::parse(&format!("a {ED} tab\there\n")).unwrap();
+        assert_eq!(signers.entries()[0].key().comment(), "");
     }
 
     #[test]
