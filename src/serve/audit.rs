@@ -37,7 +37,10 @@ impl Diagnostic for AuditError {
     }
 
     fn hint(&self) -> Option<String> {
-        Some("--audit names a file the watcher may create or append to; it must not be a symlink".to_string())
+        Some(
+            "--audit names a file the watcher may create or append to; it must not be a symlink"
+                .to_string(),
+        )
     }
 
     fn file(&self) -> Option<&Path> {

@@ -139,6 +139,7 @@ impl Diagnostic for ServeError {
             ServeError::Open(e) => e.hint(),
             ServeError::Identity { source, .. } => source.hint(),
             ServeError::Tokens(e) => e.hint(),
+            ServeError::Materialize(e) => e.hint(),
             ServeError::Watch { .. } => Some(
                 "raise fs.inotify.max_user_watches, or check the folder's permissions".to_string(),
             ),

@@ -42,7 +42,8 @@ impl Batch {
             EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
         );
         for path in &event.paths {
-            let is_top = |root: &Path| path.parent() == Some(root) && relevant(root, path).is_some();
+            let is_top =
+                |root: &Path| path.parent() == Some(root) && relevant(root, path).is_some();
             if arrival && (is_top(repo) || zone.is_some_and(is_top)) {
                 self.arrived.insert(path.clone());
             }
@@ -85,12 +86,21 @@ mod tests {
         let mut b = Batch::default();
         let kind = EventKind::Modify(ModifyKind::Any);
         b.add(
-            &event(kind, &["/repo/meshes/m/secrets/a.age", "/zone/global/secrets/z.age"]),
+            &event(
+                kind,
+                &["/repo/meshes/m/secrets/a.age", "/zone/global/secrets/z.age"],
+            ),
             Path::new("/repo"),
             Some(Path::new("/zone")),
         );
-        assert_eq!(b.repo, BTreeSet::from([PathBuf::from("meshes/m/secrets/a.age")]));
-        assert_eq!(b.zone, BTreeSet::from([PathBuf::from("global/secrets/z.age")]));
+        assert_eq!(
+            b.repo,
+            BTreeSet::from([PathBuf::from("meshes/m/secrets/a.age")])
+        );
+        assert_eq!(
+            b.zone,
+            BTreeSet::from([PathBuf::from("global/secrets/z.age")])
+        );
         assert!(b.arrived.is_empty() && !b.rescan);
     }
 
@@ -99,7 +109,10 @@ mod tests {
         let mut b = Batch::default();
         let kind = EventKind::Modify(ModifyKind::Any);
         b.add(
-            &event(kind, &["/repo/.git/index", "/repo/README.md", "/elsewhere/meshes/x"]),
+            &event(
+                kind,
+                &["/repo/.git/index", "/repo/README.md", "/elsewhere/meshes/x"],
+            ),
             Path::new("/repo"),
             None,
         );
@@ -110,7 +123,10 @@ mod tests {
     fn access_events_are_our_own_reads() {
         let mut b = Batch::default();
         b.add(
-            &event(EventKind::Access(AccessKind::Any), &["/repo/meshes/m/secrets/a.age"]),
+            &event(
+                EventKind::Access(AccessKind::Any),
+                &["/repo/meshes/m/secrets/a.age"],
+            ),
             Path::new("/repo"),
             None,
         );
@@ -121,9 +137,16 @@ mod tests {
     fn a_top_folder_created_or_moved_in_needs_a_watch_but_a_chmod_does_not() {
         let root = Path::new("/repo");
         let mut b = Batch::default();
-        b.add(&event(EventKind::Create(CreateKind::Folder), &["/repo/meshes"]), root, None);
         b.add(
-            &event(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["/repo/global"]),
+            &event(EventKind::Create(CreateKind::Folder), &["/repo/meshes"]),
+            root,
+            None,
+        );
+        b.add(
+            &event(
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                &["/repo/global"],
+            ),
             root,
             None,
         );
@@ -133,7 +156,12 @@ mod tests {
         );
         let mut chmod = Batch::default();
         chmod.add(
-            &event(EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Permissions)), &["/repo/meshes"]),
+            &event(
+                EventKind::Modify(ModifyKind::Metadata(
+                    notify::event::MetadataKind::Permissions,
+                )),
+                &["/repo/meshes"],
+            ),
             root,
             None,
         );
@@ -144,7 +172,11 @@ mod tests {
     #[test]
     fn a_lost_event_asks_for_a_rescan() {
         let mut b = Batch::default();
-        b.add(&Event::new(EventKind::Other).set_flag(Flag::Rescan), Path::new("/repo"), None);
+        b.add(
+            &Event::new(EventKind::Other).set_flag(Flag::Rescan),
+            Path::new("/repo"),
+            None,
+        );
         assert!(b.rescan);
     }
 }

@@ -28,14 +28,15 @@ pub struct Hardening {
 /// logging what could not be done. Never fails: a watcher that cannot lock
 /// its memory still serves, with a warning.
 pub fn harden() -> Hardening {
-    let not_dumpable =
-        match rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
-            Ok(()) => true,
-            Err(e) => {
-                warn!(error = %e, "cannot make the process non-dumpable: a core dump could hold secrets");
-                false
-            }
-        };
+    let not_dumpable = match rustix::process::set_dumpable_behavior(
+        rustix::process::DumpableBehavior::NotDumpable,
+    ) {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %e, "cannot make the process non-dumpable: a core dump could hold secrets");
+            false
+        }
+    };
     let memory_locked = lock_memory();
     info!(not_dumpable, memory_locked, "process hardened");
     Hardening {

@@ -8,7 +8,6 @@ use crate::scope::Scope;
 
 /// The metrics of one generation, in Prometheus' text format.
 pub fn render(index: &Index) -> String {
-
     let c = index.counters();
     let global = index.scope_secrets(&Scope::Global).count();
     let mut out = String::new();
@@ -98,12 +97,19 @@ mod tests {
     #[test]
     fn every_metric_has_help_type_and_a_sample() {
         let text = render(&Index::default());
-        for name in ["meshseal_index_generation", "meshseal_secrets", "meshseal_decrypted_total"] {
+        for name in [
+            "meshseal_index_generation",
+            "meshseal_secrets",
+            "meshseal_decrypted_total",
+        ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{text}");
             assert!(text.contains(&format!("# TYPE {name} ")), "{text}");
         }
         assert!(text.contains("meshseal_decrypted_total 0\n"), "{text}");
-        assert!(text.contains("meshseal_secrets{scope=\"global\"} 0\n"), "{text}");
+        assert!(
+            text.contains("meshseal_secrets{scope=\"global\"} 0\n"),
+            "{text}"
+        );
         // Counts only: no line names a secret or a mesh.
         assert!(!text.contains("name="), "{text}");
     }

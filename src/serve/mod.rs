@@ -160,14 +160,24 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
         .map(audit::Audit::open)
         .transpose()?
         .map(Arc::new);
+    // Checked before any secret is decrypted: a refused folder stops here.
+    let materializer = options
+        .materialize
+        .as_ref()
+        .map(|dir| Materializer::new(dir, options.materialize_persistent))
+        .transpose()?;
     let identities = load_identities(&options.identity_files)?;
     let tokens = tokens::load(options.tokens.as_deref())?;
     let state_dir = options.state.as_deref().map(StateDir::open).transpose()?;
     if state_dir.is_none() {
         info!("no --state folder: a restart decrypts every file again");
     }
-    let mut sources =
-        Sources::open(&options.root, options.zone(), &identities, state_dir.as_ref())?;
+    let mut sources = Sources::open(
+        &options.root,
+        options.zone(),
+        &identities,
+        state_dir.as_ref(),
+    )?;
     sources.log_loaded();
     if let Some(state_dir) = &state_dir {
         if sources.repo.index.counters().decrypted > 0 {
@@ -176,9 +186,8 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
     }
     let view = sources.view();
     sources::log_conflicts(None, &view, sources.zone_name());
-    let materializer = match &options.materialize {
-        Some(dir) => {
-            let m = Materializer::new(dir, options.materialize_persistent)?;
+    let materializer = match (materializer, &options.materialize) {
+        (Some(m), Some(dir)) => {
             let (report, problems) = m.sync(None, &view);
             info!(dir = %dir.display(), written = report.written, removed = report.removed, "materialized");
             for e in problems {
@@ -186,7 +195,7 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
             }
             Some(m)
         }
-        None => None,
+        _ => None,
     };
     let (changes, _) = tokio::sync::watch::channel(view.generation());
     let publisher = Publisher {
@@ -296,10 +305,12 @@ impl DebouncerWatches {
             RecursiveMode::NonRecursive
         };
         let mut debouncer = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        debouncer.watch(dir, mode).map_err(|source| ServeError::Watch {
-            dir: dir.to_path_buf(),
-            source,
-        })
+        debouncer
+            .watch(dir, mode)
+            .map_err(|source| ServeError::Watch {
+                dir: dir.to_path_buf(),
+                source,
+            })
     }
 }
 
@@ -326,11 +337,17 @@ impl update::Watches for DebouncerWatches {
     }
 }
 
-
 /// Saves the state cache; a failure is logged (the next start is cold).
-pub(crate) fn save_state(state: &StateDir, index: &Index, identities: &crate::identity::Identities) {
+pub(crate) fn save_state(
+    state: &StateDir,
+    index: &Index,
+    identities: &crate::identity::Identities,
+) {
     if let Err(e) = state.save_cache(index, identities) {
-        log_problem(&Problem::from(e), "the next start decrypts every file again");
+        log_problem(
+            &Problem::from(e),
+            "the next start decrypts every file again",
+        );
     }
 }
 

@@ -127,7 +127,10 @@ impl Source {
     /// the link), or beside the first target (a Kubernetes volume's
     /// `..2026_12_01_...` folders); nowhere else.
     fn may_move_to(&self, target: &Path) -> bool {
-        let beside = self.root.parent().is_some_and(|p| target.parent() == Some(p));
+        let beside = self
+            .root
+            .parent()
+            .is_some_and(|p| target.parent() == Some(p));
         beside
             || link_folders(&self.given)
                 .iter()
@@ -212,11 +215,11 @@ impl Sources {
             None => Arc::clone(&self.repo.index),
             Some(z) => {
                 self.generation += 1;
-                Arc::new(
-                    self.repo
-                        .index
-                        .with_zone(&z.source.index, &z.source.root, self.generation),
-                )
+                Arc::new(self.repo.index.with_zone(
+                    &z.source.index,
+                    &z.source.root,
+                    self.generation,
+                ))
             }
         }
     }

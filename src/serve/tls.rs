@@ -89,7 +89,9 @@ fn read(file: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, TlsError> {
     };
     let f = std::fs::File::open(file).map_err(fail)?;
     let mut bytes = zeroize::Zeroizing::new(Vec::new());
-    f.take(MAX_PEM_BYTES).read_to_end(&mut bytes).map_err(fail)?;
+    f.take(MAX_PEM_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(fail)?;
     Ok(bytes)
 }
 

@@ -220,24 +220,34 @@ impl Updater<'_> {
         let full = batch.rescan || reload;
         let sources = &mut self.sources;
         // A root that is gone is not walked: its last good index stays.
-        let repo_update = sources.repo.is_present().then(|| update_source(
-            &sources.repo.store,
-            &sources.repo.index,
-            &self.identities,
-            &batch.repo,
-            full || moved[0],
-            reload,
-        )).flatten();
-        let zone_update = sources.zone.as_ref().filter(|z| z.source.is_present()).and_then(|z| {
-            update_source(
-                &z.source.store,
-                &z.source.index,
-                &self.identities,
-                &batch.zone,
-                full || moved[1],
-                reload,
-            )
-        });
+        let repo_update = sources
+            .repo
+            .is_present()
+            .then(|| {
+                update_source(
+                    &sources.repo.store,
+                    &sources.repo.index,
+                    &self.identities,
+                    &batch.repo,
+                    full || moved[0],
+                    reload,
+                )
+            })
+            .flatten();
+        let zone_update = sources
+            .zone
+            .as_ref()
+            .filter(|z| z.source.is_present())
+            .and_then(|z| {
+                update_source(
+                    &z.source.store,
+                    &z.source.index,
+                    &self.identities,
+                    &batch.zone,
+                    full || moved[1],
+                    reload,
+                )
+            });
         if repo_update.is_none() && zone_update.is_none() {
             return;
         }

@@ -16,21 +16,19 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use walkdir::WalkDir;
 
-use crate::atomic;
 use crate::config::{Config, CONFIG_FILE};
 use crate::confine::{ConfineError, Confined};
 use crate::document::Document;
-use crate::envelope::{self, Header, Metadata};
+use crate::envelope::{self, Header};
 use crate::identity::Identities;
 use crate::recipients::RecipientSet;
 use crate::scope::{Scope, SecretId, StorePath};
 
 mod error;
 pub mod layout;
+mod write;
 
-pub use error::{
-    LoadError, Moved, OpenError, RecipientsError, ScanError, StoreError, WriteError,
-};
+pub use error::{LoadError, Moved, OpenError, RecipientsError, ScanError, StoreError, WriteError};
 
 /// The largest text file (policy, Mesh resource, recipients, writers,
 /// config) any reader accepts: one limit for every text file of a store.
@@ -207,14 +205,6 @@ impl Store {
         }
     }
 
-    /// Replaces a scope's recipients file atomically.
-    pub fn write_recipients(&self, scope: &Scope, text: &str) -> Result<(), WriteError> {
-        let file = scope.recipients_path();
-        self.ensure_no_symlinks(&file)?;
-        atomic::write(&self.root.join(&file), text.as_bytes(), SECRET_MODE)
-            .map_err(|source| WriteError::Io { file, source })
-    }
-
     /// Every file under `meshes/` and `global/`, sorted by path. Symlinks are
     /// reported, never followed.
     pub fn scan(&self) -> Result<Vec<Entry>, ScanError> {
@@ -382,12 +372,13 @@ impl Store {
                     source,
                 },
             )?;
-        let doc = Document::parse(&plaintext, self.config.limits.max_data_bytes).map_err(
-            |source| LoadError::Document {
-                file: file(),
-                source,
-            },
-        )?;
+        let doc =
+            Document::parse(&plaintext, self.config.limits.max_data_bytes).map_err(|source| {
+                LoadError::Document {
+                    file: file(),
+                    source,
+                }
+            })?;
         doc.bind(id).map_err(|source| LoadError::Document {
             file: file(),
             source,
@@ -415,191 +406,6 @@ impl Store {
     ) -> Vec<Result<Loaded, LoadError>> {
         ids.par_iter().map(|id| self.load(id, identities)).collect()
     }
-
-    /// Encrypts a document to its scope's recipients and writes it atomically.
-    /// With identities, an existing file that already holds the same document
-    /// for the same recipients is left untouched.
-    pub fn put(
-        &self,
-        doc: &Document,
-        identities: Option<&Identities>,
-    ) -> Result<WriteOutcome, WriteError> {
-        let id = &doc.id;
-        let file = id.path();
-        let recipients = self.recipients(&id.scope)?;
-        recipients
-            .require_some()
-            .map_err(|source| RecipientsError::Invalid {
-                file: id.scope.recipients_path(),
-                source,
-            })?;
-        let fingerprint = recipients.fingerprint();
-        let existed = self.exists(id);
-        if existed {
-            if let Some(ids) = identities {
-                if let Ok(old) = self.load(id, ids) {
-                    let same_recipients = old
-                        .header
-                        .metadata
-                        .as_ref()
-                        .is_some_and(|m| m.recipients_fingerprint == fingerprint);
-                    if same_recipients && old.header.armored && old.doc == *doc {
-                        return Ok(WriteOutcome::Unchanged);
-                    }
-                }
-            }
-        }
-        let metadata = Metadata {
-            id: id.clone(),
-            recipients_fingerprint: fingerprint,
-        };
-        let plaintext = doc.to_toml();
-        let ciphertext = envelope::encrypt(plaintext.as_bytes(), &recipients, &metadata)
-            .map_err(|source| WriteError::Encrypt {
-                file: file.clone(),
-                source,
-            })?;
-        self.check_writable(id)?;
-        atomic::write(&self.root.join(&file), &ciphertext, SECRET_MODE)
-            .map_err(|source| WriteError::Io { file, source })?;
-        Ok(if existed {
-            WriteOutcome::Updated
-        } else {
-            WriteOutcome::Created
-        })
-    }
-
-    /// Writes many documents as one batch: each scope's recipients read
-    /// once, unchanged files (same document, same recipients) left alone,
-    /// encryption in parallel, and every file made durable with one flush
-    /// of the file system rather than two `fsync`s each (see
-    /// [`atomic::write_batch`]). Every check and every encryption happens
-    /// before the first file is replaced: a refusal, a missing recipients
-    /// file or a full disk while staging leaves the store unchanged.
-    pub fn put_many(
-        &self,
-        docs: &[Document],
-        identities: Option<&Identities>,
-    ) -> Result<Vec<WriteOutcome>, WriteError> {
-        let mut recipients: std::collections::BTreeMap<&Scope, RecipientSet> =
-            std::collections::BTreeMap::new();
-        for doc in docs {
-            let scope = &doc.id.scope;
-            if !recipients.contains_key(scope) {
-                let set = self.recipients(scope)?;
-                set.require_some().map_err(|source| RecipientsError::Invalid {
-                    file: scope.recipients_path(),
-                    source,
-                })?;
-                recipients.insert(scope, set);
-            }
-            self.check_writable(&doc.id)?;
-        }
-        // Decide and encrypt in parallel: X25519 per file is the cost.
-        let planned: Vec<Result<(WriteOutcome, Option<Vec<u8>>), WriteError>> = docs
-            .par_iter()
-            .map(|doc| {
-                let set = &recipients[&doc.id.scope];
-                let fingerprint = set.fingerprint();
-                let existed = self.exists(&doc.id);
-                if existed {
-                    if let Some(ids) = identities {
-                        if let Ok(old) = self.load(&doc.id, ids) {
-                            let same = old
-                                .header
-                                .metadata
-                                .as_ref()
-                                .is_some_and(|m| m.recipients_fingerprint == fingerprint);
-                            if same && old.header.armored && old.doc == *doc {
-                                return Ok((WriteOutcome::Unchanged, None));
-                            }
-                        }
-                    }
-                }
-                let metadata = Metadata {
-                    id: doc.id.clone(),
-                    recipients_fingerprint: fingerprint,
-                };
-                let ciphertext = envelope::encrypt(doc.to_toml().as_bytes(), set, &metadata)
-                    .map_err(|source| WriteError::Encrypt {
-                        file: doc.id.path(),
-                        source,
-                    })?;
-                let outcome = if existed {
-                    WriteOutcome::Updated
-                } else {
-                    WriteOutcome::Created
-                };
-                Ok((outcome, Some(ciphertext)))
-            })
-            .collect();
-        let mut outcomes = Vec::with_capacity(docs.len());
-        let mut writes = Vec::new();
-        for (doc, planned) in docs.iter().zip(planned) {
-            let (outcome, ciphertext) = planned?;
-            outcomes.push(outcome);
-            if let Some(c) = ciphertext {
-                writes.push((self.root.join(doc.id.path()), c));
-            }
-        }
-        let items: Vec<(PathBuf, &[u8])> =
-            writes.iter().map(|(p, c)| (p.clone(), c.as_slice())).collect();
-        atomic::write_batch(&items, SECRET_MODE).map_err(|e| WriteError::Batch {
-            file: e
-                .path
-                .strip_prefix(&self.root)
-                .unwrap_or(&e.path)
-                .to_path_buf(),
-            renamed: e.renamed,
-            source: e.source,
-        })?;
-        Ok(outcomes)
-    }
-
-    /// Removes a secret's file.
-    pub fn delete(&self, id: &SecretId) -> Result<(), WriteError> {
-        let file = id.path();
-        if !self.exists(id) {
-            return Err(WriteError::Refused {
-                file,
-                source: StoreError::NotFound(id.clone()),
-            });
-        }
-        self.ensure_no_symlinks(&file)?;
-        atomic::remove(&self.root.join(&file)).map_err(|source| WriteError::Io { file, source })
-    }
-
-    /// Refuses a secret path that a write would follow out of the store: a
-    /// symlinked folder on the way, or a symlink (or non-file) at the target.
-    pub fn check_writable(&self, id: &SecretId) -> Result<(), WriteError> {
-        let file = id.path();
-        self.ensure_no_symlinks(&file)?;
-        match fs::symlink_metadata(self.root.join(&file)) {
-            Ok(m) if !m.is_file() => Err(WriteError::Refused {
-                file,
-                source: StoreError::NotRegular,
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Refuses to write through a symlinked folder (or onto a symlink).
-    fn ensure_no_symlinks(&self, rel: &Path) -> Result<(), WriteError> {
-        let mut path = self.root.clone();
-        for c in rel.components() {
-            path.push(c);
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(WriteError::Refused {
-                        file: rel.to_path_buf(),
-                        source: StoreError::Symlink,
-                    })
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
 }
 
 /// The text of a file read as bytes (from the working tree or the git
@@ -622,101 +428,4 @@ pub fn short_sha(sha: &[u8; 32]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::document::SecretData;
-
-    /// A store with one mesh `m` encrypted to a fresh identity.
-    fn store() -> (tempfile::TempDir, Store, Identities) {
-        let dir = tempfile::tempdir().unwrap();
-        let (secret, public) = crate::identity::generate();
-        let ids = Identities::from_age_text(&secret).unwrap();
-        for scope in ["meshes/m", "global"] {
-            fs::create_dir_all(dir.path().join(scope)).unwrap();
-            fs::write(dir.path().join(scope).join("recipients.txt"), format!("{public}\n")).unwrap();
-        }
-        let store = Store::open(dir.path()).unwrap();
-        (dir, store, ids)
-    }
-
-    fn doc(name: &str, data: &[u8]) -> Document {
-        let id = SecretId::new(Scope::mesh("m").unwrap(), name).unwrap();
-        Document::new(id, SecretData::new(data.to_vec()))
-    }
-
-    #[test]
-    fn open_tells_a_missing_folder_from_a_folder_that_is_no_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = Store::open(dir.path().join("nope")).unwrap_err();
-        assert!(matches!(missing, OpenError::NoSuchFolder { .. }), "{missing:?}");
-        let empty = Store::open(dir.path()).unwrap_err();
-        assert!(matches!(empty, OpenError::NotAStore { .. }), "{empty:?}");
-        assert_eq!(crate::problem::Problem::from(empty).code, "not-a-store");
-    }
-
-    #[test]
-    fn a_config_file_that_is_a_link_is_refused_not_followed() {
-        let (dir, _, _) = store();
-        std::os::unix::fs::symlink("/dev/zero", dir.path().join(CONFIG_FILE)).unwrap();
-        let err = Store::open(dir.path()).unwrap_err();
-        assert!(
-            matches!(err, OpenError::ReadConfig { source: StoreError::Symlink, .. }),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn text_files_must_be_utf8() {
-        let (dir, store, _) = store();
-        fs::write(dir.path().join("meshes/m/mesh.toml"), [0xff, 0xfe]).unwrap();
-        let err = store.read_text(Path::new("meshes/m/mesh.toml")).unwrap_err();
-        assert!(matches!(err, StoreError::NotUtf8));
-    }
-
-    #[test]
-    fn a_missing_recipients_file_names_its_scope() {
-        let (dir, store, _) = store();
-        fs::remove_file(dir.path().join("global/recipients.txt")).unwrap();
-        let err = store.recipients(&Scope::Global).unwrap_err();
-        let p = crate::problem::Problem::from(err);
-        assert_eq!(p.file.as_deref(), Some(Path::new("global/recipients.txt")));
-        assert!(p.hint.unwrap().contains("--global"));
-    }
-
-    #[test]
-    fn put_many_writes_all_and_leaves_unchanged_files_alone() {
-        let (dir, store, ids) = store();
-        let docs = vec![doc("a", b"1"), doc("b", b"2")];
-        let outcomes = store.put_many(&docs, Some(&ids)).unwrap();
-        assert_eq!(outcomes, vec![WriteOutcome::Created, WriteOutcome::Created]);
-        let before = fs::read(dir.path().join("meshes/m/secrets/a.age")).unwrap();
-        let again = store.put_many(&[doc("a", b"1"), doc("b", b"3")], Some(&ids)).unwrap();
-        assert_eq!(again, vec![WriteOutcome::Unchanged, WriteOutcome::Updated]);
-        assert_eq!(fs::read(dir.path().join("meshes/m/secrets/a.age")).unwrap(), before);
-        assert_eq!(store.load(&docs[1].id, &ids).unwrap().doc.data.expose(), b"3");
-    }
-
-    #[test]
-    fn put_many_with_one_refused_path_writes_nothing() {
-        let (dir, store, ids) = store();
-        fs::create_dir_all(dir.path().join("meshes/m/secrets")).unwrap();
-        std::os::unix::fs::symlink("/tmp", dir.path().join("meshes/m/secrets/b.age")).unwrap();
-        let err = store.put_many(&[doc("a", b"1"), doc("b", b"2")], None).unwrap_err();
-        assert!(matches!(err, WriteError::Refused { .. }), "{err:?}");
-        assert!(!dir.path().join("meshes/m/secrets/a.age").exists());
-    }
-
-    #[test]
-    fn a_header_that_disagrees_with_the_path_is_moved() {
-        let (dir, store, ids) = store();
-        store.put(&doc("a", b"1"), None).unwrap();
-        fs::copy(
-            dir.path().join("meshes/m/secrets/a.age"),
-            dir.path().join("meshes/m/secrets/b.age"),
-        )
-        .unwrap();
-        let b = SecretId::new(Scope::mesh("m").unwrap(), "b").unwrap();
-        let err = store.load(&b, &ids).unwrap_err();
-        assert!(err.is_moved(), "{err:?}");
-    }
-}
+mod tests;

@@ -53,8 +53,8 @@ use sha2::{Digest, Sha256};
 use super::audit::{self, Audit, Record};
 use crate::index::{Index, Live, Secret};
 use crate::kuma;
-use crate::policy::{builtin_secret_names, DataSource, Policy};
-use crate::scope::{validate_mesh, validate_name, Scope, SecretId, StorePath};
+
+use crate::scope::{validate_mesh, validate_name, Scope, SecretId};
 use crate::tokens::{TokenScope, Tokens};
 
 /// Largest request body a request may declare. The API never reads a body
@@ -84,16 +84,25 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/meshes/{mesh}/secrets", read_only(list_mesh))
         .route("/meshes/{mesh}/secrets/{name}", read_only(get_mesh_secret))
-        .route("/meshes/{mesh}/policies", read_only(list_policies))
-        .route("/meshes/{mesh}/policies/{name}", read_only(get_policy))
+        .route(
+            "/meshes/{mesh}/policies",
+            read_only(policies::list_policies),
+        )
+        .route(
+            "/meshes/{mesh}/policies/{name}",
+            read_only(policies::get_policy),
+        )
         .route("/secrets", read_only(list_all))
         .route("/global-secrets", read_only(list_global))
         .route("/global-secrets/{name}", read_only(get_global_secret))
-        .route("/status", read_only(status))
-        .route("/ready", read_only(ready))
-        .route("/metrics", read_only(metrics))
+        .route("/status", read_only(status::status))
+        .route("/ready", read_only(status::ready))
+        .route("/metrics", read_only(status::metrics))
         .fallback(not_found_route)
-        .layer(middleware::from_fn_with_state(state.clone(), no_store_and_audit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            no_store_and_audit,
+        ))
         .layer(middleware::from_fn(refuse_bodies))
         .with_state(state)
 }
@@ -106,7 +115,11 @@ fn is_audited(path: &str) -> bool {
 
 /// Marks every response `Cache-Control: no-store` (secrets, and what names
 /// them, must not be kept by a cache or a proxy), and audits secret reads.
-async fn no_store_and_audit(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+async fn no_store_and_audit(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let audited = state
         .audit
         .as_ref()
@@ -117,8 +130,14 @@ async fn no_store_and_audit(State(state): State<ApiState>, request: Request, nex
                 let d = Sha256::digest(t.as_bytes());
                 format!("sha256:{}", crate::recipients::hex(&d[..8]))
             });
-            let scope = token.and_then(|t| state.tokens.load().authorize(t).map(ToString::to_string));
-            (Arc::clone(audit), request.uri().path().to_string(), digest, scope)
+            let scope =
+                token.and_then(|t| state.tokens.load().authorize(t).map(ToString::to_string));
+            (
+                Arc::clone(audit),
+                request.uri().path().to_string(),
+                digest,
+                scope,
+            )
         });
     let mut response = next.run(request).await;
     response
@@ -426,294 +445,8 @@ async fn get_global_secret(
     Ok(one(&state.index.load(), Scope::Global, &name))
 }
 
-fn policy_json(index: &Index, policy: &Policy, resolve: bool) -> Value {
-    let problems: Vec<String> = index
-        .policy_problems(policy)
-        .map(|p| p.message.clone())
-        .collect();
-    let mut v = json!({
-        "type": policy.kind.as_str(),
-        "mesh": policy.mesh,
-        "name": policy.name,
-        "valid": problems.is_empty(),
-        "problems": problems,
-    });
-    if resolve {
-        // Builtin CA backends use their secrets by naming convention.
-        let builtin: Vec<(String, DataSource)> = policy
-            .backends
-            .iter()
-            .filter(|b| b.builtin)
-            .flat_map(|b| {
-                let (cert, key) = builtin_secret_names(&policy.mesh, &b.name);
-                [
-                    (
-                        format!("mtls.backends[{}].cert", b.name),
-                        DataSource::Secret(cert),
-                    ),
-                    (
-                        format!("mtls.backends[{}].key", b.name),
-                        DataSource::Secret(key),
-                    ),
-                ]
-            })
-            .collect();
-        let sources: Vec<Value> = policy
-            .sources
-            .iter()
-            .map(|s| (s.field.clone(), s.source.clone()))
-            .chain(builtin)
-            .map(|(field, source)| match &source {
-                DataSource::Secret(name) => {
-                    let id = SecretId {
-                        scope: Scope::Mesh(policy.mesh.clone()),
-                        name: name.clone(),
-                    };
-                    let mut v = json!({ "field": field, "secret": name });
-                    match index.get(&id) {
-                        Some(secret) => v["data"] = json!(secret.doc.data.to_base64().as_str()),
-                        None => v["error"] = json!(format!("could not load data: resource not found: {}", id.kuma_ref())),
-                    }
-                    v
-                }
-                DataSource::Inline(bytes) => json!({
-                    "field": field,
-                    "inline": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes),
-                }),
-                DataSource::InlineString(text) => json!({ "field": field, "inlineString": text }),
-                DataSource::File(path) => json!({ "field": field, "file": path }),
-            })
-            .collect();
-        v["sources"] = json!(sources);
-    }
-    v
-}
-
-async fn list_policies(
-    State(state): State<ApiState>,
-    path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-) -> Result<Response, Denied> {
-    let who = caller(&state, &headers)?;
-    let mesh = path_params(path)?;
-    authorize(who, &mesh_scope(&mesh)?)?;
-    let index = state.index.load();
-    let items: Vec<Value> = index
-        .policies(&mesh)
-        .map(|p| policy_json(&index, p, false))
-        .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "total": items.len(), "items": items, "next": Value::Null }),
-    ))
-}
-
-async fn get_policy(
-    State(state): State<ApiState>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
-) -> Result<Response, Denied> {
-    let who = caller(&state, &headers)?;
-    let (mesh, name) = path_params(path)?;
-    let scope = mesh_scope(&mesh)?;
-    policy_name(&name)?;
-    authorize(who, &scope)?;
-    let index = state.index.load();
-    let found = index.policies(&mesh).find(|p| p.name == name);
-    Ok(match found {
-        Some(p) => json_response(StatusCode::OK, &policy_json(&index, p, true)),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "Not Found",
-            &format!("resource not found: name=\"{name}\" mesh=\"{mesh}\""),
-        ),
-    })
-}
-
-/// The scope a problem's file belongs to, if it can be told from its path.
-fn scope_of_file(file: &std::path::Path) -> Option<Scope> {
-    match StorePath::classify(file) {
-        StorePath::Secret(id) => Some(id.scope),
-        StorePath::StraySecret { scope, .. } | StorePath::Recipients(scope) => Some(scope),
-        StorePath::Mesh(mesh) | StorePath::Policy { mesh, .. } => Some(Scope::Mesh(mesh)),
-        _ => None,
-    }
-}
-
-async fn status(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    let who = match caller(&state, &headers) {
-        Ok(w) => w,
-        Err(r) => return r.into_response(),
-    };
-    let index = state.index.load();
-    let visible = |scope: Option<Scope>| match scope {
-        Some(s) => who.allows(&s),
-        None => who == TokenScope::Admin,
-    };
-    let problems: Vec<Value> = index
-        .problems()
-        .filter(|p| visible(p.file.as_deref().and_then(scope_of_file)))
-        .map(|p| serde_json::to_value(p).expect("problems serialize"))
-        .collect();
-    let stale: Vec<Value> = index
-        .stale()
-        .filter(|id| who.allows(&id.scope))
-        .map(|id| {
-            let mut v = json!({ "type": id.scope.resource_type(), "name": id.name });
-            if let Some(m) = id.scope.mesh_name() {
-                v["mesh"] = json!(m);
-            }
-            v
-        })
-        .collect();
-    let conflicts: Vec<String> = index
-        .conflicts()
-        .iter()
-        .filter(|id| who.allows(&id.scope))
-        .map(|id| format!("resource already exists: {}", id.kuma_ref()))
-        .collect();
-    let secrets = index
-        .secrets()
-        .filter(|s| who.allows(&s.doc.id.scope))
-        .count();
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "generation": index.generation(),
-            "secrets": secrets,
-            "healthy": problems.is_empty(),
-            "problems": problems,
-            "stale": stale,
-            "conflicts": conflicts,
-            "roots": serde_json::to_value(&**state.roots.load()).unwrap_or(Value::Null),
-        }),
-    )
-}
-
-async fn ready(State(state): State<ApiState>) -> Response {
-    let generation = state.index.load().generation();
-    if generation == 0 {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not Ready",
-            "the store is still loading",
-        );
-    }
-    json_response(
-        StatusCode::OK,
-        &json!({ "ready": true, "generation": generation }),
-    )
-}
-
-async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    // Counts only, but they tell how many secrets and meshes there are and
-    // when they change: a token, unless the operator says otherwise.
-    if !state.public_metrics {
-        if let Err(denied) = caller(&state, &headers) {
-            return denied.into_response();
-        }
-    }
-    let mut r = (StatusCode::OK, super::metrics::render(&state.index.load())).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    r
-}
+mod policies;
+mod status;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::document::{Document, SecretData};
-    use crate::identity::Identities;
-    use crate::store::Store;
-    use axum::body::Body;
-    use tower::ServiceExt;
-
-    const ADMIN: &str = "mst_test_admin";
-    const PAYMENTS: &str = "mst_test_payments";
-
-    fn digest(token: &str) -> String {
-        use sha2::{Digest, Sha256};
-        crate::recipients::hex(&Sha256::digest(token.as_bytes()))
-    }
-
-    /// A router over a store with `payments/db` and global `root-ca`.
-    fn app(public_metrics: bool) -> (tempfile::TempDir, Router) {
-        let dir = tempfile::tempdir().unwrap();
-        let (secret, public) = crate::identity::generate();
-        let ids = Identities::from_age_text(&secret).unwrap();
-        for scope in ["meshes/payments", "global"] {
-            std::fs::create_dir_all(dir.path().join(scope)).unwrap();
-            std::fs::write(dir.path().join(scope).join("recipients.txt"), format!("{public}\n"))
-                .unwrap();
-        }
-        let store = Store::open(dir.path()).unwrap();
-        for (scope, name) in [(Scope::mesh("payments").unwrap(), "db"), (Scope::Global, "root-ca")] {
-            let id = SecretId::new(scope, name).unwrap();
-            store.put(&Document::new(id, SecretData::new(b"v".to_vec())), None).unwrap();
-        }
-        let index = Index::load(&store, &ids).unwrap();
-        let tokens = Tokens::parse(&format!(
-            "sha256:{} admin\nsha256:{} mesh:payments\n",
-            digest(ADMIN),
-            digest(PAYMENTS)
-        ))
-        .unwrap();
-        let state = ApiState {
-            index: Arc::new(ArcSwap::from_pointee(index)),
-            tokens: Arc::new(ArcSwap::from_pointee(tokens)),
-            roots: Arc::new(ArcSwap::from_pointee(Vec::new())),
-            public_metrics,
-            audit: None,
-        };
-        (dir, router(state))
-    }
-
-    fn call(app: &Router, method: &str, path: &str, token: Option<&str>) -> Response {
-        let mut request = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            request = request.header("authorization", format!("Bearer {t}"));
-        }
-        let request = request.body(Body::empty()).unwrap();
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(app.clone().oneshot(request))
-            .unwrap()
-    }
-
-    #[test]
-    fn authenticate_then_validate_then_authorize_then_look_up() {
-        let (_dir, app) = app(false);
-        let status = |m, p, t| call(&app, m, p, t).status().as_u16();
-        assert_eq!(status("GET", "/meshes/payments/secrets/db", None), 401);
-        assert_eq!(status("GET", "/meshes/payments/secrets/db", Some("mst_unknown")), 401);
-        assert_eq!(status("GET", "/meshes/payments/secrets/Bad_Name", Some(PAYMENTS)), 400);
-        assert_eq!(status("GET", "/meshes/other/secrets/db", Some(PAYMENTS)), 403);
-        assert_eq!(status("GET", "/meshes/payments/secrets/missing", Some(PAYMENTS)), 404);
-        assert_eq!(status("GET", "/meshes/payments/secrets/db", Some(PAYMENTS)), 200);
-        assert_eq!(status("GET", "/global-secrets/root-ca", Some(PAYMENTS)), 403);
-        assert_eq!(status("GET", "/global-secrets/root-ca", Some(ADMIN)), 200);
-        assert_eq!(status("PUT", "/meshes/payments/secrets/db", Some(ADMIN)), 405);
-        assert_eq!(status("GET", "/ready", None), 200);
-    }
-
-    #[test]
-    fn every_answer_is_not_cacheable() {
-        let (_dir, app) = app(false);
-        for (path, token) in [("/meshes/payments/secrets/db", Some(PAYMENTS)), ("/meshes/payments/secrets/db", None), ("/status", Some(ADMIN))] {
-            let r = call(&app, "GET", path, token);
-            assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store", "{path}");
-        }
-    }
-
-    #[test]
-    fn metrics_need_a_token_unless_public() {
-        let (_dir, app) = app(false);
-        assert_eq!(call(&app, "GET", "/metrics", None).status(), 401);
-        assert_eq!(call(&app, "GET", "/metrics", Some(PAYMENTS)).status(), 200);
-        let (_dir2, public) = self::app(true);
-        assert_eq!(call(&public, "GET", "/metrics", None).status(), 200);
-    }
-}
+mod tests;

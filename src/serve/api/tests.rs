@@ -1,0 +1,127 @@
+//! The router in-process: each rule of the request path, one request at a time.
+use super::*;
+use crate::document::{Document, SecretData};
+use crate::identity::Identities;
+use crate::store::Store;
+use axum::body::Body;
+use tower::ServiceExt;
+
+const ADMIN: &str = "mst_test_admin";
+const PAYMENTS: &str = "mst_test_payments";
+
+fn digest(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    crate::recipients::hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// A router over a store with `payments/db` and global `root-ca`.
+fn app(public_metrics: bool) -> (tempfile::TempDir, Router) {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, public) = crate::identity::generate();
+    let ids = Identities::from_age_text(&secret).unwrap();
+    for scope in ["meshes/payments", "global"] {
+        std::fs::create_dir_all(dir.path().join(scope)).unwrap();
+        std::fs::write(
+            dir.path().join(scope).join("recipients.txt"),
+            format!("{public}\n"),
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    for (scope, name) in [
+        (Scope::mesh("payments").unwrap(), "db"),
+        (Scope::Global, "root-ca"),
+    ] {
+        let id = SecretId::new(scope, name).unwrap();
+        store
+            .put(&Document::new(id, SecretData::new(b"v".to_vec())), None)
+            .unwrap();
+    }
+    let index = Index::load(&store, &ids).unwrap();
+    let tokens = Tokens::parse(&format!(
+        "sha256:{} admin\nsha256:{} mesh:payments\n",
+        digest(ADMIN),
+        digest(PAYMENTS)
+    ))
+    .unwrap();
+    let state = ApiState {
+        index: Arc::new(ArcSwap::from_pointee(index)),
+        tokens: Arc::new(ArcSwap::from_pointee(tokens)),
+        roots: Arc::new(ArcSwap::from_pointee(Vec::new())),
+        public_metrics,
+        audit: None,
+    };
+    (dir, router(state))
+}
+
+fn call(app: &Router, method: &str, path: &str, token: Option<&str>) -> Response {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        request = request.header("authorization", format!("Bearer {t}"));
+    }
+    let request = request.body(Body::empty()).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(app.clone().oneshot(request))
+        .unwrap()
+}
+
+#[test]
+fn authenticate_then_validate_then_authorize_then_look_up() {
+    let (_dir, app) = app(false);
+    let status = |m, p, t| call(&app, m, p, t).status().as_u16();
+    assert_eq!(status("GET", "/meshes/payments/secrets/db", None), 401);
+    assert_eq!(
+        status("GET", "/meshes/payments/secrets/db", Some("mst_unknown")),
+        401
+    );
+    assert_eq!(
+        status("GET", "/meshes/payments/secrets/Bad_Name", Some(PAYMENTS)),
+        400
+    );
+    assert_eq!(
+        status("GET", "/meshes/other/secrets/db", Some(PAYMENTS)),
+        403
+    );
+    assert_eq!(
+        status("GET", "/meshes/payments/secrets/missing", Some(PAYMENTS)),
+        404
+    );
+    assert_eq!(
+        status("GET", "/meshes/payments/secrets/db", Some(PAYMENTS)),
+        200
+    );
+    assert_eq!(
+        status("GET", "/global-secrets/root-ca", Some(PAYMENTS)),
+        403
+    );
+    assert_eq!(status("GET", "/global-secrets/root-ca", Some(ADMIN)), 200);
+    assert_eq!(
+        status("PUT", "/meshes/payments/secrets/db", Some(ADMIN)),
+        405
+    );
+    assert_eq!(status("GET", "/ready", None), 200);
+}
+
+#[test]
+fn every_answer_is_not_cacheable() {
+    let (_dir, app) = app(false);
+    for (path, token) in [
+        ("/meshes/payments/secrets/db", Some(PAYMENTS)),
+        ("/meshes/payments/secrets/db", None),
+        ("/status", Some(ADMIN)),
+    ] {
+        let r = call(&app, "GET", path, token);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store", "{path}");
+    }
+}
+
+#[test]
+fn metrics_need_a_token_unless_public() {
+    let (_dir, app) = app(false);
+    assert_eq!(call(&app, "GET", "/metrics", None).status(), 401);
+    assert_eq!(call(&app, "GET", "/metrics", Some(PAYMENTS)).status(), 200);
+    let (_dir2, public) = self::app(true);
+    assert_eq!(call(&public, "GET", "/metrics", None).status(), 200);
+}

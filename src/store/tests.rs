@@ -1,0 +1,122 @@
+//! The store on a temporary folder: opening, reading, writing.
+use super::*;
+use crate::document::SecretData;
+
+/// A store with one mesh `m` encrypted to a fresh identity.
+fn store() -> (tempfile::TempDir, Store, Identities) {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, public) = crate::identity::generate();
+    let ids = Identities::from_age_text(&secret).unwrap();
+    for scope in ["meshes/m", "global"] {
+        fs::create_dir_all(dir.path().join(scope)).unwrap();
+        fs::write(
+            dir.path().join(scope).join("recipients.txt"),
+            format!("{public}\n"),
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    (dir, store, ids)
+}
+
+fn doc(name: &str, data: &[u8]) -> Document {
+    let id = SecretId::new(Scope::mesh("m").unwrap(), name).unwrap();
+    Document::new(id, SecretData::new(data.to_vec()))
+}
+
+#[test]
+fn open_tells_a_missing_folder_from_a_folder_that_is_no_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = Store::open(dir.path().join("nope")).unwrap_err();
+    assert!(
+        matches!(missing, OpenError::NoSuchFolder { .. }),
+        "{missing:?}"
+    );
+    let empty = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(empty, OpenError::NotAStore { .. }), "{empty:?}");
+    assert_eq!(crate::problem::Problem::from(empty).code, "not-a-store");
+}
+
+#[test]
+fn a_config_file_that_is_a_link_is_refused_not_followed() {
+    let (dir, _, _) = store();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join(CONFIG_FILE)).unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OpenError::ReadConfig {
+                source: StoreError::Symlink,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn text_files_must_be_utf8() {
+    let (dir, store, _) = store();
+    fs::write(dir.path().join("meshes/m/mesh.toml"), [0xff, 0xfe]).unwrap();
+    let err = store
+        .read_text(Path::new("meshes/m/mesh.toml"))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotUtf8));
+}
+
+#[test]
+fn a_missing_recipients_file_names_its_scope() {
+    let (dir, store, _) = store();
+    fs::remove_file(dir.path().join("global/recipients.txt")).unwrap();
+    let err = store.recipients(&Scope::Global).unwrap_err();
+    let p = crate::problem::Problem::from(err);
+    assert_eq!(p.file.as_deref(), Some(Path::new("global/recipients.txt")));
+    assert!(p.hint.unwrap().contains("--global"));
+}
+
+#[test]
+fn put_many_writes_all_and_leaves_unchanged_files_alone() {
+    let (dir, store, ids) = store();
+    let docs = vec![doc("a", b"1"), doc("b", b"2")];
+    let outcomes = store.put_many(&docs, Some(&ids)).unwrap();
+    assert_eq!(outcomes, vec![WriteOutcome::Created, WriteOutcome::Created]);
+    let before = fs::read(dir.path().join("meshes/m/secrets/a.age")).unwrap();
+    let again = store
+        .put_many(&[doc("a", b"1"), doc("b", b"3")], Some(&ids))
+        .unwrap();
+    assert_eq!(again, vec![WriteOutcome::Unchanged, WriteOutcome::Updated]);
+    assert_eq!(
+        fs::read(dir.path().join("meshes/m/secrets/a.age")).unwrap(),
+        before
+    );
+    assert_eq!(
+        store.load(&docs[1].id, &ids).unwrap().doc.data.expose(),
+        b"3"
+    );
+}
+
+#[test]
+fn put_many_with_one_refused_path_writes_nothing() {
+    let (dir, store, ids) = store();
+    fs::create_dir_all(dir.path().join("meshes/m/secrets")).unwrap();
+    std::os::unix::fs::symlink("/tmp", dir.path().join("meshes/m/secrets/b.age")).unwrap();
+    let err = store
+        .put_many(&[doc("a", b"1"), doc("b", b"2")], None)
+        .unwrap_err();
+    assert!(matches!(err, WriteError::Refused { .. }), "{err:?}");
+    assert!(!dir.path().join("meshes/m/secrets/a.age").exists());
+}
+
+#[test]
+fn a_header_that_disagrees_with_the_path_is_moved() {
+    let (dir, store, ids) = store();
+    store.put(&doc("a", b"1"), None).unwrap();
+    fs::copy(
+        dir.path().join("meshes/m/secrets/a.age"),
+        dir.path().join("meshes/m/secrets/b.age"),
+    )
+    .unwrap();
+    let b = SecretId::new(Scope::mesh("m").unwrap(), "b").unwrap();
+    let err = store.load(&b, &ids).unwrap_err();
+    assert!(err.is_moved(), "{err:?}");
+}
