@@ -21,6 +21,7 @@ pub const TARGETS: &[(&str, Property)] = &[
     ("policy", policy),
     ("recipients", recipients),
     ("tokens", tokens),
+    ("signature", signature),
 ];
 
 /// The Kuma YAML parser behind `apply -f` (Universal and Kubernetes forms):
@@ -91,5 +92,76 @@ pub fn tokens(data: &[u8]) {
         if let Ok(tokens) = meshseal::tokens::Tokens::parse(text) {
             let _ = tokens.authorize(text);
         }
+    }
+}
+
+/// `sshsig` signatures and `allowed_signers` files (SPEC 9): any bytes give a
+/// value or an error, never a panic. A parsed signature re-armors to one
+/// that parses the same and verifies (or not) in either namespace; a parsed
+/// allowed signers text renders to one that parses to the same entries, its
+/// lookups answer, and `writers remove` then `add` of a listed principal
+/// leaves that principal's key allowed.
+pub fn signature(data: &[u8]) {
+    use meshseal::signing::allowed_signers::{self, AllowedSigners};
+    use meshseal::signing::{Namespace, Signature};
+
+    if let Ok(sig) = Signature::parse(data) {
+        let again = Signature::parse(sig.to_armored().as_bytes()).expect("re-armored parses");
+        assert_eq!(again, sig);
+        for namespace in [Namespace::Secret, Namespace::Scope] {
+            let _ = sig.verify(b"meshseal fuzz", namespace);
+        }
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let parsed = AllowedSigners::parse(text);
+    assert_eq!(
+        parsed.is_ok(),
+        AllowedSigners::problems(text).is_empty(),
+        "parse and problems disagree"
+    );
+    let Ok(signers) = parsed else {
+        return;
+    };
+    let fields = |s: &AllowedSigners| {
+        s.entries()
+            .iter()
+            .map(|e| {
+                (
+                    e.principals().to_string(),
+                    e.cert_authority(),
+                    e.namespaces().map(str::to_string),
+                    e.valid_after(),
+                    e.valid_before(),
+                    e.key().clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let rendered = AllowedSigners::parse(&signers.to_text()).expect("rendered text parses");
+    assert_eq!(fields(&rendered), fields(&signers));
+    const AT: u64 = 1_750_000_000;
+    for entry in signers.entries() {
+        let key = entry.key().key_data();
+        for principal in entry.principal_list() {
+            let _ = signers.authorize(key, Some(principal), "meshseal", AT);
+        }
+        let _ = signers.authorize(key, None, "meshseal-scope", AT);
+    }
+    let Some(entry) = signers.entries().first() else {
+        return;
+    };
+    let principal = entry.principal_list().next().unwrap_or_default();
+    let removal =
+        allowed_signers::remove_from_text(text, principal).expect("a listed principal is removed");
+    AllowedSigners::parse(&removal.text).expect("the text left parses");
+    if let Ok((added, _)) = allowed_signers::add_to_text(&removal.text, principal, entry.key()) {
+        let back = AllowedSigners::parse(&added).expect("the text with the line added parses");
+        assert!(
+            back.authorize(entry.key().key_data(), Some(principal), "meshseal", AT)
+                .is_ok(),
+            "a principal just added is not allowed"
+        );
     }
 }
