@@ -1,0 +1,157 @@
+//! Building the next generation: from a batch of changed paths, or from a
+//! full walk (a rescan, the warm start); files whose bytes are unchanged are
+//! only hashed.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::files::is_file_like;
+use super::policies::is_policy;
+use super::{scope_fingerprints, Index, UpdateKind, UpdateStats};
+use crate::identity::Identities;
+use crate::scope::{SecretId, StorePath};
+use crate::store::{ScanError, Store};
+
+impl Index {
+    /// The next generation after a batch of changed paths (relative to the
+    /// store root). A path that no longer exists removes every entry at or
+    /// below it (a folder moved out of the tree arrives as one event); a
+    /// folder that appeared is walked.
+    pub fn update(
+        &self,
+        store: &Store,
+        identities: &Identities,
+        changed: &BTreeSet<PathBuf>,
+    ) -> (Index, UpdateStats) {
+        let start = Instant::now();
+        let mut candidates = BTreeSet::new();
+        let mut gone = Vec::new();
+        let mut dirs = Vec::new();
+        let mut fingerprints_changed = false;
+        for rel in changed {
+            match fs::symlink_metadata(store.root().join(rel)) {
+                Ok(m) if m.is_dir() => dirs.push(rel.clone()),
+                Ok(_) => {
+                    if is_file_like(rel) {
+                        candidates.insert(rel.clone());
+                    }
+                }
+                Err(_) => gone.push(rel.clone()),
+            }
+            if matches!(StorePath::classify(rel), StorePath::Recipients(_)) {
+                fingerprints_changed = true;
+            }
+        }
+        let mut policies: BTreeSet<PathBuf> =
+            changed.iter().filter(|p| is_policy(p)).cloned().collect();
+        // A folder that came or went may hold a recipients file.
+        fingerprints_changed |= !dirs.is_empty();
+        if !dirs.is_empty() {
+            // A folder that appeared (moved in, or created with its files
+            // inside one debounce window) is walked once for all of them.
+            if let Ok(entries) = store.scan() {
+                for e in entries {
+                    if !dirs.iter().any(|d| e.rel.starts_with(d)) {
+                        continue;
+                    }
+                    if is_file_like(&e.rel) {
+                        candidates.insert(e.rel);
+                    } else if is_policy(&e.rel) {
+                        policies.insert(e.rel);
+                    }
+                }
+            }
+        }
+        let mut next = self.successor();
+        let mut stats = UpdateStats::new(UpdateKind::Incremental);
+        for rel in &gone {
+            next.remove_under(rel, &mut stats);
+        }
+        next.refresh_policies(store, policies, &mut stats);
+        next.apply(
+            store,
+            identities,
+            candidates.into_iter().collect(),
+            false,
+            &mut stats,
+        );
+        // Recipients changed, or a secret of a scope not seen before.
+        let new_scope = stats
+            .changed
+            .iter()
+            .any(|id| !next.fingerprints.contains_key(&id.scope));
+        if fingerprints_changed || new_scope {
+            next.fingerprints = scope_fingerprints(store, next.ids());
+        }
+        next.resolve_policies();
+        stats.duration = start.elapsed();
+        next.count(&stats);
+        (next, stats)
+    }
+
+    /// The next generation after a full walk: files whose bytes changed are
+    /// decrypted, files that are gone leave. With `retry_failed`, files whose
+    /// current bytes failed are decrypted again (new identities, SIGHUP).
+    pub fn rescan(
+        &self,
+        store: &Store,
+        identities: &Identities,
+        retry_failed: bool,
+    ) -> Result<(Index, UpdateStats), ScanError> {
+        let (mut next, stats) =
+            self.rescan_inner(store, identities, UpdateKind::Rescan, retry_failed)?;
+        next.counters.rescans += 1;
+        next.count(&stats);
+        Ok((next, stats))
+    }
+
+    pub(super) fn rescan_inner(
+        &self,
+        store: &Store,
+        identities: &Identities,
+        kind: UpdateKind,
+        retry_failed: bool,
+    ) -> Result<(Index, UpdateStats), ScanError> {
+        let start = Instant::now();
+        let entries = store.scan()?;
+        let mut next = self.successor();
+        let mut stats = UpdateStats::new(kind);
+        if kind != UpdateKind::Cold {
+            let present: BTreeSet<&Path> = entries.iter().map(|e| e.rel.as_path()).collect();
+            let mut vanished: Vec<PathBuf> = next
+                .failed
+                .keys()
+                .chain(next.problems.keys())
+                .chain(next.policies.keys())
+                .filter(|p| !present.contains(p.as_path()))
+                .cloned()
+                .collect();
+            vanished.extend(
+                next.ids()
+                    .map(SecretId::path)
+                    .filter(|p| !present.contains(p.as_path())),
+            );
+            for rel in &vanished {
+                next.remove_under(rel, &mut stats);
+            }
+        }
+        let policies = entries
+            .iter()
+            .filter(|e| is_policy(&e.rel))
+            .map(|e| e.rel.clone())
+            .collect();
+        next.refresh_policies(store, policies, &mut stats);
+        let candidates = entries
+            .into_iter()
+            .filter(|e| is_file_like(&e.rel))
+            .map(|e| e.rel)
+            .collect();
+        next.apply(store, identities, candidates, retry_failed, &mut stats);
+        next.fingerprints = scope_fingerprints(store, next.ids());
+        next.resolve_policies();
+        stats.duration = start.elapsed();
+        Ok((next, stats))
+    }
+}
