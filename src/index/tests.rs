@@ -4,6 +4,7 @@ use std::str::FromStr;
 use super::*;
 use crate::document::SecretData;
 use crate::recipients::Recipient;
+use std::fs;
 
 fn store_with(n: usize) -> (tempfile::TempDir, Store, Identities) {
     let dir = tempfile::tempdir().unwrap();

@@ -97,7 +97,7 @@ fn put_many_writes_all_and_leaves_unchanged_files_alone() {
 
 #[test]
 fn put_many_with_one_refused_path_writes_nothing() {
-    let (dir, store, ids) = store();
+    let (dir, store, _) = store();
     fs::create_dir_all(dir.path().join("meshes/m/secrets")).unwrap();
     std::os::unix::fs::symlink("/tmp", dir.path().join("meshes/m/secrets/b.age")).unwrap();
     let err = store
