@@ -343,7 +343,11 @@ mod tests {
         let err = write_batch(&[(a.clone(), b"new"), (b, b"x")], 0o644).unwrap_err();
         assert_eq!(err.renamed, 0);
         assert_eq!(fs::read(&a).unwrap(), b"old");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(names.len(), 2, "{names:?}");
     }
 

@@ -21,8 +21,8 @@ use crate::problem::{Diagnostic, Problem};
 use crate::recipients::{RecipientError, RecipientSet};
 use crate::scope::{Scope, SecretId, StorePath};
 use crate::store::{
-    layout, scope_flag, text_from_bytes, Entry, FileKind, Moved, RecipientsError,
-    Store, StoreError, MAX_TEXT_FILE_BYTES,
+    layout, scope_flag, text_from_bytes, Entry, FileKind, Moved, RecipientsError, Store,
+    StoreError, MAX_TEXT_FILE_BYTES,
 };
 
 /// What the header of a secret file shows without a key.
@@ -169,10 +169,12 @@ pub fn check_source(store: &Store, source: &dyn Source, options: &CheckOptions<'
     }
     for scope in &scopes_with_secrets {
         if !recipients.contains_key(scope) {
-            report.problems.push(Problem::from(RecipientsError::Missing {
-                file: scope.recipients_path(),
-                scope: scope.clone(),
-            }));
+            report
+                .problems
+                .push(Problem::from(RecipientsError::Missing {
+                    file: scope.recipients_path(),
+                    scope: scope.clone(),
+                }));
         }
     }
 
@@ -190,9 +192,9 @@ pub fn check_source(store: &Store, source: &dyn Source, options: &CheckOptions<'
         report.decrypted += usize::from(decrypted);
     }
     for entry in &entries {
-        report.problems.extend(
-            layout::judge(entry, store.root()).map(|e| Problem::at(&entry.rel, &e)),
-        );
+        report
+            .problems
+            .extend(layout::judge(entry, store.root()).map(|e| Problem::at(&entry.rel, &e)));
         if entry.kind == FileKind::Regular {
             report
                 .problems
@@ -291,7 +293,10 @@ fn check_secret(
     };
     let scope = || id.scope.clone();
     if envelope::sniff(&bytes) == Sniff::Binary {
-        problems.push(Problem::at(rel, &HeaderFinding::NotArmored { scope: scope() }));
+        problems.push(Problem::at(
+            rel,
+            &HeaderFinding::NotArmored { scope: scope() },
+        ));
     }
     let mut moved = false;
     match &header.metadata {
@@ -340,7 +345,11 @@ mod tests {
         let (secret, public) = crate::identity::generate();
         let ids = Identities::from_age_text(&secret).unwrap();
         fs::create_dir_all(dir.path().join("meshes/m")).unwrap();
-        fs::write(dir.path().join("meshes/m/recipients.txt"), format!("{public}\n")).unwrap();
+        fs::write(
+            dir.path().join("meshes/m/recipients.txt"),
+            format!("{public}\n"),
+        )
+        .unwrap();
         let store = Store::open(dir.path()).unwrap();
         for name in names {
             let id = SecretId::new(Scope::mesh("m").unwrap(), name).unwrap();
@@ -358,7 +367,13 @@ mod tests {
     #[test]
     fn a_clean_store_has_no_problem() {
         let (_dir, store, ids) = store_with(&["a", "b"]);
-        let report = check(&store, &CheckOptions { identities: Some(&ids), only: Vec::new() });
+        let report = check(
+            &store,
+            &CheckOptions {
+                identities: Some(&ids),
+                only: Vec::new(),
+            },
+        );
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         assert_eq!((report.secrets, report.decrypted), (2, 2));
     }
@@ -366,10 +381,25 @@ mod tests {
     #[test]
     fn a_moved_file_is_reported_once_with_or_without_a_key() {
         let (dir, store, ids) = store_with(&["a"]);
-        fs::copy(dir.path().join("meshes/m/secrets/a.age"), dir.path().join("meshes/m/secrets/b.age")).unwrap();
+        fs::copy(
+            dir.path().join("meshes/m/secrets/a.age"),
+            dir.path().join("meshes/m/secrets/b.age"),
+        )
+        .unwrap();
         for identities in [None, Some(&ids)] {
-            let report = check(&store, &CheckOptions { identities, only: Vec::new() });
-            assert_eq!(codes(&report), vec!["scope-mismatch"], "{:?}", report.problems);
+            let report = check(
+                &store,
+                &CheckOptions {
+                    identities,
+                    only: Vec::new(),
+                },
+            );
+            assert_eq!(
+                codes(&report),
+                vec!["scope-mismatch"],
+                "{:?}",
+                report.problems
+            );
         }
     }
 
@@ -383,7 +413,10 @@ mod tests {
         fs::write(&path, text).unwrap();
         let report = check(&store, &CheckOptions::default());
         assert_eq!(codes(&report), vec!["stale", "stale"]);
-        assert_eq!(report.problems[0].hint.as_deref(), Some("run `meshseal rekey -m m`"));
+        assert_eq!(
+            report.problems[0].hint.as_deref(),
+            Some("run `meshseal rekey -m m`")
+        );
     }
 
     #[test]
@@ -401,7 +434,10 @@ mod tests {
         fs::write(dir.path().join("meshes/m/secrets/leak.txt"), "x").unwrap();
         let report = check(
             &store,
-            &CheckOptions { identities: None, only: vec![PathBuf::from("global")] },
+            &CheckOptions {
+                identities: None,
+                only: vec![PathBuf::from("global")],
+            },
         );
         assert!(report.problems.is_empty());
     }

@@ -9,8 +9,8 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use meshseal::identity::IdentityError;
 use meshseal::problem::Problem;
-use meshseal::tokens::{self, TokenScope};
 use meshseal::serve::{self, WatchOptions, DEFAULT_LISTEN};
+use meshseal::tokens::{self, TokenScope};
 
 use super::output::{self, say};
 use super::{Context, Result};
