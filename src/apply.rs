@@ -191,16 +191,36 @@ impl Plan {
         &self.docs
     }
 
-    /// Writes every document, in order. With identities, a document equal
-    /// to what its file holds leaves the file untouched.
+    /// Writes every document as one batch ([`Store::put_many`]: one flush
+    /// of the file system, nothing replaced when anything fails before the
+    /// first rename). With identities, a document equal to what its file
+    /// holds leaves the file untouched. A failed batch is one `Applied`, for
+    /// the file it failed on.
     pub fn write(&self, store: &Store, identities: Option<&Identities>) -> Vec<Applied> {
-        self.docs
-            .iter()
-            .map(|doc| Applied {
-                id: doc.id.clone(),
-                outcome: store.put(doc, identities),
-            })
-            .collect()
+        match store.put_many(&self.docs, identities) {
+            Ok(outcomes) => self
+                .docs
+                .iter()
+                .zip(outcomes)
+                .map(|(doc, outcome)| Applied {
+                    id: doc.id.clone(),
+                    outcome: Ok(outcome),
+                })
+                .collect(),
+            Err(e) => {
+                let failed = e
+                    .file()
+                    .and_then(|f| match crate::scope::StorePath::classify(f) {
+                        crate::scope::StorePath::Secret(id) => Some(id),
+                        _ => None,
+                    });
+                let id = failed.unwrap_or_else(|| self.docs[0].id.clone());
+                vec![Applied {
+                    id,
+                    outcome: Err(e),
+                }]
+            }
+        }
     }
 
     /// What [`Plan::write`] would do, writing nothing. Without identities an

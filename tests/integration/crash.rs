@@ -573,3 +573,88 @@ fn apply_with_a_closed_stdout_still_applies_everything() {
         assert!(data.as_ref().ok() == Some(want), "{id} was not applied");
     }
 }
+
+/// A tmpfs of `size` mounted at `dir` for the test's lifetime (root only).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "cannot mount a small tmpfs (root is needed): the full-disk test must run in CI"
+            );
+            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+            return None;
+        }
+        Some(SmallDisk(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_bulk_apply_that_fills_the_disk_changes_nothing() {
+    let outer = TestEnv::without_store();
+    let Some(disk) = SmallDisk::mount(&outer.tmp().join("disk"), "400k") else {
+        return;
+    };
+    let root = disk.0.join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    outer.ok(outer
+        .cmd()
+        .arg("-C")
+        .arg(&root)
+        .args(["init", "--recipient", outer.public.as_str()]));
+    // A few secrets that fit, then a snapshot.
+    let small: BTreeMap<SecretId, Vec<u8>> = (0..5)
+        .map(|i| {
+            (
+                SecretId::new(Scope::mesh("default").unwrap(), &format!("s{i}")).unwrap(),
+                b"v".to_vec(),
+            )
+        })
+        .collect();
+    outer.ok(outer
+        .kcmd_at(&root)
+        .args(["apply", "-f", "-"])
+        .write_stdin(yaml(&small)));
+    let before = crate::snapshot::snapshot(&root);
+    // 400 secrets of 2 KiB each: ~1.2 MiB of ciphertext on a 400 KiB disk,
+    // including new values for the five that exist.
+    let big: BTreeMap<SecretId, Vec<u8>> = (0..400)
+        .map(|i| {
+            let id = SecretId::new(Scope::mesh("default").unwrap(), &format!("s{i}")).unwrap();
+            (id, vec![b'x' + (i % 3) as u8; 2048])
+        })
+        .collect();
+    let r = crate::env::run(
+        outer
+            .kcmd_at(&root)
+            .args(["apply", "-f", "-"])
+            .write_stdin(yaml(&big)),
+    )
+    .failure(1);
+    r.assert_stderr_has("No space left on device");
+    r.assert_stderr_has("nothing was written");
+    crate::snapshot::assert_same(
+        &before,
+        &crate::snapshot::snapshot(&root),
+        "a failed bulk apply",
+    );
+    assert!(
+        temp_files(&root).is_empty(),
+        "temporary files stayed: {:?}",
+        temp_files(&root)
+    );
+}
