@@ -184,7 +184,8 @@ fn tokens_matrix() {
         ),
         ("/meshes/payments/secrets/nope", Some(&tokens.payments), 404),
         ("/ready", None, 200),
-        ("/metrics", None, 200),
+        ("/metrics", None, 401),
+        ("/metrics", Some(&tokens.payments), 200),
     ];
     for (path, token, want) in cases {
         let (status, body) = w.get(path, *token);
@@ -217,7 +218,7 @@ fn tokens_matrix() {
     assert_eq!(v["mesh"], "payments");
     assert_eq!(v["name"], "db");
     assert_eq!(v["data"], b64("p"));
-    let (_, metrics) = w.get("/metrics", None);
+    let (_, metrics) = w.get("/metrics", Some(&tokens.admin));
     assert!(
         metrics.contains("\nmeshseal_index_generation "),
         "{metrics}"
