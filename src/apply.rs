@@ -4,10 +4,11 @@
 //! one document per secret), every scope it writes to must have recipients,
 //! and every target path must be writable, all before the first write. So a
 //! bad document, a missing recipients file or a symlink in the way leaves the
-//! store exactly as it was, and every problem is told at once. Only then is
-//! each document written, atomically and in input order; a write that fails
-//! then (a full disk) is told and the others still go. A dry run judges the
-//! plan the same way and says what each write would do, writing nothing.
+//! store exactly as it was, and every problem is told at once. Only then are
+//! the documents written, as one batch ([`Store::put_many`]: encrypted and
+//! staged first, then renamed into place, so a full disk before the first
+//! rename still changes nothing). A dry run judges the plan the same way and
+//! says what each write would do, writing nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
@@ -149,12 +150,12 @@ pub struct Plan {
 }
 
 /// What writing one document did, or would do.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// The secret.
     pub id: SecretId,
-    /// Created, updated or unchanged; or why the write failed.
-    pub outcome: Result<WriteOutcome, WriteError>,
+    /// Created, updated or unchanged.
+    pub outcome: WriteOutcome,
 }
 
 impl Plan {
@@ -193,34 +194,23 @@ impl Plan {
 
     /// Writes every document as one batch ([`Store::put_many`]: one flush
     /// of the file system, nothing replaced when anything fails before the
-    /// first rename). With identities, a document equal to what its file
-    /// holds leaves the file untouched. A failed batch is one `Applied`, for
-    /// the file it failed on.
-    pub fn write(&self, store: &Store, identities: Option<&Identities>) -> Vec<Applied> {
-        match store.put_many(&self.docs, identities) {
-            Ok(outcomes) => self
-                .docs
-                .iter()
-                .zip(outcomes)
-                .map(|(doc, outcome)| Applied {
-                    id: doc.id.clone(),
-                    outcome: Ok(outcome),
-                })
-                .collect(),
-            Err(e) => {
-                let failed = e
-                    .file()
-                    .and_then(|f| match crate::scope::StorePath::classify(f) {
-                        crate::scope::StorePath::Secret(id) => Some(id),
-                        _ => None,
-                    });
-                let id = failed.unwrap_or_else(|| self.docs[0].id.clone());
-                vec![Applied {
-                    id,
-                    outcome: Err(e),
-                }]
-            }
-        }
+    /// first rename), in input order. With identities, a document equal to
+    /// what its file holds leaves the file untouched.
+    pub fn write(
+        &self,
+        store: &Store,
+        identities: Option<&Identities>,
+    ) -> Result<Vec<Applied>, WriteError> {
+        let outcomes = store.put_many(&self.docs, identities)?;
+        Ok(self
+            .docs
+            .iter()
+            .zip(outcomes)
+            .map(|(doc, outcome)| Applied {
+                id: doc.id.clone(),
+                outcome,
+            })
+            .collect())
     }
 
     /// What [`Plan::write`] would do, writing nothing. Without identities an
@@ -231,19 +221,14 @@ impl Plan {
             .iter()
             .map(|doc| Applied {
                 id: doc.id.clone(),
-                outcome: Ok(would_write(
-                    store,
-                    doc,
-                    &self.fingerprints[&doc.id.scope],
-                    identities,
-                )),
+                outcome: would_write(store, doc, &self.fingerprints[&doc.id.scope], identities),
             })
             .collect()
     }
 }
 
-/// What `Store::put` decides for `doc`: unchanged when the file holds the
-/// same document, armored, for the same recipients.
+/// What `Store::put` and `Store::put_many` decide for `doc`: unchanged
+/// when the file holds the same document, armored, for the same recipients.
 fn would_write(
     store: &Store,
     doc: &Document,
@@ -343,7 +328,7 @@ mod tests {
         let outcomes = |applied: Vec<Applied>| -> Vec<(String, WriteOutcome)> {
             applied
                 .into_iter()
-                .map(|a| (a.id.name, a.outcome.unwrap()))
+                .map(|a| (a.id.name, a.outcome))
                 .collect()
         };
         let before = crate::store::short_sha(&store.inspect(&plan.docs[0].id).unwrap().1);
@@ -357,7 +342,7 @@ mod tests {
                 ("changed".to_string(), WriteOutcome::Updated),
             ]
         );
-        assert_eq!(outcomes(plan.write(&store, Some(&ids))), preview);
+        assert_eq!(outcomes(plan.write(&store, Some(&ids)).unwrap()), preview);
         let after = crate::store::short_sha(&store.inspect(&plan.docs[0].id).unwrap().1);
         assert_eq!(before, after, "an unchanged secret is not rewritten");
     }

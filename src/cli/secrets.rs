@@ -110,20 +110,13 @@ pub(super) fn cmd_apply(ctx: &Context, file: &str, dry_run: bool) -> Result<Exit
     let applied = if dry_run {
         plan.preview(&store, identities.as_ref())
     } else {
-        plan.write(&store, identities.as_ref())
+        plan.write(&store, identities.as_ref())?
     };
     let suffix = if dry_run { " (dry run)" } else { "" };
-    let mut failed = false;
     for a in applied {
-        match a.outcome {
-            Ok(outcome) => say!("{} {}{suffix}", describe(&a.id), outcome_word(outcome)),
-            Err(e) => {
-                output::problem(&Problem::from(e));
-                failed = true;
-            }
-        }
+        say!("{} {}{suffix}", describe(&a.id), outcome_word(a.outcome));
     }
-    Ok(if failed { Exit::Failure } else { Exit::Success })
+    Ok(Exit::Success)
 }
 
 /// kubectl's words for what a write did.
