@@ -350,15 +350,104 @@ pub fn install_hook(root: &Path, exe: &Path, force: bool) -> Result<HookOutcome,
         Some(_) => return Err(HookError::Foreign { file: path }),
     };
     let exe = exe.display().to_string().replace('\'', r"'\''");
+    // One hook per repository, for every store registered with it (see
+    // `register_store`); it runs from the top of the work tree.
     let script = format!(
         "#!/bin/sh\n{HOOK_MARKER} (installed by `meshseal hook install`).\n\
-         # Refuses commits with plaintext, moved, stale or broken secrets; needs no key.\n\
-         if command -v meshseal >/dev/null 2>&1; then\n  exec meshseal check --staged\nfi\n\
-         exec '{exe}' check --staged\n"
+         # Runs `meshseal check --staged` for each meshseal store of this repository\n\
+         # that the commit touches (`git config --get-all meshseal.store`):\n\
+         # refuses plaintext, moved, stale or broken secrets; needs no key.\n\
+         if command -v meshseal >/dev/null 2>&1; then\n  exec meshseal hook run\nfi\n\
+         exec '{exe}' hook run\n"
     );
+    register_store(root)?;
     atomic::write(&path, script.as_bytes(), 0o755)
         .map_err(|source| HookError::Io { file: path, source })?;
     Ok(outcome)
+}
+
+/// The git config key listing a repository's stores (one value each, a
+/// path relative to the top of the work tree; `.` for the top itself).
+pub const STORES_KEY: &str = "meshseal.store";
+
+/// The top of the work tree `dir` is in.
+pub fn work_tree_top(dir: &Path) -> Result<PathBuf, GitError> {
+    let top = git(dir, &["rev-parse", "--show-toplevel"])?;
+    Ok(PathBuf::from(String::from_utf8_lossy(&top).trim()))
+}
+
+/// Registers the store at `root` with its repository, so that the one
+/// pre-commit hook checks it (a monorepo may hold several stores).
+pub fn register_store(root: &Path) -> Result<(), GitError> {
+    let top = work_tree_top(root)?;
+    let store = std::fs::canonicalize(root).map_err(GitError::Spawn)?;
+    let rel = store
+        .strip_prefix(&top)
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
+    let rel = if rel.as_os_str().is_empty() {
+        ".".to_string()
+    } else {
+        path_string(&rel)
+    };
+    if !registered_stores(&top)?
+        .iter()
+        .any(|s| path_string(s) == rel)
+    {
+        git(&top, &["config", "--add", STORES_KEY, &rel])?;
+    }
+    Ok(())
+}
+
+/// The stores registered with the repository whose work tree top is `top`,
+/// relative to it.
+pub fn registered_stores(top: &Path) -> Result<Vec<PathBuf>, GitError> {
+    match git(top, &["config", "--get-all", STORES_KEY]) {
+        Ok(out) => Ok(String::from_utf8_lossy(&out)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| PathBuf::from(l.trim()))
+            .collect()),
+        // Exit 1: the key is not set.
+        Err(GitError::Failed { .. }) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The stores the staged changes touch, as absolute paths: every store
+/// registered with the repository of `dir` that has a staged path below it
+/// (a repository with none registered counts its top as one, the layout
+/// of older hooks). A commit that touches no store gives none.
+pub fn stores_to_check(dir: &Path) -> Result<Vec<PathBuf>, GitError> {
+    let top = work_tree_top(dir)?;
+    let mut stores = registered_stores(&top)?;
+    if stores.is_empty() {
+        stores.push(PathBuf::from("."));
+    }
+    let staged: Vec<PathBuf> = split_z(&git(
+        &top,
+        &["diff", "--cached", "--name-only", "-z", "--no-renames"],
+    )?)
+    .map(PathBuf::from)
+    .collect();
+    Ok(stores
+        .into_iter()
+        .filter(|store| {
+            let base = if store == Path::new(".") {
+                PathBuf::new()
+            } else {
+                store.clone()
+            };
+            staged.iter().any(|p| {
+                p.strip_prefix(&base).is_ok_and(|rest| {
+                    let top_folder = rest.components().next().map(|c| c.as_os_str().to_owned());
+                    top_folder.is_some_and(|t| t == "meshes" || t == "global")
+                        || rest == Path::new(crate::config::CONFIG_FILE)
+                })
+            })
+        })
+        .map(|store| top.join(store))
+        .collect())
 }
 
 /// Configures the `meshseal` diff driver in the repository's config, so that

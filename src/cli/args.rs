@@ -432,12 +432,16 @@ pub enum EditCommand {
 /// `hook` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum HookCommand {
-    /// Install the pre-commit hook (`meshseal check --staged`) and the git diff driver.
+    /// Install the pre-commit hook and the git diff driver, and register
+    /// this store with the repository (a monorepo may hold several).
     Install {
         /// Replace a pre-commit hook that meshseal did not write.
         #[arg(long = "force")]
         force: bool,
     },
+    /// What the pre-commit hook runs: `check --staged` for every registered
+    /// store the commit touches; a commit that touches none passes.
+    Run,
 }
 
 /// `mtls` subcommands.

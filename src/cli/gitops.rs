@@ -91,6 +91,26 @@ pub(super) fn cmd_hook_install(ctx: &Context, force: bool) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
+pub(super) fn cmd_hook_run(ctx: &Context) -> Result<Exit> {
+    let stores = git::stores_to_check(&ctx.repo)?;
+    let several = stores.len() > 1;
+    let mut exit = Exit::Success;
+    for store in stores {
+        if several {
+            say!("{}:", store.display());
+        }
+        let store_ctx = Context {
+            repo: store,
+            identity_paths: ctx.identity_paths.clone(),
+        };
+        let code = cmd_check(&store_ctx, &[], CheckFormat::Table, false, true)?;
+        if code != Exit::Success {
+            exit = code;
+        }
+    }
+    Ok(exit)
+}
+
 pub(super) fn cmd_textconv(ctx: &Context, file: &Path, reveal: bool) -> Result<Exit> {
     // A diff must not fail for want of a store config: the defaults do.
     let config = Store::with_config(ctx.repo.clone())

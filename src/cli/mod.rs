@@ -130,6 +130,7 @@ fn run(cli: Cli) -> std::result::Result<Exit, Failure> {
         Command::Edit(cmd) => cmd_edit(&ctx, cmd),
         Command::Mtls(MtlsCommand::Init { mesh }) => cmd_mtls_init(&ctx, &mesh),
         Command::Hook(HookCommand::Install { force }) => cmd_hook_install(&ctx, force),
+        Command::Hook(HookCommand::Run) => gitops::cmd_hook_run(&ctx),
         Command::Textconv { file, reveal } => cmd_textconv(&ctx, &file, reveal),
         Command::Watch(args) => watch::cmd_watch(&ctx, args).map(Exit::from),
         Command::Token(cmd) => watch::cmd_token(cmd).map(Exit::from),

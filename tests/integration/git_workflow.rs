@@ -325,3 +325,68 @@ fn staged_check_reads_only_what_the_commit_touches() {
     let out = run(r.cmd().args(["check", "--staged"]));
     assert!(out.code == Some(0), "{}", out.stderr);
 }
+
+#[test]
+fn a_monorepo_hook_checks_each_registered_store_and_passes_unrelated_commits() {
+    // A repository whose root is above two stores (SPEC 11).
+    let r = TestEnv::without_store();
+    let repo = r.root.clone();
+    r.git_ok(&["init", "-q", "-b", "main"]);
+    r.git_ok(&["config", "user.email", "test@example.com"]);
+    r.git_ok(&["config", "user.name", "test"]);
+    for store in ["infra/mesh-a", "infra/mesh-b"] {
+        let dir = repo.join(store);
+        fs::create_dir_all(&dir).unwrap();
+        r.ok(r
+            .kcmd_at(&dir)
+            .args(["init", "--recipient", r.public.as_str()]));
+    }
+    let registered = r.git_ok(&["config", "--get-all", "meshseal.store"]);
+    assert_eq!(registered, "infra/mesh-a\ninfra/mesh-b\n");
+    // `hook install` again registers nothing twice.
+    r.ok(r
+        .kcmd_at(&repo.join("infra/mesh-a"))
+        .args(["hook", "install"]));
+    assert_eq!(
+        r.git_ok(&["config", "--get-all", "meshseal.store"]),
+        registered
+    );
+    r.ok(r.kcmd_at(&repo.join("infra/mesh-a")).args([
+        "create",
+        "secret",
+        "db",
+        "--from-literal",
+        "v1",
+    ]));
+    let (ok, err) = r.commit("two stores");
+    assert!(ok, "{err}");
+
+    // A commit that touches no store passes (it used to fail: `.` is no store).
+    fs::write(repo.join("README.md"), "hello\n").unwrap();
+    let (ok, err) = r.commit("docs");
+    assert!(ok, "an unrelated commit was refused: {err}");
+
+    // Plaintext in the second store is refused, naming its file.
+    fs::create_dir_all(repo.join("infra/mesh-b/meshes/default/secrets")).unwrap();
+    fs::write(
+        repo.join("infra/mesh-b/meshes/default/secrets/leak.txt"),
+        "hunter2",
+    )
+    .unwrap();
+    let (ok, err) = r.commit("leak");
+    assert!(!ok, "the second store's plaintext passed");
+    assert!(err.contains("meshes/default/secrets/leak.txt"), "{err}");
+    assert!(!err.contains("hunter2"));
+    fs::remove_file(repo.join("infra/mesh-b/meshes/default/secrets/leak.txt")).unwrap();
+
+    // A change in the first store alone is checked there: a good one passes.
+    r.ok(r.kcmd_at(&repo.join("infra/mesh-a")).args([
+        "create",
+        "secret",
+        "db2",
+        "--from-literal",
+        "v2",
+    ]));
+    let (ok, err) = r.commit("a second secret");
+    assert!(ok, "{err}");
+}
