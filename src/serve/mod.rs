@@ -31,6 +31,7 @@ pub mod harden;
 pub mod http;
 pub mod materialize;
 pub mod metrics;
+pub mod sds;
 pub mod sources;
 pub mod state;
 pub mod tls;

@@ -30,5 +30,6 @@ mod hardening;
 mod materialize;
 mod policies;
 mod root_swap;
+mod sds_envoy;
 mod state;
 mod watch;
