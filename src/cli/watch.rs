@@ -72,6 +72,14 @@ pub struct WatchArgs {
     /// then cross the network in clear).
     #[arg(long = "insecure-listen", conflicts_with = "tls_cert")]
     pub insecure_listen: bool,
+    /// Serve Envoy's Secret Discovery Service on a Unix socket at PATH
+    /// (mode 0660; its folder is created 0750 if missing). Resources are
+    /// named `<mesh>/<name>` or `<mesh>/<cert>+<key>`; see docs/sds.md.
+    #[arg(long = "sds", value_name = "PATH")]
+    pub sds: Option<PathBuf>,
+    /// Serve SDS on this TCP address too (loopback unless --insecure-listen).
+    #[arg(long = "sds-listen", value_name = "ADDR")]
+    pub sds_listen: Option<SocketAddr>,
     /// Load and validate once, print a summary, exit 0 if all is valid, else 1.
     #[arg(long = "once")]
     pub once: bool,
@@ -135,6 +143,8 @@ pub(super) fn cmd_watch(ctx: &Context, args: WatchArgs) -> Result<ExitCode> {
         tls: args.tls_cert.zip(args.tls_key),
         insecure_listen: args.insecure_listen,
         state: args.state,
+        sds: args.sds,
+        sds_listen: args.sds_listen,
     };
     if args.once {
         return once(&options);

@@ -98,6 +98,15 @@ pub enum ServeError {
     /// The audit file cannot be opened.
     #[error(transparent)]
     Audit(#[from] super::audit::AuditError),
+    /// SDS on an address others can reach (it is plaintext gRPC).
+    #[error("refusing to serve SDS on {addr}, which is not a loopback address: tokens and private keys would cross the network in clear")]
+    InsecureSdsListen {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// The SDS server cannot start or failed.
+    #[error(transparent)]
+    Sds(#[from] super::sds::SdsError),
     /// The API server stopped with an error.
     #[error("the API server failed: {source}")]
     Server {
@@ -126,7 +135,10 @@ impl Diagnostic for ServeError {
             ServeError::ZoneOverlap { .. } => "zone-store",
             ServeError::Watch { .. } => "watch",
             ServeError::Listen { .. } => "listen",
-            ServeError::InsecureListen { .. } => "insecure-listen",
+            ServeError::InsecureListen { .. } | ServeError::InsecureSdsListen { .. } => {
+                "insecure-listen"
+            }
+            ServeError::Sds(e) => e.code(),
             ServeError::Tls(e) => e.code(),
             ServeError::Audit(e) => e.code(),
             ServeError::State(e) => e.code(),
@@ -149,6 +161,10 @@ impl Diagnostic for ServeError {
             ServeError::InsecureListen { .. } => Some(
                 "serve TLS with --tls-cert FILE --tls-key FILE, listen on 127.0.0.1, or accept the risk with --insecure-listen".to_string(),
             ),
+            ServeError::InsecureSdsListen { .. } => Some(
+                "serve SDS on the --sds Unix socket or a loopback --sds-listen address, or accept the risk with --insecure-listen".to_string(),
+            ),
+            ServeError::Sds(e) => e.hint(),
             ServeError::Tls(e) => e.hint(),
             ServeError::Audit(e) => e.hint(),
             ServeError::State(e) => e.hint(),
@@ -177,8 +193,10 @@ impl Diagnostic for ServeError {
             ServeError::Tls(e) => e.file(),
             ServeError::Audit(e) => e.file(),
             ServeError::State(e) => e.file(),
+            ServeError::Sds(e) => e.file(),
             ServeError::Listen { .. }
             | ServeError::InsecureListen { .. }
+            | ServeError::InsecureSdsListen { .. }
             | ServeError::Start { .. }
             | ServeError::Server { .. } => None,
         }

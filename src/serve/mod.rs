@@ -10,6 +10,10 @@
 //! - the HTTP API ([`api`] on [`http`]) on a small tokio runtime, which reads
 //!   whatever generation is current and never waits for the writer.
 //!
+//! With `--sds`/`--sds-listen`, Envoy's Secret Discovery Service ([`sds`])
+//! runs on the same runtime as the API and pushes each new generation to
+//! the streams whose certificates changed.
+//!
 //! Beside them, a second file watcher follows the tokens file's folder
 //! ([`tokens`]), so that a token removed from the file stops working within
 //! the debounce window, without a signal.
@@ -108,6 +112,11 @@ pub struct WatchOptions {
     pub insecure_listen: bool,
     /// The state folder: what a restart reuses (see [`state`]).
     pub state: Option<PathBuf>,
+    /// Serve SDS on a Unix socket at this path.
+    pub sds: Option<PathBuf>,
+    /// Serve SDS on this TCP address too (loopback unless
+    /// `insecure_listen`).
+    pub sds_listen: Option<SocketAddr>,
 }
 
 impl WatchOptions {
@@ -149,6 +158,13 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
         return Err(ServeError::InsecureListen {
             addr: options.listen,
         });
+    }
+    // SDS is plaintext gRPC: beyond loopback, tokens and keys would cross
+    // the network in clear.
+    if let Some(addr) = options.sds_listen {
+        if !addr.ip().is_loopback() && !options.insecure_listen {
+            return Err(ServeError::InsecureSdsListen { addr });
+        }
     }
     let tls = options
         .tls
@@ -205,6 +221,15 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
         roots: Arc::new(ArcSwap::from_pointee(sources.status())),
     };
     let tokens = Arc::new(ArcSwap::from_pointee(tokens));
+    let sds = (options.sds.is_some() || options.sds_listen.is_some()).then(|| SdsServe {
+        state: sds::SdsState::new(
+            Arc::clone(&publisher.live),
+            Arc::clone(&tokens),
+            publisher.changes.subscribe(),
+        ),
+        socket: options.sds.clone(),
+        listen: options.sds_listen,
+    });
     let tokens_follower = match &options.tokens {
         Some(path) => Some(tokens::follow(path, Arc::clone(&tokens), options.debounce)?),
         None => None,
@@ -281,6 +306,7 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
         state,
         options.tokens.clone(),
         tx.clone(),
+        sds,
     ));
     let _ = tx.send(Msg::Stop);
     if let Some(follower) = tokens_follower {
@@ -352,12 +378,38 @@ pub(crate) fn save_state(
     }
 }
 
+/// What `--sds` and `--sds-listen` ask for.
+struct SdsServe {
+    state: sds::SdsState,
+    socket: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+}
+
+impl SdsServe {
+    /// Binds every SDS listener (before anything is served, so that a bad
+    /// socket path stops the start).
+    async fn bind(&self) -> Result<Vec<sds::SdsListener>, ServeError> {
+        let mut listeners = Vec::new();
+        if let Some(path) = &self.socket {
+            listeners.push(sds::SdsListener::bind_unix(path)?);
+        }
+        if let Some(addr) = self.listen {
+            let tcp = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Listen { addr, source })?;
+            listeners.push(sds::SdsListener::tcp(tcp));
+        }
+        Ok(listeners)
+    }
+}
+
 async fn serve_until_signal(
     listen: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     state: ApiState,
     tokens_path: Option<PathBuf>,
     tx: mpsc::Sender<Msg>,
+    sds: Option<SdsServe>,
 ) -> Result<(), ServeError> {
     use tokio::signal::unix::{signal, SignalKind};
     let listener = tokio::net::TcpListener::bind(listen)
@@ -370,6 +422,10 @@ async fn serve_until_signal(
         addr: listen,
         source,
     })?;
+    let sds_listeners = match &sds {
+        Some(s) => s.bind().await?,
+        None => Vec::new(),
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!(addr = %addr, "listening on {scheme}://{addr}");
     let sig = |kind| {
@@ -386,6 +442,17 @@ async fn serve_until_signal(
     let mut server = tokio::spawn(api::serve(listener, tls, state, async move {
         let _ = stop_rx.await;
     }));
+    // Every SDS server stops with the API, on one shared signal.
+    let (sds_stop, sds_stopped) = tokio::sync::watch::channel(false);
+    let mut sds_servers = tokio::task::JoinSet::new();
+    if let Some(s) = &sds {
+        for listener in sds_listeners {
+            let mut stopped = sds_stopped.clone();
+            sds_servers.spawn(listener.serve(s.state.clone(), async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }));
+        }
+    }
     let finished = loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -400,10 +467,21 @@ async fn serve_until_signal(
             }
             _ = term.recv() => { info!("SIGTERM: stopping"); break None; }
             _ = int.recv() => { info!("SIGINT: stopping"); break None; }
-            // The server stops on its own only when it fails.
+            // The servers stop on their own only when they fail.
             res = &mut server => break Some(res),
+            Some(res) = sds_servers.join_next(), if !sds_servers.is_empty() => {
+                let _ = stop_tx.send(());
+                let _ = sds_stop.send(true);
+                let _ = server.await;
+                return match res {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(ServeError::Sds(e)),
+                    Err(join) => Err(ServeError::Server { source: std::io::Error::other(join) }),
+                };
+            }
         }
     };
+    let _ = sds_stop.send(true);
     let res = match finished {
         Some(res) => res,
         None => {
@@ -411,6 +489,13 @@ async fn serve_until_signal(
             server.await
         }
     };
+    while let Some(done) = sds_servers.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log_problem(&Problem::from(e), "SDS stopped with an error"),
+            Err(join) => tracing::warn!("the SDS server task failed: {join}"),
+        }
+    }
     match res {
         Ok(Ok(())) => Ok(()),
         Ok(Err(source)) => Err(ServeError::Server { source }),

