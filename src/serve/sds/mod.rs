@@ -4,10 +4,10 @@
 //!
 //! - [`names`]: `<mesh>/<name>` and `<mesh>/<cert>+<key>`, by the store's rules;
 //! - [`resources`]: a secret's data → an Envoy `Secret`, refusing versions
-//!   Envoy could not use;
+//!   Envoy could not use (`pem`: reading and checking the PEM);
 //! - `cache`: the last good resource per name, shared by all streams;
-//! - `stream`: the xDS ACK/NACK state machines; `service`: their wiring to
-//!   gRPC; `auth`: bearer tokens; `socket`: the socket file.
+//! - `stream` and `delta`: the xDS ACK/NACK state machines; `service`:
+//!   their wiring to gRPC; `auth`: bearer tokens; `socket`: the socket file.
 //!
 //! Requests are authenticated like the HTTP API's (a token from the live
 //! tokens file, in the `authorization` metadata Envoy sends as
@@ -44,8 +44,10 @@ use crate::tokens::Tokens;
 
 mod auth;
 mod cache;
+mod delta;
 mod metrics;
 pub mod names;
+mod pem;
 pub mod resources;
 mod service;
 mod socket;

@@ -18,7 +18,8 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
 use super::auth::{Caller, RECHECK};
-use super::stream::{fetch, Delta, Machine, Sotw, View};
+use super::delta::Delta;
+use super::stream::{fetch, Machine, Sotw, View};
 use super::{Shared, MAX_STREAMS};
 
 /// Most characters of a node id kept for logs.

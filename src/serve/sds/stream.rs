@@ -1,6 +1,8 @@
 //! The xDS conversation of one stream, as plain state machines: a request
 //! or an index change goes in, at most one response comes out. The wiring
-//! to gRPC (`super::service`) only feeds them events.
+//! to gRPC (`super::service`) only feeds them events. This file holds what
+//! both protocols share, `StreamSecrets` (state of the world) and
+//! `FetchSecrets`; `DeltaSecrets` is in `super::delta`.
 //!
 //! Envoy's rules (the xDS protocol, state of the world and incremental):
 //!
@@ -31,10 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    Resource as DeltaResource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use sha2::{Digest, Sha256};
 use tonic::Status;
@@ -43,7 +42,7 @@ use tracing::{debug, info, warn};
 use super::auth::Caller;
 use super::cache::{Cache, Lookup};
 use super::metrics::SdsMetrics;
-use super::names::{parse_all, ResourceName, ResourceNameError, MAX_NAMES};
+use super::names::{parse_all, ResourceName, ResourceNameError};
 use super::resources::{Resource, SECRET_TYPE_URL};
 use crate::index::Index;
 use crate::problem::Diagnostic as _;
@@ -91,7 +90,7 @@ pub(super) trait Machine: Send + 'static {
 pub(super) struct Subscription {
     names: BTreeSet<ResourceName>,
     /// Digest of each resource as last sent.
-    sent: BTreeMap<ResourceName, [u8; 32]>,
+    pub(super) sent: BTreeMap<ResourceName, [u8; 32]>,
     /// Names already reported as not servable (logged once each).
     reported: BTreeSet<ResourceName>,
     nonces: u64,
@@ -103,7 +102,7 @@ impl Subscription {
         &self.names
     }
 
-    fn set_names(&mut self, names: BTreeSet<ResourceName>, cache: &Cache) {
+    pub(super) fn set_names(&mut self, names: BTreeSet<ResourceName>, cache: &Cache) {
         for gone in self.names.difference(&names) {
             cache.unsubscribe(gone);
             self.sent.remove(gone);
@@ -121,7 +120,7 @@ impl Subscription {
     }
 
     /// What can be served now, by name; what cannot is logged once.
-    fn served(&mut self, view: &View<'_>) -> BTreeMap<ResourceName, Arc<Resource>> {
+    pub(super) fn served(&mut self, view: &View<'_>) -> BTreeMap<ResourceName, Arc<Resource>> {
         let mut served = BTreeMap::new();
         for name in &self.names {
             match view.cache.resolve(view.index, name, view.metrics) {
@@ -154,7 +153,7 @@ impl Subscription {
             .any(|(n, r)| self.sent.get(n) != Some(r.digest()))
     }
 
-    fn mark_sent<'a>(
+    pub(super) fn mark_sent<'a>(
         &mut self,
         served: impl IntoIterator<Item = (&'a ResourceName, &'a Arc<Resource>)>,
     ) {
@@ -163,7 +162,7 @@ impl Subscription {
         }
     }
 
-    fn next_nonce(&mut self) -> String {
+    pub(super) fn next_nonce(&mut self) -> String {
         self.nonces += 1;
         self.nonces.to_string()
     }
@@ -180,7 +179,7 @@ pub(super) fn version_of(served: &BTreeMap<ResourceName, Arc<Resource>>) -> Stri
     crate::recipients::hex(&h.finalize()[..8])
 }
 
-fn check_type(type_url: &str) -> Result<(), Status> {
+pub(super) fn check_type(type_url: &str) -> Result<(), Status> {
     if type_url.is_empty() || type_url == SECRET_TYPE_URL {
         Ok(())
     } else {
@@ -190,7 +189,7 @@ fn check_type(type_url: &str) -> Result<(), Status> {
     }
 }
 
-fn invalid(err: ResourceNameError) -> Status {
+pub(super) fn invalid(err: ResourceNameError) -> Status {
     Status::invalid_argument(err.to_string())
 }
 
@@ -200,7 +199,12 @@ fn detail_text(detail: &RpcStatus) -> String {
     format!("{short:?}")
 }
 
-fn log_nack(view: &View<'_>, nonce: &str, detail: &RpcStatus, names: &BTreeSet<ResourceName>) {
+pub(super) fn log_nack(
+    view: &View<'_>,
+    nonce: &str,
+    detail: &RpcStatus,
+    names: &BTreeSet<ResourceName>,
+) {
     view.metrics.nacked();
     let resources: Vec<String> = names.iter().take(8).map(ToString::to_string).collect();
     warn!(
@@ -318,110 +322,6 @@ impl Machine for Sotw {
     }
 }
 
-/// `DeltaSecrets`: the incremental protocol.
-#[derive(Default)]
-pub(super) struct Delta {
-    sub: Subscription,
-    /// Versions the client said it holds when it (re)connected.
-    initial: BTreeMap<ResourceName, String>,
-    started: bool,
-}
-
-impl Delta {
-    fn respond(&mut self, view: &View<'_>) -> Option<DeltaDiscoveryResponse> {
-        let served = self.sub.served(view);
-        let initial = std::mem::take(&mut self.initial);
-        let (held, changed): (Vec<_>, Vec<_>) = served
-            .iter()
-            .filter(|(n, r)| self.sub.sent.get(*n) != Some(r.digest()))
-            .partition(|(n, r)| initial.get(*n) == Some(&r.version()));
-        self.sub.mark_sent(held);
-        if changed.is_empty() {
-            return None;
-        }
-        let nonce = self.sub.next_nonce();
-        let resources = changed
-            .iter()
-            .map(|(_, r)| DeltaResource {
-                name: r.name().to_string(),
-                version: r.version(),
-                resource: Some(r.to_any()),
-                ..DeltaResource::default()
-            })
-            .collect();
-        self.sub.mark_sent(changed.iter().copied());
-        view.metrics.pushed();
-        debug!(
-            stream = view.stream,
-            node = view.node,
-            nonce,
-            resources = changed.len(),
-            "sds: delta push"
-        );
-        Some(DeltaDiscoveryResponse {
-            system_version_info: version_of(&served),
-            resources,
-            type_url: SECRET_TYPE_URL.to_string(),
-            nonce,
-            ..DeltaDiscoveryResponse::default()
-        })
-    }
-}
-
-impl Machine for Delta {
-    type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
-
-    fn on_request(
-        &mut self,
-        req: DeltaDiscoveryRequest,
-        caller: &Caller,
-        view: &View<'_>,
-    ) -> Result<Option<DeltaDiscoveryResponse>, Status> {
-        check_type(&req.type_url)?;
-        let subscribe =
-            parse_all(req.resource_names_subscribe.iter().map(String::as_str)).map_err(invalid)?;
-        let unsubscribe = parse_all(req.resource_names_unsubscribe.iter().map(String::as_str))
-            .map_err(invalid)?;
-        let mut names = self.sub.names().clone();
-        names.extend(subscribe);
-        names.retain(|n| !unsubscribe.contains(n));
-        if names.len() > MAX_NAMES {
-            return Err(invalid(ResourceNameError::TooMany { count: names.len() }));
-        }
-        caller.authorize(&names)?;
-        if !req.response_nonce.is_empty() {
-            match &req.error_detail {
-                Some(detail) => log_nack(view, &req.response_nonce, detail, &names),
-                None => view.metrics.acked(),
-            }
-        }
-        if !self.started {
-            self.started = true;
-            self.initial = req
-                .initial_resource_versions
-                .iter()
-                .filter_map(|(n, v)| Some((ResourceName::parse(n).ok()?, v.clone())))
-                .filter(|(n, _)| names.contains(n))
-                .collect();
-        }
-        self.sub.set_names(names, view.cache);
-        Ok(self.respond(view))
-    }
-
-    fn on_change(&mut self, view: &View<'_>) -> Option<DeltaDiscoveryResponse> {
-        self.respond(view)
-    }
-
-    fn subscription(&mut self) -> &mut Subscription {
-        &mut self.sub
-    }
-
-    fn node_id(req: &DeltaDiscoveryRequest) -> Option<&str> {
-        req.node.as_ref().map(|n| n.id.as_str())
-    }
-}
-
 /// `FetchSecrets`: one request, one answer with whatever can be served;
 /// NOT_FOUND when nothing can.
 pub(super) fn fetch(
@@ -452,28 +352,29 @@ pub(super) fn fetch(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use super::super::names::MAX_NAMES;
     use crate::store::Store;
     use crate::tokens::{TokenScope, Tokens};
     use std::path::PathBuf;
     use tonic::metadata::MetadataMap;
     use tonic::Code;
 
-    struct World {
+    pub(crate) struct World {
         _dir: tempfile::TempDir,
         store: Store,
         ids: crate::identity::Identities,
         index: Index,
-        cache: Cache,
+        pub(crate) cache: Cache,
         metrics: SdsMetrics,
         tokens: Tokens,
         admin: String,
-        pay: String,
+        pub(crate) pay: String,
     }
 
     impl World {
-        fn new() -> World {
+        pub(crate) fn new() -> World {
             let (dir, store, ids) = super::super::cache::tests::store();
             let t = dir.path().join("tokens");
             let admin = crate::tokens::create(&t, &TokenScope::Admin)
@@ -496,19 +397,19 @@ mod tests {
             }
         }
 
-        fn put(&mut self, mesh: &str, name: &str, data: &str) {
+        pub(crate) fn put(&mut self, mesh: &str, name: &str, data: &str) {
             let path = super::super::cache::tests::put_in(&self.store, mesh, name, data);
             let changed: BTreeSet<PathBuf> = [path].into();
             self.index = self.index.update(&self.store, &self.ids, &changed).0;
         }
 
-        fn caller(&self, token: &str) -> Caller {
+        pub(crate) fn caller(&self, token: &str) -> Caller {
             let mut md = MetadataMap::new();
             md.insert("authorization", format!("Bearer {token}").parse().unwrap());
             Caller::from_metadata(&md, &self.tokens).unwrap()
         }
 
-        fn view(&self) -> View<'_> {
+        pub(crate) fn view(&self) -> View<'_> {
             View {
                 index: &self.index,
                 cache: &self.cache,
@@ -637,67 +538,6 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains("at most 1000"), "{}", e.message());
-    }
-
-    #[test]
-    fn delta_sends_only_what_changed_and_honours_initial_versions() {
-        let mut w = World::new();
-        let (c, k) = super::super::resources::tests::cert(30);
-        w.put("m", "gw", &format!("{c}{k}"));
-        w.put("m", "ca", &c);
-        let caller = w.caller(&w.pay);
-        let mut d = Delta::default();
-        let sub = |names: &[&str]| DeltaDiscoveryRequest {
-            type_url: SECRET_TYPE_URL.into(),
-            resource_names_subscribe: names.iter().map(|s| s.to_string()).collect(),
-            ..DeltaDiscoveryRequest::default()
-        };
-        let r = d
-            .on_request(sub(&["m/gw", "m/ca"]), &caller, &w.view())
-            .unwrap()
-            .unwrap();
-        assert_eq!(r.resources.len(), 2);
-        let gw_version = r
-            .resources
-            .iter()
-            .find(|x| x.name == "m/gw")
-            .unwrap()
-            .version
-            .clone();
-        let ack = DeltaDiscoveryRequest {
-            type_url: SECRET_TYPE_URL.into(),
-            response_nonce: r.nonce.clone(),
-            ..DeltaDiscoveryRequest::default()
-        };
-        assert!(d.on_request(ack, &caller, &w.view()).unwrap().is_none());
-        let (c2, _) = super::super::resources::tests::cert(30);
-        w.put("m", "ca", &c2);
-        let r2 = d.on_change(&w.view()).unwrap();
-        assert_eq!(r2.resources.len(), 1);
-        assert_eq!(r2.resources[0].name, "m/ca");
-        // Reconnecting with the gw version held: only ca is sent.
-        let mut again = Delta::default();
-        let mut resume = sub(&["m/gw", "m/ca"]);
-        resume.initial_resource_versions = [("m/gw".to_string(), gw_version)].into();
-        let r3 = again
-            .on_request(resume, &caller, &w.view())
-            .unwrap()
-            .unwrap();
-        let names: Vec<&str> = r3.resources.iter().map(|x| x.name.as_str()).collect();
-        assert_eq!(names, ["m/ca"]);
-        // Unsubscribing releases the cache entries.
-        let unsub = DeltaDiscoveryRequest {
-            type_url: SECRET_TYPE_URL.into(),
-            resource_names_unsubscribe: vec!["m/gw".into(), "m/ca".into()],
-            ..DeltaDiscoveryRequest::default()
-        };
-        assert!(d.on_request(unsub, &caller, &w.view()).unwrap().is_none());
-        again.subscription().release(&w.cache);
-        assert_eq!(w.cache.len(), 0);
-        let e = d
-            .on_request(sub(&["other/x"]), &caller, &w.view())
-            .unwrap_err();
-        assert_eq!(e.code(), Code::PermissionDenied);
     }
 
     #[test]
