@@ -157,7 +157,12 @@ pub fn remove_from_text(text: &str, principal: &str) -> Result<Removal, EditErro
             continue;
         };
         keys.push(entry.key.clone());
-        let left: Vec<&str> = entry.principal_list().filter(|p| *p != principal).collect();
+        // Empty patterns (`alice,`) match no principal; left alone they
+        // would make a line without principals.
+        let left: Vec<&str> = entry
+            .principal_list()
+            .filter(|p| *p != principal && !p.is_empty())
+            .collect();
         if left.is_empty() {
             continue;
         }
@@ -200,6 +205,9 @@ mod tests {
             removal.text,
             format!("# meshseal writers s1 global generation 1\nalice {ED}\n# keep me\ncarol {ED}\ndave@example.com {ED}\n")
         );
+        // Fuzzing found this: what is left of `carol,` is no principal.
+        let trailing = format!("carol, {ED}\n");
+        assert_eq!(remove_from_text(&trailing, "carol").unwrap().text, "");
         let removal = remove_from_text(&removal.text, "carol").unwrap();
         assert!(!removal.text.contains("carol"));
         assert!(removal.text.contains("# keep me\n"));
