@@ -6,12 +6,14 @@
 //!
 //! 1. `problem` (the report shape made from typed errors), `scope` (names,
 //!    paths), `atomic` (writes), `confine` (reads that never follow a symlink)
-//! 2. `recipients`, `document` (the TOML secret), `config`, `identity`, `tokens`
+//! 2. `recipients`, `document` (the TOML secret), `config`, `identity`,
+//!    `tokens`, `signing` (sshsig signatures, allowed_signers, the trust root)
 //! 3. `envelope` (age encryption and header metadata)
 //! 4. `store` (walk, read, write a store on disk; one reader per file kind)
-//! 5. `policy`, `kuma` (YAML in and out), `init`, `rekey`, `edit`, `textconv`
-//! 6. `ca` (mTLS CAs), `apply`, `check`, `git` (the index, hooks), `index`
-//!    (the in-memory view)
+//! 5. `policy`, `kuma` (YAML in and out), `init`, `rekey`, `edit`, `textconv`,
+//!    `listing`, `apply` (validate everything, then write one batch)
+//! 6. `ca` (mTLS CAs), `check`, `git` (the index, hooks, registered stores),
+//!    `index` (the in-memory view)
 //! 7. `serve`: the watcher, in one folder (sources, events, the update
 //!    thread, tokens following, the HTTP server and API, metrics, materialize)
 #![forbid(unsafe_code)]

@@ -107,8 +107,10 @@ impl Store {
             }
             self.check_writable(&doc.id)?;
         }
-        // Decide and encrypt in parallel: X25519 per file is the cost.
-        let planned: Vec<Result<(WriteOutcome, Option<Vec<u8>>), WriteError>> = docs
+        // Decide and encrypt in parallel: X25519 per file is the cost. Each
+        // is its outcome and, unless unchanged, the new ciphertext.
+        type Planned = Result<(WriteOutcome, Option<Vec<u8>>), WriteError>;
+        let planned: Vec<Planned> = docs
             .par_iter()
             .map(|doc| {
                 let set = &recipients[&doc.id.scope];

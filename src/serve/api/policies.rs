@@ -11,7 +11,7 @@ use super::{
     authorize, caller, error, json_response, mesh_scope, path_params, policy_name, ApiState, Denied,
 };
 use crate::index::Index;
-use crate::policy::{builtin_secret_names, DataSource, Policy};
+use crate::policy::{DataSource, Policy};
 use crate::scope::{Scope, SecretId};
 
 fn policy_json(index: &Index, policy: &Policy, resolve: bool) -> Value {
@@ -29,20 +29,14 @@ fn policy_json(index: &Index, policy: &Policy, resolve: bool) -> Value {
     if resolve {
         // Builtin CA backends use their secrets by naming convention.
         let builtin: Vec<(String, DataSource)> = policy
-            .backends
-            .iter()
-            .filter(|b| b.builtin)
-            .flat_map(|b| {
-                let (cert, key) = builtin_secret_names(&policy.mesh, &b.name);
+            .builtin_cas()
+            .flat_map(|ca| {
                 [
                     (
-                        format!("mtls.backends[{}].cert", b.name),
-                        DataSource::Secret(cert),
+                        format!("{}.cert", ca.field()),
+                        DataSource::Secret(ca.cert.clone()),
                     ),
-                    (
-                        format!("mtls.backends[{}].key", b.name),
-                        DataSource::Secret(key),
-                    ),
+                    (format!("{}.key", ca.field()), DataSource::Secret(ca.key)),
                 ]
             })
             .collect();
