@@ -26,6 +26,7 @@ mod reload;
 mod report;
 mod timing;
 mod watcher;
+mod zones;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -118,6 +119,9 @@ impl Bench {
                 self.watcher(n, false);
             }
         }
+        let reference = self.options.reference_size();
+        self.warm_restart(reference);
+        self.swaps(reference);
         self.check_staged();
         self.apply();
         eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());

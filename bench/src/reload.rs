@@ -150,7 +150,7 @@ impl Bench {
 }
 
 /// Polls the API until secret `i` serves `version`'s data.
-fn wait_value(client: &mut Client, i: usize, version: u64) {
+pub(crate) fn wait_value(client: &mut Client, i: usize, version: u64) {
     let want = base64::engine::general_purpose::STANDARD.encode(gen::secret_data(i, version));
     let path = format!("/meshes/{}", secret_path(i));
     let deadline = Instant::now() + Duration::from_secs(60);

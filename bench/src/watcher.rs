@@ -64,7 +64,7 @@ impl Bench {
 }
 
 /// Kills the watcher however the bench ends.
-struct Watcher(Child);
+pub(crate) struct Watcher(pub(crate) Child);
 
 impl Drop for Watcher {
     fn drop(&mut self) {
@@ -73,12 +73,12 @@ impl Drop for Watcher {
     }
 }
 
-fn free_loopback_port() -> SocketAddr {
+pub(crate) fn free_loopback_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     listener.local_addr().expect("local addr")
 }
 
-fn wait_ready(addr: SocketAddr, token: &str, child: &mut Child) -> Client {
+pub(crate) fn wait_ready(addr: SocketAddr, token: &str, child: &mut Child) -> Client {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         if let Some(status) = child.try_wait().expect("watcher status") {

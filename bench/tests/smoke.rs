@@ -57,6 +57,8 @@ fn bench_smoke_run_prints_the_table() {
         "peak RSS of the watcher",
         "`check --staged`",
         "bulk `apply -f`",
+        "warm restart: `watch --once --state`",
+        "git-sync swap of the whole tree",
     ] {
         assert!(stdout.contains(row), "row {row:?} missing:\n{stdout}");
     }
