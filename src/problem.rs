@@ -98,19 +98,6 @@ impl Problem {
         }
     }
 
-    /// A problem built from a string code: being removed (every error is a
-    /// typed enum now); kept only while the last callers are converted.
-    #[deprecated(note = "return a typed error implementing Diagnostic instead")]
-    pub fn new(file: Option<PathBuf>, code: &'static str, message: impl Into<String>) -> Self {
-        Problem {
-            file,
-            line: None,
-            code,
-            message: message.into(),
-            hint: None,
-        }
-    }
-
     /// A problem that is not about one file.
     pub fn general(err: &dyn Diagnostic) -> Self {
         Problem {
