@@ -4,8 +4,11 @@
 //! broken file is reported; without one only headers are read, and a file
 //! whose header names another scope or name than its path (moved, copied,
 //! renamed) is reported by the store's one rule for it ([`Moved`]) instead of
-//! being listed.
+//! being listed. A file that none of the identities opens is listed as it
+//! would be without a key, marked [`Row::locked`]: listing needs no key, so
+//! a key for other meshes must not hide a mesh's secrets.
 
+use crate::envelope::EnvelopeError;
 use crate::identity::Identities;
 use crate::scope::SecretId;
 use crate::store::{short_sha, LoadError, Moved, Store};
@@ -19,6 +22,8 @@ pub struct Row {
     pub bytes: Option<usize>,
     /// A short sha256 of its file.
     pub fingerprint: String,
+    /// Identities were given but none of them opens this file.
+    pub locked: bool,
 }
 
 /// Rows for `ids` (in order), and every secret that could not be listed.
@@ -37,36 +42,49 @@ pub fn list(
                         id: id.clone(),
                         bytes: Some(l.doc.data.len()),
                         fingerprint: short_sha(&l.file_sha256),
+                        locked: false,
                     }),
+                    Err(LoadError::Envelope {
+                        source: EnvelopeError::NoMatchingKeys,
+                        ..
+                    }) => match header_row(store, id) {
+                        Ok(row) => rows.push(Row {
+                            locked: true,
+                            ..row
+                        }),
+                        Err(e) => problems.push(e),
+                    },
                     Err(e) => problems.push(e),
                 }
             }
         }
         None => {
             for id in ids {
-                let bound = store
-                    .inspect(id)
-                    .and_then(|(header, sha)| match &header.metadata {
-                        Some(meta) => Moved::check(&meta.id, id)
-                            .map_err(|source| LoadError::Moved {
-                                file: id.path(),
-                                source,
-                            })
-                            .map(|()| sha),
-                        None => Ok(sha),
-                    });
-                match bound {
-                    Ok(sha) => rows.push(Row {
-                        id: id.clone(),
-                        bytes: None,
-                        fingerprint: short_sha(&sha),
-                    }),
+                match header_row(store, id) {
+                    Ok(row) => rows.push(row),
                     Err(e) => problems.push(e),
                 }
             }
         }
     }
     (rows, problems)
+}
+
+/// A row from the header alone: no size.
+fn header_row(store: &Store, id: &SecretId) -> Result<Row, LoadError> {
+    let (header, sha) = store.inspect(id)?;
+    if let Some(meta) = &header.metadata {
+        Moved::check(&meta.id, id).map_err(|source| LoadError::Moved {
+            file: id.path(),
+            source,
+        })?;
+    }
+    Ok(Row {
+        id: id.clone(),
+        bytes: None,
+        fingerprint: short_sha(&sha),
+        locked: false,
+    })
 }
 
 #[cfg(test)]
@@ -108,5 +126,25 @@ mod tests {
         let (rows, problems) = list(&store, &both, Some(&ids));
         assert_eq!(rows[0].bytes, Some(1));
         assert!(problems[0].is_moved(), "{}", problems[0]);
+    }
+
+    #[test]
+    fn a_key_that_opens_nothing_still_lists_every_secret_marked_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, public) = crate::identity::generate();
+        let (other, _) = crate::identity::generate();
+        let other = Identities::from_age_text(&other).unwrap();
+        let (store, _) = crate::init::init(dir.path(), &[public.parse().unwrap()]).unwrap();
+        let a = SecretId::new(Scope::Mesh("default".into()), "a").unwrap();
+        store
+            .put(
+                &Document::new(a.clone(), SecretData::new(b"x".to_vec())),
+                None,
+            )
+            .unwrap();
+        let (rows, problems) = list(&store, std::slice::from_ref(&a), Some(&other));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].bytes, rows[0].locked), (None, true));
     }
 }

@@ -107,6 +107,7 @@ pub struct ScopeArgs {
 #[group(required = true, multiple = false)]
 pub struct ValueSource {
     /// The value itself (visible in shell history and `ps`; prefer a file or stdin).
+    /// Unlike kubectl's KEY=VALUE, the whole text is the value: a secret holds one.
     #[arg(long = "from-literal", value_name = "VALUE")]
     pub literal: Option<String>,
     /// Read the value from a file.
@@ -155,13 +156,15 @@ pub enum Command {
     #[command(subcommand)]
     Delete(DeleteCommand),
     /// Print secrets as YAML for kumactl apply or kubectl apply.
+    #[command(group(
+        clap::ArgGroup::new("format")
+            .required(true)
+            .multiple(false)
+            .args(["kuma", "kubernetes"])
+    ))]
     Export {
         /// Kuma Universal YAML.
-        #[arg(
-            long = "kuma",
-            conflicts_with = "kubernetes",
-            required_unless_present = "kubernetes"
-        )]
+        #[arg(long = "kuma")]
         kuma: bool,
         /// Kubernetes Secrets of Kuma's secret types.
         #[arg(long = "kubernetes")]
@@ -169,14 +172,18 @@ pub enum Command {
         /// The mesh (default: default).
         #[arg(short = 'm', long = "mesh", conflicts_with_all = ["all", "global"])]
         mesh: Option<String>,
-        /// Every mesh and the global secrets.
-        #[arg(short = 'A', long = "all")]
+        /// Every mesh and the global secrets (as `get secrets -A`).
+        #[arg(short = 'A', long = "all-meshes", visible_alias = "all")]
         all: bool,
         /// Global secrets only.
         #[arg(long = "global", conflicts_with = "all")]
         global: bool,
-        /// Namespace of Kubernetes Secrets.
-        #[arg(long = "namespace", default_value = meshseal::kuma::DEFAULT_NAMESPACE)]
+        /// Namespace of Kubernetes Secrets (a DNS-1123 label).
+        #[arg(
+            long = "namespace",
+            default_value = meshseal::kuma::DEFAULT_NAMESPACE,
+            value_parser = dns1123_label
+        )]
         namespace: String,
     },
     /// Re-encrypt secrets to their scope's current recipients (stale ones only unless --force).
@@ -241,8 +248,11 @@ pub enum RecipientsCommand {
         #[command(flatten)]
         scope: ScopeArgs,
         /// age1… or ssh-ed25519/ssh-rsa public keys.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "own")]
         keys: Vec<String>,
+        /// The public key of my own identity (-i, $MESHSEAL_IDENTITY or the default).
+        #[arg(long = "self")]
+        own: bool,
     },
     /// Remove a public key from a scope's recipients.
     Remove {
@@ -252,6 +262,9 @@ pub enum RecipientsCommand {
         /// The key to remove.
         #[arg(required = true)]
         keys: Vec<String>,
+        /// Remove even the last key of the scope (nobody could then add a secret to it).
+        #[arg(long = "force")]
+        force: bool,
     },
     /// List a scope's recipients and their fingerprint.
     List {
@@ -294,7 +307,7 @@ pub enum GetCommand {
         #[arg(short = 'm', long = "mesh", default_value = meshseal::scope::DEFAULT_MESH)]
         mesh: String,
         /// Every mesh.
-        #[arg(short = 'A', long = "all-meshes")]
+        #[arg(short = 'A', long = "all-meshes", visible_alias = "all")]
         all: bool,
         /// table, yaml or json.
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
@@ -325,6 +338,29 @@ pub enum GetCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: Output,
     },
+}
+
+/// Kubernetes' rule for a namespace name (an RFC 1123 label), with its text.
+fn dns1123_label(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(value.to_string())
+    } else if value.len() > 63 {
+        Err("must be no more than 63 characters".to_string())
+    } else {
+        Err(
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters \
+             or '-', and must start and end with an alphanumeric character (e.g. 'my-name', \
+             or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+                .to_string(),
+        )
+    }
 }
 
 /// What `get` lists.

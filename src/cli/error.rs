@@ -30,6 +30,22 @@ pub enum CliError {
         #[source]
         source: DocumentError,
     },
+    /// `recipients remove` would leave a scope with nobody to encrypt to.
+    #[error(
+        "this would remove the last recipient: nobody could read or add secrets of this scope"
+    )]
+    LastRecipient {
+        /// The scope's recipients file.
+        file: PathBuf,
+        /// `-m MESH` or `--global`.
+        scope_flag: String,
+    },
+    /// A path given to `check` that names no file or folder of the store.
+    #[error("no such file or folder in the store")]
+    NoSuchPath {
+        /// The path as given.
+        path: PathBuf,
+    },
     /// meshseal's own path, which the hook and the diff driver run.
     #[error("cannot find meshseal's own path: {0}")]
     OwnPath(#[source] io::Error),
@@ -39,6 +55,8 @@ impl Diagnostic for CliError {
     fn code(&self) -> &'static str {
         match self {
             CliError::Read { .. } | CliError::OwnPath(_) => "io",
+            CliError::LastRecipient { .. } => "last-recipient",
+            CliError::NoSuchPath { .. } => "no-such-path",
             CliError::Value { source, .. } => source.code(),
         }
     }
@@ -46,6 +64,13 @@ impl Diagnostic for CliError {
     fn hint(&self) -> Option<String> {
         match self {
             CliError::Value { source, .. } => source.hint(),
+            CliError::LastRecipient { scope_flag, .. } => Some(format!(
+                "add the new key first (`meshseal recipients add {scope_flag} KEY`), or pass --force"
+            )),
+            CliError::NoSuchPath { .. } => Some(
+                "give a path inside the store (e.g. `meshes/MESH` or a secret's file), or no path to check everything"
+                    .to_string(),
+            ),
             _ => None,
         }
     }
@@ -61,6 +86,8 @@ impl Diagnostic for CliError {
         match self {
             CliError::Read { path, .. } => Some(path),
             CliError::Value { input, .. } => Some(input),
+            CliError::LastRecipient { file, .. } => Some(file),
+            CliError::NoSuchPath { path } => Some(path),
             CliError::OwnPath(_) => None,
         }
     }

@@ -27,13 +27,22 @@ pub(super) fn cmd_check(
     } else {
         ctx.optional_identities()?
     };
-    let only = paths
+    let only: Vec<PathBuf> = paths
         .iter()
         .map(|p| {
             let p = p.strip_prefix("./").unwrap_or(p);
             p.strip_prefix(store.root()).unwrap_or(p).to_path_buf()
         })
         .collect();
+    // A typo must not pass CI: a path that names nothing checks nothing.
+    for (given, inside) in paths.iter().zip(&only) {
+        if fs::symlink_metadata(store.root().join(inside)).is_err() {
+            return Err(CliError::NoSuchPath {
+                path: given.clone(),
+            }
+            .into());
+        }
+    }
     let options = CheckOptions {
         identities: identities.as_ref(),
         only,
@@ -126,8 +135,15 @@ pub(super) fn cmd_textconv(ctx: &Context, file: &Path, reveal: bool) -> Result<E
     )
     .map_err(read_error)?;
     let limit = config.limits.max_data_bytes;
-    // A diff must not fail for want of a key: use one only if it loads.
-    let identities = ctx.optional_identities().ok().flatten();
+    // A diff must not fail for want of a key: use one only if it loads, and
+    // say why one did not (a mode 0644 identity, say) as every command does.
+    let identities = match ctx.optional_identities() {
+        Ok(ids) => ids,
+        Err(problem) => {
+            output::warning(&problem);
+            None
+        }
+    };
     let text = meshseal::textconv::render(&bytes, identities.as_ref(), reveal, limit);
     output::stdout(text.as_bytes());
     Ok(Exit::Success)

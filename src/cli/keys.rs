@@ -13,6 +13,7 @@ use meshseal::scope::Scope;
 use meshseal::store::Store;
 
 use super::args::RecipientsCommand;
+use super::error::CliError;
 use super::exit::Exit;
 use super::gitops::{current_exe, print_hook};
 use super::output::{self, say};
@@ -75,9 +76,12 @@ pub(super) fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<Ex
                 set.fingerprint()
             );
         }
-        RecipientsCommand::Add { scope, keys } => {
+        RecipientsCommand::Add { scope, keys, own } => {
             let scope = scope_of(&scope)?;
-            let keys = parse_keys(&keys)?;
+            let mut keys = parse_keys(&keys)?;
+            if own {
+                keys.extend(ctx.identities()?.recipients().iter().cloned());
+            }
             let text = store.recipients_text(&scope)?;
             let (text, added) = recipients::add_to_text(&text, &keys)
                 .map_err(|e| Problem::at(scope.recipients_path(), &e))?;
@@ -90,11 +94,20 @@ pub(super) fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<Ex
             );
             stale_hint(&store, &scope)?;
         }
-        RecipientsCommand::Remove { scope, keys } => {
+        RecipientsCommand::Remove { scope, keys, force } => {
             let scope = scope_of(&scope)?;
             let keys = parse_keys(&keys)?;
             let text = store.recipients_text(&scope)?;
             let (text, removed) = recipients::remove_keys(&text, &keys, &scope)?;
+            let left = recipients::RecipientSet::parse(&text)
+                .map(|set| set.len())
+                .unwrap_or(0);
+            if left == 0 && !force {
+                return Err(Problem::from(CliError::LastRecipient {
+                    file: scope.recipients_path(),
+                    scope_flag: meshseal::store::scope_flag(&scope).trim_end().to_string(),
+                }));
+            }
             store.write_recipients(&scope, &text)?;
             say!(
                 "removed {removed} recipient(s) from {}",
@@ -107,7 +120,15 @@ pub(super) fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<Ex
                     eprintln!("  {}", id.path().display());
                 }
             }
-            stale_hint(&store, &scope)?;
+            if left == 0 {
+                eprintln!(
+                    "warning: {} lists nobody now: no new secret can be added to {scope}; add a key with `meshseal recipients add {} KEY`",
+                    scope.recipients_path().display(),
+                    meshseal::store::scope_flag(&scope).trim_end()
+                );
+            } else {
+                stale_hint(&store, &scope)?;
+            }
         }
     }
     Ok(Exit::Success)

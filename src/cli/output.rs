@@ -23,6 +23,15 @@ pub fn problem(p: &Problem) {
     }
 }
 
+/// A problem that does not stop the command: `warning: …` then `hint: …`.
+pub fn warning(p: &Problem) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "warning: {p}");
+    if let Some(hint) = &p.hint {
+        let _ = writeln!(err, "hint: {hint}");
+    }
+}
+
 /// Prints every problem.
 pub fn problems(ps: &[Problem]) {
     for p in ps {

@@ -28,6 +28,9 @@ use super::{mesh_scope, secret_id, Context, Result};
 
 const STDIN: &str = "<stdin>";
 
+/// BYTES of a listed secret that none of the caller's identities opens.
+const LOCKED: &str = "no-key";
+
 pub(super) fn read_value(store: &Store, source: &ValueSource) -> Result<SecretData> {
     let limit = store.config().limits.max_data_bytes;
     let read_error = |path: &Path| {
@@ -35,6 +38,11 @@ pub(super) fn read_value(store: &Store, source: &ValueSource) -> Result<SecretDa
         move |source| CliError::Read { path, source }
     };
     let (bytes, input): (Zeroizing<Vec<u8>>, &Path) = if let Some(v) = &source.literal {
+        if looks_like_key_value(v) {
+            eprintln!(
+                "warning: the --from-literal value looks like kubectl's KEY=VALUE; a meshseal secret holds one value, so it is stored whole, `=` included (pass only the value to store just that)"
+            );
+        }
         (
             Zeroizing::new(v.as_bytes().to_vec()),
             Path::new("--from-literal"),
@@ -54,6 +62,22 @@ pub(super) fn read_value(store: &Store, source: &ValueSource) -> Result<SecretDa
         source,
     })?;
     Ok(SecretData::new(bytes.to_vec()))
+}
+
+/// kubectl's `--from-literal=KEY=VALUE`: a key of a Secret's data, `=`, a
+/// value. A value that merely ends in `=` (base64 padding) is not one.
+fn looks_like_key_value(value: &str) -> bool {
+    match value.split_once('=') {
+        Some((key, rest)) => {
+            !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                && !rest.is_empty()
+                && !rest.starts_with('=')
+        }
+        None => false,
+    }
 }
 
 pub(super) fn read_limited(reader: impl Read, limit: usize) -> io::Result<Zeroizing<Vec<u8>>> {
@@ -139,7 +163,11 @@ pub(super) fn print_list(rows: &[Row], format: ListFormat, global: bool) {
                         c.push(r.id.scope.mesh_name().unwrap_or("").to_string());
                     }
                     c.push(r.id.name.clone());
-                    c.push(r.bytes.map_or("-".to_string(), |b| b.to_string()));
+                    c.push(match (r.bytes, r.locked) {
+                        (Some(b), _) => b.to_string(),
+                        (None, true) => LOCKED.to_string(),
+                        (None, false) => "-".to_string(),
+                    });
                     c.push(r.fingerprint.clone());
                     c
                 })
@@ -165,6 +193,9 @@ pub(super) fn print_list(rows: &[Row], format: ListFormat, global: bool) {
                     }
                     if let Some(b) = r.bytes {
                         v["bytes"] = json!(b);
+                    }
+                    if r.locked {
+                        v["locked"] = json!(true);
                     }
                     v
                 })
@@ -212,6 +243,12 @@ pub(super) fn cmd_get(ctx: &Context, request: GetRequest) -> Result<Exit> {
     let identities = ctx.optional_identities()?;
     let (rows, problems) = listing::list(&store, &ids, identities.as_ref());
     print_list(&rows, format, global);
+    let locked = rows.iter().filter(|r| r.locked).count();
+    if locked > 0 {
+        eprintln!(
+            "note: your identities open none of {locked} listed secret(s) (BYTES `{LOCKED}`): they are encrypted to other recipients"
+        );
+    }
     let problems: Vec<Problem> = problems.into_iter().map(Problem::from).collect();
     output::problems(&problems);
     Ok(Exit::from_problems(&problems))

@@ -564,11 +564,10 @@ fn wrong_identity_is_refused_naming_the_file() {
         1,
         &["meshes/default/secrets/db.age", "no identity matched"],
     );
-    env.refuses(
-        &mut with_wrong(&["get", "secrets"]),
-        1,
-        &["meshes/default/secrets/db.age"],
-    );
+    // Listing needs no key: a key that opens nothing still lists (issue 16 #4).
+    let listed = env.ok(&mut with_wrong(&["get", "secrets"]));
+    assert!(listed.stdout().contains("db  "), "{}", listed.stdout());
+    assert!(listed.stdout().contains("no-key"), "{}", listed.stdout());
     env.refuses(
         &mut with_wrong(&["export", "--kuma"]),
         1,
