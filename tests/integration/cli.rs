@@ -1030,3 +1030,151 @@ fn openssh_ed25519_key_as_identity_and_recipient() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+// ------------------------------------------------- first use (issue 16)
+
+/// Issue 16 #9: a file made by stock `age -R` lacks meshseal's metadata;
+/// `check` advises a plain `rekey` (which adds it), never `--force` (which
+/// would rewrite every file of the scope), and that plain rekey fixes it.
+#[test]
+fn issue16_stock_age_file_is_fixed_by_a_plain_rekey() {
+    let env = TestEnv::new();
+    env.create("default", "kept", "k");
+    let doc = format!(
+        "type = \"Secret\"\nmesh = \"default\"\nname = \"stock\"\ndata = \"{}\"\n",
+        b64(b"from-stock-age")
+    );
+    env.write(
+        "meshes/default/secrets/stock.age",
+        stock_encrypt(doc.as_bytes(), &[env.public.as_str()]),
+    );
+    let r = env.refuses(
+        env.cmd().args(["check", "--no-decrypt"]),
+        1,
+        &[
+            "meshes/default/secrets/stock.age",
+            "run `meshseal rekey -m default`",
+        ],
+    );
+    assert!(!r.stderr.contains("--force"), "{}", r.stderr);
+    let kept = env.read("meshes/default/secrets/kept.age");
+    env.ok_key(&["rekey", "-m", "default"]);
+    assert_eq!(
+        env.read("meshes/default/secrets/kept.age"),
+        kept,
+        "a plain rekey leaves fresh files alone"
+    );
+    env.ok_args(&["check", "--no-decrypt"]);
+    assert_eq!(env.raw("default", "stock"), b"from-stock-age");
+}
+
+/// Issue 16 #8: `watch --once` at a folder that does not exist names the
+/// folder, before it looks for any identity.
+#[test]
+fn issue16_watch_once_reports_a_missing_store_before_the_identity() {
+    let env = TestEnv::new();
+    let r = run(env.cmd().args(["-C", "no/such/dir", "watch", "--once"])).failure(1);
+    r.assert_stderr_has("no/such/dir");
+    assert!(!r.stderr.contains("identity"), "{}", r.stderr);
+}
+
+/// Issue 16 #13: `apply --dry-run` validates and says what would change,
+/// and writes nothing.
+#[test]
+fn issue16_apply_dry_run_writes_nothing() {
+    let env = TestEnv::new();
+    let yaml = env.outside(
+        "s.yaml",
+        format!(
+            "type: Secret\nname: fresh\nmesh: default\ndata: {}\n",
+            b64(b"v")
+        ),
+    );
+    let before = env.snapshot();
+    let r = env.ok(env.kcmd().args(["apply", "--dry-run", "-f"]).arg(&yaml));
+    assert_eq!(r.stdout(), "Secret default/fresh created (dry run)\n");
+    assert_same(&before, &env.snapshot(), "apply --dry-run");
+    env.ok(env.kcmd().args(["apply", "-f"]).arg(&yaml));
+    assert_eq!(env.raw("default", "fresh"), b"v");
+}
+
+/// Issue 16 #2: `init` makes only `default` and `global`; a new mesh gets
+/// its first recipient with `recipients add -m MESH --self`, and `create`
+/// in a mesh without one says exactly that.
+#[test]
+fn issue16_a_new_mesh_takes_my_own_key_with_self() {
+    let env = TestEnv::new();
+    env.refuses(
+        env.kcmd().args([
+            "create",
+            "secret",
+            "db",
+            "-m",
+            "payments",
+            "--from-literal",
+            "v",
+        ]),
+        1,
+        &[
+            "meshes/payments/recipients.txt",
+            "`meshseal recipients add -m payments KEY` (or `--self` for your own key)",
+        ],
+    );
+    env.ok_key(&["recipients", "add", "-m", "payments", "--self"]);
+    let listed = env.ok_args(&["recipients", "list", "-m", "payments"]);
+    assert_eq!(listed.stdout().trim(), env.public);
+    env.ok_key(&[
+        "create",
+        "secret",
+        "db",
+        "-m",
+        "payments",
+        "--from-literal",
+        "v",
+    ]);
+    assert_eq!(env.raw("payments", "db"), b"v");
+    // Without any identity, --self has nothing to add.
+    run(env
+        .cmd()
+        .args(["recipients", "add", "-m", "orders", "--self"]))
+    .failure(1);
+    assert!(!env.path("meshes/orders/recipients.txt").exists());
+}
+
+/// Issue 16 #12: JSON logs carry the file as a field of its own, not in a
+/// prose string, and durations are rounded, not `0.40687900000000005`.
+#[test]
+fn issue16_json_logs_have_fields_and_rounded_durations() {
+    let (env, _tokens) = TestEnv::serving();
+    env.set("payments", "db", "v");
+    let w = env.watch(&["--log-format", "json"]);
+    let file = env.secret_file("payments", "db");
+    let good = fs::read(&file).unwrap();
+    fs::write(&file, "type = \"Secret\"\n").unwrap();
+    w.eventually("the bad version is logged", |w| {
+        w.log().contains("meshes/payments/secrets/db.age")
+    });
+    fs::write(&file, good).unwrap();
+    let (status, log) = w.stop();
+    assert!(status.success(), "{log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let warned = lines
+        .iter()
+        .find(|v| v["fields"]["file"] == "meshes/payments/secrets/db.age")
+        .unwrap_or_else(|| panic!("no line with a file field:\n{log}"));
+    let message = warned["fields"]["message"].as_str().unwrap();
+    assert!(!message.contains("meshes/payments"), "{message}");
+    let mut durations = 0;
+    for v in &lines {
+        if let Some(d) = v["fields"].get("duration_ms") {
+            durations += 1;
+            let text = d.to_string();
+            let decimals = text.split_once('.').map_or(0, |(_, f)| f.len());
+            assert!(decimals <= 3, "duration_ms {text} is not rounded");
+        }
+    }
+    assert!(durations > 0, "no duration_ms in:\n{log}");
+}

@@ -29,6 +29,7 @@ mod leaks;
 mod hardening;
 mod materialize;
 mod policies;
+mod readme;
 mod root_swap;
 mod sds_envoy;
 mod state;

@@ -1,13 +1,36 @@
-//! Outside tools (stock `age`, `ssh-keygen`): under CI a missing tool fails
-//! the test; elsewhere the test prints a note and skips that part.
+//! Outside tools (stock `age`, `rage`, `ssh-keygen`): under CI a missing tool
+//! fails the test; elsewhere the test prints a `SKIPPED` line that shows in
+//! cargo's own output and returns.
 
 use std::fs;
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// How to get each outside tool, for the messages below.
+fn install_hint(name: &str) -> &'static str {
+    match name {
+        "age" | "age-keygen" => "apt-get install age",
+        "rage" | "rage-keygen" => "cargo install rage",
+        "ssh-keygen" => "apt-get install openssh-client",
+        "openssl" => "apt-get install openssl",
+        "git" => "apt-get install git",
+        _ => "install it",
+    }
+}
+
+/// Tests skipped so far in this run, for the running count on each line.
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
 
 /// Finds an external tool on PATH for interop tests. When it is missing: under
 /// CI (`CI` set) the test fails, because interop must never silently skip
-/// there; elsewhere a note is printed and the caller returns early.
+/// there; elsewhere a `SKIPPED` line names the test and the tool, and the
+/// caller returns early.
+///
+/// The line is written to the process's stderr itself, not through
+/// `eprintln!`, which the test harness captures: a skipped test must show in
+/// a plain `cargo test`, not only with `--nocapture`, or it reads as passed.
 pub fn external_tool(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -17,13 +40,22 @@ pub fn external_tool(name: &str) -> Option<PathBuf> {
             })
     });
     if found.is_none() {
+        let install = install_hint(name);
         if std::env::var_os("CI").is_some() {
             panic!(
                 "`{name}` is not on PATH and CI is set: interop tests must run in CI \
-                 (install it, e.g. `apt-get install age openssh-client`)"
+                 (install it: `{install}`)"
             );
         }
-        eprintln!("note: `{name}` is not on PATH; skipping this interop test");
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("an interop test")
+            .to_string();
+        let n = SKIPPED.fetch_add(1, Ordering::SeqCst) + 1;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "SKIPPED {test}: `{name}` is not on PATH (`{install}`); {n} skipped so far"
+        );
     }
     found
 }
