@@ -52,6 +52,49 @@ pub fn private_base() -> PathBuf {
     }
 }
 
+/// Prefix of the private folders of `edit`.
+pub const EDIT_PREFIX: &str = "meshseal-edit-";
+
+/// Removes the private folders that killed edits left in `base` (their
+/// plaintext value included): folders with our prefix, owned by this user,
+/// whose lock nobody holds. Best effort, never fails: every command runs it,
+/// so a leftover lives only until meshseal next runs. Returns how many were
+/// removed.
+pub fn sweep_leftovers(base: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(base) else {
+        return 0;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(EDIT_PREFIX) {
+            continue;
+        }
+        // `DirEntry::metadata` does not follow links: a planted link is
+        // never followed, and someone else's folder never touched.
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_dir() || meta.uid() != me {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(handle) = fs::File::open(&path) else {
+            continue;
+        };
+        match handle.try_lock() {
+            Ok(()) => {
+                if fs::remove_dir_all(&path).is_ok() {
+                    removed += 1;
+                }
+            }
+            // An edit at work holds it.
+            Err(_) => continue,
+        }
+    }
+    removed
+}
+
 /// Why an edit changed nothing.
 #[derive(Debug, Error)]
 pub enum EditError {
@@ -183,11 +226,17 @@ pub fn edit(
         move |source| EditError::Private { path, source }
     };
 
+    sweep_leftovers(base);
     let dir = tempfile::Builder::new()
-        .prefix("meshseal-edit-")
+        .prefix(EDIT_PREFIX)
         .tempdir_in(base)
         .map_err(private(base))?;
     set_mode(dir.path(), 0o700).map_err(private(dir.path()))?;
+    // Held until the folder is removed: a sweep by a later command sees an
+    // edit at work; if this process is killed (-9, the OOM killer) the
+    // kernel drops the lock and the next command removes the plaintext.
+    let lock = fs::File::open(dir.path()).map_err(private(dir.path()))?;
+    lock.lock().map_err(private(dir.path()))?;
     let file = dir.path().join(&id.name);
     write_private(&file, original).map_err(private(&file))?;
 
@@ -239,6 +288,7 @@ pub fn edit(
         }
     }
     drop(dir); // remove the plaintext before anything else can fail
+    drop(lock);
     if edited.as_slice() == original {
         return Ok(EditOutcome::Unchanged);
     }

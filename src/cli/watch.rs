@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -12,6 +11,7 @@ use meshseal::problem::Problem;
 use meshseal::serve::{self, WatchOptions, DEFAULT_LISTEN};
 use meshseal::tokens::{self, TokenScope};
 
+use super::exit::Exit;
 use super::output::{self, say};
 use super::{Context, Result};
 
@@ -120,7 +120,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-pub(super) fn cmd_watch(ctx: &Context, args: WatchArgs) -> Result<ExitCode> {
+pub(super) fn cmd_watch(ctx: &Context, args: WatchArgs) -> Result<Exit> {
     let identity_files = ctx.identity_files();
     if identity_files.is_empty() {
         // A store that is not there is the first thing to say.
@@ -151,10 +151,10 @@ pub(super) fn cmd_watch(ctx: &Context, args: WatchArgs) -> Result<ExitCode> {
     }
     init_logging(args.log_format);
     serve::run(options)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
-fn once(options: &WatchOptions) -> Result<ExitCode> {
+fn once(options: &WatchOptions) -> Result<Exit> {
     let start = Instant::now();
     let index = serve::once(options)?.index;
     let problems: Vec<Problem> = index.problems().cloned().collect();
@@ -181,14 +181,10 @@ fn once(options: &WatchOptions) -> Result<ExitCode> {
     if stale > 0 {
         eprintln!("hint: re-encrypt stale secrets to their scope's current recipients with `meshseal rekey --all`");
     }
-    Ok(if problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(Exit::from_problems(&problems))
 }
 
-pub(super) fn cmd_token(cmd: TokenCommand) -> Result<ExitCode> {
+pub(super) fn cmd_token(cmd: TokenCommand) -> Result<Exit> {
     match cmd {
         TokenCommand::Create { mesh, tokens, .. } => {
             let scope = match mesh {
@@ -206,7 +202,7 @@ pub(super) fn cmd_token(cmd: TokenCommand) -> Result<ExitCode> {
             let mut line = zeroize::Zeroizing::new(token.as_bytes().to_vec());
             line.push(b'\n');
             output::stdout(&line);
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Success)
         }
     }
 }

@@ -43,12 +43,14 @@ impl Policy {
             });
         }
         for ca in self.builtin_cas() {
+            let field = ca.field();
             let missing: Vec<String> = [ca.cert, ca.key]
                 .into_iter()
                 .filter(|n| !exists(&in_mesh(n)))
                 .collect();
             if !missing.is_empty() {
                 problems.push(PolicyError::BuiltinMissing {
+                    field,
                     backend: ca.backend.to_string(),
                     missing: missing.join(", "),
                     mesh: self.mesh.clone(),
@@ -74,10 +76,28 @@ type = "provided"
 [mtls.backends.conf]
 cert = { secret = "ca-cert" }
 key = { secret = "ca-key" }
+"#;
+
+    const BUILTIN: &str = r#"
+type = "Mesh"
+name = "pay"
+[mtls]
+enabledBackend = "ca-2"
 [[mtls.backends]]
 name = "ca-2"
 type = "builtin"
 "#;
+
+    fn parse(text: &str) -> Policy {
+        Policy::parse_text(
+            std::path::Path::new("meshes/pay/mesh.toml"),
+            text,
+            "pay",
+            true,
+        )
+        .unwrap()
+        .remove(0)
+    }
 
     fn exists_in(ids: &[SecretId]) -> impl Fn(&SecretId) -> bool + '_ {
         move |id| ids.contains(id)
@@ -89,45 +109,51 @@ type = "builtin"
 
     #[test]
     fn mesh_backends_and_references() {
-        let p = Policy::parse(MESH, "pay", None).unwrap();
-        assert_eq!(p.backends.len(), 2);
+        let p = parse(MESH);
+        assert_eq!(p.backends.len(), 1);
         let refs: Vec<_> = p.secret_refs().collect();
         assert_eq!(
             refs,
             vec![
-                ("mtls.backends[ca-1].conf.cert", "ca-cert"),
-                ("mtls.backends[ca-1].conf.key", "ca-key")
+                ("mtls.backends[0].conf.cert", "ca-cert"),
+                ("mtls.backends[0].conf.key", "ca-key")
             ]
         );
+        let all = [mid("pay", "ca-cert"), mid("pay", "ca-key")];
+        assert!(p.resolve(&exists_in(&all)).is_empty());
+        let b = parse(BUILTIN);
         let all = [
-            mid("pay", "ca-cert"),
-            mid("pay", "ca-key"),
             mid("pay", "pay.ca-builtin-cert-ca-2"),
             mid("pay", "pay.ca-builtin-key-ca-2"),
         ];
-        assert!(p.resolve(&exists_in(&all)).is_empty());
-        let problems = p.resolve(&exists_in(&all[..2]));
+        assert!(b.resolve(&exists_in(&all)).is_empty());
+        let problems = b.resolve(&exists_in(&[]));
         assert!(matches!(problems[0], PolicyError::BuiltinMissing { .. }));
         assert_eq!(
             problems[0].to_string(),
-            "mtls.backends[ca-2]: builtin CA secrets are missing (pay.ca-builtin-cert-ca-2, pay.ca-builtin-key-ca-2)"
+            "mtls.backends[0]: builtin CA secrets are missing (pay.ca-builtin-cert-ca-2, pay.ca-builtin-key-ca-2)"
         );
     }
 
     #[test]
     fn builtin_backends_name_their_ca_secrets_once() {
-        let p = Policy::parse(MESH, "pay", None).unwrap();
+        assert_eq!(
+            parse(MESH).builtin_cas().count(),
+            0,
+            "a provided backend has none"
+        );
+        let p = parse(BUILTIN);
         let cas: Vec<_> = p.builtin_cas().collect();
-        assert_eq!(cas.len(), 1, "the provided backend has no builtin secrets");
+        assert_eq!(cas.len(), 1);
         assert_eq!(cas[0].backend, "ca-2");
         assert_eq!(cas[0].cert, "pay.ca-builtin-cert-ca-2");
         assert_eq!(cas[0].key, "pay.ca-builtin-key-ca-2");
-        assert_eq!(cas[0].field(), "mtls.backends[ca-2]");
+        assert_eq!(cas[0].field(), "mtls.backends[0]");
     }
 
     #[test]
     fn kuma_scope_rule_texts() {
-        let p = Policy::parse(MESH, "pay", None).unwrap();
+        let p = parse(MESH);
         let ids = [
             SecretId::new(Scope::Global, "ca-cert").unwrap(),
             mid("other", "ca-key"),
@@ -135,11 +161,11 @@ type = "builtin"
         let problems = p.resolve(&exists_in(&ids));
         assert_eq!(
             problems[0].to_string(),
-            "mtls.backends[ca-1].conf.cert: global-scoped secret \"ca-cert\" cannot be used in mesh policies"
+            "mtls.backends[0].conf.cert: global-scoped secret \"ca-cert\" cannot be used in mesh policies"
         );
         assert_eq!(
             problems[1].to_string(),
-            "mtls.backends[ca-1].conf.key: could not load data: resource not found: type=\"Secret\" name=\"ca-key\" mesh=\"pay\""
+            "mtls.backends[0].conf.key: could not load data: resource not found: type=\"Secret\" name=\"ca-key\" mesh=\"pay\""
         );
     }
 }

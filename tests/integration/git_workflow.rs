@@ -390,3 +390,70 @@ fn a_monorepo_hook_checks_each_registered_store_and_passes_unrelated_commits() {
     let (ok, err) = r.commit("a second secret");
     assert!(ok, "{err}");
 }
+
+#[test]
+fn an_edit_killed_with_sigkill_leaves_plaintext_only_until_the_next_command() {
+    let r = TestEnv::git_repo();
+    r.ok_key(&[
+        "create",
+        "secret",
+        "db",
+        "--from-literal",
+        "planted-edit-value",
+    ]);
+    let started = r.keys.join("editor-started");
+    // The editor reports its file, then waits to be killed with meshseal.
+    let editor = editor_script(
+        &r,
+        &format!("echo \"$f\" > {}\nsleep 30", started.display()),
+    );
+    let mut cmd = r.kcmd();
+    cmd.args(["edit", "secret", "db"]).env("VISUAL", &editor);
+    let mut child = crate::env::spawnable(&cmd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the editor never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let file = PathBuf::from(fs::read_to_string(&started).unwrap().trim());
+    // While the edit runs, another command leaves its folder alone.
+    r.ok_args(&["--help"]);
+    assert!(file.exists(), "a sweep removed a live edit's folder");
+    // SIGKILL: meshseal cannot clean up. Its editor, orphaned, is killed
+    // after it (killed first, it would let meshseal clean up).
+    let pid = child.id().to_string();
+    let editors = std::process::Command::new("pgrep")
+        .args(["-P", &pid])
+        .output()
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for editor in String::from_utf8_lossy(&editors.stdout).split_whitespace() {
+        let _ = std::process::Command::new("pkill")
+            .args(["-KILL", "-P", editor])
+            .status();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", editor])
+            .status();
+    }
+    assert!(
+        file.exists(),
+        "the killed edit's plaintext is there until the next command"
+    );
+    // Any next command removes it.
+    r.ok_key(&["get", "secrets"]);
+    assert!(
+        !file.exists(),
+        "the next command left the plaintext: {}",
+        file.display()
+    );
+    assert!(!file.parent().unwrap().exists());
+}

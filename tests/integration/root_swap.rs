@@ -64,7 +64,10 @@ fn watcher_on_link(link_name: &str, first: &str) -> Swapped {
         "--debounce",
         "50",
     ])));
-    assert_eq!(served(&watcher, &tokens.admin, "payments", "a").as_deref(), Some(b64("one").as_str()));
+    assert_eq!(
+        served(&watcher, &tokens.admin, "payments", "a").as_deref(),
+        Some(b64("one").as_str())
+    );
     Swapped {
         env,
         admin: tokens.admin,
@@ -113,11 +116,18 @@ fn a_git_sync_swap_is_followed_with_only_changed_files_decrypted() {
     fs::remove_dir_all(s.base.join("wt-1")).unwrap();
     s.watcher
         .eventually("the new tree's value", |_| s.serves("a", "uno"));
-    assert!(s.serves("b", "two") && s.serves("c", "three"), "{}", s.watcher.log());
+    assert!(
+        s.serves("b", "two") && s.serves("c", "three"),
+        "{}",
+        s.watcher.log()
+    );
     let log = s.watcher.log();
     assert!(log.contains("store root swapped"), "{log}");
     assert_eq!(last_decrypted(&log), Some(1), "only `a` changed:\n{log}");
-    assert!(!log.contains("secret removed"), "nothing was removed:\n{log}");
+    assert!(
+        !log.contains("secret removed"),
+        "nothing was removed:\n{log}"
+    );
 
     // A second swap is followed too.
     let wt3 = s.new_tree("wt-2", "wt-3", "eins");
@@ -151,8 +161,16 @@ fn a_vanished_root_keeps_the_last_good_index_until_it_returns() {
     });
     let status = s.status();
     assert!(status["roots"][0]["since"].is_string(), "{status}");
-    assert!(s.serves("a", "one") && s.serves("b", "two"), "{}", s.watcher.log());
-    assert!(s.watcher.log().contains("store root is gone"), "{}", s.watcher.log());
+    assert!(
+        s.serves("a", "one") && s.serves("b", "two"),
+        "{}",
+        s.watcher.log()
+    );
+    assert!(
+        s.watcher.log().contains("store root is gone"),
+        "{}",
+        s.watcher.log()
+    );
     assert!(!s.watcher.log().contains("secret removed"));
 
     // It comes back, elsewhere: followed again.
@@ -183,9 +201,15 @@ fn a_link_swapped_out_of_its_folder_is_not_followed() {
 /// its descriptors' fdinfo).
 fn inotify_watches(pid: u32) -> usize {
     let mut count = 0;
-    for entry in fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
+    for entry in fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+    {
         if let Ok(info) = fs::read_to_string(entry.path()) {
-            count += info.lines().filter(|l| l.starts_with("inotify wd:")).count();
+            count += info
+                .lines()
+                .filter(|l| l.starts_with("inotify wd:"))
+                .count();
         }
     }
     count
@@ -223,7 +247,10 @@ fn a_store_in_a_subfolder_of_a_swapped_link_is_followed_without_the_old_tree_goi
     env.set("payments", "a", "one");
     let base = env.tmp().join("git");
     fs::create_dir_all(base.join(".worktrees").join("one")).unwrap();
-    copy_tree(&env.root, &base.join(".worktrees").join("one").join("store"));
+    copy_tree(
+        &env.root,
+        &base.join(".worktrees").join("one").join("store"),
+    );
     let link = base.join("current");
     symlink(base.join(".worktrees").join("one"), &link).unwrap();
     let tokens_file = env.tokens_file();
@@ -239,11 +266,46 @@ fn a_store_in_a_subfolder_of_a_swapped_link_is_followed_without_the_old_tree_goi
     assert_eq!(served(&w, &tokens.admin, "payments", "a"), Some(b64("one")));
     let two = base.join(".worktrees").join("two");
     fs::create_dir_all(&two).unwrap();
-    copy_tree(&base.join(".worktrees").join("one").join("store"), &two.join("store"));
+    copy_tree(
+        &base.join(".worktrees").join("one").join("store"),
+        &two.join("store"),
+    );
     env.set_in(&two.join("store"), "payments", "a", "two");
     swap_link(&link, &two);
     w.eventually("the new worktree's value", |w| {
         served(w, &tokens.admin, "payments", "a") == Some(b64("two"))
     });
     assert!(w.log().contains("store root swapped"), "{}", w.log());
+}
+
+#[test]
+fn two_swaps_within_one_debounce_window_serve_the_last_tree() {
+    let s = watcher_on_link("current", "wt-1");
+    let wt2 = s.new_tree("wt-1", "wt-2", "two");
+    let wt3 = s.new_tree("wt-1", "wt-3", "three");
+    swap_link(&s.link, &wt2);
+    swap_link(&s.link, &wt3);
+    s.watcher
+        .eventually("the last tree's value", |_| s.serves("a", "three"));
+    assert!(s.serves("b", "two") && s.serves("c", "three"));
+}
+
+#[test]
+fn a_root_swapped_to_a_file_or_a_dangling_link_keeps_the_last_good_index() {
+    let s = watcher_on_link("current", "wt-1");
+    let file = s.base.join("not-a-tree");
+    fs::write(&file, "x").unwrap();
+    swap_link(&s.link, &file);
+    s.watcher.eventually("the root reported missing", |_| {
+        s.status()["roots"][0]["state"] == "missing"
+    });
+    assert!(s.serves("a", "one"), "{}", s.watcher.log());
+    swap_link(&s.link, &s.base.join("nowhere"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(s.serves("a", "one") && s.serves("c", "three"));
+    // Back to a real tree: followed again.
+    let back = s.new_tree("wt-1", "wt-4", "four");
+    swap_link(&s.link, &back);
+    s.watcher
+        .eventually("the new tree's value", |_| s.serves("a", "four"));
 }
