@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::exit::UsageError;
@@ -158,7 +159,6 @@ pub enum Command {
     /// Print secrets as YAML for kumactl apply or kubectl apply.
     #[command(group(
         clap::ArgGroup::new("format")
-            .required(true)
             .multiple(false)
             .args(["kuma", "kubernetes"])
     ))]
@@ -206,7 +206,13 @@ pub enum Command {
         /// Only report problems under these paths.
         paths: Vec<PathBuf>,
         /// table or json.
-        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        #[arg(
+            short = 'o',
+            long = "output",
+            default_value = "table",
+            value_parser = clap::builder::PossibleValuesParser::new(["table", "json"])
+                .map(|v| Output::from_str(&v, false).expect("a possible value"))
+        )]
         output: Output,
         /// Check without decrypting even when an identity is available.
         #[arg(long = "no-decrypt")]
@@ -338,6 +344,16 @@ pub enum GetCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: Output,
     },
+}
+
+/// `export`'s format: Kubernetes (true) or Kuma Universal (false). clap's
+/// own text for a missing group (`<--kuma|--kubernetes>`) reads as if both
+/// were needed; this says one of them.
+pub fn export_format(kuma: bool, kubernetes: bool) -> Result<bool, UsageError> {
+    match (kuma, kubernetes) {
+        (false, false) => Err(UsageError::ExportFormat),
+        (_, kubernetes) => Ok(kubernetes),
+    }
 }
 
 /// Kubernetes' rule for a namespace name (an RFC 1123 label), with its text.

@@ -42,6 +42,18 @@ impl From<Exit> for ExitCode {
     }
 }
 
+/// Until `meshseal watch` says its outcome as an [`Exit`]: its process exit
+/// code, read back.
+impl From<ExitCode> for Exit {
+    fn from(code: ExitCode) -> Exit {
+        if code == ExitCode::SUCCESS {
+            Exit::Success
+        } else {
+            Exit::Failure
+        }
+    }
+}
+
 /// A command line clap accepts but the command cannot honour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum UsageError {
@@ -51,11 +63,24 @@ pub enum UsageError {
     /// `check -o` other than table or json.
     #[error("-o {0}: check prints table or json")]
     CheckOutput(&'static str),
+    /// `export` without a format.
+    #[error("export needs one of --kuma or --kubernetes")]
+    ExportFormat,
 }
 
 impl Diagnostic for UsageError {
     fn code(&self) -> &'static str {
         "usage"
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            UsageError::ExportFormat => Some(
+                "--kuma prints Kuma Universal YAML (kumactl apply -f -), --kubernetes Kubernetes Secrets (kubectl apply -f -)"
+                    .to_string(),
+            ),
+            _ => None,
+        }
     }
 }
 

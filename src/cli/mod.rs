@@ -34,8 +34,6 @@ use exit::{Exit, Failure};
 /// errors (clap's own, and those found before a command runs).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A killed `edit` leaves its plaintext on /dev/shm: gone at the next run.
-    meshseal::edit::sweep_leftovers(&meshseal::edit::private_base());
     let exit = match run(cli) {
         Ok(exit) => exit,
         Err(failure) => {
@@ -110,13 +108,16 @@ fn run(cli: Cli) -> std::result::Result<Exit, Failure> {
         Command::Get(cmd) => cmd_get(&ctx, cmd.try_into()?),
         Command::Delete(cmd) => cmd_delete(&ctx, cmd),
         Command::Export {
+            kuma,
             kubernetes,
             mesh,
             all,
             global,
             namespace,
-            ..
-        } => cmd_export(&ctx, kubernetes, mesh, all, global, &namespace),
+        } => {
+            let kubernetes = args::export_format(kuma, kubernetes)?;
+            cmd_export(&ctx, kubernetes, mesh, all, global, &namespace)
+        }
         Command::Rekey {
             mesh,
             global,
@@ -134,8 +135,8 @@ fn run(cli: Cli) -> std::result::Result<Exit, Failure> {
         Command::Hook(HookCommand::Install { force }) => cmd_hook_install(&ctx, force),
         Command::Hook(HookCommand::Run) => gitops::cmd_hook_run(&ctx),
         Command::Textconv { file, reveal } => cmd_textconv(&ctx, &file, reveal),
-        Command::Watch(args) => watch::cmd_watch(&ctx, args),
-        Command::Token(cmd) => watch::cmd_token(cmd),
+        Command::Watch(args) => watch::cmd_watch(&ctx, args).map(Exit::from),
+        Command::Token(cmd) => watch::cmd_token(cmd).map(Exit::from),
     };
     exit.map_err(Failure::from)
 }
