@@ -42,18 +42,6 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// Until `meshseal watch` says its outcome as an [`Exit`]: its process exit
-/// code, read back.
-impl From<ExitCode> for Exit {
-    fn from(code: ExitCode) -> Exit {
-        if code == ExitCode::SUCCESS {
-            Exit::Success
-        } else {
-            Exit::Failure
-        }
-    }
-}
-
 /// A command line clap accepts but the command cannot honour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum UsageError {

@@ -34,6 +34,8 @@ use exit::{Exit, Failure};
 /// errors (clap's own, and those found before a command runs).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A killed `edit` leaves its plaintext on /dev/shm: gone at the next run.
+    meshseal::edit::sweep_leftovers(&meshseal::edit::private_base());
     let exit = match run(cli) {
         Ok(exit) => exit,
         Err(failure) => {
@@ -135,8 +137,8 @@ fn run(cli: Cli) -> std::result::Result<Exit, Failure> {
         Command::Hook(HookCommand::Install { force }) => cmd_hook_install(&ctx, force),
         Command::Hook(HookCommand::Run) => gitops::cmd_hook_run(&ctx),
         Command::Textconv { file, reveal } => cmd_textconv(&ctx, &file, reveal),
-        Command::Watch(args) => watch::cmd_watch(&ctx, args).map(Exit::from),
-        Command::Token(cmd) => watch::cmd_token(cmd).map(Exit::from),
+        Command::Watch(args) => watch::cmd_watch(&ctx, args),
+        Command::Token(cmd) => watch::cmd_token(cmd),
     };
     exit.map_err(Failure::from)
 }
