@@ -129,7 +129,7 @@ impl Diagnostic for RecipientError {
                     .to_string(),
             ),
             RecipientError::Empty | RecipientError::Missing => {
-                Some("add one with `meshseal recipients add -m MESH KEY` (or --global)".to_string())
+                Some("add one with `meshseal recipients add -m MESH KEY`, or `meshseal recipients add --global KEY` for global secrets".to_string())
             }
         }
     }

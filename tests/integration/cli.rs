@@ -1178,3 +1178,35 @@ fn issue16_json_logs_have_fields_and_rounded_durations() {
     }
     assert!(durations > 0, "no duration_ms in:\n{log}");
 }
+
+/// Issue 16 #11: removing the global scope's only key needs --force, and
+/// what follows says how to add one back with `--global`, not `-m MESH`.
+#[test]
+fn issue16_emptying_the_global_scope_needs_force_and_the_hint_says_global() {
+    let env = TestEnv::new();
+    let r = env.refuses(
+        env.cmd()
+            .args(["recipients", "remove", "--global", env.public.as_str()]),
+        1,
+        &[
+            "global/recipients.txt",
+            "last recipient",
+            "`meshseal recipients add --global KEY`",
+        ],
+    );
+    assert!(!r.stderr.contains("-m MESH"), "{}", r.stderr);
+    let r = env.ok(env.cmd().args([
+        "recipients",
+        "remove",
+        "--global",
+        "--force",
+        env.public.as_str(),
+    ]));
+    r.assert_stderr_has("`meshseal recipients add --global KEY`");
+    let r = run(env
+        .kcmd()
+        .args(["create", "global-secret", "g", "--from-literal", "v"]))
+    .failure(1);
+    r.assert_stderr_has("global/recipients.txt");
+    r.assert_stderr_has("`meshseal recipients add --global KEY`");
+}
