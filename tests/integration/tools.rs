@@ -23,6 +23,45 @@ fn install_hint(name: &str) -> &'static str {
 /// Tests skipped so far in this run, for the running count on each line.
 static SKIPPED: AtomicUsize = AtomicUsize::new(0);
 
+/// Whether `name` is an executable file in a folder of PATH.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| {
+                fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    })
+}
+
+/// The outside tools the interop tests drive.
+const INTEROP_TOOLS: &[&str] = &["age", "age-keygen", "rage", "ssh-keygen", "openssl", "git"];
+
+/// One line that counts what this run cannot check, whatever order the
+/// tests ran in: each missing tool's tests print their own SKIPPED line.
+#[test]
+fn interop_tools_summary() {
+    let missing: Vec<&str> = INTEROP_TOOLS
+        .iter()
+        .copied()
+        .filter(|t| on_path(t).is_none())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but outside tools are missing: {missing:?}"
+    );
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED interop: {} of {} outside tools missing ({}): the tests that need them are skipped, not passed",
+        missing.len(),
+        INTEROP_TOOLS.len(),
+        missing.join(", ")
+    );
+}
+
 /// Finds an external tool on PATH for interop tests. When it is missing: under
 /// CI (`CI` set) the test fails, because interop must never silently skip
 /// there; elsewhere a `SKIPPED` line names the test and the tool, and the
@@ -32,13 +71,7 @@ static SKIPPED: AtomicUsize = AtomicUsize::new(0);
 /// `eprintln!`, which the test harness captures: a skipped test must show in
 /// a plain `cargo test`, not only with `--nocapture`, or it reads as passed.
 pub fn external_tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| {
-                fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            })
-    });
+    let found = on_path(name);
     if found.is_none() {
         let install = install_hint(name);
         if std::env::var_os("CI").is_some() {
