@@ -267,6 +267,7 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
         roots: Arc::clone(&publisher.roots),
         public_metrics: options.public_metrics,
         audit,
+        sds: sds.as_ref().map(|s| Arc::clone(&s.state.metrics)),
     };
     let worker = {
         let files = options.identity_files.clone();

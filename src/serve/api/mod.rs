@@ -77,6 +77,8 @@ pub struct ApiState {
     pub public_metrics: bool,
     /// The audit log of secret reads, if any.
     pub audit: Option<Arc<Audit>>,
+    /// The SDS server's counters, when it runs (shown on `/metrics`).
+    pub sds: Option<Arc<crate::serve::sds::SdsMetrics>>,
 }
 
 /// The router with every route.

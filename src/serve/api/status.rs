@@ -93,11 +93,11 @@ pub(super) async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -
             return denied.into_response();
         }
     }
-    let mut r = (
-        StatusCode::OK,
-        crate::serve::metrics::render(&state.index.load()),
-    )
-        .into_response();
+    let mut text = crate::serve::metrics::render(&state.index.load());
+    if let Some(sds) = &state.sds {
+        text.push_str(&sds.snapshot().render());
+    }
+    let mut r = (StatusCode::OK, text).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -16,6 +16,13 @@ fn digest(token: &str) -> String {
 
 /// A router over a store with `payments/db` and global `root-ca`.
 fn app(public_metrics: bool) -> (tempfile::TempDir, Router) {
+    app_with_sds(public_metrics, None)
+}
+
+fn app_with_sds(
+    public_metrics: bool,
+    sds: Option<Arc<crate::serve::sds::SdsMetrics>>,
+) -> (tempfile::TempDir, Router) {
     let dir = tempfile::tempdir().unwrap();
     let (secret, public) = crate::identity::generate();
     let ids = Identities::from_age_text(&secret).unwrap();
@@ -50,6 +57,7 @@ fn app(public_metrics: bool) -> (tempfile::TempDir, Router) {
         roots: Arc::new(ArcSwap::from_pointee(Vec::new())),
         public_metrics,
         audit: None,
+        sds,
     };
     (dir, router(state))
 }
@@ -124,4 +132,23 @@ fn metrics_need_a_token_unless_public() {
     assert_eq!(call(&app, "GET", "/metrics", Some(PAYMENTS)).status(), 200);
     let (_dir2, public) = self::app(true);
     assert_eq!(call(&public, "GET", "/metrics", None).status(), 200);
+}
+
+#[test]
+fn metrics_carry_the_sds_counters_when_sds_runs() {
+    let body = |app: &Router| {
+        let r = call(app, "GET", "/metrics", Some(ADMIN));
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(axum::body::to_bytes(r.into_body(), usize::MAX))
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    let (_dir, without) = app(false);
+    assert!(!body(&without).contains("meshseal_sds_"));
+    let (_dir2, with) = app_with_sds(false, Some(Arc::new(Default::default())));
+    let text = body(&with);
+    assert!(text.contains("meshseal_sds_open_streams 0"), "{text}");
+    assert!(text.contains("meshseal_decrypted_total"), "{text}");
 }
