@@ -55,14 +55,24 @@ pub fn header(data: &[u8]) {
     let _ = meshseal::envelope::sniff(data);
 }
 
-/// The policy parser (Mesh and policies) and reference resolution.
+/// The policy parser (Mesh and policies, TOML and both YAML forms, one or
+/// several documents) and reference resolution: never a panic.
 pub fn policy(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    for name in [None, Some("n")] {
-        if let Ok(p) = Policy::parse(text, "m", name) {
-            let _ = p.resolve(&|id| id.name.len() % 2 == 0);
+    for rel in [
+        "meshes/m/mesh.toml",
+        "meshes/m/mesh.yaml",
+        "meshes/m/policies/n.toml",
+        "meshes/m/policies/n.yaml",
+    ] {
+        let parsed = Policy::parse_file(std::path::Path::new(rel), text).expect("a policy path");
+        if let Ok(policies) = parsed {
+            for p in policies {
+                assert_eq!(p.mesh, "m");
+                let _ = p.resolve(&|id| id.name.len() % 2 == 0);
+            }
         }
     }
 }

@@ -157,8 +157,8 @@ pub enum MtlsInitError {
     /// The mesh's `mesh.toml` cannot be read or is invalid.
     #[error(transparent)]
     Policy(#[from] PolicyFileError),
-    /// The mesh has no `mesh.toml`, so no backends.
-    #[error("no mesh.toml: the mesh has no mTLS backends")]
+    /// The mesh has no `mesh.yaml` / `mesh.toml`, so no backends.
+    #[error("no mesh.yaml or mesh.toml: the mesh has no mTLS backends")]
     NoMesh {
         /// Where the Mesh resource belongs.
         file: PathBuf,
@@ -219,7 +219,7 @@ pub fn mtls_init(store: &Store, mesh: &str) -> Result<Vec<SecretId>, MtlsInitErr
     let scope = Scope::mesh(mesh).map_err(MtlsInitError::Mesh)?;
     let Some(mesh_policy) = load_mesh(store, mesh)? else {
         return Err(MtlsInitError::NoMesh {
-            file: scope.dir().join("mesh.toml"),
+            file: scope.dir().join("mesh.yaml"),
         });
     };
     let mut created = Vec::new();
@@ -254,10 +254,12 @@ pub fn mtls_init(store: &Store, mesh: &str) -> Result<Vec<SecretId>, MtlsInitErr
 
 /// A provided backend's CA is unusable: the backend, and why.
 #[derive(Debug, Error)]
-#[error("mtls.backends[{backend}]: {source}")]
+#[error("{field}: {source}")]
 pub struct ProvidedCaError {
     /// The Mesh resource's file.
     pub file: PathBuf,
+    /// The backend's field path (`mtls.backends[0]`).
+    pub field: String,
     /// The backend.
     pub backend: String,
     /// What is wrong with its cert or key.
@@ -308,6 +310,7 @@ pub fn check_provided(
         if let Err(source) = verify_provided(cert.expose(), key.expose()) {
             problems.push(Problem::from(ProvidedCaError {
                 file: mesh.path(),
+                field: b.field.clone(),
                 backend: b.name.clone(),
                 source,
             }));

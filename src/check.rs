@@ -227,18 +227,36 @@ fn read_recipients(source: &dyn Source, entry: &Entry) -> Result<RecipientSet, R
     RecipientSet::parse(&text).map_err(|source| RecipientsError::Invalid { file, source })
 }
 
-/// A policy's syntax and its secret references (by path, so no key is needed).
+/// A policy file's resources: their syntax and their secret references
+/// (by path, so no key is needed), every problem of every document.
 fn check_policy(
     store: &Store,
     source: &dyn Source,
     entry: &Entry,
     identities: Option<&Identities>,
 ) -> Vec<Problem> {
-    let (mesh, name) = match &entry.what {
-        StorePath::Mesh(mesh) => (mesh, None),
-        StorePath::Policy { mesh, name } => (mesh, Some(name.as_str())),
+    let mesh = match &entry.what {
+        StorePath::Mesh(mesh) | StorePath::Policy { mesh, .. } => mesh,
         _ => return Vec::new(),
     };
+    let mut problems = Vec::new();
+    if let StorePath::Mesh(_) = &entry.what {
+        // mesh.yaml and mesh.toml both: reported once, on the second.
+        let [yaml, toml] = crate::policy::mesh_files(mesh);
+        if entry.rel == toml {
+            let other = Entry {
+                what: entry.what.clone(),
+                rel: yaml,
+                kind: FileKind::Regular,
+            };
+            if source.read(&other, MAX_TEXT_FILE_BYTES).is_ok() {
+                problems.push(Problem::at(
+                    &entry.rel,
+                    &crate::policy::PolicyError::TwoMeshFiles { mesh: mesh.clone() },
+                ));
+            }
+        }
+    }
     let text = match source
         .read(entry, MAX_TEXT_FILE_BYTES)
         .and_then(text_from_bytes)
@@ -246,26 +264,33 @@ fn check_policy(
         Ok(t) => t,
         Err(e) => return vec![Problem::at(&entry.rel, &e)],
     };
-    let policy = match Policy::parse(&text, mesh, name) {
-        Ok(p) => p,
-        Err(e) => return vec![Problem::at(&entry.rel, &e)],
+    let policies = match Policy::parse_file(&entry.rel, &text) {
+        None => return problems,
+        Some(Ok(p)) => p,
+        Some(Err(errors)) => {
+            problems.extend(errors.iter().map(|e| Problem::at(&entry.rel, e)));
+            return problems;
+        }
     };
-    let mut problems: Vec<Problem> = policy
-        .resolve(&|id| source.has_secret(id))
-        .iter()
-        .map(|e| Problem::at(&entry.rel, e))
-        .collect();
-    if let Some(identities) = identities {
-        let read = |id: &SecretId| {
-            let rel = id.path();
-            let e = Entry {
-                what: StorePath::classify(&rel),
-                rel,
-                kind: FileKind::Regular,
+    for policy in &policies {
+        problems.extend(
+            policy
+                .resolve(&|id| source.has_secret(id))
+                .iter()
+                .map(|e| Problem::at(&entry.rel, e)),
+        );
+        if let Some(identities) = identities {
+            let read = |id: &SecretId| {
+                let rel = id.path();
+                let e = Entry {
+                    what: StorePath::classify(&rel),
+                    rel,
+                    kind: FileKind::Regular,
+                };
+                source.read(&e, store.config().max_file_bytes()).ok()
             };
-            source.read(&e, store.config().max_file_bytes()).ok()
-        };
-        problems.extend(crate::ca::check_provided(store, &policy, identities, &read));
+            problems.extend(crate::ca::check_provided(store, policy, identities, &read));
+        }
     }
     problems
 }

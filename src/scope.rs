@@ -244,9 +244,9 @@ pub enum StorePath {
     },
     /// `global/recipients.txt` or `meshes/<m>/recipients.txt`.
     Recipients(Scope),
-    /// `meshes/<m>/mesh.toml`.
+    /// `meshes/<m>/mesh.yaml` or `meshes/<m>/mesh.toml`.
     Mesh(String),
-    /// `meshes/<m>/policies/<name>.toml`.
+    /// `meshes/<m>/policies/<name>.yaml`, `.yml` or `.toml`.
     Policy {
         /// The mesh.
         mesh: String,
@@ -292,11 +292,17 @@ impl StorePath {
                 };
                 match rest {
                     ["recipients.txt"] => StorePath::Recipients(scope),
-                    ["mesh.toml"] => StorePath::Mesh(mesh.to_string()),
+                    ["mesh.yaml" | "mesh.toml"] => StorePath::Mesh(mesh.to_string()),
                     ["secrets", file] => Self::secret_file(scope, file),
-                    ["policies", file] if file.ends_with(".toml") => StorePath::Policy {
-                        mesh: mesh.to_string(),
-                        name: file.trim_end_matches(".toml").to_string(),
+                    ["policies", file] => match [".yaml", ".yml", ".toml"]
+                        .iter()
+                        .find_map(|x| file.strip_suffix(x))
+                    {
+                        Some(stem) => StorePath::Policy {
+                            mesh: mesh.to_string(),
+                            name: stem.to_string(),
+                        },
+                        None => StorePath::Unexpected,
                     },
                     _ => StorePath::Unexpected,
                 }

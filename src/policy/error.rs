@@ -14,9 +14,11 @@ use crate::store::StoreError;
 /// Why a policy is invalid, or a reference does not resolve.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PolicyError {
-    /// Not valid TOML.
-    #[error("invalid TOML: {message}")]
+    /// Not valid TOML or YAML.
+    #[error("invalid {format}: {message}")]
     Syntax {
+        /// `TOML` or `YAML`.
+        format: &'static str,
         /// The parser's message.
         message: String,
         /// Line.
@@ -30,13 +32,34 @@ pub enum PolicyError {
         /// What is wrong.
         message: String,
     },
-    /// The policy's type is not one meshseal handles.
-    #[error("type: unsupported policy type {0:?} (meshseal handles ExternalService, MeshExternalService and MeshGateway)")]
-    UnsupportedType(String),
+    /// One document of a file of several is invalid.
+    #[error("document {index}: {source}")]
+    InDocument {
+        /// Its place in the file, from 1.
+        index: usize,
+        /// What is wrong.
+        source: Box<PolicyError>,
+    },
+    /// A mesh folder holds both `mesh.yaml` and `mesh.toml`.
+    #[error("both mesh.yaml and mesh.toml define the Mesh {mesh:?}")]
+    TwoMeshFiles {
+        /// The mesh.
+        mesh: String,
+    },
+    /// Two resources of one kind and mesh share a name.
+    #[error("{what} is defined more than once in mesh {mesh:?} (also in {other})")]
+    Duplicate {
+        /// The kind and name (`MeshTimeout "t"`).
+        what: String,
+        /// The mesh.
+        mesh: String,
+        /// The other definition (file, and document when several).
+        other: String,
+    },
     /// The document's mesh or name disagrees with its path.
     #[error("{field}: {found:?} does not match its path ({expected:?})")]
     Mismatch {
-        /// `mesh` or `name`.
+        /// `mesh`, `name`, `metadata.labels["kuma.io/mesh"]`...
         field: &'static str,
         /// What the document says.
         found: String,
@@ -62,10 +85,10 @@ pub enum PolicyError {
         name: String,
     },
     /// A builtin backend's CA secrets are missing.
-    #[error("mtls.backends[{backend}]: builtin CA secrets are missing ({missing})")]
+    #[error("{field}: builtin CA secrets are missing ({missing})")]
     BuiltinMissing {
-        /// The backend.
-        backend: String,
+        /// The backend's field path.
+        field: String,
         /// The missing secret names.
         missing: String,
         /// The mesh.
@@ -77,7 +100,8 @@ impl Diagnostic for PolicyError {
     fn code(&self) -> &'static str {
         match self {
             PolicyError::Syntax { .. } | PolicyError::Field { .. } => "invalid-policy",
-            PolicyError::UnsupportedType(_) => "unsupported-policy",
+            PolicyError::InDocument { source, .. } => source.code(),
+            PolicyError::TwoMeshFiles { .. } | PolicyError::Duplicate { .. } => "duplicate-policy",
             PolicyError::Mismatch { .. } => "scope-mismatch",
             PolicyError::NotFound { .. } => "missing-secret",
             PolicyError::GlobalSecret { .. } => "global-secret-in-policy",
@@ -87,6 +111,10 @@ impl Diagnostic for PolicyError {
 
     fn hint(&self) -> Option<String> {
         match self {
+            PolicyError::InDocument { source, .. } => source.hint(),
+            PolicyError::TwoMeshFiles { .. } => {
+                Some("keep one of the two files".to_string())
+            }
             PolicyError::NotFound { name, mesh, .. } => Some(format!(
                 "create it with `meshseal create secret {name} -m {mesh} --from-file FILE`; a policy can only use secrets of its own mesh"
             )),
@@ -103,6 +131,7 @@ impl Diagnostic for PolicyError {
     fn line(&self) -> Option<usize> {
         match self {
             PolicyError::Syntax { line, .. } => *line,
+            PolicyError::InDocument { source, .. } => source.line(),
             _ => None,
         }
     }
@@ -162,12 +191,12 @@ impl Diagnostic for PolicyFileError {
     }
 }
 
-/// Where a policy uses a secret: the policy file and the field.
+/// Where a resource uses a secret: its file and the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
     /// The policy file, relative to the store root.
     pub file: PathBuf,
-    /// The field (`networking.tls.caCert`, `mtls.backends[ca-1]`).
+    /// The field (`networking.tls.caCert`, `mtls.backends[0]`).
     pub field: String,
 }
 

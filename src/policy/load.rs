@@ -4,48 +4,78 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{InUse, Policy, PolicyFileError, Reference};
+use super::{mesh_files, InUse, Policy, PolicyError, PolicyFileError, Reference};
 use crate::scope::{Scope, SecretId};
 use crate::store::Store;
 
 /// Reads and parses one policy file of the work tree; `None` when it does
 /// not exist.
-fn read(store: &Store, rel: &Path) -> Option<Result<Policy, PolicyFileError>> {
+fn read(store: &Store, rel: &Path) -> Option<Vec<Result<Policy, PolicyFileError>>> {
     let text = match store.read_text(rel) {
         Ok(text) => text,
         Err(e) if e.is_not_found() => return None,
         Err(source) => {
-            return Some(Err(PolicyFileError::Read {
+            return Some(vec![Err(PolicyFileError::Read {
                 file: rel.to_path_buf(),
                 source,
-            }))
+            })])
         }
     };
-    Policy::parse_file(rel, &text)
+    Some(match Policy::parse_file(rel, &text)? {
+        Ok(policies) => policies.into_iter().map(Ok).collect(),
+        Err(errors) => errors.into_iter().map(Err).collect(),
+    })
 }
 
-/// The Mesh resource of a mesh (`meshes/<mesh>/mesh.toml`), or `None` when
-/// the mesh has none.
+/// The Mesh resource files of a mesh that exist, each read: `mesh.yaml`
+/// and `mesh.toml` both present is an error of the second.
+fn mesh_file_results(store: &Store, mesh: &str) -> Vec<Result<Policy, PolicyFileError>> {
+    let mut found = Vec::new();
+    for rel in mesh_files(mesh) {
+        if let Some(results) = read(store, &rel) {
+            if !found.is_empty() {
+                return vec![Err(PolicyFileError::Invalid {
+                    file: rel,
+                    source: PolicyError::TwoMeshFiles {
+                        mesh: mesh.to_string(),
+                    },
+                })];
+            }
+            found = results;
+        }
+    }
+    found
+}
+
+/// The Mesh resource of a mesh (`meshes/<mesh>/mesh.yaml` or `mesh.toml`),
+/// or `None` when the mesh has none.
 pub fn load_mesh(store: &Store, mesh: &str) -> Result<Option<Policy>, PolicyFileError> {
-    let rel = Path::new("meshes").join(mesh).join("mesh.toml");
-    read(store, &rel).transpose()
+    let mut results = mesh_file_results(store, mesh).into_iter();
+    results.next().transpose()
 }
 
-/// Every policy of a mesh in the work tree (mesh.toml first), each parsed or
-/// its problem.
+/// Whether a file name is a policy file's (`*.yaml`, `*.yml`, `*.toml`).
+pub fn is_policy_file_name(name: &str) -> bool {
+    [".yaml", ".yml", ".toml"].iter().any(|x| name.ends_with(x))
+}
+
+/// Every resource of a mesh in the work tree (the Mesh first), each parsed
+/// or its problem.
 pub fn load_mesh_policies(store: &Store, mesh: &str) -> Vec<Result<Policy, PolicyFileError>> {
     let dir = Path::new("meshes").join(mesh).join("policies");
-    let mut files: Vec<PathBuf> = vec![Path::new("meshes").join(mesh).join("mesh.toml")];
+    let mut out = mesh_file_results(store, mesh);
     if let Ok(rd) = std::fs::read_dir(store.root().join(&dir)) {
         let mut names: Vec<PathBuf> = rd
             .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_str().is_some_and(is_policy_file_name))
             .map(|e| dir.join(e.file_name()))
-            .filter(|rel| rel.extension().is_some_and(|x| x == "toml"))
             .collect();
         names.sort();
-        files.extend(names);
+        for rel in names {
+            out.extend(read(store, &rel).into_iter().flatten());
+        }
     }
-    files.iter().filter_map(|rel| read(store, rel)).collect()
+    out
 }
 
 /// The policies (file and field) that reference a secret, builtin CA

@@ -1,11 +1,14 @@
-//! Policies that use secrets: the Mesh resource (`meshes/<m>/mesh.toml`) and
-//! `meshes/<m>/policies/*.toml` (ExternalService, MeshExternalService,
-//! MeshGateway).
+//! Kuma's own resources, in Kuma's own shapes: the Mesh resource
+//! (`meshes/<m>/mesh.yaml` or `mesh.toml`) and `meshes/<m>/policies/*.yaml`,
+//! `*.yml`, `*.toml` (any resources, several per file). YAML in both of
+//! Kuma's forms, Universal and Kubernetes; TOML mirrors Universal YAML.
 //!
-//! Only the parts that touch secrets are modelled: the data sources (exactly
-//! one of `secret`, `inline`, `inlineString`, `file`) and the mTLS backends.
-//! Everything else in a policy is Kuma's business and passes through
-//! unjudged, so real Kuma policies with selectors and rules still load.
+//! Only the parts that touch secrets are modelled: the data sources (Kuma's
+//! `secret` / `inline` / `inlineString` / `file`, or the newer `type` +
+//! `secretRef` / `file` / `insecureInline` / `envVar`) and the mTLS backends
+//! of Mesh (ExternalService, MeshExternalService, MeshGateway, MeshIdentity,
+//! MeshTrust). Everything else in a resource is Kuma's business and passes
+//! through unjudged; kinds meshseal does not know load and are listed.
 //!
 //! Kuma's scope rule: a `secret` reference resolves only to a Secret of the
 //! policy's own mesh. Naming a global secret is an error; another mesh's
@@ -15,7 +18,7 @@
 //! against the secrets present; `load` reads a mesh's policy files through
 //! the store's one text reader.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 mod error;
 mod load;
@@ -23,17 +26,18 @@ mod parse;
 mod resolve;
 
 pub use error::{InUse, PolicyError, PolicyFileError, Reference};
-pub use load::{ensure_unused, load_mesh, load_mesh_policies, references_to};
-pub use parse::parse_source;
+pub use load::{ensure_unused, is_policy_file_name, load_mesh, load_mesh_policies, references_to};
+pub use parse::{mesh_files, parse_source, MAX_DOCUMENTS};
 
-/// The rule for policy names, which are file names: the mesh name rule, so
+/// The rule for policy file names: the mesh name rule, so
 /// that nothing path-like can be a name. The API refuses other names with it.
 pub const NAME_RULE: &str = "invalid characters: a policy file name must consist of lower case alphanumeric characters, '-', '_' or '.', and must not start with '.'";
 
-/// The policy types meshseal understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The kind of a resource: the ones whose secrets meshseal judges, and
+/// any other (loaded and listed, not judged).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PolicyKind {
-    /// `mesh.toml`.
+    /// Kuma's Mesh (`mesh.yaml` / `mesh.toml`).
     Mesh,
     /// Kuma's ExternalService.
     ExternalService,
@@ -41,16 +45,25 @@ pub enum PolicyKind {
     MeshExternalService,
     /// Kuma's MeshGateway.
     MeshGateway,
+    /// Kuma's MeshIdentity (2.12+).
+    MeshIdentity,
+    /// Kuma's MeshTrust (2.12+).
+    MeshTrust,
+    /// Any other kind, by its Kuma type name.
+    Other(String),
 }
 
 impl PolicyKind {
     /// The Kuma type name.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             PolicyKind::Mesh => "Mesh",
             PolicyKind::ExternalService => "ExternalService",
             PolicyKind::MeshExternalService => "MeshExternalService",
             PolicyKind::MeshGateway => "MeshGateway",
+            PolicyKind::MeshIdentity => "MeshIdentity",
+            PolicyKind::MeshTrust => "MeshTrust",
+            PolicyKind::Other(name) => name,
         }
     }
 }
@@ -68,7 +81,8 @@ pub enum DataSource {
     File(String),
 }
 
-/// One data source and where it sits in the policy (`mtls.backends[ca-1].conf.cert`).
+/// One data source and where it sits in the resource, by Kuma's field path
+/// (`mtls.backends[0].conf.cert`, `spec.tls.verification.caCert`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceRef {
     /// Dotted path of the field.
@@ -82,7 +96,9 @@ pub struct SourceRef {
 pub struct Backend {
     /// Its name.
     pub name: String,
-    /// `builtin` or `provided`.
+    /// Its field path (`mtls.backends[0]`, `spec.mtls.backends[0]`).
+    pub field: String,
+    /// `builtin` (else `provided`, or a Kong Mesh backend not judged).
     pub builtin: bool,
     /// For provided: the cert source.
     pub cert: Option<DataSource>,
@@ -90,15 +106,19 @@ pub struct Backend {
     pub key: Option<DataSource>,
 }
 
-/// A parsed policy.
+/// One parsed resource (a document of a policy file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Its type.
     pub kind: PolicyKind,
-    /// Its mesh (from its path).
+    /// Its mesh (its folder's; the document must agree).
     pub mesh: String,
     /// Its name.
     pub name: String,
+    /// Its file, relative to the store root.
+    pub file: PathBuf,
+    /// Its document's place in the file, from 1.
+    pub document: usize,
     /// Every data source, in document order.
     pub sources: Vec<SourceRef>,
     /// mTLS backends (Mesh only).
@@ -120,6 +140,8 @@ pub fn builtin_secret_names(mesh: &str, backend: &str) -> (String, String) {
 pub struct BuiltinCa<'a> {
     /// The backend's name.
     pub backend: &'a str,
+    /// The backend's field path.
+    pub field: &'a str,
     /// `<mesh>.ca-builtin-cert-<backend>`.
     pub cert: String,
     /// `<mesh>.ca-builtin-key-<backend>`.
@@ -127,9 +149,9 @@ pub struct BuiltinCa<'a> {
 }
 
 impl BuiltinCa<'_> {
-    /// The backend's field, `mtls.backends[<backend>]`.
+    /// The backend's field, `mtls.backends[<index>]`.
     pub fn field(&self) -> String {
-        format!("mtls.backends[{}]", self.backend)
+        self.field.to_string()
     }
 }
 
@@ -140,18 +162,22 @@ impl Policy {
             let (cert, key) = builtin_secret_names(&self.mesh, &b.name);
             BuiltinCa {
                 backend: &b.name,
+                field: &b.field,
                 cert,
                 key,
             }
         })
     }
 
-    /// Where this policy lives, relative to the store root.
+    /// The file this resource is in, relative to the store root.
     pub fn path(&self) -> PathBuf {
-        let dir = Path::new("meshes").join(&self.mesh);
-        match self.kind {
-            PolicyKind::Mesh => dir.join("mesh.toml"),
-            _ => dir.join("policies").join(format!("{}.toml", self.name)),
-        }
+        self.file.clone()
+    }
+
+    /// A key unique to this resource: its file, then its document's place
+    /// (`meshes/m/policies/x.yaml/2`), so that the resources of one file
+    /// sort together below it.
+    pub fn key(&self) -> PathBuf {
+        self.file.join(self.document.to_string())
     }
 }

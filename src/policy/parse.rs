@@ -1,17 +1,49 @@
-//! The schema: a policy's text, parsed field by field into the parts that
-//! touch secrets, with Kuma's field paths in every error.
+//! The schema: a policy file's text, one or several Kuma resources, parsed
+//! field by field into the parts that touch secrets, with Kuma's field
+//! paths and texts in every error and every violation of a document at once.
+//!
+//! YAML and TOML are both read into one JSON-shaped tree, so a single walker
+//! judges Universal YAML, Kubernetes YAML and TOML alike. The rules follow
+//! Kuma's validators (kumahq/kuma v2.14.3 and main):
+//! `pkg/core/resources/apis/mesh/mesh_validator.go`,
+//! `pkg/plugins/ca/provided/manager.go`, `pkg/core/datasource/validator.go`,
+//! `pkg/core/resources/apis/mesh/gateway_validator.go`,
+//! `pkg/core/resources/apis/meshexternalservice/api/v1alpha1/validator.go`,
+//! `pkg/core/resources/apis/meshidentity/api/v1alpha1/validator.go`,
+//! `pkg/core/resources/apis/meshtrust/api/v1alpha1/validator.go`,
+//! `api/common/v1alpha1/datasource/datasource.go`.
 
 use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use toml::Value;
+use serde::Deserialize as _;
+use serde_json::{Map, Value};
 
-use super::{
-    Backend, DataSource, Policy, PolicyError, PolicyFileError, PolicyKind, SourceRef, NAME_RULE,
-};
+use super::{Backend, DataSource, Policy, PolicyError, PolicyFileError, PolicyKind, SourceRef};
 use crate::problem::line_of;
-use crate::scope::{validate_mesh, validate_name, StorePath};
+use crate::scope::{validate_name, StorePath};
+
+/// The most documents one policy file may hold.
+pub const MAX_DOCUMENTS: usize = 1000;
+
+/// The most mTLS backends a Mesh may have (Kuma's `AllowedMTLSBackends`).
+const MAX_MTLS_BACKENDS: usize = 1;
+
+/// The most certificates of a TERMINATE gateway listener (RSA and ECDSA).
+const MAX_GATEWAY_CERTIFICATES: usize = 2;
+
+/// The API version of Kuma's Kubernetes resources.
+const KUMA_API_VERSION: &str = "kuma.io/v1alpha1";
+
+/// The label that names a Kubernetes resource's mesh.
+const MESH_LABEL: &str = "kuma.io/mesh";
+
+/// The files that may hold a mesh's Mesh resource, in the order read.
+pub fn mesh_files(mesh: &str) -> [std::path::PathBuf; 2] {
+    let dir = Path::new("meshes").join(mesh);
+    [dir.join("mesh.yaml"), dir.join("mesh.toml")]
+}
 
 fn field(path: &str, message: impl Into<String>) -> PolicyError {
     PolicyError::Field {
@@ -20,250 +52,832 @@ fn field(path: &str, message: impl Into<String>) -> PolicyError {
     }
 }
 
-/// Parses a data source table at `path`.
-pub fn parse_source(path: &str, value: &Value) -> Result<DataSource, PolicyError> {
-    let Value::Table(t) = value else {
-        return Err(field(path, "must be a data source table ({ secret = \"name\" }, { inline = \"<base64>\" }, { inlineString = \"…\" } or { file = \"/path\" })"));
-    };
-    if t.len() != 1 {
-        return Err(field(
+fn at(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.as_object().and_then(|t| t.get(key))
+}
+
+fn get_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    get(v, key).and_then(Value::as_str)
+}
+
+/// The variants of Kuma's classic data source (`system.v1alpha1.DataSource`;
+/// `common.v1alpha1.DataSource` has no `file`).
+const CLASSIC_VARIANTS: &[&str] = &["secret", "inline", "inlineString", "file"];
+
+/// Parses a classic data source (`{ secret = "name" }`...) at `path`,
+/// allowing the variants in `allowed`.
+fn classic_source(
+    path: &str,
+    value: &Value,
+    allowed: &[&str],
+) -> Result<DataSource, Vec<PolicyError>> {
+    let Value::Object(t) = value else {
+        return Err(vec![field(
             path,
-            "must have exactly one of secret, inline, inlineString, file",
-        ));
+            format!("must be a data source: one of {}", allowed.join(", ")),
+        )]);
+    };
+    if let Some(k) = t.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(vec![field(
+            &at(path, k),
+            format!(
+                "unknown field: a data source is one of {}",
+                allowed.join(", ")
+            ),
+        )]);
+    }
+    if t.is_empty() {
+        // Kuma's text (pkg/core/datasource/validator.go).
+        return Err(vec![field(
+            path,
+            "data source has to be chosen. Available sources: secret, file, inline",
+        )]);
+    }
+    if t.len() > 1 {
+        return Err(vec![field(
+            path,
+            format!("must have exactly one of {}", allowed.join(", ")),
+        )]);
     }
     let (k, v) = t.iter().next().expect("one entry");
     let s = v
         .as_str()
-        .ok_or_else(|| field(&format!("{path}.{k}"), "must be a string"))?;
+        .ok_or_else(|| vec![field(&at(path, k), "must be a string")])?;
+    if s.is_empty() {
+        return Err(vec![field(&at(path, k), "cannot be empty")]);
+    }
     match k.as_str() {
         "secret" => {
-            validate_name(s).map_err(|e| field(&format!("{path}.secret"), e.to_string()))?;
+            validate_name(s).map_err(|e| vec![field(&at(path, "secret"), e.to_string())])?;
             Ok(DataSource::Secret(s.to_string()))
         }
         "inline" => BASE64
             .decode(s)
             .map(DataSource::Inline)
-            .map_err(|_| field(&format!("{path}.inline"), "must be valid base64")),
+            .map_err(|_| vec![field(&at(path, "inline"), "must be valid base64")]),
         "inlineString" => Ok(DataSource::InlineString(s.to_string())),
-        "file" => {
-            if s.is_empty() {
-                Err(field(&format!("{path}.file"), "cannot be empty"))
-            } else {
-                Ok(DataSource::File(s.to_string()))
-            }
-        }
-        other => Err(field(
-            path,
-            format!("unknown data source {other:?}: use secret, inline, inlineString or file"),
-        )),
+        _ => Ok(DataSource::File(s.to_string())),
     }
 }
 
-fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    v.as_table().and_then(|t| t.get(key))
-}
+/// The types of Kuma's SecureDataSource
+/// (`api/common/v1alpha1/datasource/datasource.go`).
+const SECURE_TYPES: &[&str] = &["EnvVar", "InsecureInline", "File", "Secret"];
 
-fn opt_source(
-    v: &Value,
-    key: &str,
+/// Parses a SecureDataSource (`type` + `secretRef` / `file` /
+/// `insecureInline` / `envVar`) at `path`, allowing the types in `allowed`.
+/// `Ok(None)` for an environment variable (read by Kuma's control plane,
+/// nothing meshseal can resolve).
+fn secure_source(
     path: &str,
-    out: &mut Vec<SourceRef>,
-) -> Result<Option<DataSource>, PolicyError> {
-    match get(v, key) {
-        None => Ok(None),
-        Some(s) => {
-            let field = format!("{path}.{key}");
-            let source = parse_source(&field, s)?;
-            out.push(SourceRef {
-                field,
-                source: source.clone(),
-            });
-            Ok(Some(source))
+    value: &Value,
+    allowed: &[&str],
+) -> Result<Option<DataSource>, Vec<PolicyError>> {
+    let Value::Object(t) = value else {
+        return Err(vec![field(path, "must be a data source with a type")]);
+    };
+    let known = ["type", "secretRef", "file", "insecureInline", "envVar"];
+    if let Some(k) = t.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(vec![field(&at(path, k), "unknown field")]);
+    }
+    let ty = get_str(value, "type").unwrap_or("");
+    if !allowed.contains(&ty) {
+        return Err(vec![field(
+            &at(path, "type"),
+            format!("{ty} must be one of: {}", allowed.join(", ")),
+        )]);
+    }
+    let variant = match ty {
+        "EnvVar" => "envVar",
+        "InsecureInline" => "insecureInline",
+        "File" => "file",
+        _ => "secretRef",
+    };
+    // Exactly one variant: the one its type names.
+    let mut errors: Vec<PolicyError> = t
+        .keys()
+        .filter(|k| *k != "type" && *k != variant)
+        .map(|k| {
+            field(
+                &at(path, k),
+                format!("must not be defined when type is {ty}"),
+            )
+        })
+        .collect();
+    let vpath = at(path, variant);
+    let Some(inner) = t.get(variant) else {
+        errors.push(field(&vpath, "must be defined"));
+        return Err(errors);
+    };
+    let inner_str = |key: &str, errors: &mut Vec<PolicyError>| -> Option<String> {
+        match get(inner, key) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::String(_)) | None => {
+                errors.push(field(&at(&vpath, key), "must be defined"));
+                None
+            }
+            Some(_) => {
+                errors.push(field(&at(&vpath, key), "must be a string"));
+                None
+            }
+        }
+    };
+    let source = match ty {
+        "Secret" => {
+            match get_str(inner, "kind") {
+                Some("Secret") => {}
+                other => errors.push(field(
+                    &at(&vpath, "kind"),
+                    format!("{} must be one of: Secret", other.unwrap_or("")),
+                )),
+            }
+            inner_str("name", &mut errors).and_then(|n| match validate_name(&n) {
+                Ok(()) => Some(DataSource::Secret(n)),
+                Err(e) => {
+                    errors.push(field(&at(&vpath, "name"), e.to_string()));
+                    None
+                }
+            })
+        }
+        "File" => inner_str("path", &mut errors).and_then(|p| {
+            if p.contains("..") {
+                errors.push(field(
+                    &at(&vpath, "path"),
+                    format!("file path contains directory traversal sequence: {p}"),
+                ));
+                None
+            } else if !p.starts_with('/') {
+                errors.push(field(
+                    &at(&vpath, "path"),
+                    format!("file path must be absolute: {p}"),
+                ));
+                None
+            } else {
+                Some(DataSource::File(p))
+            }
+        }),
+        "InsecureInline" => inner_str("value", &mut errors).map(DataSource::InlineString),
+        _ => {
+            inner_str("name", &mut errors);
+            None
+        }
+    };
+    if errors.is_empty() {
+        Ok(source)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Parses `{ secret = "name" }`, `{ inline = "<base64>" }`... at `path`: the
+/// one reader of every data source field a resource may hold. Classic
+/// sources only: kept for callers that parse one field.
+pub fn parse_source(path: &str, value: &toml::Value) -> Result<DataSource, PolicyError> {
+    let value = serde_json::to_value(value).map_err(|e| field(path, e.to_string()))?;
+    classic_source(path, &value, CLASSIC_VARIANTS).map_err(|mut e| e.remove(0))
+}
+
+/// What a data source field may hold.
+#[derive(Clone, Copy)]
+enum SourceShape {
+    /// Classic only, with these variants.
+    Classic(&'static [&'static str]),
+    /// Classic (Kuma 2.14) or SecureDataSource (Kuma main) with these types.
+    Either(&'static [&'static str], &'static [&'static str]),
+    /// SecureDataSource only.
+    Secure(&'static [&'static str]),
+}
+
+/// Collects a resource's sources and violations.
+struct Walk<'a> {
+    sources: &'a mut Vec<SourceRef>,
+    errors: &'a mut Vec<PolicyError>,
+}
+
+impl Walk<'_> {
+    /// Reads the data source at `path`; `false` when it is invalid.
+    fn source(&mut self, path: &str, value: &Value, shape: SourceShape) -> bool {
+        let secure = get(value, "type").is_some();
+        let parsed = match shape {
+            SourceShape::Classic(variants) => classic_source(path, value, variants).map(Some),
+            SourceShape::Either(variants, _) if !secure => {
+                classic_source(path, value, variants).map(Some)
+            }
+            SourceShape::Either(_, types) | SourceShape::Secure(types) => {
+                secure_source(path, value, types)
+            }
+        };
+        match parsed {
+            Ok(Some(source)) => {
+                self.sources.push(SourceRef {
+                    field: path.to_string(),
+                    source,
+                });
+                true
+            }
+            Ok(None) => true,
+            Err(e) => {
+                self.errors.extend(e);
+                false
+            }
+        }
+    }
+
+    /// The array at `key` of `v`, or an error when it is not one.
+    fn array<'v>(&mut self, v: &'v Value, key: &str, path: &str) -> &'v [Value] {
+        match get(v, key) {
+            None | Some(Value::Null) => &[],
+            Some(Value::Array(a)) => a,
+            Some(_) => {
+                self.errors.push(field(path, "must be an array"));
+                &[]
+            }
         }
     }
 }
 
-impl Policy {
-    /// Parses `meshes/<mesh>/mesh.toml` (`name` None) or
-    /// `meshes/<mesh>/policies/<name>.toml`.
-    pub fn parse(text: &str, mesh: &str, name: Option<&str>) -> Result<Policy, PolicyError> {
-        if text.bytes().filter(|b| matches!(b, b'[' | b'{')).count() > 4096 {
-            return Err(field("(document)", "too deeply nested or complex"));
+/// A document's header: its kind, name, mesh, and the body holding its
+/// fields with that body's path prefix.
+struct Header<'a> {
+    kind: &'a str,
+    name: &'a str,
+    name_field: &'static str,
+    /// The mesh and the field that says it, `None` when absent.
+    mesh: Option<(&'a str, &'static str)>,
+    kubernetes: bool,
+}
+
+fn header(doc: &Value) -> Result<Header<'_>, PolicyError> {
+    if !doc.is_object() {
+        return Err(field("(document)", "must be a mapping (a Kuma resource)"));
+    }
+    if let Some(api) = get(doc, "apiVersion") {
+        if api.as_str() != Some(KUMA_API_VERSION) {
+            return Err(field(
+                "apiVersion",
+                format!("must be {KUMA_API_VERSION} (a Kuma resource)"),
+            ));
         }
-        let doc: toml::Table = toml::from_str(text).map_err(|e| PolicyError::Syntax {
-            message: e.message().trim_end().to_string(),
-            line: e.span().map(|s| line_of(text, s.start)),
-        })?;
-        let doc = Value::Table(doc);
-        let ty = get(&doc, "type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| field("type", "cannot be empty"))?;
-        let kind = match (ty, name) {
-            ("Mesh", None) => PolicyKind::Mesh,
-            ("ExternalService", Some(_)) => PolicyKind::ExternalService,
-            ("MeshExternalService", Some(_)) => PolicyKind::MeshExternalService,
-            ("MeshGateway", Some(_)) => PolicyKind::MeshGateway,
-            (_, None) => return Err(field("type", "mesh.toml must hold type = \"Mesh\"")),
-            (other, Some(_)) => return Err(PolicyError::UnsupportedType(other.to_string())),
+        let kind = get_str(doc, "kind")
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| field("kind", "cannot be empty"))?;
+        let meta = get(doc, "metadata").ok_or_else(|| field("metadata", "cannot be empty"))?;
+        let name = get_str(meta, "name")
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| field("metadata.name", "cannot be empty"))?;
+        let label = get(meta, "labels").and_then(|l| get_str(l, MESH_LABEL));
+        let mesh = match (get_str(doc, "mesh"), label) {
+            (Some(m), Some(l)) if m != l => {
+                return Err(PolicyError::Mismatch {
+                    field: "metadata.labels[\"kuma.io/mesh\"]",
+                    found: l.to_string(),
+                    expected: m.to_string(),
+                })
+            }
+            (Some(m), _) => Some((m, "mesh")),
+            (None, Some(l)) => Some((l, "metadata.labels[\"kuma.io/mesh\"]")),
+            (None, None) => None,
         };
-        let doc_name = get(&doc, "name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| field("name", "cannot be empty"))?;
-        // A Mesh is named after its folder; a policy after its file.
-        let (expected, mesh_field) = match name {
-            None => (mesh, None),
-            Some(n) => (n, get(&doc, "mesh").and_then(Value::as_str)),
-        };
-        if name.is_some() && validate_mesh(expected).is_err() {
-            // The API serves policies by name with the same rule, so a file
-            // named otherwise could never be read: say so here, in check.
-            return Err(field("name", NAME_RULE));
-        }
-        if doc_name != expected {
-            return Err(PolicyError::Mismatch {
-                field: "name",
-                found: doc_name.to_string(),
-                expected: expected.to_string(),
+        return Ok(Header {
+            kind,
+            name,
+            name_field: "metadata.name",
+            mesh,
+            kubernetes: true,
+        });
+    }
+    let kind = get_str(doc, "type")
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| field("type", "cannot be empty"))?;
+    let name = get_str(doc, "name")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| field("name", "cannot be empty"))?;
+    Ok(Header {
+        kind,
+        name,
+        name_field: "name",
+        mesh: get_str(doc, "mesh").map(|m| (m, "mesh")),
+        kubernetes: false,
+    })
+}
+
+fn kind_of(name: &str) -> PolicyKind {
+    match name {
+        "Mesh" => PolicyKind::Mesh,
+        "ExternalService" => PolicyKind::ExternalService,
+        "MeshExternalService" => PolicyKind::MeshExternalService,
+        "MeshGateway" => PolicyKind::MeshGateway,
+        "MeshIdentity" => PolicyKind::MeshIdentity,
+        "MeshTrust" => PolicyKind::MeshTrust,
+        other => PolicyKind::Other(other.to_string()),
+    }
+}
+
+/// Where a document sits: its folder's mesh, and whether it is the Mesh file.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    mesh: &'a str,
+    mesh_file: bool,
+    toml: bool,
+}
+
+/// Parses one document into a resource, or every violation it has.
+fn parse_document(
+    doc: &Value,
+    place: Place<'_>,
+    file: &Path,
+    index: usize,
+) -> Result<Policy, Vec<PolicyError>> {
+    let h = header(doc).map_err(|e| vec![e])?;
+    let kind = kind_of(h.kind);
+    let mut errors = Vec::new();
+    match (place.mesh_file, &kind) {
+        (true, PolicyKind::Mesh) | (false, PolicyKind::Other(_)) => {}
+        (true, _) => errors.push(field(
+            if h.kubernetes { "kind" } else { "type" },
+            format!(
+                "{} must hold the Mesh resource, not a {}",
+                file.display(),
+                h.kind
+            ),
+        )),
+        (false, PolicyKind::Mesh) => errors.push(field(
+            if h.kubernetes { "kind" } else { "type" },
+            format!(
+                "a Mesh belongs in meshes/{}/mesh.yaml (or mesh.toml), not among its policies",
+                place.mesh
+            ),
+        )),
+        (false, _) => {}
+    }
+    if let Err(e) = validate_name(h.name) {
+        errors.push(field(h.name_field, e.to_string()));
+    }
+    if kind == PolicyKind::Mesh {
+        // A Mesh is its own mesh: named after its folder.
+        if h.name != place.mesh {
+            errors.push(PolicyError::Mismatch {
+                field: h.name_field,
+                found: h.name.to_string(),
+                expected: place.mesh.to_string(),
             });
         }
-        if name.is_some() {
-            let m = mesh_field.ok_or_else(|| field("mesh", "cannot be empty"))?;
-            if m != mesh {
-                return Err(PolicyError::Mismatch {
-                    field: "mesh",
-                    found: m.to_string(),
-                    expected: mesh.to_string(),
-                });
-            }
+    } else {
+        match h.mesh {
+            Some((m, f)) if m != place.mesh => errors.push(PolicyError::Mismatch {
+                field: f,
+                found: m.to_string(),
+                expected: place.mesh.to_string(),
+            }),
+            Some(_) => {}
+            // Kuma on Kubernetes puts an unlabelled resource in "default".
+            None if h.kubernetes && place.mesh != "default" => errors.push(PolicyError::Mismatch {
+                field: "metadata.labels[\"kuma.io/mesh\"]",
+                found: "default".to_string(),
+                expected: place.mesh.to_string(),
+            }),
+            None if h.kubernetes => {}
+            None => errors.push(field("mesh", "cannot be empty")),
         }
-        let mut policy = Policy {
-            kind,
-            mesh: mesh.to_string(),
-            name: doc_name.to_string(),
-            sources: Vec::new(),
-            backends: Vec::new(),
-        };
-        match kind {
-            PolicyKind::Mesh => policy.parse_mesh(&doc)?,
-            PolicyKind::ExternalService => {
-                if let Some(tls) = get(&doc, "networking").and_then(|n| get(n, "tls")) {
-                    for k in ["caCert", "clientCert", "clientKey"] {
-                        opt_source(tls, k, "networking.tls", &mut policy.sources)?;
-                    }
-                }
+    }
+    let mut policy = Policy {
+        kind: kind.clone(),
+        mesh: place.mesh.to_string(),
+        name: h.name.to_string(),
+        file: file.to_path_buf(),
+        document: index,
+        sources: Vec::new(),
+        backends: Vec::new(),
+    };
+    // Mesh, ExternalService and MeshGateway keep their fields at the top in
+    // Universal and under `spec` on Kubernetes; the newer resources always
+    // under `spec`.
+    let spec = get(doc, "spec");
+    let (body, prefix) = match &kind {
+        PolicyKind::Mesh | PolicyKind::ExternalService | PolicyKind::MeshGateway
+            if !h.kubernetes =>
+        {
+            (Some(doc), "")
+        }
+        _ => (spec, "spec"),
+    };
+    let mut walk = Walk {
+        sources: &mut policy.sources,
+        errors: &mut errors,
+    };
+    if let Some(body) = body {
+        match &kind {
+            PolicyKind::Mesh => {
+                policy.backends = mesh_backends(&mut walk, body, prefix);
             }
+            PolicyKind::ExternalService => external_service(&mut walk, body, prefix),
             PolicyKind::MeshExternalService => {
-                if let Some(v) = get(&doc, "tls").and_then(|t| get(t, "verification")) {
-                    let path = "tls.verification";
-                    opt_source(v, "caCert", path, &mut policy.sources)?;
-                    let cert = opt_source(v, "clientCert", path, &mut policy.sources)?;
-                    let key = opt_source(v, "clientKey", path, &mut policy.sources)?;
-                    if cert.is_some() != key.is_some() {
-                        return Err(field(path, "clientCert and clientKey must be set together"));
+                // meshseal's older TOML kept `tls` at the top.
+                match (body, get(doc, "tls")) {
+                    (b, _) if get(b, "tls").is_some() => {
+                        mesh_external_service(&mut walk, b, prefix)
                     }
+                    (_, Some(_)) if place.toml => mesh_external_service(&mut walk, doc, ""),
+                    _ => {}
                 }
             }
-            PolicyKind::MeshGateway => {
-                if let Some(listeners) = get(&doc, "listeners") {
-                    let listeners = listeners
-                        .as_array()
-                        .ok_or_else(|| field("listeners", "must be an array"))?;
-                    for (i, l) in listeners.iter().enumerate() {
-                        let Some(certs) = get(l, "tls").and_then(|t| get(t, "certificates")) else {
-                            continue;
-                        };
-                        let path = format!("listeners[{i}].tls.certificates");
-                        let certs = certs
-                            .as_array()
-                            .ok_or_else(|| field(&path, "must be an array"))?;
-                        for (j, c) in certs.iter().enumerate() {
-                            let f = format!("{path}[{j}]");
-                            let source = parse_source(&f, c)?;
-                            policy.sources.push(SourceRef { field: f, source });
+            PolicyKind::MeshGateway => mesh_gateway(&mut walk, body, prefix, place.toml),
+            PolicyKind::MeshIdentity => mesh_identity(&mut walk, body, prefix),
+            PolicyKind::MeshTrust => mesh_trust(&mut walk, body, prefix),
+            PolicyKind::Other(_) => {}
+        }
+    } else if kind == PolicyKind::MeshExternalService && place.toml && get(doc, "tls").is_some() {
+        mesh_external_service(&mut walk, doc, "");
+    } else if kind == PolicyKind::MeshTrust {
+        walk.errors
+            .push(field("spec.caBundles", "must not be empty"));
+    }
+    if errors.is_empty() {
+        Ok(policy)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Mesh `mtls` (mesh_validator.go, provided/manager.go).
+fn mesh_backends(walk: &mut Walk<'_>, body: &Value, prefix: &str) -> Vec<Backend> {
+    let mut backends: Vec<Backend> = Vec::new();
+    let Some(mtls) = get(body, "mtls") else {
+        return backends;
+    };
+    let mtls_path = at(prefix, "mtls");
+    let list_path = at(&mtls_path, "backends");
+    let list = walk.array(mtls, "backends", &list_path);
+    if list.len() > MAX_MTLS_BACKENDS {
+        walk.errors.push(field(
+            &list_path,
+            format!("cannot have more than {MAX_MTLS_BACKENDS} backends"),
+        ));
+    }
+    for (i, b) in list.iter().enumerate() {
+        let path = format!("{list_path}[{i}]");
+        let name = get_str(b, "name").unwrap_or("");
+        if name.is_empty() {
+            walk.errors
+                .push(field(&at(&path, "name"), "cannot be empty"));
+            continue;
+        }
+        if backends.iter().any(|x| x.name == name) {
+            walk.errors.push(field(
+                &at(&path, "name"),
+                format!("{name:?} name is already used for another backend"),
+            ));
+            continue;
+        }
+        let ty = get_str(b, "type").unwrap_or("");
+        let mut backend = Backend {
+            name: name.to_string(),
+            field: path.clone(),
+            builtin: ty == "builtin",
+            cert: None,
+            key: None,
+        };
+        match ty {
+            "builtin" => {
+                // Its secrets are named after the mesh and the backend.
+                if let Err(e) = validate_name(&format!("m.ca-builtin-cert-{name}")) {
+                    walk.errors.push(field(&at(&path, "name"), e.to_string()));
+                }
+            }
+            "provided" => {
+                let conf_path = at(&path, "conf");
+                let conf = get(b, "conf").cloned().unwrap_or(Value::Object(Map::new()));
+                for (key, slot) in [("cert", &mut backend.cert), ("key", &mut backend.key)] {
+                    let p = at(&conf_path, key);
+                    match get(&conf, key) {
+                        None => walk.errors.push(field(&p, "has to be defined")),
+                        Some(v) => {
+                            let before = walk.sources.len();
+                            if walk.source(&p, v, SourceShape::Classic(CLASSIC_VARIANTS)) {
+                                *slot = walk.sources.get(before).map(|s| s.source.clone());
+                            }
                         }
                     }
                 }
             }
+            // Kong Mesh's CA backends: not judged.
+            "vault" | "acmpca" | "certmanager" => {}
+            other => walk.errors.push(field(
+                &at(&path, "type"),
+                format!("unsupported backend type {other:?} (builtin or provided)"),
+            )),
         }
-        Ok(policy)
+        backends.push(backend);
     }
-
-    fn parse_mesh(&mut self, doc: &Value) -> Result<(), PolicyError> {
-        let Some(mtls) = get(doc, "mtls") else {
-            return Ok(());
-        };
-        let backends = match get(mtls, "backends") {
-            None => &Vec::new(),
-            Some(b) => b
-                .as_array()
-                .ok_or_else(|| field("mtls.backends", "must be an array"))?,
-        };
-        for (i, b) in backends.iter().enumerate() {
-            let name = get(b, "name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| field(&format!("mtls.backends[{i}].name"), "cannot be empty"))?;
-            let path = format!("mtls.backends[{name}]");
-            let ty = get(b, "type").and_then(Value::as_str).unwrap_or("");
-            let backend = match ty {
-                "builtin" => Backend {
-                    name: name.to_string(),
-                    builtin: true,
-                    cert: None,
-                    key: None,
-                },
-                "provided" => {
-                    let conf = get(b, "conf")
-                        .ok_or_else(|| field(&format!("{path}.conf"), "cannot be empty"))?;
-                    let conf_path = format!("{path}.conf");
-                    let cert = opt_source(conf, "cert", &conf_path, &mut self.sources)?
-                        .ok_or_else(|| field(&format!("{conf_path}.cert"), "cannot be empty"))?;
-                    let key = opt_source(conf, "key", &conf_path, &mut self.sources)?
-                        .ok_or_else(|| field(&format!("{conf_path}.key"), "cannot be empty"))?;
-                    Backend {
-                        name: name.to_string(),
-                        builtin: false,
-                        cert: Some(cert),
-                        key: Some(key),
-                    }
-                }
-                other => {
-                    return Err(field(
-                        &format!("{path}.type"),
-                        format!("unsupported backend type {other:?} (builtin or provided)"),
-                    ))
-                }
-            };
-            if self.backends.iter().any(|x| x.name == backend.name) {
-                return Err(field(&path, "duplicate backend name"));
-            }
-            self.backends.push(backend);
+    let enabled = get_str(mtls, "enabledBackend").or_else(|| get_str(mtls, "enabled_backend"));
+    if let Some(enabled) = enabled {
+        if !enabled.is_empty() && !backends.iter().any(|b| b.name == enabled) {
+            walk.errors.push(field(
+                &at(&mtls_path, "enabledBackend"),
+                "has to be set to one of the backends in the mesh",
+            ));
         }
-        if let Some(enabled) = get(mtls, "enabled_backend").and_then(Value::as_str) {
-            if !enabled.is_empty() && !self.backends.iter().any(|b| b.name == enabled) {
-                return Err(field(
-                    "mtls.enabled_backend",
-                    format!(
-                        "has to be set to one of the backends in the mesh (no backend {enabled:?})"
-                    ),
+    }
+    backends
+}
+
+/// ExternalService `networking.tls` (external_service_validator.go).
+fn external_service(walk: &mut Walk<'_>, body: &Value, prefix: &str) {
+    let Some(tls) = get(body, "networking").and_then(|n| get(n, "tls")) else {
+        return;
+    };
+    let path = at(prefix, "networking.tls");
+    for k in ["caCert", "clientCert", "clientKey"] {
+        if let Some(v) = get(tls, k) {
+            walk.source(&at(&path, k), v, SourceShape::Classic(CLASSIC_VARIANTS));
+        }
+    }
+}
+
+/// MeshExternalService `spec.tls.verification` (its validator.go: a
+/// classic source in 2.14, a SecureDataSource of type Secret or
+/// InsecureInline on main).
+fn mesh_external_service(walk: &mut Walk<'_>, body: &Value, prefix: &str) {
+    let Some(v) = get(body, "tls").and_then(|t| get(t, "verification")) else {
+        return;
+    };
+    let path = at(prefix, "tls.verification");
+    let shape = SourceShape::Either(
+        &["secret", "inline", "inlineString"],
+        &["Secret", "InsecureInline"],
+    );
+    for k in ["caCert", "clientCert", "clientKey"] {
+        if let Some(s) = get(v, k) {
+            walk.source(&at(&path, k), s, shape);
+        }
+    }
+    match (
+        get(v, "clientCert").is_some(),
+        get(v, "clientKey").is_some(),
+    ) {
+        (true, false) => walk.errors.push(field(
+            &at(&path, "clientKey"),
+            "must be defined when clientCert is defined",
+        )),
+        (false, true) => walk.errors.push(field(
+            &at(&path, "clientCert"),
+            "must be defined when clientKey is defined",
+        )),
+        _ => {}
+    }
+}
+
+/// MeshGateway `conf.listeners[].tls` (gateway_validator.go). meshseal's
+/// older TOML kept `listeners` at the top.
+fn mesh_gateway(walk: &mut Walk<'_>, body: &Value, prefix: &str, toml: bool) {
+    let (holder, list_prefix) = match get(body, "conf") {
+        Some(conf) => (conf, at(prefix, "conf")),
+        None if toml && get(body, "listeners").is_some() => (body, prefix.to_string()),
+        None => return,
+    };
+    let list_path = at(&list_prefix, "listeners");
+    let listeners = walk.array(holder, "listeners", &list_path);
+    for (i, l) in listeners.iter().enumerate() {
+        let Some(tls) = get(l, "tls") else {
+            continue;
+        };
+        let tls_path = format!("{list_path}[{i}].tls");
+        let certs_path = at(&tls_path, "certificates");
+        let certs = walk.array(tls, "certificates", &certs_path);
+        let cross_mesh = get(l, "crossMesh")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if get_str(tls, "mode") == Some("TERMINATE") && !cross_mesh {
+            if certs.is_empty() {
+                walk.errors.push(field(
+                    &certs_path,
+                    "cannot be empty in TLS termination mode",
+                ));
+            } else if certs.len() > MAX_GATEWAY_CERTIFICATES {
+                walk.errors.push(field(
+                    &certs_path,
+                    format!("cannot have more than {MAX_GATEWAY_CERTIFICATES} certificates"),
                 ));
             }
         }
-        Ok(())
+        for (j, c) in certs.iter().enumerate() {
+            walk.source(
+                &format!("{certs_path}[{j}]"),
+                c,
+                SourceShape::Classic(CLASSIC_VARIANTS),
+            );
+        }
+    }
+}
+
+/// MeshIdentity `spec.provider.bundled.ca` (meshidentity validator.go).
+fn mesh_identity(walk: &mut Walk<'_>, spec: &Value, prefix: &str) {
+    let Some(provider) = get(spec, "provider") else {
+        return;
+    };
+    if get_str(provider, "type") != Some("Bundled") {
+        return; // Spire and extensions hold no secret
+    }
+    let path = at(prefix, "provider.bundled");
+    let Some(bundled) = get(provider, "bundled") else {
+        walk.errors
+            .push(field(&path, "configuration needs to be defined"));
+        return;
+    };
+    let autogenerate = get(bundled, "autogenerate")
+        .and_then(|a| get(a, "enabled"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let ca_path = at(&path, "ca");
+    match (autogenerate, get(bundled, "ca")) {
+        (true, Some(_)) => walk.errors.push(field(
+            &ca_path,
+            "shouldn't be defined once using autogenerated",
+        )),
+        (true, None) => {}
+        (false, None) => walk.errors.push(field(&ca_path, "must be defined")),
+        (false, Some(ca)) => {
+            for k in ["certificate", "privateKey"] {
+                let p = at(&ca_path, k);
+                match get(ca, k) {
+                    None => walk.errors.push(field(&p, "must be defined")),
+                    Some(v) => {
+                        walk.source(&p, v, SourceShape::Secure(SECURE_TYPES));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// MeshTrust `spec.caBundles` (meshtrust validator.go): PEM bundles in the
+/// resource itself, no secret.
+fn mesh_trust(walk: &mut Walk<'_>, spec: &Value, prefix: &str) {
+    let path = at(prefix, "caBundles");
+    let bundles = walk.array(spec, "caBundles", &path);
+    if bundles.is_empty() {
+        walk.errors.push(field(&path, "must not be empty"));
+    }
+    for (i, b) in bundles.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        match get_str(b, "type").unwrap_or("") {
+            "Pem" => match get(b, "pem") {
+                None => walk.errors.push(field(&at(&p, "pem"), "must be defined")),
+                Some(pem) => {
+                    let value = get_str(pem, "value").unwrap_or("");
+                    let is_cert = pem_rfc7468::decode_vec(value.trim().as_bytes())
+                        .is_ok_and(|(label, _)| label == "CERTIFICATE");
+                    if !is_cert {
+                        walk.errors.push(field(
+                            &at(&p, "pem.value"),
+                            "provided certificate has incorrect format",
+                        ));
+                    }
+                }
+            },
+            other => walk.errors.push(field(
+                &at(&p, "type"),
+                format!("{other} must be one of: Pem"),
+            )),
+        }
+    }
+}
+
+/// The documents of a file: YAML (one or several, `---`-separated) or TOML
+/// (one). Empty YAML documents are skipped.
+fn documents(text: &str, toml: bool) -> Result<Vec<Value>, PolicyError> {
+    if toml {
+        if text.bytes().filter(|b| matches!(b, b'[' | b'{')).count() > 4096 {
+            return Err(field("(document)", "too deeply nested or complex"));
+        }
+        let doc: toml::Table = toml::from_str(text).map_err(|e| PolicyError::Syntax {
+            format: "TOML",
+            message: e.message().trim_end().to_string(),
+            line: e.span().map(|s| line_of(text, s.start)),
+        })?;
+        let value = serde_json::to_value(doc).map_err(|e| field("(document)", e.to_string()))?;
+        return Ok(vec![value]);
+    }
+    let mut docs = Vec::new();
+    for de in serde_yaml_ng::Deserializer::from_str(text) {
+        if docs.len() >= MAX_DOCUMENTS {
+            return Err(field(
+                "(document)",
+                format!("a policy file holds at most {MAX_DOCUMENTS} documents"),
+            ));
+        }
+        let value = Value::deserialize(de).map_err(|e| PolicyError::Syntax {
+            format: "YAML",
+            message: e.to_string(),
+            line: e.location().map(|l| l.line()),
+        })?;
+        docs.push(value);
+    }
+    Ok(docs)
+}
+
+impl Policy {
+    /// Parses a policy file's text: every resource it holds, or every
+    /// violation of every document (prefixed `document N:` when the file
+    /// holds several). `mesh_file` is true for `mesh.yaml` / `mesh.toml`.
+    pub fn parse_text(
+        file: &Path,
+        text: &str,
+        mesh: &str,
+        mesh_file: bool,
+    ) -> Result<Vec<Policy>, Vec<PolicyError>> {
+        let toml = file.extension().is_some_and(|x| x == "toml");
+        let docs = documents(text, toml).map_err(|e| vec![e])?;
+        let counted: Vec<(usize, &Value)> = docs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| !d.is_null())
+            .map(|(i, d)| (i + 1, d))
+            .collect();
+        let several = counted.len() > 1;
+        let place = Place {
+            mesh,
+            mesh_file,
+            toml,
+        };
+        let mut policies: Vec<Policy> = Vec::new();
+        let mut errors = Vec::new();
+        let wrap = |index: usize, e: PolicyError| {
+            if several {
+                PolicyError::InDocument {
+                    index,
+                    source: Box::new(e),
+                }
+            } else {
+                e
+            }
+        };
+        if mesh_file && counted.len() != 1 {
+            errors.push(field(
+                "(document)",
+                format!(
+                    "{} must hold exactly one Mesh resource (it holds {})",
+                    file.display(),
+                    counted.len()
+                ),
+            ));
+        }
+        for (index, doc) in counted {
+            match parse_document(doc, place, file, index) {
+                Ok(p) => {
+                    if let Some(first) = policies
+                        .iter()
+                        .find(|q| q.kind == p.kind && q.name == p.name)
+                    {
+                        errors.push(wrap(
+                            index,
+                            PolicyError::Duplicate {
+                                what: format!("{} {:?}", p.kind.as_str(), p.name),
+                                mesh: p.mesh.clone(),
+                                other: format!("document {}", first.document),
+                            },
+                        ));
+                    } else {
+                        policies.push(p);
+                    }
+                }
+                Err(e) => errors.extend(e.into_iter().map(|e| wrap(index, e))),
+            }
+        }
+        if errors.is_empty() {
+            Ok(policies)
+        } else {
+            Err(errors)
+        }
     }
 
     /// Parses the policy file at `rel` (relative to the store root): its
-    /// path says its mesh and name. The one way every reader (the work tree,
-    /// the git index, the watcher) turns a policy file's text into a policy;
-    /// `None` when `rel` is not a policy file's path.
-    pub fn parse_file(rel: &Path, text: &str) -> Option<Result<Policy, PolicyFileError>> {
+    /// path says its mesh and whether it is the Mesh file. The one way every
+    /// reader (the work tree, the git index, the watcher) turns a policy
+    /// file's text into resources; `None` when `rel` is not a policy file's
+    /// path.
+    pub fn parse_file(rel: &Path, text: &str) -> Option<Result<Vec<Policy>, Vec<PolicyFileError>>> {
         let parsed = match StorePath::classify(rel) {
-            StorePath::Mesh(mesh) => Policy::parse(text, &mesh, None),
-            StorePath::Policy { mesh, name } => Policy::parse(text, &mesh, Some(&name)),
+            StorePath::Mesh(mesh) => Policy::parse_text(rel, text, &mesh, true),
+            StorePath::Policy { mesh, .. } => Policy::parse_text(rel, text, &mesh, false),
             _ => return None,
         };
-        Some(parsed.map_err(|source| PolicyFileError::Invalid {
-            file: rel.to_path_buf(),
-            source,
+        Some(parsed.map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|source| PolicyFileError::Invalid {
+                    file: rel.to_path_buf(),
+                    source,
+                })
+                .collect()
         }))
     }
 }
@@ -272,66 +886,82 @@ impl Policy {
 mod tests {
     use super::*;
 
-    #[test]
-    fn policy_file_names_follow_the_api_rule() {
-        let text =
-            |n: &str| format!("type = \"ExternalService\"\nmesh = \"pay\"\nname = \"{n}\"\n");
-        assert!(Policy::parse(&text("web_1.v2"), "pay", Some("web_1.v2")).is_ok());
-        for bad in ["Web", ".hidden", "a b", "x%2f"] {
-            let e = Policy::parse(&text(bad), "pay", Some(bad)).unwrap_err();
-            assert!(e.to_string().contains("policy file name"), "{bad}: {e}");
-        }
+    fn parse(rel: &str, text: &str) -> Result<Vec<Policy>, Vec<String>> {
+        Policy::parse_file(Path::new(rel), text)
+            .expect("a policy path")
+            .map_err(|e| e.iter().map(|e| e.to_string()).collect())
     }
 
     #[test]
     fn policy_types() {
         let es = "type = \"ExternalService\"\nmesh = \"pay\"\nname = \"bin\"\n[networking]\naddress = \"httpbin.org:443\"\n[networking.tls]\ncaCert = { secret = \"ca\" }\nclientCert = { inline = \"YQ==\" }\n";
-        let p = Policy::parse(es, "pay", Some("bin")).unwrap();
-        assert_eq!(p.sources.len(), 2);
-        let mes = "type = \"MeshExternalService\"\nmesh = \"pay\"\nname = \"x\"\n[tls.verification]\nclientCert = { secret = \"c\" }\n";
-        assert!(Policy::parse(mes, "pay", Some("x"))
-            .unwrap_err()
-            .to_string()
-            .contains("clientCert and clientKey must be set together"));
-        let gw = "type = \"MeshGateway\"\nmesh = \"pay\"\nname = \"gw\"\n[[listeners]]\nport = 443\n[listeners.tls]\ncertificates = [{ secret = \"a\" }, { file = \"/x\" }]\n";
-        let p = Policy::parse(gw, "pay", Some("gw")).unwrap();
+        let p = parse("meshes/pay/policies/bin.toml", es).unwrap();
+        assert_eq!(p[0].sources.len(), 2);
+        let mes = "type = \"MeshExternalService\"\nmesh = \"pay\"\nname = \"x\"\n[spec.tls.verification]\nclientCert = { secret = \"c\" }\n";
         assert_eq!(
-            p.secret_refs().next(),
+            parse("meshes/pay/policies/x.toml", mes).unwrap_err(),
+            vec!["spec.tls.verification.clientKey: must be defined when clientCert is defined"]
+        );
+        let gw = "type = \"MeshGateway\"\nmesh = \"pay\"\nname = \"gw\"\n[[conf.listeners]]\nport = 443\n[conf.listeners.tls]\ncertificates = [{ secret = \"a\" }, { file = \"/x\" }]\n";
+        let p = parse("meshes/pay/policies/gw.toml", gw).unwrap();
+        assert_eq!(
+            p[0].secret_refs().next(),
+            Some(("conf.listeners[0].tls.certificates[0]", "a"))
+        );
+        assert_eq!(
+            parse("meshes/other/policies/bin.toml", es).unwrap_err(),
+            vec!["mesh: \"pay\" does not match its path (\"other\")"]
+        );
+        let two = "type = \"ExternalService\"\nmesh = \"pay\"\nname = \"bin\"\n[networking.tls]\ncaCert = { secret = \"ca\", file = \"/x\" }\n";
+        assert!(
+            parse("meshes/pay/policies/bin.toml", two).unwrap_err()[0].contains("exactly one of")
+        );
+    }
+
+    #[test]
+    fn older_flattened_toml_still_reads() {
+        let gw = "type = \"MeshGateway\"\nmesh = \"pay\"\nname = \"gw\"\n[[listeners]]\nport = 443\n[listeners.tls]\ncertificates = [{ secret = \"a\" }]\n";
+        let p = parse("meshes/pay/policies/gw.toml", gw).unwrap();
+        assert_eq!(
+            p[0].secret_refs().next(),
             Some(("listeners[0].tls.certificates[0]", "a"))
         );
-        assert!(matches!(
-            Policy::parse(es, "other", Some("bin")),
-            Err(PolicyError::Mismatch { field: "mesh", .. })
-        ));
-        let two = "type = \"ExternalService\"\nmesh = \"pay\"\nname = \"bin\"\n[networking.tls]\ncaCert = { secret = \"ca\", file = \"/x\" }\n";
-        assert!(Policy::parse(two, "pay", Some("bin"))
-            .unwrap_err()
-            .to_string()
-            .contains("exactly one of"));
+        let mes = "type = \"MeshExternalService\"\nmesh = \"pay\"\nname = \"x\"\n[tls.verification]\ncaCert = { secret = \"c\" }\n";
+        let p = parse("meshes/pay/policies/x.toml", mes).unwrap();
+        assert_eq!(
+            p[0].secret_refs().next(),
+            Some(("tls.verification.caCert", "c"))
+        );
     }
 
     #[test]
     fn a_file_is_parsed_by_what_its_path_says() {
         let es = "type = \"ExternalService\"\nmesh = \"pay\"\nname = \"bin\"\n";
-        let p = Policy::parse_file(Path::new("meshes/pay/policies/bin.toml"), es)
-            .expect("a policy path")
-            .unwrap();
-        assert_eq!((p.mesh.as_str(), p.name.as_str()), ("pay", "bin"));
-        // The same text under another mesh's folder is that mesh's, and wrong.
+        let p = parse("meshes/pay/policies/anything.toml", es).unwrap();
+        assert_eq!((p[0].mesh.as_str(), p[0].name.as_str()), ("pay", "bin"));
         let e = Policy::parse_file(Path::new("meshes/web/policies/bin.toml"), es)
             .expect("a policy path")
             .unwrap_err();
         assert!(matches!(
-            e,
+            &e[0],
             PolicyFileError::Invalid {
                 source: PolicyError::Mismatch { field: "mesh", .. },
                 ..
             }
         ));
         assert_eq!(
-            crate::problem::Diagnostic::file(&e),
+            crate::problem::Diagnostic::file(&e[0]),
             Some(Path::new("meshes/web/policies/bin.toml"))
         );
         assert!(Policy::parse_file(Path::new("meshes/pay/recipients.txt"), es).is_none());
+    }
+
+    #[test]
+    fn malformed_yaml_names_its_line() {
+        let e = Policy::parse_file(Path::new("meshes/pay/policies/x.yaml"), "a: [\n")
+            .unwrap()
+            .unwrap_err();
+        assert!(e[0].to_string().starts_with("invalid YAML"), "{}", e[0]);
+        assert!(crate::problem::Diagnostic::line(&e[0]).is_some());
     }
 }

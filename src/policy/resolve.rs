@@ -51,7 +51,6 @@ impl Policy {
             if !missing.is_empty() {
                 problems.push(PolicyError::BuiltinMissing {
                     field,
-                    backend: ca.backend.to_string(),
                     missing: missing.join(", "),
                     mesh: self.mesh.clone(),
                 });

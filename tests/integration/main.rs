@@ -28,6 +28,7 @@ mod interop;
 mod leaks;
 mod hardening;
 mod materialize;
+mod kuma_resources;
 mod policies;
 mod readme;
 mod root_swap;

@@ -125,7 +125,7 @@ fn provided_ca_valid_non_ca_and_mismatched() {
     let (ok, err) = check(&e, true);
     assert!(!ok);
     assert!(
-        err.contains("meshes/pay/mesh.toml: mtls.backends[ca-1]: cert: not a CA certificate"),
+        err.contains("meshes/pay/mesh.toml: mtls.backends[0]: cert: not a CA certificate"),
         "{err}"
     );
 
@@ -184,14 +184,14 @@ fn references_follow_kumas_scope_rule() {
     );
     e.write(
         "meshes/pay/policies/mes.toml",
-        "type = \"MeshExternalService\"\nmesh = \"pay\"\nname = \"mes\"\n[tls.verification]\nclientCert = { inline = \"YQ==\" }\n",
+        "type = \"MeshExternalService\"\nmesh = \"pay\"\nname = \"mes\"\n[spec.tls.verification]\nclientCert = { inline = \"YQ==\" }\n",
     );
     let (_, err) = check(&e, false);
     assert!(
         err.contains("meshes/pay/policies/bin.toml: networking.tls.caCert: could not load data"),
         "{err}"
     );
-    assert!(err.contains("meshes/pay/policies/mes.toml: tls.verification: clientCert and clientKey must be set together"), "{err}");
+    assert!(err.contains("meshes/pay/policies/mes.toml: spec.tls.verification.clientKey: must be defined when clientCert is defined"), "{err}");
 }
 
 #[test]
@@ -211,13 +211,13 @@ fn delete_in_use_is_refused_and_the_file_kept() {
     );
     e.write(
         "meshes/pay/policies/gw.toml",
-        "type = \"MeshGateway\"\nmesh = \"pay\"\nname = \"gw\"\n[[listeners]]\nport = 443\nprotocol = \"HTTPS\"\n[listeners.tls]\nmode = \"TERMINATE\"\ncertificates = [{ secret = \"tls-cert\" }]\n",
+        "type = \"MeshGateway\"\nmesh = \"pay\"\nname = \"gw\"\n[[conf.listeners]]\nport = 443\nprotocol = \"HTTPS\"\n[conf.listeners.tls]\nmode = \"TERMINATE\"\ncertificates = [{ secret = \"tls-cert\" }]\n",
     );
     // Refused, naming the policy and field, and the store is untouched.
     e.refuses(
         e.kcmd().args(["delete", "secret", "tls-cert", "-m", "pay"]),
         1,
-        &["meshes/pay/policies/gw.toml (listeners[0].tls.certificates[0])"],
+        &["meshes/pay/policies/gw.toml (conf.listeners[0].tls.certificates[0])"],
     );
     assert!(e.path("meshes/pay/secrets/tls-cert.age").exists());
     meshseal(
@@ -291,6 +291,6 @@ fn mtls_init_creates_a_ca_that_openssl_accepts() {
         e.kcmd()
             .args(["delete", "secret", "pay.ca-builtin-key-ca-1", "-m", "pay"]),
         1,
-        &["mtls.backends[ca-1]"],
+        &["mtls.backends[0]"],
     );
 }
