@@ -353,8 +353,8 @@ pub(super) fn fetch(
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::*;
     use super::super::names::MAX_NAMES;
+    use super::*;
     use crate::store::Store;
     use crate::tokens::{TokenScope, Tokens};
     use std::path::PathBuf;
