@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use crate::envelope::{self, Sniff};
 use crate::identity::Identities;
-use crate::policy::Policy;
+use crate::policy::{Policy, Presence};
 use crate::problem::{Diagnostic, Problem};
 use crate::recipients::{RecipientError, RecipientSet};
 use crate::scope::{Scope, SecretId, StorePath};
@@ -272,23 +272,35 @@ fn check_policy(
             return problems;
         }
     };
+    let read = |id: &SecretId| {
+        let rel = id.path();
+        let e = Entry {
+            what: StorePath::classify(&rel),
+            rel,
+            kind: FileKind::Regular,
+        };
+        source.read(&e, store.config().max_file_bytes()).ok()
+    };
+    // With a key, a referenced file that is there but does not open is
+    // "cannot decrypt", not "missing".
+    let presence = |id: &SecretId| match (source.has_secret(id), identities) {
+        (false, _) => Presence::Absent,
+        (true, None) => Presence::Present,
+        (true, Some(identities)) => match read(id) {
+            Some(bytes) if store.open_bytes(id, &bytes, identities).is_err() => {
+                Presence::Undecryptable
+            }
+            _ => Presence::Present,
+        },
+    };
     for policy in &policies {
         problems.extend(
             policy
-                .resolve(&|id| source.has_secret(id))
+                .resolve_with(&presence)
                 .iter()
                 .map(|e| Problem::at(&entry.rel, e)),
         );
         if let Some(identities) = identities {
-            let read = |id: &SecretId| {
-                let rel = id.path();
-                let e = Entry {
-                    what: StorePath::classify(&rel),
-                    rel,
-                    kind: FileKind::Regular,
-                };
-                source.read(&e, store.config().max_file_bytes()).ok()
-            };
             problems.extend(crate::ca::check_provided(store, policy, identities, &read));
         }
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{keys_under, Index, UpdateStats};
-use crate::policy::{Policy, PolicyError, PolicyKind};
+use crate::policy::{Policy, PolicyError, PolicyKind, Presence};
 use crate::problem::Problem;
 use crate::scope::StorePath;
 use crate::store::Store;
@@ -102,12 +102,22 @@ impl Index {
     /// secrets, and that no two resources of a mesh share a kind and name.
     pub(super) fn resolve_policies(&mut self) {
         let secrets = &self.secrets;
+        let failed = &self.failed;
         let mut unresolved: BTreeMap<PathBuf, Vec<Problem>> = BTreeMap::new();
         let mut seen: BTreeMap<(&str, &PolicyKind, &str), &Policy> = BTreeMap::new();
         for (key, policy) in self.policies.iter() {
             let rel = policy.path();
             let mut problems: Vec<Problem> = policy
-                .resolve(&|id| secrets.contains(id))
+                .resolve_with(&|id| {
+                    if secrets.contains(id) {
+                        Presence::Present
+                    } else if failed.contains_key(&id.path()) {
+                        // The file is there; this generation could not open it.
+                        Presence::Undecryptable
+                    } else {
+                        Presence::Absent
+                    }
+                })
                 .iter()
                 .map(|e| Problem::at(&rel, e))
                 .collect();

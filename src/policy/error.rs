@@ -76,6 +76,17 @@ pub enum PolicyError {
         /// The mesh.
         mesh: String,
     },
+    /// A referenced secret's file is there but does not open with the key
+    /// given (not missing: `mtls init` or `create` would be wrong advice).
+    #[error("{field}: cannot decrypt secret(s) {names} of mesh {mesh:?} with the given identities: the file exists")]
+    CannotDecrypt {
+        /// Dotted path.
+        field: String,
+        /// The secret names.
+        names: String,
+        /// The mesh.
+        mesh: String,
+    },
     /// Kuma's text for a global secret used by a mesh policy.
     #[error("{field}: global-scoped secret \"{name}\" cannot be used in mesh policies")]
     GlobalSecret {
@@ -106,6 +117,7 @@ impl Diagnostic for PolicyError {
             PolicyError::NotFound { .. } => "missing-secret",
             PolicyError::GlobalSecret { .. } => "global-secret-in-policy",
             PolicyError::BuiltinMissing { .. } => "builtin-ca-missing",
+            PolicyError::CannotDecrypt { .. } => "cannot-decrypt",
         }
     }
 
@@ -120,6 +132,9 @@ impl Diagnostic for PolicyError {
             )),
             PolicyError::GlobalSecret { name, .. } => Some(format!(
                 "global secrets are internal; create a mesh-scoped copy: `meshseal create secret {name} -m MESH --from-file FILE`"
+            )),
+            PolicyError::CannotDecrypt { mesh, .. } => Some(format!(
+                "use an identity among meshes/{mesh}/recipients.txt (-i FILE or MESHSEAL_IDENTITY)"
             )),
             PolicyError::BuiltinMissing { mesh, .. } => {
                 Some(format!("run `meshseal mtls init -m {mesh}`"))

@@ -28,6 +28,7 @@ mod resolve;
 pub use error::{InUse, PolicyError, PolicyFileError, Reference};
 pub use load::{ensure_unused, is_policy_file_name, load_mesh, load_mesh_policies, references_to};
 pub use parse::{mesh_files, parse_source, MAX_DOCUMENTS};
+pub use resolve::Presence;
 
 /// The rule for policy file names: the mesh name rule, so
 /// that nothing path-like can be a name. The API refuses other names with it.

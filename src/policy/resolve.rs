@@ -16,20 +16,41 @@ impl Policy {
     /// Checks every reference with Kuma's scope rule. `exists` tells whether a
     /// secret file is present. Every problem is returned.
     pub fn resolve(&self, exists: &dyn Fn(&SecretId) -> bool) -> Vec<PolicyError> {
+        self.resolve_with(&|id| {
+            if exists(id) {
+                Presence::Present
+            } else {
+                Presence::Absent
+            }
+        })
+    }
+
+    /// Checks every reference with Kuma's scope rule, telling a secret that
+    /// is absent from one whose file is there but does not open.
+    pub fn resolve_with(&self, presence: &dyn Fn(&SecretId) -> Presence) -> Vec<PolicyError> {
         let in_mesh = |name: &str| SecretId {
             scope: Scope::Mesh(self.mesh.clone()),
             name: name.to_string(),
         };
         let mut problems = Vec::new();
         for (field, name) in self.secret_refs() {
-            if exists(&in_mesh(name)) {
-                continue;
+            match presence(&in_mesh(name)) {
+                Presence::Present => continue,
+                Presence::Undecryptable => {
+                    problems.push(PolicyError::CannotDecrypt {
+                        field: field.to_string(),
+                        names: name.to_string(),
+                        mesh: self.mesh.clone(),
+                    });
+                    continue;
+                }
+                Presence::Absent => {}
             }
             let global_id = SecretId {
                 scope: Scope::Global,
                 name: name.to_string(),
             };
-            problems.push(if exists(&global_id) {
+            problems.push(if presence(&global_id) != Presence::Absent {
                 PolicyError::GlobalSecret {
                     field: field.to_string(),
                     name: name.to_string(),
@@ -44,20 +65,43 @@ impl Policy {
         }
         for ca in self.builtin_cas() {
             let field = ca.field();
-            let missing: Vec<String> = [ca.cert, ca.key]
-                .into_iter()
-                .filter(|n| !exists(&in_mesh(n)))
-                .collect();
+            let names = [ca.cert, ca.key];
+            let with = |want: Presence| -> Vec<&str> {
+                names
+                    .iter()
+                    .filter(|n| presence(&in_mesh(n)) == want)
+                    .map(String::as_str)
+                    .collect()
+            };
+            let (missing, locked) = (with(Presence::Absent), with(Presence::Undecryptable));
             if !missing.is_empty() {
                 problems.push(PolicyError::BuiltinMissing {
-                    field,
+                    field: field.clone(),
                     missing: missing.join(", "),
+                    mesh: self.mesh.clone(),
+                });
+            }
+            if !locked.is_empty() {
+                problems.push(PolicyError::CannotDecrypt {
+                    field,
+                    names: locked.join(", "),
                     mesh: self.mesh.clone(),
                 });
             }
         }
         problems
     }
+}
+
+/// Whether a referenced secret is there, and opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Its file is there (and, where a key was given, opens).
+    Present,
+    /// Its file is there but does not open with the key given.
+    Undecryptable,
+    /// No file.
+    Absent,
 }
 
 #[cfg(test)]
@@ -126,6 +170,19 @@ type = "builtin"
             mid("pay", "pay.ca-builtin-key-ca-2"),
         ];
         assert!(b.resolve(&exists_in(&all)).is_empty());
+        // The files are there but the key does not open one: not "missing".
+        let locked = b.resolve_with(&|id| {
+            if id.name.contains("key") {
+                Presence::Undecryptable
+            } else {
+                Presence::Present
+            }
+        });
+        assert_eq!(locked.len(), 1);
+        assert_eq!(
+            locked[0].to_string(),
+            "mtls.backends[0]: cannot decrypt secret(s) pay.ca-builtin-key-ca-2 of mesh \"pay\" with the given identities: the file exists"
+        );
         let problems = b.resolve(&exists_in(&[]));
         assert!(matches!(problems[0], PolicyError::BuiltinMissing { .. }));
         assert_eq!(

@@ -418,3 +418,41 @@ fn bad_documents_are_named() {
         ],
     );
 }
+
+/// Issue 14: with a key that does not open a mesh's files, the builtin CA
+/// secrets and the referenced secrets are there, so `check` says "cannot
+/// decrypt", never "missing" / "run mtls init" / "not found".
+#[test]
+fn a_key_that_does_not_open_the_files_is_not_missing() {
+    let e = env();
+    e.write(
+        "meshes/pay/mesh.yaml",
+        "type: Mesh\nname: pay\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n",
+    );
+    e.write(
+        "meshes/pay/policies/es.yaml",
+        "type: ExternalService\nmesh: pay\nname: httpbin\nnetworking:\n  address: httpbin.org:443\n  tls:\n    caCert:\n      secret: httpbin-ca\n",
+    );
+    e.ok_key(&["mtls", "init", "-m", "pay"]);
+    secret(&e, "pay", "httpbin-ca");
+    let r = run(e.kcmd().arg("check"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let other = e.tmp().join("other-key.txt");
+    e.ok_key(&["keygen", "-o", other.to_str().unwrap()]);
+    let r = run(e.cmd().args(["-i", other.to_str().unwrap(), "check"]));
+    assert_ne!(r.code, Some(0));
+    has_all(
+        &r.stderr,
+        &[
+            "meshes/pay/mesh.yaml: mtls.backends[0]: cannot decrypt secret(s) pay.ca-builtin-cert-ca-1, pay.ca-builtin-key-ca-1 of mesh \"pay\" with the given identities: the file exists",
+            "meshes/pay/policies/es.yaml: networking.tls.caCert: cannot decrypt secret(s) httpbin-ca",
+        ],
+    );
+    for wrong in [
+        "builtin CA secrets are missing",
+        "mtls init",
+        "resource not found",
+    ] {
+        assert!(!r.stderr.contains(wrong), "{wrong:?} in:\n{}", r.stderr);
+    }
+}
