@@ -54,6 +54,9 @@ pub enum UsageError {
     /// `export` without a format.
     #[error("export needs one of --kuma or --kubernetes")]
     ExportFormat,
+    /// `token create` without a scope.
+    #[error("token create needs one of --admin or -m MESH")]
+    TokenScope,
 }
 
 impl Diagnostic for UsageError {
@@ -65,6 +68,10 @@ impl Diagnostic for UsageError {
         match self {
             UsageError::ExportFormat => Some(
                 "--kuma prints Kuma Universal YAML (kumactl apply -f -), --kubernetes Kubernetes Secrets (kubectl apply -f -)"
+                    .to_string(),
+            ),
+            UsageError::TokenScope => Some(
+                "--admin reads everything, global secrets included; -m MESH reads one mesh's secrets"
                     .to_string(),
             ),
             _ => None,

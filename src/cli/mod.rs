@@ -138,7 +138,10 @@ fn run(cli: Cli) -> std::result::Result<Exit, Failure> {
         Command::Hook(HookCommand::Run) => gitops::cmd_hook_run(&ctx),
         Command::Textconv { file, reveal } => cmd_textconv(&ctx, &file, reveal),
         Command::Watch(args) => watch::cmd_watch(&ctx, args),
-        Command::Token(cmd) => watch::cmd_token(cmd),
+        Command::Token(cmd) => {
+            args::token_scope(&cmd)?;
+            watch::cmd_token(cmd)
+        }
     };
     exit.map_err(Failure::from)
 }

@@ -136,6 +136,8 @@ pub struct OnceReport {
 /// `watch --once`: everything the watcher checks at start (identities, the
 /// tokens file, both stores, the zone merge), without serving.
 pub fn once(options: &WatchOptions) -> Result<OnceReport, ServeError> {
+    // A store that is not there is the first thing to say.
+    crate::store::Store::open(&options.root)?;
     let identities = load_identities(&options.identity_files)?;
     if let Some(path) = &options.tokens {
         Tokens::load(path)?;
@@ -183,6 +185,7 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
         .as_ref()
         .map(|dir| Materializer::new(dir, options.materialize_persistent))
         .transpose()?;
+    crate::store::Store::open(&options.root)?;
     let identities = load_identities(&options.identity_files)?;
     let tokens = tokens::load(options.tokens.as_deref())?;
     let state_dir = options.state.as_deref().map(StateDir::open).transpose()?;

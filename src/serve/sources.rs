@@ -80,7 +80,14 @@ impl Source {
         identities: &Identities,
         state: Option<&StateDir>,
     ) -> Result<Source, ServeError> {
-        let root = canonical(given)?;
+        // A root that cannot be resolved is "no such folder", as for every
+        // other command.
+        let root = fs::canonicalize(given).map_err(|source| {
+            ServeError::Open(crate::store::OpenError::NoSuchFolder {
+                root: given.to_path_buf(),
+                source,
+            })
+        })?;
         let store = Store::open(&root)?;
         let index = match state {
             Some(state) => {
