@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use crate::envelope::{self, Sniff};
 use crate::identity::Identities;
-use crate::policy::{Policy, Presence};
+use crate::policy::{Policy, PolicyError, Presence};
 use crate::problem::{Diagnostic, Problem};
 use crate::recipients::{RecipientError, RecipientSet};
 use crate::scope::{Scope, SecretId, StorePath};
@@ -252,7 +252,7 @@ fn check_policy(
             if source.read(&other, MAX_TEXT_FILE_BYTES).is_ok() {
                 problems.push(Problem::at(
                     &entry.rel,
-                    &crate::policy::PolicyError::TwoMeshFiles { mesh: mesh.clone() },
+                    &PolicyError::TwoMeshFiles { mesh: mesh.clone() },
                 ));
             }
         }
@@ -293,13 +293,20 @@ fn check_policy(
             _ => Presence::Present,
         },
     };
+    let several = policies.len() > 1;
     for policy in &policies {
-        problems.extend(
-            policy
-                .resolve_with(&presence)
-                .iter()
-                .map(|e| Problem::at(&entry.rel, e)),
-        );
+        problems.extend(policy.resolve_with(&presence).into_iter().map(|e| {
+            // In a file of several resources, say which one.
+            let e = if several {
+                PolicyError::InDocument {
+                    index: policy.document,
+                    source: Box::new(e),
+                }
+            } else {
+                e
+            };
+            Problem::at(&entry.rel, &e)
+        }));
         if let Some(identities) = identities {
             problems.extend(crate::ca::check_provided(store, policy, identities, &read));
         }

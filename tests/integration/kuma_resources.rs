@@ -101,13 +101,13 @@ fn universal_yaml_references_resolve_with_kumas_field_paths() {
         &err,
         &[
             &format!(
-                "meshes/pay/policies/edge.yaml: networking.tls.caCert: {}",
+                "meshes/pay/policies/edge.yaml: document 1: networking.tls.caCert: {}",
                 nf("httpbin-ca")
             ),
             &format!("networking.tls.clientKey: {}", nf("httpbin-key")),
-            &format!("spec.tls.verification.caCert: {}", nf("mes-ca")),
+            &format!("document 2: spec.tls.verification.caCert: {}", nf("mes-ca")),
             &format!(
-                "conf.listeners[0].tls.certificates[0]: {}",
+                "document 3: conf.listeners[0].tls.certificates[0]: {}",
                 nf("foo-example-com-certificate")
             ),
         ],
@@ -176,9 +176,9 @@ spec:
     has_all(
         &err,
         &[
-            "k8s.yaml: spec.tls.verification.clientCert: could not load data",
+            "k8s.yaml: document 1: spec.tls.verification.clientCert: could not load data",
             "spec.tls.verification.clientKey: could not load data",
-            "spec.networking.tls.caCert: could not load data",
+            "document 2: spec.networking.tls.caCert: could not load data",
         ],
     );
     // A label that disagrees with the folder is the folder's mesh's error.
