@@ -369,6 +369,62 @@ fn header(doc: &Value) -> Result<Header<'_>, PolicyError> {
     })
 }
 
+/// Kubernetes' label rules as Kuma's API server applies them to every
+/// resource's labels (pkg/api-server/resource_endpoints.go: apimachinery's
+/// IsQualifiedName and IsValidLabelValue, with their texts).
+fn label_problems(labels: &Value, path: &str) -> Vec<PolicyError> {
+    const NAME_RULE: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+    const VALUE_RULE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+    const PREFIX_RULE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+    let Some(map) = labels.as_object() else {
+        return vec![field(path, "must be a mapping of strings")];
+    };
+    let name_ok = |s: &str| {
+        let b = s.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+    };
+    let mut errors = Vec::new();
+    for (k, v) in map {
+        let at_key = format!("{path}[{k:?}]");
+        let mut push = |m: String| errors.push(field(&at_key, m));
+        let (prefix, name) = match k.split_once('/') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, k.as_str()),
+        };
+        if name.contains('/') {
+            push(format!("a qualified name {NAME_RULE} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"));
+        } else {
+            if let Some(p) = prefix {
+                if p.is_empty() {
+                    push("prefix part must be non-empty".to_string());
+                } else if p.len() > 253 {
+                    push("prefix part must be no more than 253 characters".to_string());
+                } else if validate_name(p).is_err() {
+                    push(format!("prefix part {PREFIX_RULE}"));
+                }
+            }
+            if name.is_empty() {
+                push("name part must be non-empty".to_string());
+            } else if name.len() > 63 {
+                push("name part must be no more than 63 characters".to_string());
+            } else if !name_ok(name) {
+                push(format!("name part {NAME_RULE}"));
+            }
+        }
+        match v.as_str() {
+            None => push("must be a string".to_string()),
+            Some(v) if v.len() > 63 => push("must be no more than 63 characters".to_string()),
+            Some(v) if !v.is_empty() && !name_ok(v) => push(VALUE_RULE.to_string()),
+            Some(_) => {}
+        }
+    }
+    errors
+}
+
 fn kind_of(name: &str) -> PolicyKind {
     match name {
         "Mesh" => PolicyKind::Mesh,
@@ -420,6 +476,27 @@ fn parse_document(
     }
     if let Err(e) = validate_name(h.name) {
         errors.push(field(h.name_field, e.to_string()));
+    }
+    let (labels, labels_path) = if h.kubernetes {
+        (
+            get(doc, "metadata").and_then(|m| get(m, "labels")),
+            "metadata.labels",
+        )
+    } else {
+        (get(doc, "labels"), "labels")
+    };
+    if let Some(labels) = labels {
+        errors.extend(label_problems(labels, labels_path));
+        // Kuma's API server: a Universal resource's label and its mesh agree.
+        if let (false, Some(l), Some((m, _))) = (h.kubernetes, get_str(labels, MESH_LABEL), h.mesh)
+        {
+            if l != m {
+                errors.push(field(
+                    &format!("labels[{MESH_LABEL:?}]"),
+                    "kuma.io/mesh label must not differ from mesh set on resource",
+                ));
+            }
+        }
     }
     if kind == PolicyKind::Mesh {
         // A Mesh is its own mesh: named after its folder.

@@ -456,3 +456,35 @@ fn a_key_that_does_not_open_the_files_is_not_missing() {
         assert!(!r.stderr.contains(wrong), "{wrong:?} in:\n{}", r.stderr);
     }
 }
+
+/// pkg/api-server/resource_endpoints.go: every label key is a qualified
+/// name and every value a label value (apimachinery's texts), and a
+/// Universal resource's kuma.io/mesh label agrees with its mesh.
+#[test]
+fn labels_follow_kumas_api_server() {
+    let e = env();
+    e.write(
+        "meshes/pay/policies/labels.yaml",
+        format!(
+            "type: MeshTimeout\nmesh: pay\nname: t\nlabels:\n  kuma.io/mesh: web\n  Bad Key: x\n  app: \"not valid!!\"\n  long: {}\n",
+            "a".repeat(64)
+        ),
+    );
+    let (ok, err) = check(&e);
+    assert!(!ok);
+    has_all(
+        &err,
+        &[
+            "labels[\"kuma.io/mesh\"]: kuma.io/mesh label must not differ from mesh set on resource",
+            "labels[\"Bad Key\"]: name part must consist of alphanumeric characters",
+            "labels[\"app\"]: a valid label must be an empty string or consist of alphanumeric characters",
+            "labels[\"long\"]: must be no more than 63 characters",
+        ],
+    );
+    e.write(
+        "meshes/pay/policies/labels.yaml",
+        "type: MeshTimeout\nmesh: pay\nname: t\nlabels:\n  kuma.io/mesh: pay\n  example.com/My_name.1: my_value\n  empty: \"\"\n",
+    );
+    let (ok, err) = check(&e);
+    assert!(ok, "{err}");
+}
