@@ -32,6 +32,7 @@ mod kuma_resources;
 mod policies;
 mod readme;
 mod root_swap;
+mod signing_interop;
 mod sds_envoy;
 mod state;
 mod watch;

@@ -13,7 +13,7 @@ fn install_hint(name: &str) -> &'static str {
     match name {
         "age" | "age-keygen" => "apt-get install age",
         "rage" | "rage-keygen" => "cargo install rage",
-        "ssh-keygen" => "apt-get install openssh-client",
+        "ssh-keygen" | "ssh-agent" | "ssh-add" => "apt-get install openssh-client",
         "openssl" => "apt-get install openssl",
         "git" => "apt-get install git",
         _ => "install it",

@@ -16,21 +16,10 @@ use meshseal::signing::sshsig::{self, VerifyError};
 use meshseal::signing::{AgentError, Namespace, SignError, Signer, SignerError};
 use ssh_key::{Certificate, PublicKey};
 
-/// A tool on PATH; `None` (after a SKIPPED line) when it is missing outside CI.
-fn tool(name: &str, test: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "`{name}` is not on PATH and CI is set: install openssh-client"
-        );
-        eprintln!("SKIPPED: {test}: `{name}` is not on PATH (apt-get install openssh-client)");
-    }
-    found
+/// A tool on PATH (the integration tests' one lookup: under CI a missing
+/// tool fails, elsewhere a SKIPPED line shows); `test` names the caller.
+fn tool(name: &str, _test: &str) -> Option<PathBuf> {
+    crate::tools::external_tool(name)
 }
 
 fn run(cmd: &mut Command) -> std::process::Output {
