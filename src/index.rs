@@ -181,17 +181,7 @@ pub type Live = ArcSwap<Index>;
 impl Index {
     /// Loads the whole store in parallel: generation 1.
     pub fn load(store: &Store, identities: &Identities) -> Result<Index, ScanError> {
-        let start = Instant::now();
-        let empty = Index::default();
-        let (mut index, stats) = empty.rescan_inner(store, identities, UpdateKind::Cold, false)?;
-        index.generation = 1;
-        index.counters = Counters {
-            decrypted: stats.decrypted as u64,
-            load_errors: index.problems.len() as u64,
-            cold_load: start.elapsed(),
-            ..Counters::default()
-        };
-        Ok(index)
+        Index::default().first_load(store, identities, UpdateKind::Cold)
     }
 
     /// Loads the whole store as [`Index::load`] does, reusing `cached`
@@ -204,12 +194,22 @@ impl Index {
         identities: &Identities,
         cached: Vec<Secret>,
     ) -> Result<Index, ScanError> {
-        let start = Instant::now();
         let mut seed = Index::default();
         for secret in cached {
             seed.secrets.insert(Entry(Arc::new(secret)));
         }
-        let (mut index, stats) = seed.rescan_inner(store, identities, UpdateKind::Warm, false)?;
+        seed.first_load(store, identities, UpdateKind::Warm)
+    }
+
+    /// Generation 1 from `self` (empty, or seeded with cached secrets).
+    fn first_load(
+        self,
+        store: &Store,
+        identities: &Identities,
+        kind: UpdateKind,
+    ) -> Result<Index, ScanError> {
+        let start = Instant::now();
+        let (mut index, stats) = self.rescan_inner(store, identities, kind, false)?;
         index.generation = 1;
         index.counters = Counters {
             decrypted: stats.decrypted as u64,

@@ -33,7 +33,7 @@ impl Bench {
         timed_cpu(cmd)
     }
 
-    fn floor_process(&self, n: usize) -> (Duration, Duration) {
+    pub(crate) fn floor_process(&self, n: usize) -> (Duration, Duration) {
         let mut cmd = Command::new(std::env::current_exe().expect("own path"));
         cmd.arg("floor")
             .arg(self.store_dir(n))
