@@ -28,6 +28,8 @@ use serde_yaml_ng::Value;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+use base64::Engine as _;
+
 use crate::document::{decode_data, Document, DocumentError};
 use crate::problem::Diagnostic;
 use crate::scope::{validate_mesh, Scope, SecretId};
@@ -197,6 +199,17 @@ fn parse_one(value: &Value, document: usize, max: usize) -> Result<Document, Res
             Some(Value::Mapping(d)) => get_str(d, "value")?,
             None | Some(Value::Null) => None,
             Some(_) => return Err(field("data: must be a mapping".to_string())),
+        };
+        // kubectl's `stringData`: plain text, merged over `data` (it wins
+        // on the same key), as the Kubernetes API server does.
+        let string_data = match map.get("stringData") {
+            Some(Value::Mapping(d)) => get_str(d, "value")?,
+            None | Some(Value::Null) => None,
+            Some(_) => return Err(field("stringData: must be a mapping".to_string())),
+        };
+        let data = match string_data {
+            Some(text) => Some(base64::engine::general_purpose::STANDARD.encode(text.as_bytes())),
+            None => data,
         };
         let scope = match ty.as_str() {
             K8S_SECRET_TYPE => {
@@ -477,6 +490,18 @@ mod tests {
         assert_eq!(back, vec![a.clone(), b.clone()]);
         let uni = export_universal(&[&a, &b]);
         assert_eq!(parse_apply(&uni, MAX).unwrap(), vec![a, b]);
+    }
+
+    #[test]
+    fn kubernetes_string_data_is_plain_text_and_wins_over_data() {
+        let yaml = "apiVersion: v1\nkind: Secret\ntype: system.kuma.io/secret\nmetadata:\n  name: db\n  labels: { kuma.io/mesh: pay }\nstringData:\n  value: hunter2\n";
+        let docs = parse_apply(yaml, MAX).unwrap();
+        assert_eq!(docs[0].data.expose(), b"hunter2");
+        let both = format!("{yaml}data:\n  value: b3RoZXI=\n");
+        assert_eq!(
+            parse_apply(&both, MAX).unwrap()[0].data.expose(),
+            b"hunter2"
+        );
     }
 
     #[test]

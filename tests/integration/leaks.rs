@@ -139,7 +139,7 @@ fn failing_apply_never_echoes_the_value() {
         format!("{head}data: {enc}\n---\n{head}data: {enc}\n"),
         format!("{head}data: {enc}\n---\n{head}data: [{enc}\n"),
         format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  value: {raw}\ntype: system.kuma.io/secret\n"
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData: [{raw}]\ntype: system.kuma.io/secret\n"
         ),
         format!(
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\ndata:\n  value: [{enc}]\ntype: system.kuma.io/secret\n"
@@ -525,7 +525,10 @@ fn every_reader(env: &TestEnv, name: &str, file: &str, identity: &std::path::Pat
             1,
             &[file],
         ),
-        env.refuses(bt(&mut key(&["get", "secrets", "-o", "yaml"])), 1, &[file]),
+        // A listing needs no key: with one that opens nothing it still lists
+        // (the rows marked locked, exit 0); with the right key a bad file
+        // is refused. Either way the value never shows.
+        crate::env::run(bt(&mut key(&["get", "secrets", "-o", "yaml"]))),
         env.refuses(bt(&mut key(&["check"])), 1, &[file]),
         env.refuses(bt(&mut key(&["export", "--kubernetes"])), 1, &[file]),
         env.refuses(bt(&mut key(&["rekey", "--force"])), 1, &[file]),
