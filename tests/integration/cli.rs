@@ -1155,6 +1155,11 @@ fn issue16_json_logs_have_fields_and_rounded_durations() {
         w.log().contains("meshes/payments/secrets/db.age")
     });
     fs::write(&file, good).unwrap();
+    env.set("payments", "db", "v2");
+    env.set_global("root-ca", "g");
+    w.eventually("both secrets are logged as loaded", |w| {
+        w.log().matches("secret loaded").count() >= 2
+    });
     let (status, log) = w.stop();
     assert!(status.success(), "{log}");
     let lines: Vec<serde_json::Value> = log
@@ -1167,6 +1172,26 @@ fn issue16_json_logs_have_fields_and_rounded_durations() {
         .unwrap_or_else(|| panic!("no line with a file field:\n{log}"));
     let message = warned["fields"]["message"].as_str().unwrap();
     assert!(!message.contains("meshes/payments"), "{message}");
+    // Scope and name are fields of their own; `mesh` is absent for a
+    // global secret (SPEC 7).
+    let loaded: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["fields"]["message"] == "secret loaded")
+        .collect();
+    let mesh_secret = loaded
+        .iter()
+        .find(|v| v["fields"]["name"] == "db")
+        .unwrap_or_else(|| panic!("no `secret loaded` line for db:\n{log}"));
+    assert_eq!(mesh_secret["fields"]["mesh"], "payments", "{log}");
+    assert_eq!(
+        mesh_secret["fields"]["file"],
+        "meshes/payments/secrets/db.age"
+    );
+    let global = loaded
+        .iter()
+        .find(|v| v["fields"]["name"] == "root-ca")
+        .unwrap_or_else(|| panic!("no `secret loaded` line for root-ca:\n{log}"));
+    assert!(global["fields"].get("mesh").is_none(), "{log}");
     let mut durations = 0;
     for v in &lines {
         if let Some(d) = v["fields"].get("duration_ms") {
