@@ -251,7 +251,9 @@ impl Tokens {
                 folders.push(crate::atomic::parent(&target).to_path_buf());
             }
             for folder in folders {
-                let Ok(m) = fs::metadata(&folder) else { continue };
+                let Ok(m) = fs::metadata(&folder) else {
+                    continue;
+                };
                 // A shared folder with the sticky bit (/tmp) lets nobody
                 // else replace our file.
                 let sticky = m.permissions().mode() & 0o1000 != 0;

@@ -302,9 +302,10 @@ fn revoked_token_is_refused_without_sighup() {
         &env.tokens_file(),
         &format!("{without_added}this line is broken\n"),
     );
-    w.eventually("the removed token is refused despite the broken line", |w| {
-        w.get(pay, Some(&added)).0 == 401
-    });
+    w.eventually(
+        "the removed token is refused despite the broken line",
+        |w| w.get(pay, Some(&added)).0 == 401,
+    );
     assert_eq!(w.get(pay, Some(&tokens.admin)).0, 200);
     // An in-place rewrite (no rename) is followed as well: revoke everything.
     fs::write(env.tokens_file(), "# no tokens\n").unwrap();

@@ -41,11 +41,16 @@ fn secret_responses_are_not_cacheable() {
     let (env, tokens) = TestEnv::serving();
     env.set("payments", "db", "hunter2");
     let w = env.watch(&[]);
-    for path in ["/meshes/payments/secrets/db", "/meshes/payments/secrets", "/status"] {
+    for path in [
+        "/meshes/payments/secrets/db",
+        "/meshes/payments/secrets",
+        "/status",
+    ] {
         let r = raw_get(&w.addr, path, Some(&tokens.admin));
         assert!(status_line(&r).contains(" 200 "), "{r}");
         assert!(
-            r.to_ascii_lowercase().contains("\r\ncache-control: no-store\r\n"),
+            r.to_ascii_lowercase()
+                .contains("\r\ncache-control: no-store\r\n"),
             "{path}: {r}"
         );
     }
@@ -80,7 +85,11 @@ fn the_audit_log_has_every_secret_read_and_never_data() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 3, "one line per secret request, none for /ready:\n{text}");
+    assert_eq!(
+        lines.len(),
+        3,
+        "one line per secret request, none for /ready:\n{text}"
+    );
     assert_eq!(lines[0]["resource"], "/meshes/payments/secrets/db");
     assert_eq!(lines[0]["result"], "allowed");
     assert_eq!(lines[0]["scope"], "mesh:payments");
@@ -88,11 +97,17 @@ fn the_audit_log_has_every_secret_read_and_never_data() {
     assert_eq!(lines[1]["result"], "denied");
     assert_eq!(lines[2]["status"], 401);
     assert!(lines[2].get("token").is_none());
-    for secret in [b64("planted-audit-value"), "planted-audit-value".to_string()] {
+    for secret in [
+        b64("planted-audit-value"),
+        "planted-audit-value".to_string(),
+    ] {
         assert!(!text.contains(&secret), "the audit log holds data:\n{text}");
     }
     for token in [&tokens.payments, &tokens.admin] {
-        assert!(!text.contains(token.as_str()), "the audit log holds a token");
+        assert!(
+            !text.contains(token.as_str()),
+            "the audit log holds a token"
+        );
     }
     assert_eq!(crate::env::mode_of(&audit), 0o600);
 }
@@ -109,7 +124,9 @@ fn plain_http_beyond_loopback_needs_tls_or_a_flag() {
         tokens.to_str().unwrap(),
     ]))
     .failure(1);
-    r.assert_stderr_has("error: refusing to serve plain HTTP on 0.0.0.0:0, which is not a loopback address");
+    r.assert_stderr_has(
+        "error: refusing to serve plain HTTP on 0.0.0.0:0, which is not a loopback address",
+    );
     r.assert_stderr_has("hint: serve TLS with --tls-cert FILE --tls-key FILE");
     // With the flag it serves.
     let w = Watcher::start(spawnable(env.kcmd_at(&env.root).args([
@@ -135,13 +152,30 @@ fn the_api_serves_tls_with_a_certificate_and_key() {
     let dir = env.tmp();
     let (cert, key) = (dir.join("api.crt"), dir.join("api.key"));
     let made = StdCommand::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let tokens_file = env.tokens_file();
     let w = Watcher::start(spawnable(env.kcmd_at(&env.root).args([
         "watch",
@@ -180,7 +214,9 @@ fn the_api_serves_tls_with_a_certificate_and_key() {
     assert!(text.contains(&b64("over-tls")), "{text}");
     // Plain HTTP on the TLS port gets nothing.
     let mut plain = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
-    plain.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
     let _ = plain.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut answer = Vec::new();
     let _ = plain.read_to_end(&mut answer);
@@ -200,19 +236,19 @@ fn a_tokens_file_that_others_can_write_is_refused() {
         tokens.to_str().unwrap(),
     ]))
     .failure(1);
-    r.assert_stderr_has("can be written by group or others: anyone who can write it can add an admin token");
+    r.assert_stderr_has(
+        "can be written by group or others: anyone who can write it can add an admin token",
+    );
     r.assert_stderr_has("hint: chmod go-w");
     chmod(&tokens, 0o600);
     let folder = tokens.parent().unwrap();
     let old = crate::env::mode_of(folder);
     chmod(folder, 0o777);
-    let r = run(env.kcmd_at(&env.root).args([
-        "watch",
-        "--once",
-        "--tokens",
-        tokens.to_str().unwrap(),
-    ]))
-    .failure(1);
+    let r =
+        run(env
+            .kcmd_at(&env.root)
+            .args(["watch", "--once", "--tokens", tokens.to_str().unwrap()]))
+        .failure(1);
     chmod(folder, old);
     r.assert_stderr_has("can be written by its folder's group or others");
 }
@@ -256,12 +292,19 @@ fn the_watcher_locks_its_memory_and_is_not_dumpable() {
         let owner = fs::metadata(format!("/proc/{}/status", w.child.id()))
             .unwrap()
             .uid();
-        assert_eq!(owner, 0, "the watcher run by nobody is dumpable:\n{}", w.log());
+        assert_eq!(
+            owner,
+            0,
+            "the watcher run by nobody is dumpable:\n{}",
+            w.log()
+        );
     }
 }
 
 fn unsafe_free_euid() -> u32 {
-    fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
 }
 
 /// A watcher on a copy of the store, run as `nobody`.

@@ -25,7 +25,10 @@ fn decrypted(stdout: &str) -> usize {
 fn apply_many(env: &TestEnv, secrets: impl Iterator<Item = (String, String)>) {
     let yaml: Vec<String> = secrets
         .map(|(name, value)| {
-            format!("type: Secret\nmesh: payments\nname: {name}\ndata: {}\n", b64(value))
+            format!(
+                "type: Secret\nmesh: payments\nname: {name}\ndata: {}\n",
+                b64(value)
+            )
         })
         .collect();
     env.apply_in(&env.root, &yaml.join("---\n"));
@@ -42,14 +45,22 @@ fn a_restart_decrypts_only_what_changed() {
     let env = TestEnv::new();
     env.add_mesh("payments");
     for i in 0..12 {
-        env.create("payments", &format!("s{i}"), &format!("planted-state-value-{i}"));
+        env.create(
+            "payments",
+            &format!("s{i}"),
+            &format!("planted-state-value-{i}"),
+        );
     }
     let state = env.tmp().join("state");
     let first = once_with_state(&env, &state);
     assert_eq!(decrypted(&first), 12, "{first}");
     assert_eq!(crate::env::mode_of(&state), 0o700);
     let second = once_with_state(&env, &state);
-    assert_eq!(decrypted(&second), 0, "a warm restart decrypted again: {second}");
+    assert_eq!(
+        decrypted(&second),
+        0,
+        "a warm restart decrypted again: {second}"
+    );
     assert!(second.contains("loaded 12 secret(s)"), "{second}");
 
     // One file changes, one goes: one decryption, and the gone one is gone.
@@ -68,7 +79,11 @@ fn a_restart_decrypts_only_what_changed() {
         let bytes = fs::read(entry.path()).unwrap();
         for i in 0..12 {
             let value = format!("planted-state-value-{i}");
-            assert!(!contains(&bytes, value.as_bytes()), "{} holds a value", entry.path().display());
+            assert!(
+                !contains(&bytes, value.as_bytes()),
+                "{} holds a value",
+                entry.path().display()
+            );
             assert!(!contains(&bytes, b64(&value).as_bytes()));
         }
         assert_eq!(crate::env::mode_of(&entry.path()), 0o600);
@@ -84,8 +99,15 @@ fn a_warm_watcher_serves_the_current_files_not_the_cache() {
     // Changed while no watcher ran: the cache's value is stale.
     env.set("payments", "db", "after");
     let w = env.watch(&["--state", state.to_str().unwrap()]);
-    assert_eq!(served(&w, &tokens.admin, "payments", "db"), Some(b64("after")));
-    assert!(w.log().contains("kind=warm") || w.log().contains("store loaded"), "{}", w.log());
+    assert_eq!(
+        served(&w, &tokens.admin, "payments", "db"),
+        Some(b64("after"))
+    );
+    assert!(
+        w.log().contains("kind=warm") || w.log().contains("store loaded"),
+        "{}",
+        w.log()
+    );
 }
 
 #[test]
@@ -99,23 +121,34 @@ fn a_cache_that_cannot_be_used_means_a_cold_load() {
     // Truncated.
     let bytes = fs::read(&cache).unwrap();
     fs::write(&cache, &bytes[..bytes.len() / 2]).unwrap();
-    let r = env.watch_once(&["--state", state.to_str().unwrap()]).success();
+    let r = env
+        .watch_once(&["--state", state.to_str().unwrap()])
+        .success();
     assert_eq!(decrypted(&r.stdout()), 2);
     // Encrypted to someone else: another reader of the store made it.
     let (other, other_public) = env.new_identity("other");
     env.ok_key(&["recipients", "add", "-m", "default", &other_public]);
     env.ok_key(&["rekey", "-m", "default"]);
-    let by_other = run(env
-        .cmd()
-        .arg("-i")
-        .arg(&other)
-        .args(["watch", "--once", "--state", state.to_str().unwrap()]))
+    let by_other = run(env.cmd().arg("-i").arg(&other).args([
+        "watch",
+        "--once",
+        "--state",
+        state.to_str().unwrap(),
+    ]))
     .success();
     assert_eq!(decrypted(&by_other.stdout()), 2);
-    let r = env.watch_once(&["--state", state.to_str().unwrap()]).success();
-    assert_eq!(decrypted(&r.stdout()), 2, "a cache it cannot open is not used");
+    let r = env
+        .watch_once(&["--state", state.to_str().unwrap()])
+        .success();
+    assert_eq!(
+        decrypted(&r.stdout()),
+        2,
+        "a cache it cannot open is not used"
+    );
     fs::write(&cache, b"garbage").unwrap();
-    let r = env.watch_once(&["--state", state.to_str().unwrap()]).success();
+    let r = env
+        .watch_once(&["--state", state.to_str().unwrap()])
+        .success();
     assert_eq!(decrypted(&r.stdout()), 2);
 }
 
@@ -145,12 +178,19 @@ fn a_warm_restart_killed_mid_load_leaves_only_verified_values() {
     let state = env.tmp().join("state");
     once_with_state(&env, &state);
     // Change a third of the files, then kill warm starts at varied moments.
-    apply_many(&env, (0..300).step_by(3).map(|i| (format!("k{i}"), format!("w{i}"))));
+    apply_many(
+        &env,
+        (0..300)
+            .step_by(3)
+            .map(|i| (format!("k{i}"), format!("w{i}"))),
+    );
     for delay_ms in [5u64, 20, 60, 150] {
-        let mut child = spawnable(
-            env.kcmd_at(&env.root)
-                .args(["watch", "--once", "--state", state.to_str().unwrap()]),
-        )
+        let mut child = spawnable(env.kcmd_at(&env.root).args([
+            "watch",
+            "--once",
+            "--state",
+            state.to_str().unwrap(),
+        ]))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -164,7 +204,11 @@ fn a_warm_restart_killed_mid_load_leaves_only_verified_values() {
     let w = env.watch(&["--state", state.to_str().unwrap()]);
     let start = Instant::now();
     for i in 0..300 {
-        let want = if i % 3 == 0 { format!("w{i}") } else { format!("v{i}") };
+        let want = if i % 3 == 0 {
+            format!("w{i}")
+        } else {
+            format!("v{i}")
+        };
         assert_eq!(
             served(&w, &admin, "payments", &format!("k{i}")),
             Some(b64(&want)),
