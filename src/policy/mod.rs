@@ -24,11 +24,14 @@ mod error;
 mod load;
 mod parse;
 mod resolve;
+mod resources;
+mod sources;
 
 pub use error::{InUse, PolicyError, PolicyFileError, Reference};
 pub use load::{ensure_unused, is_policy_file_name, load_mesh, load_mesh_policies, references_to};
-pub use parse::{mesh_files, parse_source, MAX_DOCUMENTS};
+pub use parse::{mesh_files, MAX_DOCUMENTS};
 pub use resolve::Presence;
+pub use sources::parse_source;
 
 /// The rule for policy file names: the mesh name rule, so
 /// that nothing path-like can be a name. The API refuses other names with it.

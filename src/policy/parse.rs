@@ -15,29 +15,33 @@
 
 use std::path::Path;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use serde::Deserialize as _;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{Backend, DataSource, Policy, PolicyError, PolicyFileError, PolicyKind, SourceRef};
+use super::{Policy, PolicyError, PolicyFileError, PolicyKind, SourceRef};
 use crate::problem::line_of;
 use crate::scope::{validate_name, StorePath};
+
+use super::resources::{
+    external_service, mesh_backends, mesh_external_service, mesh_gateway, mesh_identity, mesh_trust,
+};
+use super::sources::{classic_source, secure_source};
+pub(super) use super::sources::{SourceShape, CLASSIC_VARIANTS, SECURE_TYPES};
 
 /// The most documents one policy file may hold.
 pub const MAX_DOCUMENTS: usize = 1000;
 
 /// The most mTLS backends a Mesh may have (Kuma's `AllowedMTLSBackends`).
-const MAX_MTLS_BACKENDS: usize = 1;
+pub(super) const MAX_MTLS_BACKENDS: usize = 1;
 
 /// The most certificates of a TERMINATE gateway listener (RSA and ECDSA).
-const MAX_GATEWAY_CERTIFICATES: usize = 2;
+pub(super) const MAX_GATEWAY_CERTIFICATES: usize = 2;
 
 /// The API version of Kuma's Kubernetes resources.
-const KUMA_API_VERSION: &str = "kuma.io/v1alpha1";
+pub(super) const KUMA_API_VERSION: &str = "kuma.io/v1alpha1";
 
 /// The label that names a Kubernetes resource's mesh.
-const MESH_LABEL: &str = "kuma.io/mesh";
+pub(super) const MESH_LABEL: &str = "kuma.io/mesh";
 
 /// The files that may hold a mesh's Mesh resource, in the order read.
 pub fn mesh_files(mesh: &str) -> [std::path::PathBuf; 2] {
@@ -45,14 +49,14 @@ pub fn mesh_files(mesh: &str) -> [std::path::PathBuf; 2] {
     [dir.join("mesh.yaml"), dir.join("mesh.toml")]
 }
 
-fn field(path: &str, message: impl Into<String>) -> PolicyError {
+pub(super) fn field(path: &str, message: impl Into<String>) -> PolicyError {
     PolicyError::Field {
         field: path.to_string(),
         message: message.into(),
     }
 }
 
-fn at(prefix: &str, key: &str) -> String {
+pub(super) fn at(prefix: &str, key: &str) -> String {
     if prefix.is_empty() {
         key.to_string()
     } else {
@@ -60,211 +64,23 @@ fn at(prefix: &str, key: &str) -> String {
     }
 }
 
-fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+pub(super) fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.as_object().and_then(|t| t.get(key))
 }
 
-fn get_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+pub(super) fn get_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     get(v, key).and_then(Value::as_str)
 }
 
-/// The variants of Kuma's classic data source (`system.v1alpha1.DataSource`;
-/// `common.v1alpha1.DataSource` has no `file`).
-const CLASSIC_VARIANTS: &[&str] = &["secret", "inline", "inlineString", "file"];
-
-/// Parses a classic data source (`{ secret = "name" }`...) at `path`,
-/// allowing the variants in `allowed`.
-fn classic_source(
-    path: &str,
-    value: &Value,
-    allowed: &[&str],
-) -> Result<DataSource, Vec<PolicyError>> {
-    let Value::Object(t) = value else {
-        return Err(vec![field(
-            path,
-            format!("must be a data source: one of {}", allowed.join(", ")),
-        )]);
-    };
-    if let Some(k) = t.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(vec![field(
-            &at(path, k),
-            format!(
-                "unknown field: a data source is one of {}",
-                allowed.join(", ")
-            ),
-        )]);
-    }
-    if t.is_empty() {
-        // Kuma's text (pkg/core/datasource/validator.go).
-        return Err(vec![field(
-            path,
-            "data source has to be chosen. Available sources: secret, file, inline",
-        )]);
-    }
-    if t.len() > 1 {
-        return Err(vec![field(
-            path,
-            format!("must have exactly one of {}", allowed.join(", ")),
-        )]);
-    }
-    let (k, v) = t.iter().next().expect("one entry");
-    let s = v
-        .as_str()
-        .ok_or_else(|| vec![field(&at(path, k), "must be a string")])?;
-    if s.is_empty() {
-        return Err(vec![field(&at(path, k), "cannot be empty")]);
-    }
-    match k.as_str() {
-        "secret" => {
-            validate_name(s).map_err(|e| vec![field(&at(path, "secret"), e.to_string())])?;
-            Ok(DataSource::Secret(s.to_string()))
-        }
-        "inline" => BASE64
-            .decode(s)
-            .map(DataSource::Inline)
-            .map_err(|_| vec![field(&at(path, "inline"), "must be valid base64")]),
-        "inlineString" => Ok(DataSource::InlineString(s.to_string())),
-        _ => Ok(DataSource::File(s.to_string())),
-    }
-}
-
-/// The types of Kuma's SecureDataSource
-/// (`api/common/v1alpha1/datasource/datasource.go`).
-const SECURE_TYPES: &[&str] = &["EnvVar", "InsecureInline", "File", "Secret"];
-
-/// Parses a SecureDataSource (`type` + `secretRef` / `file` /
-/// `insecureInline` / `envVar`) at `path`, allowing the types in `allowed`.
-/// `Ok(None)` for an environment variable (read by Kuma's control plane,
-/// nothing meshseal can resolve).
-fn secure_source(
-    path: &str,
-    value: &Value,
-    allowed: &[&str],
-) -> Result<Option<DataSource>, Vec<PolicyError>> {
-    let Value::Object(t) = value else {
-        return Err(vec![field(path, "must be a data source with a type")]);
-    };
-    let known = ["type", "secretRef", "file", "insecureInline", "envVar"];
-    if let Some(k) = t.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(vec![field(&at(path, k), "unknown field")]);
-    }
-    let ty = get_str(value, "type").unwrap_or("");
-    if !allowed.contains(&ty) {
-        return Err(vec![field(
-            &at(path, "type"),
-            format!("{ty} must be one of: {}", allowed.join(", ")),
-        )]);
-    }
-    let variant = match ty {
-        "EnvVar" => "envVar",
-        "InsecureInline" => "insecureInline",
-        "File" => "file",
-        _ => "secretRef",
-    };
-    // Exactly one variant: the one its type names.
-    let mut errors: Vec<PolicyError> = t
-        .keys()
-        .filter(|k| *k != "type" && *k != variant)
-        .map(|k| {
-            field(
-                &at(path, k),
-                format!("must not be defined when type is {ty}"),
-            )
-        })
-        .collect();
-    let vpath = at(path, variant);
-    let Some(inner) = t.get(variant) else {
-        errors.push(field(&vpath, "must be defined"));
-        return Err(errors);
-    };
-    let inner_str = |key: &str, errors: &mut Vec<PolicyError>| -> Option<String> {
-        match get(inner, key) {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(Value::String(_)) | None => {
-                errors.push(field(&at(&vpath, key), "must be defined"));
-                None
-            }
-            Some(_) => {
-                errors.push(field(&at(&vpath, key), "must be a string"));
-                None
-            }
-        }
-    };
-    let source = match ty {
-        "Secret" => {
-            match get_str(inner, "kind") {
-                Some("Secret") => {}
-                other => errors.push(field(
-                    &at(&vpath, "kind"),
-                    format!("{} must be one of: Secret", other.unwrap_or("")),
-                )),
-            }
-            inner_str("name", &mut errors).and_then(|n| match validate_name(&n) {
-                Ok(()) => Some(DataSource::Secret(n)),
-                Err(e) => {
-                    errors.push(field(&at(&vpath, "name"), e.to_string()));
-                    None
-                }
-            })
-        }
-        "File" => inner_str("path", &mut errors).and_then(|p| {
-            if p.contains("..") {
-                errors.push(field(
-                    &at(&vpath, "path"),
-                    format!("file path contains directory traversal sequence: {p}"),
-                ));
-                None
-            } else if !p.starts_with('/') {
-                errors.push(field(
-                    &at(&vpath, "path"),
-                    format!("file path must be absolute: {p}"),
-                ));
-                None
-            } else {
-                Some(DataSource::File(p))
-            }
-        }),
-        "InsecureInline" => inner_str("value", &mut errors).map(DataSource::InlineString),
-        _ => {
-            inner_str("name", &mut errors);
-            None
-        }
-    };
-    if errors.is_empty() {
-        Ok(source)
-    } else {
-        Err(errors)
-    }
-}
-
-/// Parses `{ secret = "name" }`, `{ inline = "<base64>" }`... at `path`: the
-/// one reader of every data source field a resource may hold. Classic
-/// sources only: kept for callers that parse one field.
-pub fn parse_source(path: &str, value: &toml::Value) -> Result<DataSource, PolicyError> {
-    let value = serde_json::to_value(value).map_err(|e| field(path, e.to_string()))?;
-    classic_source(path, &value, CLASSIC_VARIANTS).map_err(|mut e| e.remove(0))
-}
-
-/// What a data source field may hold.
-#[derive(Clone, Copy)]
-enum SourceShape {
-    /// Classic only, with these variants.
-    Classic(&'static [&'static str]),
-    /// Classic (Kuma 2.14) or SecureDataSource (Kuma main) with these types.
-    Either(&'static [&'static str], &'static [&'static str]),
-    /// SecureDataSource only.
-    Secure(&'static [&'static str]),
-}
-
 /// Collects a resource's sources and violations.
-struct Walk<'a> {
-    sources: &'a mut Vec<SourceRef>,
-    errors: &'a mut Vec<PolicyError>,
+pub(super) struct Walk<'a> {
+    pub(super) sources: &'a mut Vec<SourceRef>,
+    pub(super) errors: &'a mut Vec<PolicyError>,
 }
 
 impl Walk<'_> {
     /// Reads the data source at `path`; `false` when it is invalid.
-    fn source(&mut self, path: &str, value: &Value, shape: SourceShape) -> bool {
+    pub(super) fn source(&mut self, path: &str, value: &Value, shape: SourceShape) -> bool {
         let secure = get(value, "type").is_some();
         let parsed = match shape {
             SourceShape::Classic(variants) => classic_source(path, value, variants).map(Some),
@@ -292,7 +108,7 @@ impl Walk<'_> {
     }
 
     /// The array at `key` of `v`, or an error when it is not one.
-    fn array<'v>(&mut self, v: &'v Value, key: &str, path: &str) -> &'v [Value] {
+    pub(super) fn array<'v>(&mut self, v: &'v Value, key: &str, path: &str) -> &'v [Value] {
         match get(v, key) {
             None | Some(Value::Null) => &[],
             Some(Value::Array(a)) => a,
@@ -306,7 +122,7 @@ impl Walk<'_> {
 
 /// A document's header: its kind, name, mesh, and the body holding its
 /// fields with that body's path prefix.
-struct Header<'a> {
+pub(super) struct Header<'a> {
     kind: &'a str,
     name: &'a str,
     name_field: &'static str,
@@ -315,7 +131,7 @@ struct Header<'a> {
     kubernetes: bool,
 }
 
-fn header(doc: &Value) -> Result<Header<'_>, PolicyError> {
+pub(super) fn header(doc: &Value) -> Result<Header<'_>, PolicyError> {
     if !doc.is_object() {
         return Err(field("(document)", "must be a mapping (a Kuma resource)"));
     }
@@ -372,7 +188,7 @@ fn header(doc: &Value) -> Result<Header<'_>, PolicyError> {
 /// Kubernetes' label rules as Kuma's API server applies them to every
 /// resource's labels (pkg/api-server/resource_endpoints.go: apimachinery's
 /// IsQualifiedName and IsValidLabelValue, with their texts).
-fn label_problems(labels: &Value, path: &str) -> Vec<PolicyError> {
+pub(super) fn label_problems(labels: &Value, path: &str) -> Vec<PolicyError> {
     const NAME_RULE: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
     const VALUE_RULE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
     const PREFIX_RULE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
@@ -425,7 +241,7 @@ fn label_problems(labels: &Value, path: &str) -> Vec<PolicyError> {
     errors
 }
 
-fn kind_of(name: &str) -> PolicyKind {
+pub(super) fn kind_of(name: &str) -> PolicyKind {
     match name {
         "Mesh" => PolicyKind::Mesh,
         "ExternalService" => PolicyKind::ExternalService,
@@ -439,14 +255,14 @@ fn kind_of(name: &str) -> PolicyKind {
 
 /// Where a document sits: its folder's mesh, and whether it is the Mesh file.
 #[derive(Clone, Copy)]
-struct Place<'a> {
+pub(super) struct Place<'a> {
     mesh: &'a str,
     mesh_file: bool,
     toml: bool,
 }
 
 /// Parses one document into a resource, or every violation it has.
-fn parse_document(
+pub(super) fn parse_document(
     doc: &Value,
     place: Place<'_>,
     file: &Path,
@@ -584,253 +400,9 @@ fn parse_document(
     }
 }
 
-/// Mesh `mtls` (mesh_validator.go, provided/manager.go).
-fn mesh_backends(walk: &mut Walk<'_>, body: &Value, prefix: &str) -> Vec<Backend> {
-    let mut backends: Vec<Backend> = Vec::new();
-    let Some(mtls) = get(body, "mtls") else {
-        return backends;
-    };
-    let mtls_path = at(prefix, "mtls");
-    let list_path = at(&mtls_path, "backends");
-    let list = walk.array(mtls, "backends", &list_path);
-    if list.len() > MAX_MTLS_BACKENDS {
-        walk.errors.push(field(
-            &list_path,
-            format!("cannot have more than {MAX_MTLS_BACKENDS} backends"),
-        ));
-    }
-    for (i, b) in list.iter().enumerate() {
-        let path = format!("{list_path}[{i}]");
-        let name = get_str(b, "name").unwrap_or("");
-        if name.is_empty() {
-            walk.errors
-                .push(field(&at(&path, "name"), "cannot be empty"));
-            continue;
-        }
-        if backends.iter().any(|x| x.name == name) {
-            walk.errors.push(field(
-                &at(&path, "name"),
-                format!("{name:?} name is already used for another backend"),
-            ));
-            continue;
-        }
-        let ty = get_str(b, "type").unwrap_or("");
-        let mut backend = Backend {
-            name: name.to_string(),
-            field: path.clone(),
-            builtin: ty == "builtin",
-            cert: None,
-            key: None,
-        };
-        match ty {
-            "builtin" => {
-                // Its secrets are named after the mesh and the backend.
-                if let Err(e) = validate_name(&format!("m.ca-builtin-cert-{name}")) {
-                    walk.errors.push(field(&at(&path, "name"), e.to_string()));
-                }
-            }
-            "provided" => {
-                let conf_path = at(&path, "conf");
-                let conf = get(b, "conf").cloned().unwrap_or(Value::Object(Map::new()));
-                for (key, slot) in [("cert", &mut backend.cert), ("key", &mut backend.key)] {
-                    let p = at(&conf_path, key);
-                    match get(&conf, key) {
-                        None => walk.errors.push(field(&p, "has to be defined")),
-                        Some(v) => {
-                            let before = walk.sources.len();
-                            if walk.source(&p, v, SourceShape::Classic(CLASSIC_VARIANTS)) {
-                                *slot = walk.sources.get(before).map(|s| s.source.clone());
-                            }
-                        }
-                    }
-                }
-            }
-            // Kong Mesh's CA backends: not judged.
-            "vault" | "acmpca" | "certmanager" => {}
-            other => walk.errors.push(field(
-                &at(&path, "type"),
-                format!("unsupported backend type {other:?} (builtin or provided)"),
-            )),
-        }
-        backends.push(backend);
-    }
-    let enabled = get_str(mtls, "enabledBackend").or_else(|| get_str(mtls, "enabled_backend"));
-    if let Some(enabled) = enabled {
-        if !enabled.is_empty() && !backends.iter().any(|b| b.name == enabled) {
-            walk.errors.push(field(
-                &at(&mtls_path, "enabledBackend"),
-                "has to be set to one of the backends in the mesh",
-            ));
-        }
-    }
-    backends
-}
-
-/// ExternalService `networking.tls` (external_service_validator.go).
-fn external_service(walk: &mut Walk<'_>, body: &Value, prefix: &str) {
-    let Some(tls) = get(body, "networking").and_then(|n| get(n, "tls")) else {
-        return;
-    };
-    let path = at(prefix, "networking.tls");
-    for k in ["caCert", "clientCert", "clientKey"] {
-        if let Some(v) = get(tls, k) {
-            walk.source(&at(&path, k), v, SourceShape::Classic(CLASSIC_VARIANTS));
-        }
-    }
-}
-
-/// MeshExternalService `spec.tls.verification` (its validator.go: a
-/// classic source in 2.14, a SecureDataSource of type Secret or
-/// InsecureInline on main).
-fn mesh_external_service(walk: &mut Walk<'_>, body: &Value, prefix: &str) {
-    let Some(v) = get(body, "tls").and_then(|t| get(t, "verification")) else {
-        return;
-    };
-    let path = at(prefix, "tls.verification");
-    let shape = SourceShape::Either(
-        &["secret", "inline", "inlineString"],
-        &["Secret", "InsecureInline"],
-    );
-    for k in ["caCert", "clientCert", "clientKey"] {
-        if let Some(s) = get(v, k) {
-            walk.source(&at(&path, k), s, shape);
-        }
-    }
-    match (
-        get(v, "clientCert").is_some(),
-        get(v, "clientKey").is_some(),
-    ) {
-        (true, false) => walk.errors.push(field(
-            &at(&path, "clientKey"),
-            "must be defined when clientCert is defined",
-        )),
-        (false, true) => walk.errors.push(field(
-            &at(&path, "clientCert"),
-            "must be defined when clientKey is defined",
-        )),
-        _ => {}
-    }
-}
-
-/// MeshGateway `conf.listeners[].tls` (gateway_validator.go). meshseal's
-/// older TOML kept `listeners` at the top.
-fn mesh_gateway(walk: &mut Walk<'_>, body: &Value, prefix: &str, toml: bool) {
-    let (holder, list_prefix) = match get(body, "conf") {
-        Some(conf) => (conf, at(prefix, "conf")),
-        None if toml && get(body, "listeners").is_some() => (body, prefix.to_string()),
-        None => return,
-    };
-    let list_path = at(&list_prefix, "listeners");
-    let listeners = walk.array(holder, "listeners", &list_path);
-    for (i, l) in listeners.iter().enumerate() {
-        let Some(tls) = get(l, "tls") else {
-            continue;
-        };
-        let tls_path = format!("{list_path}[{i}].tls");
-        let certs_path = at(&tls_path, "certificates");
-        let certs = walk.array(tls, "certificates", &certs_path);
-        let cross_mesh = get(l, "crossMesh")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if get_str(tls, "mode") == Some("TERMINATE") && !cross_mesh {
-            if certs.is_empty() {
-                walk.errors.push(field(
-                    &certs_path,
-                    "cannot be empty in TLS termination mode",
-                ));
-            } else if certs.len() > MAX_GATEWAY_CERTIFICATES {
-                walk.errors.push(field(
-                    &certs_path,
-                    format!("cannot have more than {MAX_GATEWAY_CERTIFICATES} certificates"),
-                ));
-            }
-        }
-        for (j, c) in certs.iter().enumerate() {
-            walk.source(
-                &format!("{certs_path}[{j}]"),
-                c,
-                SourceShape::Classic(CLASSIC_VARIANTS),
-            );
-        }
-    }
-}
-
-/// MeshIdentity `spec.provider.bundled.ca` (meshidentity validator.go).
-fn mesh_identity(walk: &mut Walk<'_>, spec: &Value, prefix: &str) {
-    let Some(provider) = get(spec, "provider") else {
-        return;
-    };
-    if get_str(provider, "type") != Some("Bundled") {
-        return; // Spire and extensions hold no secret
-    }
-    let path = at(prefix, "provider.bundled");
-    let Some(bundled) = get(provider, "bundled") else {
-        walk.errors
-            .push(field(&path, "configuration needs to be defined"));
-        return;
-    };
-    let autogenerate = get(bundled, "autogenerate")
-        .and_then(|a| get(a, "enabled"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let ca_path = at(&path, "ca");
-    match (autogenerate, get(bundled, "ca")) {
-        (true, Some(_)) => walk.errors.push(field(
-            &ca_path,
-            "shouldn't be defined once using autogenerated",
-        )),
-        (true, None) => {}
-        (false, None) => walk.errors.push(field(&ca_path, "must be defined")),
-        (false, Some(ca)) => {
-            for k in ["certificate", "privateKey"] {
-                let p = at(&ca_path, k);
-                match get(ca, k) {
-                    None => walk.errors.push(field(&p, "must be defined")),
-                    Some(v) => {
-                        walk.source(&p, v, SourceShape::Secure(SECURE_TYPES));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// MeshTrust `spec.caBundles` (meshtrust validator.go): PEM bundles in the
-/// resource itself, no secret.
-fn mesh_trust(walk: &mut Walk<'_>, spec: &Value, prefix: &str) {
-    let path = at(prefix, "caBundles");
-    let bundles = walk.array(spec, "caBundles", &path);
-    if bundles.is_empty() {
-        walk.errors.push(field(&path, "must not be empty"));
-    }
-    for (i, b) in bundles.iter().enumerate() {
-        let p = format!("{path}[{i}]");
-        match get_str(b, "type").unwrap_or("") {
-            "Pem" => match get(b, "pem") {
-                None => walk.errors.push(field(&at(&p, "pem"), "must be defined")),
-                Some(pem) => {
-                    let value = get_str(pem, "value").unwrap_or("");
-                    let is_cert = pem_rfc7468::decode_vec(value.trim().as_bytes())
-                        .is_ok_and(|(label, _)| label == "CERTIFICATE");
-                    if !is_cert {
-                        walk.errors.push(field(
-                            &at(&p, "pem.value"),
-                            "provided certificate has incorrect format",
-                        ));
-                    }
-                }
-            },
-            other => walk.errors.push(field(
-                &at(&p, "type"),
-                format!("{other} must be one of: Pem"),
-            )),
-        }
-    }
-}
-
 /// The documents of a file: YAML (one or several, `---`-separated) or TOML
 /// (one). Empty YAML documents are skipped.
-fn documents(text: &str, toml: bool) -> Result<Vec<Value>, PolicyError> {
+pub(super) fn documents(text: &str, toml: bool) -> Result<Vec<Value>, PolicyError> {
     if toml {
         if text.bytes().filter(|b| matches!(b, b'[' | b'{')).count() > 4096 {
             return Err(field("(document)", "too deeply nested or complex"));
@@ -960,85 +532,5 @@ impl Policy {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(rel: &str, text: &str) -> Result<Vec<Policy>, Vec<String>> {
-        Policy::parse_file(Path::new(rel), text)
-            .expect("a policy path")
-            .map_err(|e| e.iter().map(|e| e.to_string()).collect())
-    }
-
-    #[test]
-    fn policy_types() {
-        let es = "type = \"ExternalService\"\nmesh = \"pay\"\nname = \"bin\"\n[networking]\naddress = \"httpbin.org:443\"\n[networking.tls]\ncaCert = { secret = \"ca\" }\nclientCert = { inline = \"YQ==\" }\n";
-        let p = parse("meshes/pay/policies/bin.toml", es).unwrap();
-        assert_eq!(p[0].sources.len(), 2);
-        let mes = "type = \"MeshExternalService\"\nmesh = \"pay\"\nname = \"x\"\n[spec.tls.verification]\nclientCert = { secret = \"c\" }\n";
-        assert_eq!(
-            parse("meshes/pay/policies/x.toml", mes).unwrap_err(),
-            vec!["spec.tls.verification.clientKey: must be defined when clientCert is defined"]
-        );
-        let gw = "type = \"MeshGateway\"\nmesh = \"pay\"\nname = \"gw\"\n[[conf.listeners]]\nport = 443\n[conf.listeners.tls]\ncertificates = [{ secret = \"a\" }, { file = \"/x\" }]\n";
-        let p = parse("meshes/pay/policies/gw.toml", gw).unwrap();
-        assert_eq!(
-            p[0].secret_refs().next(),
-            Some(("conf.listeners[0].tls.certificates[0]", "a"))
-        );
-        assert_eq!(
-            parse("meshes/other/policies/bin.toml", es).unwrap_err(),
-            vec!["mesh: \"pay\" does not match its path (\"other\")"]
-        );
-        let two = "type = \"ExternalService\"\nmesh = \"pay\"\nname = \"bin\"\n[networking.tls]\ncaCert = { secret = \"ca\", file = \"/x\" }\n";
-        assert!(
-            parse("meshes/pay/policies/bin.toml", two).unwrap_err()[0].contains("exactly one of")
-        );
-    }
-
-    #[test]
-    fn older_flattened_toml_still_reads() {
-        let gw = "type = \"MeshGateway\"\nmesh = \"pay\"\nname = \"gw\"\n[[listeners]]\nport = 443\n[listeners.tls]\ncertificates = [{ secret = \"a\" }]\n";
-        let p = parse("meshes/pay/policies/gw.toml", gw).unwrap();
-        assert_eq!(
-            p[0].secret_refs().next(),
-            Some(("listeners[0].tls.certificates[0]", "a"))
-        );
-        let mes = "type = \"MeshExternalService\"\nmesh = \"pay\"\nname = \"x\"\n[tls.verification]\ncaCert = { secret = \"c\" }\n";
-        let p = parse("meshes/pay/policies/x.toml", mes).unwrap();
-        assert_eq!(
-            p[0].secret_refs().next(),
-            Some(("tls.verification.caCert", "c"))
-        );
-    }
-
-    #[test]
-    fn a_file_is_parsed_by_what_its_path_says() {
-        let es = "type = \"ExternalService\"\nmesh = \"pay\"\nname = \"bin\"\n";
-        let p = parse("meshes/pay/policies/anything.toml", es).unwrap();
-        assert_eq!((p[0].mesh.as_str(), p[0].name.as_str()), ("pay", "bin"));
-        let e = Policy::parse_file(Path::new("meshes/web/policies/bin.toml"), es)
-            .expect("a policy path")
-            .unwrap_err();
-        assert!(matches!(
-            &e[0],
-            PolicyFileError::Invalid {
-                source: PolicyError::Mismatch { field: "mesh", .. },
-                ..
-            }
-        ));
-        assert_eq!(
-            crate::problem::Diagnostic::file(&e[0]),
-            Some(Path::new("meshes/web/policies/bin.toml"))
-        );
-        assert!(Policy::parse_file(Path::new("meshes/pay/recipients.txt"), es).is_none());
-    }
-
-    #[test]
-    fn malformed_yaml_names_its_line() {
-        let e = Policy::parse_file(Path::new("meshes/pay/policies/x.yaml"), "a: [\n")
-            .unwrap()
-            .unwrap_err();
-        assert!(e[0].to_string().starts_with("invalid YAML"), "{}", e[0]);
-        assert!(crate::problem::Diagnostic::line(&e[0]).is_some());
-    }
-}
+#[path = "parse_tests.rs"]
+mod tests;
