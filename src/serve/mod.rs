@@ -416,6 +416,17 @@ async fn serve_until_signal(
     sds: Option<SdsServe>,
 ) -> Result<(), ServeError> {
     use tokio::signal::unix::{signal, SignalKind};
+    // Handlers first: once "listening" is logged, a supervisor (or a test)
+    // may send SIGTERM at any moment, and it must stop us cleanly.
+    let sig = |kind| {
+        signal(kind).map_err(|source| ServeError::Start {
+            what: "signal handler",
+            source,
+        })
+    };
+    let mut hup = sig(SignalKind::hangup())?;
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -432,15 +443,6 @@ async fn serve_until_signal(
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!(addr = %addr, "listening on {scheme}://{addr}");
-    let sig = |kind| {
-        signal(kind).map_err(|source| ServeError::Start {
-            what: "signal handler",
-            source,
-        })
-    };
-    let mut hup = sig(SignalKind::hangup())?;
-    let mut term = sig(SignalKind::terminate())?;
-    let mut int = sig(SignalKind::interrupt())?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let live_tokens = Arc::clone(&state.tokens);
     let mut server = tokio::spawn(api::serve(listener, tls, state, async move {
