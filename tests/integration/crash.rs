@@ -311,8 +311,12 @@ fn apply_killed_at_random_moments_leaves_old_or_new_files() {
         "apply: {landed} of {APPLY_KILLS} kills landed, {partial} left a partly applied store, \
          {leftovers} temporary file(s) left behind; a whole apply takes {duration:?}"
     );
+    // apply writes one batch: a kill while it stages leaves the store as it
+    // was plus locked temporary files; only a kill among the renames leaves
+    // it partly applied, and that window is milliseconds. Either proves a
+    // kill landed during the writes.
     assert!(
-        partial > 0,
+        partial > 0 || leftovers > 0,
         "seed {seed}: no kill landed during the writes (apply takes {duration:?}): the test proved nothing"
     );
 
