@@ -94,6 +94,7 @@ fn a_restart_decrypts_only_what_changed() {
 fn a_warm_watcher_serves_the_current_files_not_the_cache() {
     let (env, tokens) = TestEnv::serving();
     env.set("payments", "db", "before");
+    env.set("payments", "unchanged", "same");
     let state = env.tmp().join("state");
     once_with_state(&env, &state);
     // Changed while no watcher ran: the cache's value is stale.
@@ -103,10 +104,12 @@ fn a_warm_watcher_serves_the_current_files_not_the_cache() {
         served(&w, &tokens.admin, "payments", "db"),
         Some(b64("after"))
     );
+    // Only the changed file was decrypted; the unchanged one came from the
+    // cache.
+    let (_, metrics) = w.get("/metrics", Some(&tokens.admin));
     assert!(
-        w.log().contains("kind=warm") || w.log().contains("store loaded"),
-        "{}",
-        w.log()
+        metrics.contains("\nmeshseal_decrypted_total 1\n"),
+        "{metrics}"
     );
 }
 
