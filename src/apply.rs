@@ -221,38 +221,9 @@ impl Plan {
             .iter()
             .map(|doc| Applied {
                 id: doc.id.clone(),
-                outcome: would_write(store, doc, &self.fingerprints[&doc.id.scope], identities),
+                outcome: store.outcome_of(doc, &self.fingerprints[&doc.id.scope], identities),
             })
             .collect()
-    }
-}
-
-/// What `Store::put` and `Store::put_many` decide for `doc`: unchanged
-/// when the file holds the same document, armored, for the same recipients.
-fn would_write(
-    store: &Store,
-    doc: &Document,
-    fingerprint: &str,
-    identities: Option<&Identities>,
-) -> WriteOutcome {
-    if !store.exists(&doc.id) {
-        return WriteOutcome::Created;
-    }
-    let unchanged = identities
-        .and_then(|ids| store.load(&doc.id, ids).ok())
-        .is_some_and(|old| {
-            old.header.armored
-                && old
-                    .header
-                    .metadata
-                    .as_ref()
-                    .is_some_and(|m| m.recipients_fingerprint == fingerprint)
-                && old.doc == *doc
-        });
-    if unchanged {
-        WriteOutcome::Unchanged
-    } else {
-        WriteOutcome::Updated
     }
 }
 

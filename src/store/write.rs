@@ -17,6 +17,37 @@ use crate::scope::{Scope, SecretId};
 use super::{RecipientsError, Store, StoreError, WriteError, WriteOutcome, SECRET_MODE};
 
 impl Store {
+    /// What writing `doc` for the recipient set `fingerprint` does: a new
+    /// file, or an existing one that, with identities to compare, holds the
+    /// same document, armored, for the same recipients (left untouched), or
+    /// else is replaced. The one rule of `put`, `put_many` and dry runs.
+    pub fn outcome_of(
+        &self,
+        doc: &Document,
+        fingerprint: &str,
+        identities: Option<&Identities>,
+    ) -> WriteOutcome {
+        if !self.exists(&doc.id) {
+            return WriteOutcome::Created;
+        }
+        let unchanged = identities
+            .and_then(|ids| self.load(&doc.id, ids).ok())
+            .is_some_and(|old| {
+                old.header.armored
+                    && old
+                        .header
+                        .metadata
+                        .as_ref()
+                        .is_some_and(|m| m.recipients_fingerprint == fingerprint)
+                    && old.doc == *doc
+            });
+        if unchanged {
+            WriteOutcome::Unchanged
+        } else {
+            WriteOutcome::Updated
+        }
+    }
+
     /// Replaces a scope's recipients file atomically.
     pub fn write_recipients(&self, scope: &Scope, text: &str) -> Result<(), WriteError> {
         let file = scope.recipients_path();
@@ -43,20 +74,9 @@ impl Store {
                 source,
             })?;
         let fingerprint = recipients.fingerprint();
-        let existed = self.exists(id);
-        if existed {
-            if let Some(ids) = identities {
-                if let Ok(old) = self.load(id, ids) {
-                    let same_recipients = old
-                        .header
-                        .metadata
-                        .as_ref()
-                        .is_some_and(|m| m.recipients_fingerprint == fingerprint);
-                    if same_recipients && old.header.armored && old.doc == *doc {
-                        return Ok(WriteOutcome::Unchanged);
-                    }
-                }
-            }
+        let outcome = self.outcome_of(doc, &fingerprint, identities);
+        if outcome == WriteOutcome::Unchanged {
+            return Ok(WriteOutcome::Unchanged);
         }
         let metadata = Metadata {
             id: id.clone(),
@@ -73,11 +93,7 @@ impl Store {
         self.check_writable(id)?;
         atomic::write(&self.root.join(&file), &ciphertext, SECRET_MODE)
             .map_err(|source| WriteError::Io { file, source })?;
-        Ok(if existed {
-            WriteOutcome::Updated
-        } else {
-            WriteOutcome::Created
-        })
+        Ok(outcome)
     }
 
     /// Writes many documents as one batch: each scope's recipients read
@@ -115,20 +131,9 @@ impl Store {
             .map(|doc| {
                 let set = &recipients[&doc.id.scope];
                 let fingerprint = set.fingerprint();
-                let existed = self.exists(&doc.id);
-                if existed {
-                    if let Some(ids) = identities {
-                        if let Ok(old) = self.load(&doc.id, ids) {
-                            let same = old
-                                .header
-                                .metadata
-                                .as_ref()
-                                .is_some_and(|m| m.recipients_fingerprint == fingerprint);
-                            if same && old.header.armored && old.doc == *doc {
-                                return Ok((WriteOutcome::Unchanged, None));
-                            }
-                        }
-                    }
+                let outcome = self.outcome_of(doc, &fingerprint, identities);
+                if outcome == WriteOutcome::Unchanged {
+                    return Ok((WriteOutcome::Unchanged, None));
                 }
                 let metadata = Metadata {
                     id: doc.id.clone(),
@@ -139,11 +144,6 @@ impl Store {
                         file: doc.id.path(),
                         source,
                     })?;
-                let outcome = if existed {
-                    WriteOutcome::Updated
-                } else {
-                    WriteOutcome::Created
-                };
                 Ok((outcome, Some(ciphertext)))
             })
             .collect();
