@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,25 +17,7 @@ impl Bench {
     /// reloads. Always records the watcher's peak RSS.
     pub fn watcher(&mut self, n: usize, full: bool) {
         let root = self.store_dir(n);
-        let tokens = self.work.join(format!("tokens-{n}"));
-        let token =
-            meshseal::tokens::create(&tokens, &meshseal::tokens::TokenScope::Admin).expect("token");
-        let addr = free_loopback_port();
-        let log = fs::File::create(self.work.join(format!("watch-{n}.log"))).expect("log");
-        let child = Command::new(&self.meshseal)
-            .arg("-C")
-            .arg(&root)
-            .arg("-i")
-            .arg(&self.key.identity_file)
-            .args(["watch", "--listen", &addr.to_string(), "--tokens"])
-            .arg(&tokens)
-            .args(["--debounce", &self.options.debounce.as_millis().to_string()])
-            .env("HOME", self.work.join("home"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start watcher");
-        let mut watcher = Watcher(child);
+        let (mut watcher, addr, token) = self.start_watcher(&root, &n.to_string());
         let started = Instant::now();
         let mut client = wait_ready(addr, &token, &mut watcher.0);
         let ready = started.elapsed();
@@ -60,6 +43,37 @@ impl Bench {
             target: "< 64 MiB + 2x secret bytes".into(),
             result: verdict(hwm < limit, true),
         });
+    }
+}
+
+impl Bench {
+    /// A watcher on the store at `root` with an admin token, logging to
+    /// `watch-<label>.log`: (the watcher, its address, the token).
+    pub(crate) fn start_watcher(&self, root: &Path, label: &str) -> (Watcher, SocketAddr, String) {
+        let tokens = self.work.join(format!("tokens-{label}"));
+        let token =
+            meshseal::tokens::create(&tokens, &meshseal::tokens::TokenScope::Admin).expect("token");
+        let addr = free_loopback_port();
+        let log = fs::File::create(self.watch_log(label)).expect("log");
+        let child = Command::new(&self.meshseal)
+            .arg("-C")
+            .arg(root)
+            .arg("-i")
+            .arg(&self.key.identity_file)
+            .args(["watch", "--listen", &addr.to_string(), "--tokens"])
+            .arg(&tokens)
+            .args(["--debounce", &self.options.debounce.as_millis().to_string()])
+            .env("HOME", self.work.join("home"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start watcher");
+        (Watcher(child), addr, token.to_string())
+    }
+
+    /// The log file of the watcher started with `label`.
+    pub(crate) fn watch_log(&self, label: &str) -> std::path::PathBuf {
+        self.work.join(format!("watch-{label}.log"))
     }
 }
 

@@ -6,13 +6,13 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::client::Client;
 use crate::report::{count, median, ms, ratio, verdict, Row};
 use crate::timing::timed_cpu;
-use crate::watcher::{free_loopback_port, wait_ready, Watcher};
+use crate::watcher::wait_ready;
 use crate::{gen, Bench};
 
 impl Bench {
@@ -70,26 +70,9 @@ impl Bench {
         copy_tree(&self.store_dir(n), &first);
         let link = base.join("current");
         symlink(&first, &link).expect("link");
-        let tokens = self.work.join(format!("tokens-sync-{n}"));
-        let token =
-            meshseal::tokens::create(&tokens, &meshseal::tokens::TokenScope::Admin).expect("token");
-        let addr = free_loopback_port();
-        let log_path = self.work.join(format!("watch-sync-{n}.log"));
-        let log = fs::File::create(&log_path).expect("log");
-        let child = Command::new(&self.meshseal)
-            .arg("-C")
-            .arg(&link)
-            .arg("-i")
-            .arg(&self.key.identity_file)
-            .args(["watch", "--listen", &addr.to_string(), "--tokens"])
-            .arg(&tokens)
-            .args(["--debounce", &self.options.debounce.as_millis().to_string()])
-            .env("HOME", self.work.join("home"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start watcher");
-        let mut watcher = Watcher(child);
+        let label = format!("sync-{n}");
+        let (mut watcher, addr, token) = self.start_watcher(&link, &label);
+        let log_path = self.watch_log(&label);
         drop(wait_ready(addr, &token, &mut watcher.0));
         let mut current = first;
         let mut tree = 0;
