@@ -9,7 +9,7 @@
 //! reported; nothing stops at the first.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use thiserror::Error;
@@ -20,10 +20,15 @@ use crate::policy::{Policy, PolicyError, Presence};
 use crate::problem::{Diagnostic, Problem};
 use crate::recipients::{RecipientError, RecipientSet};
 use crate::scope::{Scope, SecretId, StorePath};
+use sha2::{Digest, Sha256};
+
+use crate::signing::sshsig::MAX_SIGNATURE_BYTES;
 use crate::store::{
     layout, scope_flag, text_from_bytes, Entry, FileKind, Moved, RecipientsError, Store,
     StoreError, MAX_TEXT_FILE_BYTES,
 };
+use crate::writers::history::{self, Seen};
+use crate::writers::Verifier;
 
 /// What the header of a secret file shows without a key.
 #[derive(Debug, Error)]
@@ -89,11 +94,25 @@ pub struct CheckOptions<'a> {
     pub only: Vec<PathBuf>,
 }
 
+/// What `check` could say about signatures (SPEC 9).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Signatures {
+    /// Verified against a trust root.
+    Verified,
+    /// The store has signatures, but there is no trust root to verify them.
+    NotVerified,
+    /// The store has no signature at all, and there is no trust root.
+    #[default]
+    Unsigned,
+}
+
 /// The outcome: problems, sorted by file, and how many secrets were seen.
 #[derive(Debug, Default)]
 pub struct Report {
     /// Every problem found.
     pub problems: Vec<Problem>,
+    /// Whether signatures were verified.
+    pub signatures: Signatures,
     /// Secrets examined.
     pub secrets: usize,
     /// Secrets decrypted successfully (with an identity).
@@ -109,6 +128,14 @@ pub trait Source: Sync {
     fn read(&self, entry: &Entry, limit: usize) -> Result<Vec<u8>, StoreError>;
     /// Whether a secret's file is present (policy references resolve by path).
     fn has_secret(&self, id: &SecretId) -> bool;
+    /// The bytes of the file at `rel`, `None` when there is none (a
+    /// signature, a scope file).
+    fn read_optional(&self, rel: &Path, limit: usize) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Whether the files are the staged ones (then rollbacks are judged
+    /// against the history of `HEAD`, which does not hold them yet).
+    fn is_staged(&self) -> bool {
+        false
+    }
 }
 
 impl Source for Store {
@@ -120,6 +147,13 @@ impl Source for Store {
     }
     fn has_secret(&self, id: &SecretId) -> bool {
         self.exists(id)
+    }
+    fn read_optional(&self, rel: &Path, limit: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.read_file(rel, limit) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -178,6 +212,7 @@ pub fn check_source(store: &Store, source: &dyn Source, options: &CheckOptions<'
         }
     }
 
+    let signed = signatures(store, source, &entries, &mut report);
     let secrets: Vec<&Entry> = entries
         .iter()
         .filter(|e| matches!(e.what, StorePath::Secret(_)) && e.kind == FileKind::Regular)
@@ -185,7 +220,14 @@ pub fn check_source(store: &Store, source: &dyn Source, options: &CheckOptions<'
     report.secrets = secrets.len();
     let results: Vec<(Vec<Problem>, bool)> = secrets
         .par_iter()
-        .map(|entry| check_secret(store, source, entry, &recipients, options.identities))
+        .map(|entry| {
+            let (mut problems, decrypted) =
+                check_secret(store, source, entry, &recipients, options.identities);
+            if let Some(signed) = &signed {
+                problems.extend(signed.judge_secret(store, source, entry));
+            }
+            (problems, decrypted)
+        })
         .collect();
     for (problems, decrypted) in results {
         report.problems.extend(problems);
@@ -312,6 +354,163 @@ fn check_policy(
         }
     }
     problems
+}
+
+/// What signatures are judged by: the verifier and what the history holds.
+struct Signed {
+    verifier: Verifier,
+    seen: BTreeMap<PathBuf, Seen>,
+}
+
+impl Signed {
+    /// A secret's signature, binding and generation.
+    fn judge_secret(&self, store: &Store, source: &dyn Source, entry: &Entry) -> Option<Problem> {
+        let StorePath::Secret(id) = &entry.what else {
+            return None;
+        };
+        let limit = store.config().max_file_bytes();
+        let bytes = source.read(entry, limit).ok()?;
+        let sig = match source.read_optional(&id.sig_path(), MAX_SIGNATURE_BYTES) {
+            Ok(sig) => sig,
+            Err(e) => return Some(Problem::at(&id.sig_path(), &e)),
+        };
+        let verdict = match self.verifier.secret(id, &bytes, sig.as_deref()) {
+            Ok(v) => v,
+            Err(e) => return Some(Problem::at(&entry.rel, &e)),
+        };
+        let sha: [u8; 32] = Sha256::digest(&bytes).into();
+        let seen = self.seen.get(&entry.rel)?;
+        seen.judge(verdict.generation, &sha)
+            .err()
+            .map(|e| Problem::at(&entry.rel, &e))
+    }
+}
+
+/// Signature bookkeeping of a check: orphan signatures, and with a trust
+/// root the verdict on every scope file (reported once, on the file) and
+/// the history that rollbacks are judged against.
+fn signatures(
+    store: &Store,
+    source: &dyn Source,
+    entries: &[Entry],
+    report: &mut Report,
+) -> Option<Signed> {
+    let present: BTreeSet<&Path> = entries.iter().map(|e| e.rel.as_path()).collect();
+    let mut has_signatures = false;
+    let mut scopes = BTreeSet::new();
+    for entry in entries {
+        let covered = match &entry.what {
+            StorePath::SecretSig(id) => Some(id.path()),
+            StorePath::ScopeSig(scope, kind) => Some(scope.file_path(*kind)),
+            _ => None,
+        };
+        match &entry.what {
+            StorePath::Secret(id) | StorePath::SecretSig(id) => {
+                scopes.insert(id.scope.clone());
+            }
+            StorePath::Recipients(scope)
+            | StorePath::Writers(scope)
+            | StorePath::ScopeSig(scope, _) => {
+                scopes.insert(scope.clone());
+            }
+            _ => {}
+        }
+        if matches!(entry.what, StorePath::Writers(_)) {
+            has_signatures = true;
+        }
+        if let Some(covered) = covered {
+            has_signatures = true;
+            // A staged signature's file may be unchanged, so not staged:
+            // ask the source rather than the list.
+            let there = present.contains(covered.as_path())
+                || source
+                    .read_optional(&covered, store.config().max_file_bytes())
+                    .is_ok_and(|b| b.is_some());
+            if !there {
+                report.problems.push(Problem::at(
+                    &entry.rel,
+                    &SignatureFinding::Orphan { file: covered },
+                ));
+            }
+        }
+    }
+    let Some(mut verifier) = store.verifier() else {
+        report.signatures = if has_signatures {
+            Signatures::NotVerified
+        } else {
+            Signatures::Unsigned
+        };
+        return None;
+    };
+    report.signatures = Signatures::Verified;
+    let read = |rel: &Path| source.read_optional(rel, MAX_TEXT_FILE_BYTES);
+    for scope in &scopes {
+        verifier.load_scope(scope, &read);
+    }
+    for (file, refusal) in verifier.scope_refusals() {
+        report.problems.push(Problem::at(&file, &refusal));
+    }
+    // Rollbacks: against every version the history of HEAD holds.
+    let files: Vec<PathBuf> = entries
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.what,
+                StorePath::Secret(_) | StorePath::Recipients(_) | StorePath::Writers(_)
+            )
+        })
+        .map(|e| e.rel.clone())
+        .collect();
+    let pathspecs = if source.is_staged() || files.len() <= 64 {
+        files.clone()
+    } else {
+        vec![PathBuf::from("meshes"), PathBuf::from("global")]
+    };
+    let seen = match history::from_git(store.root(), &pathspecs) {
+        Ok(seen) => seen,
+        Err(e) => {
+            report.problems.push(Problem::from(e));
+            BTreeMap::new()
+        }
+    };
+    for entry in entries {
+        let (StorePath::Recipients(_) | StorePath::Writers(_)) = &entry.what else {
+            continue;
+        };
+        let (Some(seen), Ok(bytes)) = (
+            seen.get(&entry.rel),
+            source.read(entry, MAX_TEXT_FILE_BYTES),
+        ) else {
+            continue;
+        };
+        let generation = history::generation_of_file(&entry.rel, &bytes);
+        let sha: [u8; 32] = Sha256::digest(&bytes).into();
+        if let Err(e) = seen.judge(generation, &sha) {
+            report.problems.push(Problem::at(&entry.rel, &e));
+        }
+    }
+    Some(Signed { verifier, seen })
+}
+
+/// What is wrong with a signature file by itself.
+#[derive(Debug, Error)]
+pub enum SignatureFinding {
+    /// A `.sig` whose file is not there.
+    #[error("signature without its file ({} is missing)", .file.display())]
+    Orphan {
+        /// The file it would cover.
+        file: PathBuf,
+    },
+}
+
+impl Diagnostic for SignatureFinding {
+    fn code(&self) -> &'static str {
+        "orphan-signature"
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some("delete the .sig, or restore the file it signs".to_string())
+    }
 }
 
 /// Keyless checks of one secret, then decryption when identities are given.

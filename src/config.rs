@@ -3,6 +3,8 @@
 //!
 //! ```toml
 //! version = 1
+//! store_id = "5c1d0a3f9e27b846"   # made by `init`; binds signed files (SPEC 9)
+//! signatures = "required"         # writing commands refuse without -S
 //! [limits]
 //! max_data_bytes = 1048576   # decoded bytes per secret, as a Kubernetes Secret
 //! ```
@@ -25,6 +27,14 @@ pub struct Config {
     /// Store format version.
     #[serde(default = "default_version")]
     pub version: u32,
+    /// This store's identity, named in every v2 header stanza and scope
+    /// file header, so a signed file copied from another store does not
+    /// verify here. Made by `init` (or the first admin command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
+    /// Whether writing commands refuse to write without a sign key.
+    #[serde(default, skip_serializing_if = "Signatures::is_optional")]
+    pub signatures: Signatures,
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
@@ -37,6 +47,39 @@ pub struct Limits {
     /// Largest decoded secret, in bytes.
     #[serde(default = "default_max_data")]
     pub max_data_bytes: usize,
+}
+
+/// `signatures = "optional" | "required"`: a guard for people, not the
+/// boundary (that is the verifier's trust root, SPEC 9).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signatures {
+    /// Writing without a sign key writes unsigned files.
+    #[default]
+    Optional,
+    /// Writing commands refuse without a sign key.
+    Required,
+}
+
+impl Signatures {
+    fn is_optional(&self) -> bool {
+        *self == Signatures::Optional
+    }
+}
+
+/// A new random store id: 16 lowercase hex digits.
+pub fn new_store_id() -> String {
+    let bytes: [u8; 8] = rand::random();
+    crate::recipients::hex(&bytes)
+}
+
+/// Whether `id` can be a store id: 8 to 64 of `[0-9a-z-]`, so it is one
+/// word in a header stanza and a scope file's first line.
+pub fn is_valid_store_id(id: &str) -> bool {
+    (8..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'-')
 }
 
 fn default_version() -> u32 {
@@ -59,6 +102,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             version: STORE_VERSION,
+            store_id: None,
+            signatures: Signatures::Optional,
             limits: Limits::default(),
         }
     }
@@ -90,7 +135,7 @@ impl Diagnostic for ConfigError {
         match self {
             ConfigError::Version(_) => Some("upgrade meshseal".to_string()),
             ConfigError::Invalid { .. } => {
-                Some("meshseal.toml knows `version` and `[limits] max_data_bytes`".to_string())
+                Some("meshseal.toml knows `version`, `store_id`, `signatures = \"optional\" | \"required\"` and `[limits] max_data_bytes`".to_string())
             }
         }
     }
@@ -111,6 +156,17 @@ impl Config {
         })?;
         if config.version != STORE_VERSION {
             return Err(ConfigError::Version(config.version));
+        }
+        if let Some(id) = &config.store_id {
+            if !is_valid_store_id(id) {
+                return Err(ConfigError::Invalid {
+                    message: "store_id must be 8 to 64 of [0-9a-z-]".to_string(),
+                    line: text
+                        .lines()
+                        .position(|l| l.trim_start().starts_with("store_id"))
+                        .map(|i| i + 1),
+                });
+            }
         }
         if config.limits.max_data_bytes == 0 {
             return Err(ConfigError::Invalid {
@@ -145,5 +201,13 @@ mod tests {
         assert_eq!(Config::parse("version = 2"), Err(ConfigError::Version(2)));
         let e = Config::parse("version = 1\nbogus = 3\n").unwrap_err();
         assert_eq!(e.line(), Some(2));
+        let c =
+            Config::parse("store_id = \"0123456789abcdef\"\nsignatures = \"required\"\n").unwrap();
+        assert_eq!(c.store_id.as_deref(), Some("0123456789abcdef"));
+        assert_eq!(c.signatures, Signatures::Required);
+        let e = Config::parse("version = 1\nstore_id = \"a b\"\n").unwrap_err();
+        assert_eq!(e.line(), Some(2));
+        assert!(Config::parse("signatures = \"maybe\"").is_err());
+        assert!(is_valid_store_id(&new_store_id()));
     }
 }

@@ -6,11 +6,16 @@
 //! keep that door open):
 //!
 //! ```text
-//! -> meshseal v1 mesh:payments db-password 3f2a9c0d1e4b5a67
+//! -> meshseal v2 5c1d0a3f9e27b846 mesh:payments db-password 3f2a9c0d1e4b5a67 7
 //! ```
 //!
-//! naming the format version, the scope, the name and the fingerprint of the
-//! recipient set the file was encrypted to. The header MAC covers it, so it
+//! naming the format version, the store (its `store_id`), the scope, the
+//! name, the fingerprint of the recipient set the file was encrypted to and
+//! the file's generation (SPEC 9: one more than the highest that path has
+//! had, so a signed older file is a rollback). Version 1, written by stores
+//! without a store id and by older meshseal, has no store and no
+//! generation: `-> meshseal v1 mesh:payments db-password 3f2a9c0d1e4b5a67`,
+//! read as generation 0. The header MAC covers it, so it
 //! cannot be edited without the file key; but it can be *read* without any
 //! key, which is what lets `check` catch moved, renamed and stale files in a
 //! pre-commit hook that has no secrets.
@@ -30,8 +35,10 @@ use crate::scope::{validate_name, Scope, SecretId};
 
 /// The tag of meshseal's header stanza.
 pub const STANZA_TAG: &str = "meshseal";
-/// The metadata format version.
-pub const FORMAT_VERSION: &str = "v1";
+/// The metadata format version without a store id (generation 0).
+pub const FORMAT_V1: &str = "v1";
+/// The metadata format version with a store id and a generation.
+pub const FORMAT_V2: &str = "v2";
 
 const ARMOR_BEGIN: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
 const BINARY_MAGIC: &[u8] = b"age-encryption.org/";
@@ -46,6 +53,10 @@ pub struct Metadata {
     pub id: SecretId,
     /// Fingerprint of the recipient set it was encrypted to.
     pub recipients_fingerprint: String,
+    /// The store it was written for (v2); `None` in a v1 stanza.
+    pub store_id: Option<String>,
+    /// The write's generation (v2); 0 in a v1 stanza.
+    pub generation: u64,
 }
 
 /// What can be learned from a file without a key.
@@ -168,15 +179,26 @@ impl age::Recipient for MetadataStanza<'_> {
         _file_key: &FileKey,
     ) -> Result<(Vec<Stanza>, HashSet<String>), age::EncryptError> {
         let m = self.0;
+        let args = match &m.store_id {
+            Some(store) => vec![
+                FORMAT_V2.to_string(),
+                store.clone(),
+                m.id.scope.to_tag(),
+                m.id.name.clone(),
+                m.recipients_fingerprint.clone(),
+                m.generation.to_string(),
+            ],
+            None => vec![
+                FORMAT_V1.to_string(),
+                m.id.scope.to_tag(),
+                m.id.name.clone(),
+                m.recipients_fingerprint.clone(),
+            ],
+        };
         Ok((
             vec![Stanza {
                 tag: STANZA_TAG.to_string(),
-                args: vec![
-                    FORMAT_VERSION.to_string(),
-                    m.id.scope.to_tag(),
-                    m.id.name.clone(),
-                    m.recipients_fingerprint.clone(),
-                ],
+                args,
                 body: Vec::new(),
             }],
             HashSet::new(),
@@ -314,28 +336,51 @@ fn parse_metadata(args: &[&str]) -> Result<Metadata, EnvelopeError> {
     let bad = |reason: &str| EnvelopeError::BadMetadata {
         reason: reason.to_string(),
     };
-    match args {
-        [version, scope, name, fingerprint] => {
-            if *version != FORMAT_VERSION {
-                return Err(bad(&format!(
-                    "unsupported version {version:?}; upgrade meshseal"
-                )));
+    let (store_id, scope, name, fingerprint, generation) = match args {
+        [v, scope, name, fingerprint] if *v == FORMAT_V1 => (None, scope, name, fingerprint, 0),
+        [v, store, scope, name, fingerprint, generation] if *v == FORMAT_V2 => {
+            if !crate::config::is_valid_store_id(store) {
+                return Err(bad("invalid store id"));
             }
-            let scope = Scope::from_tag(scope).ok_or_else(|| bad("invalid scope"))?;
-            validate_name(name).map_err(|_| bad("invalid name"))?;
-            if fingerprint.len() != 16 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad("invalid recipients fingerprint"));
-            }
-            Ok(Metadata {
-                id: SecretId {
-                    scope,
-                    name: name.to_string(),
-                },
-                recipients_fingerprint: fingerprint.to_string(),
-            })
+            // Decimal digits only: no sign, no leading zeros (one spelling
+            // per number, as the signature covers the spelling).
+            let canonical = !generation.is_empty()
+                && generation.bytes().all(|b| b.is_ascii_digit())
+                && (*generation == "0" || !generation.starts_with('0'));
+            let generation: u64 = generation
+                .parse()
+                .ok()
+                .filter(|_| canonical)
+                .ok_or_else(|| bad("invalid generation"))?;
+            (
+                Some(store.to_string()),
+                scope,
+                name,
+                fingerprint,
+                generation,
+            )
         }
-        _ => Err(bad("expected: version scope name fingerprint")),
+        [v, ..] if *v != FORMAT_V1 && *v != FORMAT_V2 => {
+            return Err(bad(&format!("unsupported version {v:?}; upgrade meshseal")))
+        }
+        _ => return Err(bad(
+            "expected: v1 scope name fingerprint, or v2 store scope name fingerprint generation",
+        )),
+    };
+    let scope = Scope::from_tag(scope).ok_or_else(|| bad("invalid scope"))?;
+    validate_name(name).map_err(|_| bad("invalid name"))?;
+    if fingerprint.len() != 16 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad("invalid recipients fingerprint"));
     }
+    Ok(Metadata {
+        id: SecretId {
+            scope,
+            name: name.to_string(),
+        },
+        recipients_fingerprint: fingerprint.to_string(),
+        store_id,
+        generation,
+    })
 }
 
 /// The decoded bytes of the header, up to and including the `---` line start.
@@ -388,6 +433,8 @@ mod tests {
         let meta = Metadata {
             id: SecretId::new(Scope::Mesh("pay".into()), "db").unwrap(),
             recipients_fingerprint: recipients.fingerprint(),
+            store_id: Some("0123456789abcdef".to_string()),
+            generation: 7,
         };
         (ids, recipients, meta)
     }
@@ -405,6 +452,40 @@ mod tests {
             decrypt(&ct, &ids, 4),
             Err(EnvelopeError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn v1_and_v2_stanzas_parse_and_bad_ones_are_refused() {
+        let v1 = parse_metadata(&["v1", "global", "g", "0123456789abcdef"]).unwrap();
+        assert_eq!((v1.store_id, v1.generation), (None, 0));
+        let v2 = parse_metadata(&[
+            "v2",
+            "0123456789abcdef",
+            "mesh:m",
+            "n",
+            "0123456789abcdef",
+            "12",
+        ])
+        .unwrap();
+        assert_eq!(
+            (v2.store_id.as_deref(), v2.generation),
+            (Some("0123456789abcdef"), 12)
+        );
+        for generation in ["", "-1", "+1", "01", "1x", "99999999999999999999"] {
+            assert!(parse_metadata(&[
+                "v2",
+                "0123456789abcdef",
+                "mesh:m",
+                "n",
+                "0123456789abcdef",
+                generation
+            ])
+            .is_err());
+        }
+        assert!(parse_metadata(&["v2", "ab", "mesh:m", "n", "0123456789abcdef", "1"]).is_err());
+        assert!(parse_metadata(&["v1", "0123456789abcdef", "mesh:m", "n", "x", "1"]).is_err());
+        let e = parse_metadata(&["v3", "global"]).unwrap_err();
+        assert!(e.to_string().contains("upgrade meshseal"), "{e}");
     }
 
     #[test]
@@ -448,6 +529,8 @@ mod tests {
         let meta = Metadata {
             id: SecretId::new(Scope::Global, "g").unwrap(),
             recipients_fingerprint: recipients.fingerprint(),
+            store_id: None,
+            generation: 0,
         };
         let ct = encrypt(b"plain", &recipients, &meta).unwrap();
         let mut dearmored = Vec::new();

@@ -16,7 +16,7 @@ use thiserror::Error;
 use crate::atomic;
 use crate::check::Source;
 use crate::problem::Diagnostic;
-use crate::scope::StorePath;
+use crate::scope::{Scope, ScopeFile, StorePath};
 use crate::store::{Entry, FileKind, StoreError};
 
 /// The line that marks a hook as meshseal's.
@@ -106,7 +106,7 @@ impl Diagnostic for HookError {
     }
 }
 
-fn git(root: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
+pub(crate) fn git(root: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
     let out = Command::new("git")
         .arg("-C")
         .arg(root)
@@ -178,16 +178,29 @@ impl Staged {
         let mut selected: BTreeSet<String> = changed.clone();
         let mut rekeyed_scopes = BTreeSet::new();
         let mut policy_meshes = BTreeSet::new();
+        // A secret is judged with its signature and its scope's signed
+        // files (SPEC 9); a change to any of those re-judges what it covers.
+        let scope_files = |scope: &Scope, selected: &mut BTreeSet<String>| {
+            for kind in [ScopeFile::Recipients, ScopeFile::Writers] {
+                selected.insert(path_string(&scope.file_path(kind)));
+                selected.insert(path_string(&scope.sig_path(kind)));
+            }
+        };
         for path in &changed {
             match StorePath::classify(Path::new(path)) {
-                StorePath::Secret(id) => {
-                    selected.insert(path_string(&id.scope.recipients_path()));
+                StorePath::Secret(id) | StorePath::SecretSig(id) => {
+                    selected.insert(path_string(&id.path()));
+                    selected.insert(path_string(&id.sig_path()));
+                    scope_files(&id.scope, &mut selected);
                     // Added or deleted secrets can make or break references.
                     if let Some(m) = id.scope.mesh_name() {
                         policy_meshes.insert(m.to_string());
                     }
                 }
-                StorePath::Recipients(scope) => {
+                StorePath::Recipients(scope)
+                | StorePath::Writers(scope)
+                | StorePath::ScopeSig(scope, _) => {
+                    scope_files(&scope, &mut selected);
                     rekeyed_scopes.insert(scope);
                 }
                 _ => {}
@@ -196,7 +209,9 @@ impl Staged {
         if !rekeyed_scopes.is_empty() || !policy_meshes.is_empty() {
             for path in index.keys() {
                 match StorePath::classify(Path::new(path)) {
-                    StorePath::Secret(id) if rekeyed_scopes.contains(&id.scope) => {
+                    StorePath::Secret(id) | StorePath::SecretSig(id)
+                        if rekeyed_scopes.contains(&id.scope) =>
+                    {
                         selected.insert(path.clone());
                     }
                     StorePath::Mesh(m) | StorePath::Policy { mesh: m, .. }
@@ -252,12 +267,79 @@ fn path_string(p: &Path) -> String {
         .join("/")
 }
 
+/// Every version that the history of `HEAD` (merges included) holds of the
+/// files below `pathspecs` (relative to `root`), as (path, blob id) pairs:
+/// what a rollback is judged against (SPEC 9). Empty when `root` is not in
+/// a work tree or has no commit yet.
+pub fn history_versions(
+    root: &Path,
+    pathspecs: &[PathBuf],
+) -> Result<Vec<(PathBuf, String)>, GitError> {
+    if pathspecs.is_empty() || !is_work_tree(root) {
+        return Ok(Vec::new());
+    }
+    if git(root, &["rev-parse", "--verify", "-q", "HEAD"]).is_err() {
+        return Ok(Vec::new());
+    }
+    let mut args: Vec<String> = [
+        "log",
+        "-m",
+        "--format=",
+        "--raw",
+        "-z",
+        "--no-abbrev",
+        "--no-renames",
+        "--relative",
+        "HEAD",
+        "--",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(pathspecs.iter().map(|p| path_string(p)));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = git(root, &args)?;
+    // -z --raw: ":old-mode new-mode old-sha new-sha status" NUL path NUL
+    let mut seen = BTreeSet::new();
+    let mut fields = out.split(|&b| b == 0).filter(|f| !f.is_empty());
+    while let Some(meta) = fields.next() {
+        let meta = std::str::from_utf8(meta).map_err(|_| GitError::Protocol("log"))?;
+        let meta = meta.trim_start_matches('\n');
+        let path = fields.next().ok_or(GitError::Protocol("log"))?;
+        let path = std::str::from_utf8(path).map_err(|_| GitError::Protocol("log"))?;
+        let parts: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
+        let [_, mode, _, new, _] = parts.as_slice() else {
+            return Err(GitError::Protocol("log"));
+        };
+        if new.bytes().all(|b| b == b'0') || !mode.starts_with("100") {
+            continue;
+        }
+        seen.insert((PathBuf::from(path), new.to_string()));
+    }
+    Ok(seen.into_iter().collect())
+}
+
+/// Reads the blobs of [`history_versions`], one `git cat-file` for all.
+pub fn read_versions(
+    root: &Path,
+    versions: &[(PathBuf, String)],
+) -> Result<Vec<(PathBuf, Vec<u8>)>, GitError> {
+    let blobs = cat_blobs_in_order(root, versions)?;
+    Ok(versions.iter().map(|(p, _)| p.clone()).zip(blobs).collect())
+}
+
 /// Reads blobs with one `git cat-file --batch` process.
 fn cat_blobs(
     root: &Path,
     wanted: &[(PathBuf, String)],
 ) -> Result<HashMap<PathBuf, Vec<u8>>, GitError> {
-    let mut blobs = HashMap::new();
+    let blobs = cat_blobs_in_order(root, wanted)?;
+    Ok(wanted.iter().map(|(p, _)| p.clone()).zip(blobs).collect())
+}
+
+/// The blobs of `wanted`, in its order, from one `git cat-file --batch`.
+fn cat_blobs_in_order(root: &Path, wanted: &[(PathBuf, String)]) -> Result<Vec<Vec<u8>>, GitError> {
+    let mut blobs = Vec::with_capacity(wanted.len());
     if wanted.is_empty() {
         return Ok(blobs);
     }
@@ -278,7 +360,7 @@ fn cat_blobs(
     });
     let mut out = BufReader::new(child.stdout.take().expect("piped"));
     let protocol = || GitError::Protocol("cat-file");
-    for (path, _) in wanted {
+    for _ in wanted {
         let mut header = String::new();
         out.read_line(&mut header).map_err(|_| protocol())?;
         let size: usize = header
@@ -290,7 +372,7 @@ fn cat_blobs(
         let mut body = vec![0; size + 1];
         out.read_exact(&mut body).map_err(|_| protocol())?;
         body.pop(); // the newline after each object
-        blobs.insert(path.clone(), body);
+        blobs.push(body);
     }
     let _ = writer.join();
     let _ = child.wait();
@@ -313,6 +395,21 @@ impl Source for Staged {
     }
     fn has_secret(&self, id: &crate::scope::SecretId) -> bool {
         self.indexed.contains(&path_string(&id.path()))
+    }
+    fn read_optional(&self, rel: &Path, limit: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.blobs.get(rel) {
+            Some(blob) if blob.len() > limit => Err(StoreError::TooLarge {
+                size: blob.len() as u64,
+                limit,
+            }),
+            Some(blob) => Ok(Some(blob.clone())),
+            // Staged, but not a regular file (a link): never read.
+            None if self.indexed.contains(&path_string(rel)) => Err(StoreError::NotRegular),
+            None => Ok(None),
+        }
+    }
+    fn is_staged(&self) -> bool {
+        true
     }
 }
 

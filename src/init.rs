@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::atomic;
-use crate::config::{Config, CONFIG_FILE};
+use crate::config::{new_store_id, Config, CONFIG_FILE};
 use crate::problem::Diagnostic;
 use crate::recipients::{add_to_text, Recipient, RecipientError};
 use crate::scope::{Scope, DEFAULT_MESH};
@@ -21,6 +21,9 @@ use crate::store::{OpenError, Store, WriteError};
 
 /// The `.gitattributes` line for secret files.
 pub const GITATTRIBUTES_LINE: &str = "*.age -text diff=meshseal";
+/// Signatures (SPEC 9) are armored text nobody needs to diff.
+pub const GITATTRIBUTES_SIG_LINE: &str = "*.sig -diff";
+const GITATTRIBUTES_LINES: [&str; 2] = [GITATTRIBUTES_LINE, GITATTRIBUTES_SIG_LINE];
 
 /// What `init` created (paths relative to the root).
 #[derive(Debug, Default)]
@@ -112,7 +115,11 @@ pub fn init(root: &Path, recipients: &[Recipient]) -> Result<(Store, InitReport)
     } else {
         let text = format!(
             "# meshseal store configuration\n{}",
-            toml::to_string(&Config::default()).expect("config serializes")
+            toml::to_string(&Config {
+                store_id: Some(new_store_id()),
+                ..Config::default()
+            })
+            .expect("config serializes")
         );
         atomic::write(&config_path, text.as_bytes(), 0o644).map_err(|e| io_err(CONFIG_FILE, e))?;
         report.created.push(CONFIG_FILE.to_string());
@@ -141,15 +148,22 @@ pub fn init(root: &Path, recipients: &[Recipient]) -> Result<(Store, InitReport)
         Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(io_err(".gitattributes", e)),
     };
-    if existing.lines().any(|l| l.trim() == GITATTRIBUTES_LINE) {
+    let missing: Vec<&str> = GITATTRIBUTES_LINES
+        .iter()
+        .copied()
+        .filter(|line| !existing.lines().any(|l| l.trim() == *line))
+        .collect();
+    if missing.is_empty() {
         report.kept.push(".gitattributes".to_string());
     } else {
         let mut text = existing;
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }
-        text.push_str(GITATTRIBUTES_LINE);
-        text.push('\n');
+        for line in missing {
+            text.push_str(line);
+            text.push('\n');
+        }
         atomic::write(&attributes, text.as_bytes(), 0o644)
             .map_err(|e| io_err(".gitattributes", e))?;
         report.created.push(".gitattributes".to_string());

@@ -44,3 +44,4 @@ pub mod signing;
 pub mod store;
 pub mod textconv;
 pub mod tokens;
+pub mod writers;

@@ -150,6 +150,24 @@ impl Scope {
         self.dir().join("recipients.txt")
     }
 
+    /// The scope's `writers.txt` relative to the store root (SPEC 9).
+    pub fn writers_path(&self) -> PathBuf {
+        self.dir().join("writers.txt")
+    }
+
+    /// One of the scope's signed files relative to the store root.
+    pub fn file_path(&self, file: ScopeFile) -> PathBuf {
+        match file {
+            ScopeFile::Recipients => self.recipients_path(),
+            ScopeFile::Writers => self.writers_path(),
+        }
+    }
+
+    /// The admin signature of one of the scope's files.
+    pub fn sig_path(&self, file: ScopeFile) -> PathBuf {
+        sig_path(&self.file_path(file))
+    }
+
     /// The scope's secrets folder relative to the store root.
     pub fn secrets_dir(&self) -> PathBuf {
         self.dir().join("secrets")
@@ -211,6 +229,11 @@ impl SecretId {
             .join(format!("{}.{SECRET_EXT}", self.name))
     }
 
+    /// The writer's signature of the secret's file: `<name>.age.sig`.
+    pub fn sig_path(&self) -> PathBuf {
+        sig_path(&self.path())
+    }
+
     /// Kuma's wording for the resource, as used in `resource not found` and
     /// `resource already exists` messages.
     pub fn kuma_ref(&self) -> String {
@@ -244,6 +267,12 @@ pub enum StorePath {
     },
     /// `global/recipients.txt` or `meshes/<m>/recipients.txt`.
     Recipients(Scope),
+    /// `…/secrets/<name>.age.sig`: a writer's signature of the secret (SPEC 9).
+    SecretSig(SecretId),
+    /// `writers.txt`: who may sign the scope's secrets.
+    Writers(Scope),
+    /// `recipients.txt.sig` or `writers.txt.sig`: an admin's signature.
+    ScopeSig(Scope, ScopeFile),
     /// `meshes/<m>/mesh.yaml` or `meshes/<m>/mesh.toml`.
     Mesh(String),
     /// `meshes/<m>/policies/<name>.yaml`, `.yml` or `.toml`.
@@ -257,6 +286,32 @@ pub enum StorePath {
     BadMeshDir(NameError),
     /// Anything else under `meshes/` or `global/`.
     Unexpected,
+}
+
+/// A scope's files that admins sign (SPEC 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ScopeFile {
+    /// `recipients.txt`: who can read the scope's secrets.
+    Recipients,
+    /// `writers.txt`: who may sign the scope's secrets.
+    Writers,
+}
+
+impl ScopeFile {
+    /// The word in the file's header line and in reason codes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeFile::Recipients => "recipients",
+            ScopeFile::Writers => "writers",
+        }
+    }
+}
+
+/// `<file>.sig`, the detached signature beside a file.
+pub fn sig_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_os_string();
+    name.push(".sig");
+    PathBuf::from(name)
 }
 
 /// Why a file in a `secrets/` folder is not a secret.
@@ -283,7 +338,7 @@ impl StorePath {
             None => return StorePath::Unexpected,
         };
         match parts.as_slice() {
-            ["global", "recipients.txt"] => StorePath::Recipients(Scope::Global),
+            ["global", file] => Self::scope_file(Scope::Global, file),
             ["global", "secrets", file] => Self::secret_file(Scope::Global, file),
             ["meshes", mesh, rest @ ..] if !rest.is_empty() => {
                 let scope = match Scope::mesh(mesh) {
@@ -291,7 +346,8 @@ impl StorePath {
                     Err(e) => return StorePath::BadMeshDir(e),
                 };
                 match rest {
-                    ["recipients.txt"] => StorePath::Recipients(scope),
+                    [file @ ("recipients.txt" | "writers.txt" | "recipients.txt.sig"
+                    | "writers.txt.sig")] => Self::scope_file(scope, file),
                     ["mesh.yaml" | "mesh.toml"] => StorePath::Mesh(mesh.to_string()),
                     ["secrets", file] => Self::secret_file(scope, file),
                     ["policies", file] => match [".yaml", ".yml", ".toml"]
@@ -311,7 +367,22 @@ impl StorePath {
         }
     }
 
+    fn scope_file(scope: Scope, file: &str) -> StorePath {
+        match file {
+            "recipients.txt" => StorePath::Recipients(scope),
+            "writers.txt" => StorePath::Writers(scope),
+            "recipients.txt.sig" => StorePath::ScopeSig(scope, ScopeFile::Recipients),
+            "writers.txt.sig" => StorePath::ScopeSig(scope, ScopeFile::Writers),
+            _ => StorePath::Unexpected,
+        }
+    }
+
     fn secret_file(scope: Scope, file: &str) -> StorePath {
+        if let Some(stem) = file.strip_suffix(".age.sig") {
+            if let Ok(id) = SecretId::new(scope.clone(), stem) {
+                return StorePath::SecretSig(id);
+            }
+        }
         let Some(stem) = file.strip_suffix(".age") else {
             return StorePath::StraySecret {
                 scope,
@@ -411,9 +482,35 @@ mod tests {
     #[test]
     fn paths_round_trip() {
         let id = SecretId::new(Scope::Mesh("pay".into()), "db").unwrap();
-        assert_eq!(StorePath::classify(&id.path()), StorePath::Secret(id));
+        assert_eq!(
+            StorePath::classify(&id.path()),
+            StorePath::Secret(id.clone())
+        );
         assert_eq!(Scope::from_tag("mesh:pay"), Some(Scope::Mesh("pay".into())));
         assert_eq!(Scope::from_tag("global"), Some(Scope::Global));
         assert_eq!(Scope::from_tag("mesh:.."), None);
+        assert_eq!(
+            StorePath::classify(&id.sig_path()),
+            StorePath::SecretSig(id.clone())
+        );
+        let scope = Scope::Mesh("pay".into());
+        assert_eq!(
+            StorePath::classify(&scope.writers_path()),
+            StorePath::Writers(scope.clone())
+        );
+        for file in [ScopeFile::Recipients, ScopeFile::Writers] {
+            assert_eq!(
+                StorePath::classify(&scope.sig_path(file)),
+                StorePath::ScopeSig(scope.clone(), file)
+            );
+            assert_eq!(
+                StorePath::classify(&Scope::Global.sig_path(file)),
+                StorePath::ScopeSig(Scope::Global, file)
+            );
+        }
+        assert_eq!(
+            StorePath::classify(Path::new("global/other.txt")),
+            StorePath::Unexpected
+        );
     }
 }

@@ -68,6 +68,8 @@ pub fn ciphertext(key: &Key, i: usize, version: u64) -> Vec<u8> {
     let metadata = Metadata {
         id,
         recipients_fingerprint: key.recipients.fingerprint(),
+        store_id: None,
+        generation: 0,
     };
     envelope::encrypt(doc.to_toml().as_bytes(), &key.recipients, &metadata).expect("encrypt")
 }

@@ -439,6 +439,50 @@ pub enum WriteError {
         #[source]
         source: io::Error,
     },
+    /// With a trust root, the scope's `recipients.txt` does not verify: a
+    /// pusher may have added their key (SPEC 9).
+    #[error("refusing to encrypt: {source}")]
+    Untrusted {
+        /// The file that would have been written.
+        file: PathBuf,
+        /// Why the recipients are not trusted.
+        #[source]
+        source: crate::writers::Refusal,
+    },
+    /// `meshseal.toml` says `signatures = "required"` and no sign key was given.
+    #[error("meshseal.toml requires signatures, and no sign key was given")]
+    SignKeyRequired {
+        /// The file that would have been written.
+        file: PathBuf,
+    },
+    /// The sign key could not sign.
+    #[error("{source}")]
+    Sign {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::signing::SignError,
+    },
+    /// A scope file may only be signed by an admin of the trust root.
+    #[error("the sign key {fingerprint} is not an admin in the trust root {}", .trust.display())]
+    NotAnAdmin {
+        /// The scope file.
+        file: PathBuf,
+        /// The sign key.
+        fingerprint: ssh_key::Fingerprint,
+        /// The trust root.
+        trust: PathBuf,
+    },
+    /// The path's generations could not be read from git.
+    #[error("cannot read the file's history: {source}")]
+    History {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::git::GitError,
+    },
 }
 
 impl Diagnostic for WriteError {
@@ -448,6 +492,11 @@ impl Diagnostic for WriteError {
             WriteError::Refused { source, .. } => source.code(),
             WriteError::Encrypt { source, .. } => source.code(),
             WriteError::Io { .. } | WriteError::Batch { .. } => "io",
+            WriteError::Untrusted { source, .. } => source.code(),
+            WriteError::SignKeyRequired { .. } => "sign-key-required",
+            WriteError::Sign { source, .. } => source.code(),
+            WriteError::NotAnAdmin { .. } => "not-an-admin",
+            WriteError::History { source, .. } => source.code(),
         }
     }
 
@@ -457,6 +506,17 @@ impl Diagnostic for WriteError {
             WriteError::Refused { source, .. } => source.hint(),
             WriteError::Encrypt { source, .. } => source.hint(),
             WriteError::Io { .. } | WriteError::Batch { .. } => None,
+            WriteError::Untrusted { source, .. } => source.hint(),
+            WriteError::SignKeyRequired { .. } => Some(
+                "give your writer key: `meshseal -S ~/.ssh/id_ed25519 ...` or MESHSEAL_SIGN_KEY"
+                    .to_string(),
+            ),
+            WriteError::Sign { source, .. } => source.hint(),
+            WriteError::NotAnAdmin { .. } => Some(
+                "scope files are signed by admins: use a key listed in the trust root, or leave out -S to write the file unsigned"
+                    .to_string(),
+            ),
+            WriteError::History { source, .. } => source.hint(),
         }
     }
 
@@ -473,7 +533,12 @@ impl Diagnostic for WriteError {
             WriteError::Refused { file, .. }
             | WriteError::Encrypt { file, .. }
             | WriteError::Batch { file, .. }
-            | WriteError::Io { file, .. } => Some(file),
+            | WriteError::Io { file, .. }
+            | WriteError::Untrusted { file, .. }
+            | WriteError::SignKeyRequired { file }
+            | WriteError::Sign { file, .. }
+            | WriteError::NotAnAdmin { file, .. }
+            | WriteError::History { file, .. } => Some(file),
         }
     }
 }

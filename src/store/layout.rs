@@ -73,7 +73,7 @@ impl Diagnostic for LayoutError {
                 "rename the secret: file names are the secret's name plus .age".to_string(),
             ),
             LayoutError::BadMeshDir(e) => e.hint(),
-            LayoutError::Unexpected => Some("meshes/<mesh>/ holds recipients.txt, mesh.yaml or mesh.toml, secrets/*.age and policies/*.yaml|*.yml|*.toml; global/ holds recipients.txt and secrets/*.age".to_string()),
+            LayoutError::Unexpected => Some("meshes/<mesh>/ holds recipients.txt[.sig], writers.txt[.sig], mesh.yaml or mesh.toml, secrets/*.age[.sig] and policies/*.yaml|*.yml|*.toml; global/ holds recipients.txt[.sig], writers.txt[.sig] and secrets/*.age[.sig]".to_string()),
             LayoutError::InterruptedWrite => Some(
                 "delete it; the next meshseal command that writes to this folder removes it too"
                     .to_string(),

@@ -81,6 +81,18 @@ pub struct Loaded {
     pub file_sha256: [u8; 32],
 }
 
+/// Who writes (SPEC 9): the sign key and the trust root that a writing
+/// command runs with. Every write of a store opened with one signs what it
+/// writes (secrets as a writer, scope files as an admin) and, with a trust
+/// root, refuses to encrypt to a `recipients.txt` that does not verify.
+#[derive(Debug, Default)]
+pub struct Signing {
+    /// The sign key (`-S`), if any: without one, files are written unsigned.
+    pub signer: Option<crate::signing::Signer>,
+    /// The trust root (`--trust`), if any.
+    pub trust: Option<crate::signing::TrustRoot>,
+}
+
 /// A store rooted at a directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -88,6 +100,8 @@ pub struct Store {
     config: Config,
     /// Reads below the root (shared by clones: it holds the root's handle).
     files: Arc<Confined>,
+    /// Who writes; unsigned and unverified by default.
+    signing: Arc<Signing>,
 }
 
 impl Store {
@@ -118,6 +132,7 @@ impl Store {
             files: Arc::new(Confined::new(root.clone())),
             root,
             config: Config::default(),
+            signing: Arc::new(Signing::default()),
         };
         let file = PathBuf::from(CONFIG_FILE);
         match store.read_text(&file) {
@@ -129,6 +144,60 @@ impl Store {
             Err(source) => return Err(OpenError::ReadConfig { file, source }),
         }
         Ok(store)
+    }
+
+    /// The store, writing as `signing` says. With a sign key, a store that
+    /// has no `store_id` yet gets one (written to `meshseal.toml`), so that
+    /// what is signed is bound to this store.
+    pub fn with_signing(mut self, signing: Signing) -> Result<Store, WriteError> {
+        if signing.signer.is_some() && self.config.store_id.is_none() {
+            self.adopt_store_id()?;
+        }
+        self.signing = Arc::new(signing);
+        Ok(self)
+    }
+
+    /// Who writes.
+    pub fn signing(&self) -> &Signing {
+        &self.signing
+    }
+
+    /// A verifier for this store under the trust root it was opened with,
+    /// with no scope loaded.
+    pub fn verifier(&self) -> Option<crate::writers::Verifier> {
+        self.signing
+            .trust
+            .as_ref()
+            .map(|t| crate::writers::Verifier::new(t, &self.config))
+    }
+
+    /// Gives the store a `store_id`, keeping the rest of `meshseal.toml` as
+    /// it is (the key goes before the first table).
+    fn adopt_store_id(&mut self) -> Result<(), WriteError> {
+        let file = PathBuf::from(CONFIG_FILE);
+        let text = match self.read_text(&file) {
+            Ok(t) => t,
+            Err(e) if e.is_not_found() => String::new(),
+            Err(source) => return Err(WriteError::Refused { file, source }),
+        };
+        let id = crate::config::new_store_id();
+        let line = format!("store_id = \"{id}\"\n");
+        let at = text
+            .match_indices('\n')
+            .map(|(i, _)| i + 1)
+            .chain(std::iter::once(0))
+            .filter(|&i| text[i..].trim_start().starts_with('['))
+            .min();
+        let new = match at {
+            Some(i) => format!("{}{line}{}", &text[..i], &text[i..]),
+            None if text.is_empty() || text.ends_with('\n') => format!("{text}{line}"),
+            None => format!("{text}\n{line}"),
+        };
+        self.ensure_no_symlinks(&file)?;
+        crate::atomic::write(&self.root.join(&file), new.as_bytes(), SECRET_MODE)
+            .map_err(|source| WriteError::Io { file, source })?;
+        self.config.store_id = Some(id);
+        Ok(())
     }
 
     /// The root directory.

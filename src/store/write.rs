@@ -2,17 +2,22 @@
 //! file, a removal. Every write is atomic (see [`crate::atomic`]) and
 //! refuses to go through a symlink.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
 use crate::atomic;
+use crate::config::Signatures;
 use crate::document::Document;
 use crate::envelope::{self, Metadata};
 use crate::identity::Identities;
 use crate::recipients::RecipientSet;
-use crate::scope::{Scope, SecretId};
+use crate::scope::{Scope, ScopeFile, SecretId};
+use crate::signing::Namespace;
+use crate::writers::header::{self, ScopeHeader};
+use crate::writers::{history, Verifier};
 
 use super::{RecipientsError, Store, StoreError, WriteError, WriteOutcome, SECRET_MODE};
 
@@ -48,17 +53,196 @@ impl Store {
         }
     }
 
-    /// Replaces a scope's recipients file atomically.
+    /// Replaces a scope's recipients file atomically (see
+    /// [`Store::write_scope_file`]).
     pub fn write_recipients(&self, scope: &Scope, text: &str) -> Result<(), WriteError> {
-        let file = scope.recipients_path();
-        self.ensure_no_symlinks(&file)?;
-        atomic::write(&self.root.join(&file), text.as_bytes(), SECRET_MODE)
-            .map_err(|source| WriteError::Io { file, source })
+        self.write_scope_file(scope, ScopeFile::Recipients, text)
     }
 
-    /// Encrypts a document to its scope's recipients and writes it atomically.
-    /// With identities, an existing file that already holds the same document
-    /// for the same recipients is left untouched.
+    /// Replaces a scope file (`recipients.txt`, `writers.txt`) atomically.
+    /// In a store with a `store_id` its first line becomes the header that
+    /// binds it (SPEC 9) with the next generation; with a sign key it is
+    /// signed as an admin (`<file>.sig`), else a `.sig` left from before is
+    /// removed, since it no longer covers the file.
+    pub fn write_scope_file(
+        &self,
+        scope: &Scope,
+        kind: ScopeFile,
+        text: &str,
+    ) -> Result<(), WriteError> {
+        let file = scope.file_path(kind);
+        let sig_file = scope.sig_path(kind);
+        self.ensure_no_symlinks(&file)?;
+        self.ensure_no_symlinks(&sig_file)?;
+        let text = match &self.config.store_id {
+            Some(store_id) => {
+                let generation = self.next_generations(std::slice::from_ref(&file))?[&file];
+                header::with_header(
+                    text,
+                    &ScopeHeader {
+                        file: kind,
+                        store_id: store_id.clone(),
+                        scope: scope.clone(),
+                        generation,
+                    },
+                )
+            }
+            None => text.to_string(),
+        };
+        let sig = match &self.signing.signer {
+            Some(signer) => {
+                if let Some(trust) = &self.signing.trust {
+                    let admin = trust.signers().authorize(
+                        signer.public_key().key_data(),
+                        None,
+                        crate::signing::SCOPE_NAMESPACE,
+                        crate::signing::now(),
+                    );
+                    if admin.is_err() {
+                        return Err(WriteError::NotAnAdmin {
+                            file,
+                            fingerprint: signer.fingerprint(),
+                            trust: trust.path().to_path_buf(),
+                        });
+                    }
+                }
+                Some(
+                    signer
+                        .sign(Namespace::Scope, text.as_bytes())
+                        .map_err(|source| WriteError::Sign {
+                            file: file.clone(),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        atomic::write(&self.root.join(&file), text.as_bytes(), SECRET_MODE)
+            .map_err(|source| WriteError::Io { file, source })?;
+        self.write_or_drop_sig(&sig_file, sig.as_deref())
+    }
+
+    /// Writes a signature beside its file, or removes one that no longer
+    /// covers it.
+    fn write_or_drop_sig(&self, sig_file: &Path, sig: Option<&str>) -> Result<(), WriteError> {
+        let path = self.root.join(sig_file);
+        let io = |source| WriteError::Io {
+            file: sig_file.to_path_buf(),
+            source,
+        };
+        match sig {
+            Some(sig) => atomic::write(&path, sig.as_bytes(), SECRET_MODE).map_err(io),
+            None if fs::symlink_metadata(&path).is_ok() => atomic::remove(&path).map_err(io),
+            None => Ok(()),
+        }
+    }
+
+    /// The generation each file's next write gets: one more than the
+    /// highest it has had, on disk, at `HEAD` and in the git history
+    /// (SPEC 9). Without a `store_id` nothing is numbered (v1): all 0.
+    pub fn next_generations(
+        &self,
+        files: &[PathBuf],
+    ) -> Result<BTreeMap<PathBuf, u64>, WriteError> {
+        let mut next: BTreeMap<PathBuf, u64> = files.iter().map(|f| (f.clone(), 0)).collect();
+        if self.config.store_id.is_none() || files.is_empty() {
+            return Ok(next);
+        }
+        // Few files: ask git about them; many: about their folders.
+        let pathspecs: Vec<PathBuf> = if files.len() <= 64 {
+            files.to_vec()
+        } else {
+            let dirs: std::collections::BTreeSet<PathBuf> = files
+                .iter()
+                .filter_map(|f| f.parent().map(Path::to_path_buf))
+                .collect();
+            dirs.into_iter().collect()
+        };
+        let seen =
+            history::from_git(&self.root, &pathspecs).map_err(|source| WriteError::History {
+                file: files[0].clone(),
+                source,
+            })?;
+        for (file, generation) in next.iter_mut() {
+            let on_disk = self
+                .read_file(file, self.config.max_file_bytes())
+                .map_or(0, |bytes| history::generation_of_file(file, &bytes));
+            let in_git = seen.get(file).map_or(0, |s| s.generation);
+            *generation = on_disk.max(in_git) + 1;
+        }
+        Ok(next)
+    }
+
+    /// The checks every secret write makes first: with a trust root, the
+    /// scope's recipients must verify; with `signatures = "required"`, a
+    /// sign key must be given.
+    fn may_write(&self, scope: &Scope, verifier: Option<&Verifier>) -> Result<(), WriteError> {
+        let file = scope.recipients_path();
+        if let Some(verifier) = verifier {
+            verifier
+                .recipients_trusted(scope)
+                .map_err(|source| WriteError::Untrusted {
+                    file: file.clone(),
+                    source,
+                })?;
+        }
+        if self.config.signatures == Signatures::Required && self.signing.signer.is_none() {
+            return Err(WriteError::SignKeyRequired { file });
+        }
+        Ok(())
+    }
+
+    /// A verifier with the scopes of `scopes` loaded, when there is a
+    /// trust root.
+    fn write_verifier<'a>(&self, scopes: impl Iterator<Item = &'a Scope>) -> Option<Verifier> {
+        let mut verifier = self.verifier()?;
+        let read = |rel: &Path| match self.read_file(rel, super::MAX_TEXT_FILE_BYTES) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        };
+        let scopes: std::collections::BTreeSet<&Scope> = scopes.collect();
+        for scope in scopes {
+            verifier.load_scope(scope, &read);
+        }
+        Some(verifier)
+    }
+
+    /// Encrypts `doc` as generation `generation` and signs it with the sign
+    /// key, if any.
+    fn seal(
+        &self,
+        doc: &Document,
+        recipients: &RecipientSet,
+        generation: u64,
+    ) -> Result<(Vec<u8>, Option<String>), WriteError> {
+        let file = doc.id.path();
+        let metadata = Metadata {
+            id: doc.id.clone(),
+            recipients_fingerprint: recipients.fingerprint(),
+            store_id: self.config.store_id.clone(),
+            generation,
+        };
+        let ciphertext = envelope::encrypt(doc.to_toml().as_bytes(), recipients, &metadata)
+            .map_err(|source| WriteError::Encrypt {
+                file: file.clone(),
+                source,
+            })?;
+        let sig = match &self.signing.signer {
+            Some(signer) => Some(
+                signer
+                    .sign(Namespace::Secret, &ciphertext)
+                    .map_err(|source| WriteError::Sign { file, source })?,
+            ),
+            None => None,
+        };
+        Ok((ciphertext, sig))
+    }
+
+    /// Encrypts a document to its scope's recipients and writes it atomically,
+    /// signed with the sign key if there is one. With identities, an
+    /// existing file that already holds the same document for the same
+    /// recipients is left untouched.
     pub fn put(
         &self,
         doc: &Document,
@@ -73,33 +257,26 @@ impl Store {
                 file: id.scope.recipients_path(),
                 source,
             })?;
-        let fingerprint = recipients.fingerprint();
-        let outcome = self.outcome_of(doc, &fingerprint, identities);
+        let verifier = self.write_verifier(std::iter::once(&id.scope));
+        self.may_write(&id.scope, verifier.as_ref())?;
+        let outcome = self.outcome_of(doc, &recipients.fingerprint(), identities);
         if outcome == WriteOutcome::Unchanged {
             return Ok(WriteOutcome::Unchanged);
         }
-        let metadata = Metadata {
-            id: id.clone(),
-            recipients_fingerprint: fingerprint,
-        };
-        let plaintext = doc.to_toml();
-        let ciphertext =
-            envelope::encrypt(plaintext.as_bytes(), &recipients, &metadata).map_err(|source| {
-                WriteError::Encrypt {
-                    file: file.clone(),
-                    source,
-                }
-            })?;
+        let generation = self.next_generations(std::slice::from_ref(&file))?[&file];
+        let (ciphertext, sig) = self.seal(doc, &recipients, generation)?;
         self.check_writable(id)?;
+        self.ensure_no_symlinks(&id.sig_path())?;
         atomic::write(&self.root.join(&file), &ciphertext, SECRET_MODE)
             .map_err(|source| WriteError::Io { file, source })?;
+        self.write_or_drop_sig(&id.sig_path(), sig.as_deref())?;
         Ok(outcome)
     }
 
     /// Writes many documents as one batch: each scope's recipients read
     /// once, unchanged files (same document, same recipients) left alone,
-    /// encryption in parallel, and every file made durable with one flush
-    /// of the file system rather than two `fsync`s each (see
+    /// encryption (and signing) in parallel, and every file made durable
+    /// with one flush of the file system rather than two `fsync`s each (see
     /// [`atomic::write_batch`]). Every check and every encryption happens
     /// before the first file is replaced: a refusal, a missing recipients
     /// file or a full disk while staging leaves the store unchanged.
@@ -108,8 +285,8 @@ impl Store {
         docs: &[Document],
         identities: Option<&Identities>,
     ) -> Result<Vec<WriteOutcome>, WriteError> {
-        let mut recipients: std::collections::BTreeMap<&Scope, RecipientSet> =
-            std::collections::BTreeMap::new();
+        let mut recipients: BTreeMap<&Scope, RecipientSet> = BTreeMap::new();
+        let verifier = self.write_verifier(docs.iter().map(|d| &d.id.scope));
         for doc in docs {
             let scope = &doc.id.scope;
             if !recipients.contains_key(scope) {
@@ -119,41 +296,43 @@ impl Store {
                         file: scope.recipients_path(),
                         source,
                     })?;
+                self.may_write(scope, verifier.as_ref())?;
                 recipients.insert(scope, set);
             }
             self.check_writable(&doc.id)?;
+            self.ensure_no_symlinks(&doc.id.sig_path())?;
         }
+        let files: Vec<PathBuf> = docs.iter().map(|d| d.id.path()).collect();
+        let generations = self.next_generations(&files)?;
         // Decide and encrypt in parallel: X25519 per file is the cost. Each
-        // is its outcome and, unless unchanged, the new ciphertext.
-        type Planned = Result<(WriteOutcome, Option<Vec<u8>>), WriteError>;
+        // is its outcome and, unless unchanged, the new ciphertext and
+        // signature.
+        type Sealed = (Vec<u8>, Option<String>);
+        type Planned = Result<(WriteOutcome, Option<Sealed>), WriteError>;
         let planned: Vec<Planned> = docs
             .par_iter()
-            .map(|doc| {
+            .zip(&files)
+            .map(|(doc, file)| {
                 let set = &recipients[&doc.id.scope];
-                let fingerprint = set.fingerprint();
-                let outcome = self.outcome_of(doc, &fingerprint, identities);
+                let outcome = self.outcome_of(doc, &set.fingerprint(), identities);
                 if outcome == WriteOutcome::Unchanged {
                     return Ok((WriteOutcome::Unchanged, None));
                 }
-                let metadata = Metadata {
-                    id: doc.id.clone(),
-                    recipients_fingerprint: fingerprint,
-                };
-                let ciphertext = envelope::encrypt(doc.to_toml().as_bytes(), set, &metadata)
-                    .map_err(|source| WriteError::Encrypt {
-                        file: doc.id.path(),
-                        source,
-                    })?;
-                Ok((outcome, Some(ciphertext)))
+                Ok((outcome, Some(self.seal(doc, set, generations[file])?)))
             })
             .collect();
         let mut outcomes = Vec::with_capacity(docs.len());
-        let mut writes = Vec::new();
+        let mut writes: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        let mut unsigned = Vec::new();
         for (doc, planned) in docs.iter().zip(planned) {
-            let (outcome, ciphertext) = planned?;
+            let (outcome, sealed) = planned?;
             outcomes.push(outcome);
-            if let Some(c) = ciphertext {
-                writes.push((self.root.join(doc.id.path()), c));
+            if let Some((ciphertext, sig)) = sealed {
+                writes.push((self.root.join(doc.id.path()), ciphertext));
+                match sig {
+                    Some(sig) => writes.push((self.root.join(doc.id.sig_path()), sig.into_bytes())),
+                    None => unsigned.push(doc.id.sig_path()),
+                }
             }
         }
         let items: Vec<(PathBuf, &[u8])> = writes
@@ -169,6 +348,9 @@ impl Store {
             renamed: e.renamed,
             source: e.source,
         })?;
+        for sig_file in unsigned {
+            self.write_or_drop_sig(&sig_file, None)?;
+        }
         Ok(outcomes)
     }
 
@@ -182,7 +364,9 @@ impl Store {
             });
         }
         self.ensure_no_symlinks(&file)?;
-        atomic::remove(&self.root.join(&file)).map_err(|source| WriteError::Io { file, source })
+        self.ensure_no_symlinks(&id.sig_path())?;
+        atomic::remove(&self.root.join(&file)).map_err(|source| WriteError::Io { file, source })?;
+        self.write_or_drop_sig(&id.sig_path(), None)
     }
 
     /// Refuses a secret path that a write would follow out of the store: a
@@ -200,7 +384,7 @@ impl Store {
     }
 
     /// Refuses to write through a symlinked folder (or onto a symlink).
-    fn ensure_no_symlinks(&self, rel: &Path) -> Result<(), WriteError> {
+    pub(super) fn ensure_no_symlinks(&self, rel: &Path) -> Result<(), WriteError> {
         let mut path = self.root.clone();
         for c in rel.components() {
             path.push(c);
