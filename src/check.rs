@@ -19,7 +19,7 @@ use crate::identity::Identities;
 use crate::policy::{Policy, PolicyError, Presence};
 use crate::problem::{Diagnostic, Problem};
 use crate::recipients::{RecipientError, RecipientSet};
-use crate::scope::{Scope, SecretId, StorePath};
+use crate::scope::{Scope, ScopeFile, SecretId, StorePath};
 use sha2::{Digest, Sha256};
 
 use crate::signing::sshsig::MAX_SIGNATURE_BYTES;
@@ -474,9 +474,18 @@ fn signatures(
         }
     };
     for entry in entries {
-        let (StorePath::Recipients(_) | StorePath::Writers(_)) = &entry.what else {
-            continue;
+        // A file that does not verify is reported as such; only a signed
+        // one can be a rollback.
+        let trusted = match &entry.what {
+            StorePath::Recipients(scope) => {
+                verifier.scope_file_trusted(scope, ScopeFile::Recipients)
+            }
+            StorePath::Writers(scope) => verifier.scope_file_trusted(scope, ScopeFile::Writers),
+            _ => false,
         };
+        if !trusted {
+            continue;
+        }
         let (Some(seen), Ok(bytes)) = (
             seen.get(&entry.rel),
             source.read(entry, MAX_TEXT_FILE_BYTES),

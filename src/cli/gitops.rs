@@ -21,7 +21,7 @@ pub(super) fn cmd_check(
     no_decrypt: bool,
     staged: bool,
 ) -> Result<Exit> {
-    let store = ctx.store()?;
+    let store = ctx.verifying_store()?;
     let identities = if no_decrypt {
         None
     } else {
@@ -65,6 +65,16 @@ pub(super) fn cmd_check(
             } else {
                 "without a key: contents not verified".to_string()
             };
+            match report.signatures {
+                check::Signatures::Verified => {}
+                check::Signatures::NotVerified => eprintln!(
+                    "note: signatures are not verified: no trust root (--trust FILE, $MESHSEAL_TRUST or {})",
+                    default_trust_path()
+                ),
+                check::Signatures::Unsigned => eprintln!(
+                    "note: this store is unsigned: anyone who can push can change its secrets (see docs/writers.md)"
+                ),
+            }
             if report.problems.is_empty() {
                 say!("ok: {} secret(s) checked ({mode})", report.secrets);
             } else {
@@ -77,6 +87,13 @@ pub(super) fn cmd_check(
         }
     }
     Ok(Exit::from_problems(&report.problems))
+}
+
+fn default_trust_path() -> String {
+    meshseal::signing::trust::default_path().map_or_else(
+        || "<config dir>/meshseal/trust.txt".to_string(),
+        |p| p.display().to_string(),
+    )
 }
 
 pub(super) fn current_exe() -> Result<PathBuf> {
@@ -111,6 +128,8 @@ pub(super) fn cmd_hook_run(ctx: &Context) -> Result<Exit> {
         let store_ctx = Context {
             repo: store,
             identity_paths: ctx.identity_paths.clone(),
+            sign_key: None,
+            trust: ctx.trust.clone(),
         };
         let code = cmd_check(&store_ctx, &[], CheckFormat::Table, false, true)?;
         if code != Exit::Success {

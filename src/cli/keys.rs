@@ -62,7 +62,7 @@ pub(super) fn cmd_keygen(output: Option<PathBuf>) -> Result<Exit> {
 }
 
 pub(super) fn cmd_recipients(ctx: &Context, cmd: RecipientsCommand) -> Result<Exit> {
-    let store = ctx.store()?;
+    let store = ctx.writing_store()?;
     match cmd {
         RecipientsCommand::List { scope } => {
             let scope = scope_of(&scope)?;
@@ -156,7 +156,7 @@ pub(super) fn cmd_rekey(
     all: bool,
     force: bool,
 ) -> Result<Exit> {
-    let store = ctx.store()?;
+    let store = ctx.writing_store()?;
     let selection = if all {
         rekey::Selection::All
     } else if global {

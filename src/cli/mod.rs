@@ -10,6 +10,7 @@ mod keys;
 mod output;
 mod secrets;
 mod watch;
+mod writers;
 
 use gitops::{cmd_check, cmd_hook_install, cmd_textconv};
 use keys::{cmd_init, cmd_keygen, cmd_recipients, cmd_rekey};
@@ -25,7 +26,9 @@ use meshseal::identity::{self, Identities, IdentityError, IDENTITY_ENV};
 use meshseal::problem::Problem;
 use meshseal::recipients::Recipient;
 use meshseal::scope::{Scope, SecretId};
-use meshseal::store::Store;
+use meshseal::signing::signer::sign_key_path;
+use meshseal::signing::{Signer, TrustRoot};
+use meshseal::store::{Signing, Store};
 
 use args::{Cli, Command, HookCommand, MtlsCommand};
 use exit::{Exit, Failure};
@@ -53,11 +56,48 @@ type Result<T> = std::result::Result<T, Problem>;
 struct Context {
     repo: PathBuf,
     identity_paths: Vec<PathBuf>,
+    sign_key: Option<PathBuf>,
+    trust: Option<PathBuf>,
 }
 
 impl Context {
+    /// The store, for commands that only read it.
     fn store(&self) -> Result<Store> {
         Ok(Store::open(&self.repo)?)
+    }
+
+    /// The trust root: --trust, $MESHSEAL_TRUST or the config-dir default.
+    fn trust(&self) -> Result<Option<TrustRoot>> {
+        Ok(TrustRoot::locate(self.trust.as_deref())?)
+    }
+
+    /// The sign key: -S, else $MESHSEAL_SIGN_KEY.
+    fn signer(&self) -> Result<Option<Signer>> {
+        match sign_key_path(self.sign_key.as_deref()) {
+            Some(path) => Ok(Some(Signer::load(&path)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The store, for commands that write: signed with the sign key, and
+    /// refusing untrusted recipients under a trust root (SPEC 9).
+    fn writing_store(&self) -> Result<Store> {
+        self.open_signing(Signing {
+            signer: self.signer()?,
+            trust: self.trust()?,
+        })
+    }
+
+    /// The store, for commands that verify (check, the hook, the watcher).
+    fn verifying_store(&self) -> Result<Store> {
+        self.open_signing(Signing {
+            signer: None,
+            trust: self.trust()?,
+        })
+    }
+
+    fn open_signing(&self, signing: Signing) -> Result<Store> {
+        Ok(Store::open(&self.repo)?.with_signing(signing)?)
     }
 
     /// The identity files to use: -i, else $MESHSEAL_IDENTITY, else the
@@ -100,11 +140,15 @@ fn run(cli: Cli) -> std::result::Result<Exit, Failure> {
     let ctx = Context {
         repo: cli.repo,
         identity_paths: cli.identity,
+        sign_key: cli.sign_key,
+        trust: cli.trust,
     };
     let exit = match cli.command {
         Command::Init { recipients } => cmd_init(&ctx, &recipients),
         Command::Keygen { output } => cmd_keygen(output),
         Command::Recipients(cmd) => cmd_recipients(&ctx, cmd),
+        Command::Writers(cmd) => writers::cmd_writers(&ctx, cmd),
+        Command::Sign { mesh, global, all } => writers::cmd_sign(&ctx, mesh, global, all),
         Command::Create(cmd) => cmd_create(&ctx, cmd),
         Command::Apply { file, dry_run } => cmd_apply(&ctx, &file, dry_run),
         Command::Get(cmd) => cmd_get(&ctx, cmd.try_into()?),

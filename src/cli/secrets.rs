@@ -87,7 +87,7 @@ pub(super) fn read_limited(reader: impl Read, limit: usize) -> io::Result<Zeroiz
 }
 
 pub(super) fn cmd_create(ctx: &Context, cmd: CreateCommand) -> Result<Exit> {
-    let store = ctx.store()?;
+    let store = ctx.writing_store()?;
     let (id, value) = match cmd {
         CreateCommand::Secret { name, mesh, value } => {
             (secret_id(mesh_scope(&mesh)?, &name)?, value)
@@ -107,7 +107,7 @@ pub(super) fn cmd_create(ctx: &Context, cmd: CreateCommand) -> Result<Exit> {
 }
 
 pub(super) fn cmd_apply(ctx: &Context, file: &str, dry_run: bool) -> Result<Exit> {
-    let store = ctx.store()?;
+    let store = ctx.writing_store()?;
     let input = Path::new(if file == "-" { STDIN } else { file });
     let limit = apply::input_limit(store.config());
     let text = if file == "-" {
@@ -132,13 +132,26 @@ pub(super) fn cmd_apply(ctx: &Context, file: &str, dry_run: bool) -> Result<Exit
     };
     let identities = ctx.optional_identities()?;
     let applied = if dry_run {
-        plan.preview(&store, identities.as_ref())
+        plan.preview_all(&store, identities.as_ref())
     } else {
-        plan.write(&store, identities.as_ref())?
+        plan.write_all(&store, identities.as_ref())?
     };
     let suffix = if dry_run { " (dry run)" } else { "" };
-    for a in applied {
+    for a in applied.secrets {
         say!("{} {}{suffix}", describe(&a.id), outcome_word(a.outcome));
+    }
+    for r in applied.resources {
+        say!(
+            "{} {} ({}){suffix}",
+            r.what,
+            outcome_word(r.outcome),
+            r.file.display()
+        );
+    }
+    for mesh in plan.meshes_needing_mtls_init(&store) {
+        eprintln!(
+            "note: mesh {mesh:?} has a builtin CA backend without its CA secrets: run `meshseal mtls init -m {mesh}`"
+        );
     }
     Ok(Exit::Success)
 }
@@ -280,7 +293,7 @@ pub(super) fn get_one(ctx: &Context, store: &Store, id: SecretId, output: Output
 }
 
 pub(super) fn cmd_delete(ctx: &Context, cmd: DeleteCommand) -> Result<Exit> {
-    let store = ctx.store()?;
+    let store = ctx.writing_store()?;
     let (id, force) = match cmd {
         DeleteCommand::Secret { name, mesh, force } => {
             (secret_id(mesh_scope(&mesh)?, &name)?, force)
@@ -304,40 +317,66 @@ pub(super) fn cmd_export(
     namespace: &str,
 ) -> Result<Exit> {
     let store = ctx.store()?;
+    let mesh = mesh.unwrap_or_else(|| meshseal::scope::DEFAULT_MESH.to_string());
     let ids = if all {
         store.secret_ids(None)?
     } else if global {
         store.secret_ids(Some(&Scope::Global))?
     } else {
-        let mesh = mesh.unwrap_or_else(|| meshseal::scope::DEFAULT_MESH.to_string());
         store.secret_ids(Some(&mesh_scope(&mesh)?))?
     };
+    // The Mesh and policy resources of the meshes exported.
+    let meshes: Vec<String> = if all {
+        policy::mesh_names(&store)
+    } else if global {
+        Vec::new()
+    } else {
+        vec![mesh]
+    };
+    let mut problems = Vec::new();
+    let mut resources = Vec::new();
+    for m in &meshes {
+        for r in policy::load_mesh_resources(&store, m) {
+            match r {
+                Ok(r) => resources.push(r),
+                Err(e) => problems.push(Problem::from(e)),
+            }
+        }
+    }
     let identities = ctx.identities()?;
     let mut docs = Vec::new();
-    let mut problems = Vec::new();
     for res in store.load_many(&ids, &identities) {
         match res {
             Ok(l) => docs.push(l.doc),
             Err(e) => problems.push(Problem::from(e)),
         }
     }
-    if !problems.is_empty() {
+    let export = kuma::Export {
+        secrets: docs.iter().collect(),
+        resources: resources.iter().collect(),
+    };
+    let text = if problems.is_empty() {
+        match kuma::export_all(&export, kubernetes.then_some(namespace)) {
+            Ok(text) => Some(text),
+            Err(errors) => {
+                problems.extend(errors.iter().map(|e| Problem::report(e)));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let Some(text) = text else {
         output::problems(&problems);
         eprintln!("nothing was exported");
         return Ok(Exit::Failure);
-    }
-    let refs: Vec<&Document> = docs.iter().collect();
-    let text = if kubernetes {
-        kuma::export_kubernetes(&refs, namespace)
-    } else {
-        kuma::export_universal(&refs)
     };
     output::stdout(text.as_bytes());
     Ok(Exit::Success)
 }
 
 pub(super) fn cmd_edit(ctx: &Context, cmd: EditCommand) -> Result<Exit> {
-    let store = ctx.store()?;
+    let store = ctx.writing_store()?;
     let id = match cmd {
         EditCommand::Secret { name, mesh } => secret_id(mesh_scope(&mesh)?, &name)?,
         EditCommand::GlobalSecret { name } => secret_id(Scope::Global, &name)?,
@@ -358,7 +397,7 @@ pub(super) fn cmd_edit(ctx: &Context, cmd: EditCommand) -> Result<Exit> {
 }
 
 pub(super) fn cmd_mtls_init(ctx: &Context, mesh: &str) -> Result<Exit> {
-    let store = ctx.store()?;
+    let store = ctx.writing_store()?;
     let created = meshseal::ca::mtls_init(&store, mesh)?;
     if created.is_empty() {
         say!("nothing to do: every builtin backend of mesh {mesh:?} has its CA secrets");

@@ -122,6 +122,27 @@ impl Store {
         self.write_or_drop_sig(&sig_file, sig.as_deref())
     }
 
+    /// Writes signatures (`sign`): each beside its file, atomically, never
+    /// through a link, all made durable together.
+    pub fn write_signatures(&self, sigs: &[(PathBuf, String)]) -> Result<(), WriteError> {
+        for (rel, _) in sigs {
+            self.ensure_no_symlinks(rel)?;
+        }
+        let items: Vec<(PathBuf, &[u8])> = sigs
+            .iter()
+            .map(|(rel, s)| (self.root.join(rel), s.as_bytes()))
+            .collect();
+        atomic::write_batch(&items, SECRET_MODE).map_err(|e| WriteError::Batch {
+            file: e
+                .path
+                .strip_prefix(&self.root)
+                .unwrap_or(&e.path)
+                .to_path_buf(),
+            renamed: e.renamed,
+            source: e.source,
+        })
+    }
+
     /// Writes a signature beside its file, or removes one that no longer
     /// covers it.
     fn write_or_drop_sig(&self, sig_file: &Path, sig: Option<&str>) -> Result<(), WriteError> {

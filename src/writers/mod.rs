@@ -16,6 +16,7 @@
 //! ([`history::Seen`]): git history for `check`, the `--state` record for
 //! the watcher.
 
+pub mod admin;
 pub mod header;
 pub mod history;
 
@@ -48,7 +49,7 @@ pub enum Refusal {
     },
     /// The `.sig` is malformed, for another namespace, or does not verify
     /// over the file's bytes.
-    #[error("bad signature{}: {reason}", signer_of(.fingerprint))]
+    #[error("bad signature: {reason}{}", signed_by_suffix(.fingerprint, .reason))]
     BadSignature {
         /// The key the signature names, when it parses.
         fingerprint: Option<Fingerprint>,
@@ -77,8 +78,11 @@ pub enum Refusal {
     },
     /// A scope file does not verify under the trust root (said of the file
     /// itself, and of every secret of its scope).
-    #[error("{} is not trusted: {reason}", .file.display())]
+    #[error("{}not trusted: {reason}", if *.of_secret { format!("{} is ", .file.display()) } else { String::new() })]
     UntrustedScopeFile {
+        /// Said of a secret of the scope (the message names the file),
+        /// rather than of the file itself.
+        of_secret: bool,
         /// The scope file.
         file: PathBuf,
         /// Which one.
@@ -115,30 +119,13 @@ pub enum Refusal {
     },
 }
 
-fn signer_of(fingerprint: &Option<Fingerprint>) -> String {
-    fingerprint
-        .as_ref()
-        .map_or_else(String::new, |f| format!(" by {f}"))
+fn signed_by_suffix(fingerprint: &Option<Fingerprint>, reason: &str) -> String {
+    match fingerprint {
+        Some(f) if !reason.contains(&f.to_string()) => format!(" (signed by {f})"),
+        _ => String::new(),
+    }
 }
 
-impl Diagnostic for Refusal {
-    fn code(&self) -> &'static str {
-        match self {
-            Refusal::Unsigned { .. } => "unsigned",
-            Refusal::BadSignature { .. } => "bad-signature",
-            Refusal::UnknownWriter { .. } | Refusal::NoWriters { .. } => "unknown-writer",
-            Refusal::UntrustedScopeFile {
-                kind: ScopeFile::Writers,
-                ..
-            } => "untrusted-writers-file",
-            Refusal::UntrustedScopeFile {
-                kind: ScopeFile::Recipients,
-                ..
-            } => "untrusted-recipients-file",
-            Refusal::WrongBinding { .. } => "wrong-binding",
-            Refusal::InvalidWriters { .. } => "invalid-writers",
-            Refusal::Rollback { .. } => "rollback",
-        }
     }
 
     fn hint(&self) -> Option<String> {
@@ -252,6 +239,7 @@ impl Verifier {
             let get = |rel: PathBuf| match read(&rel) {
                 Ok(bytes) => Ok(bytes),
                 Err(e) => Err(Refusal::UntrustedScopeFile {
+                    of_secret: false,
                     file: rel,
                     kind,
                     scope: scope.clone(),
@@ -297,6 +285,7 @@ impl Verifier {
         };
         let file = scope.file_path(kind);
         let untrusted = |reason: String| Refusal::UntrustedScopeFile {
+            of_secret: false,
             file: file.clone(),
             kind,
             scope: scope.clone(),
@@ -322,9 +311,10 @@ impl Verifier {
                     .as_deref()
                     .and_then(|s| Signature::parse(s).ok())
                     .map(|s| s.fingerprint());
+                let reason = source.to_string();
                 return Err(untrusted(format!(
-                    "bad admin signature{}: {source}",
-                    signer_of(&by)
+                    "bad admin signature: {reason}{}",
+                    signed_by_suffix(&by, &reason)
                 )));
             }
             Err(AcceptError::UnknownWriter {
@@ -388,6 +378,16 @@ impl Verifier {
             }
         }
         out
+    }
+
+    /// Whether a scope's file verified (a missing file counts as verified:
+    /// it vouches for nothing).
+    pub fn scope_file_trusted(&self, scope: &Scope, kind: ScopeFile) -> bool {
+        match (self.scopes.get(scope), kind) {
+            (Some(t), ScopeFile::Writers) => t.writers.is_ok(),
+            (Some(t), ScopeFile::Recipients) => t.recipients.is_ok(),
+            (None, _) => false,
+        }
     }
 
     /// Whether the scope's `recipients.txt` may be encrypted to.
@@ -496,8 +496,21 @@ impl Verifier {
 /// is not trusted, so neither is what it vouches for.
 fn for_secret(e: &Refusal, scope: &Scope, kind: ScopeFile) -> Refusal {
     match e {
-        Refusal::UntrustedScopeFile { .. } => e.clone(),
+        Refusal::UntrustedScopeFile {
+            file,
+            kind,
+            scope,
+            reason,
+            ..
+        } => Refusal::UntrustedScopeFile {
+            of_secret: true,
+            file: file.clone(),
+            kind: *kind,
+            scope: scope.clone(),
+            reason: reason.clone(),
+        },
         other => Refusal::UntrustedScopeFile {
+            of_secret: true,
             file: scope.file_path(kind),
             kind,
             scope: scope.clone(),

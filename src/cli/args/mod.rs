@@ -23,6 +23,14 @@ pub struct Cli {
     /// Identity file (repeatable); else $MESHSEAL_IDENTITY, else the config-dir default.
     #[arg(short = 'i', long = "identity", global = true, value_name = "FILE")]
     pub identity: Vec<PathBuf>,
+    /// Sign key: an OpenSSH private key, or a public key whose private half
+    /// ssh-agent holds; else $MESHSEAL_SIGN_KEY. Writes are signed with it.
+    #[arg(short = 'S', long = "sign-key", global = true, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// Trust root: the admins' allowed_signers file, outside the repository;
+    /// else $MESHSEAL_TRUST, else <config dir>/meshseal/trust.txt.
+    #[arg(long = "trust", global = true, value_name = "FILE")]
+    pub trust: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -138,6 +146,21 @@ pub enum Command {
     /// Manage who can read a scope's secrets.
     #[command(subcommand)]
     Recipients(RecipientsCommand),
+    /// Who may sign a scope's secrets: writers.txt, signed by an admin (-S).
+    #[command(subcommand)]
+    Writers(WritersCommand),
+    /// Sign what exists with -S: secrets where it is a writer, scope files where it is an admin.
+    Sign {
+        /// The mesh.
+        #[arg(short = 'm', long = "mesh", conflicts_with_all = ["global", "all"])]
+        mesh: Option<String>,
+        /// The global scope.
+        #[arg(long = "global", conflicts_with = "all")]
+        global: bool,
+        /// Every scope.
+        #[arg(long = "all")]
+        all: bool,
+    },
     /// Create a secret (fails if it exists).
     #[command(subcommand)]
     Create(CreateCommand),
@@ -243,6 +266,35 @@ pub enum Command {
     /// Make API tokens for the watcher.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+/// `writers` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WritersCommand {
+    /// Add a writer (re-signs writers.txt with the admin key -S).
+    Add {
+        /// The scope.
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Who (e.g. alice@example.com).
+        principal: String,
+        /// The writer's public key, or a .pub file (default: the public half of -S).
+        key: Option<String>,
+    },
+    /// Remove every key of a writer (re-signs writers.txt; names what to re-sign).
+    Remove {
+        /// The scope.
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Who.
+        principal: String,
+    },
+    /// List a scope's writers.
+    List {
+        /// The scope.
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
 }
 
 /// `recipients` subcommands.
