@@ -126,6 +126,24 @@ fn signed_by_suffix(fingerprint: &Option<Fingerprint>, reason: &str) -> String {
     }
 }
 
+impl Diagnostic for Refusal {
+    fn code(&self) -> &'static str {
+        match self {
+            Refusal::Unsigned { .. } => "unsigned",
+            Refusal::BadSignature { .. } => "bad-signature",
+            Refusal::UnknownWriter { .. } | Refusal::NoWriters { .. } => "unknown-writer",
+            Refusal::UntrustedScopeFile {
+                kind: ScopeFile::Writers,
+                ..
+            } => "untrusted-writers-file",
+            Refusal::UntrustedScopeFile {
+                kind: ScopeFile::Recipients,
+                ..
+            } => "untrusted-recipients-file",
+            Refusal::WrongBinding { .. } => "wrong-binding",
+            Refusal::InvalidWriters { .. } => "invalid-writers",
+            Refusal::Rollback { .. } => "rollback",
+        }
     }
 
     fn hint(&self) -> Option<String> {
