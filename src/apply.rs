@@ -1,14 +1,19 @@
-//! `meshseal apply`: Kuma YAML in, secrets written, everything judged first.
+//! `meshseal apply`: Kuma YAML in, secrets and resources written,
+//! everything judged first.
 //!
 //! An apply is a [`Plan`]: the whole input is read and parsed (Kuma's rules,
-//! one document per secret), every scope it writes to must have recipients,
-//! and every target path must be writable, all before the first write. So a
-//! bad document, a missing recipients file or a symlink in the way leaves the
-//! store exactly as it was, and every problem is told at once. Only then are
-//! the documents written, as one batch ([`Store::put_many`]: encrypted and
-//! staged first, then renamed into place, so a full disk before the first
-//! rename still changes nothing). A dry run judges the plan the same way and
-//! says what each write would do, writing nothing.
+//! one document per secret or resource), every scope it writes secrets to
+//! must have recipients, every Mesh or policy resource must pass `check`'s
+//! rules (its secret references resolving to secrets of the store or of the
+//! same input) and have its place ([`policy::place`]), and every target path
+//! must be writable, all before the first write. So a bad document, a
+//! missing recipients file or a symlink in the way leaves the store exactly
+//! as it was, and every problem is told at once. Only then are the secrets
+//! written, as one batch ([`Store::put_many`]: encrypted and staged first,
+//! then renamed into place, so a full disk before the first rename still
+//! changes nothing), and then the resource files, as a second batch (so a
+//! resource never names a secret that is not written yet). A dry run judges
+//! the plan the same way and says what each write would do, writing nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
@@ -17,10 +22,12 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+use crate::atomic;
 use crate::config::Config;
 use crate::document::Document;
 use crate::identity::Identities;
-use crate::kuma::{self, ResourceError};
+use crate::kuma::{self, At, ResourceError};
+use crate::policy::{self, PlaceError, Placed, PolicyError, Presence, Resource};
 use crate::problem::{Diagnostic, Problem};
 use crate::scope::{Scope, SecretId};
 use crate::store::{RecipientsError, Store, WriteError, WriteOutcome};
@@ -124,6 +131,10 @@ pub enum ApplyError {
     /// one of them.
     #[error("{} secret(s) cannot be written", .0.len())]
     Unwritable(Vec<WriteError>),
+    /// Resources that have no place in the store (a shared file, a file of
+    /// the mesh that does not parse...): every one of them.
+    #[error("{} resource(s) cannot be placed", .0.len())]
+    Unplaced(Vec<PlaceError>),
 }
 
 impl ApplyError {
@@ -137,6 +148,10 @@ impl ApplyError {
                 .iter()
                 .map(|e| Problem::report(e as &dyn Diagnostic))
                 .collect(),
+            ApplyError::Unplaced(errors) => errors
+                .iter()
+                .map(|e| Problem::report(e as &dyn Diagnostic))
+                .collect(),
         }
     }
 }
@@ -147,6 +162,8 @@ pub struct Plan {
     docs: Vec<Document>,
     /// Each scope's recipient fingerprint when the plan was judged.
     fingerprints: BTreeMap<Scope, String>,
+    /// The Mesh and policy resources, each placed, in input order.
+    resources: Vec<Placed>,
 }
 
 /// What writing one document did, or would do.
@@ -158,13 +175,83 @@ pub struct Applied {
     pub outcome: WriteOutcome,
 }
 
+/// What writing one Mesh or policy resource did, or would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedResource {
+    /// `Mesh pay`, `MeshGateway pay/edge`.
+    pub what: String,
+    /// Its file, relative to the store root.
+    pub file: PathBuf,
+    /// Created, updated or unchanged.
+    pub outcome: WriteOutcome,
+}
+
+/// What an apply did, or would do: the secrets, then the resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcomes {
+    /// The secrets, in input order.
+    pub secrets: Vec<Applied>,
+    /// The resources, in input order.
+    pub resources: Vec<AppliedResource>,
+}
+
+/// Judges the resources of an apply beyond their own schema: their mesh
+/// exists (a folder in the store, or a Mesh of the same input), and every
+/// secret they name is a Secret of their mesh, in the store or in the same
+/// input (a builtin CA's secrets are `mtls init`'s to make, not a reason to
+/// refuse). Every problem, in input order.
+fn judge_resources(
+    store: &Store,
+    secrets: &[Document],
+    resources: &[(At, Resource)],
+) -> Vec<ResourceError> {
+    let given: BTreeSet<&SecretId> = secrets.iter().map(|d| &d.id).collect();
+    let new_meshes: BTreeSet<&str> = resources
+        .iter()
+        .filter(|(_, r)| r.policy.kind == policy::PolicyKind::Mesh)
+        .map(|(_, r)| r.policy.mesh.as_str())
+        .collect();
+    let presence = |id: &SecretId| {
+        if given.contains(id) || store.exists(id) {
+            Presence::Present
+        } else {
+            Presence::Absent
+        }
+    };
+    let mut errors = Vec::new();
+    for (at, r) in resources {
+        let mesh = r.policy.mesh.as_str();
+        if !new_meshes.contains(mesh) && !store.root().join("meshes").join(mesh).is_dir() {
+            errors.push(ResourceError::MeshNotFound {
+                at: *at,
+                mesh: mesh.to_string(),
+            });
+            continue;
+        }
+        errors.extend(
+            r.policy
+                .resolve_with(&presence)
+                .into_iter()
+                .filter(|e| !matches!(e, PolicyError::BuiltinMissing { .. }))
+                .map(|error| ResourceError::Resource { at: *at, error }),
+        );
+    }
+    errors
+}
+
 impl Plan {
-    /// Parses `text` (Secrets and GlobalSecrets, Universal or Kubernetes
-    /// YAML) and judges it against `store`: recipients for every scope,
+    /// Parses `text` (Secrets, GlobalSecrets, Meshes and other Kuma
+    /// resources, Universal or Kubernetes YAML) and judges it against
+    /// `store`: recipients for every scope, resources valid and placed,
     /// writable targets. Writes nothing.
     pub fn new(store: &Store, text: &str) -> Result<Plan, ApplyError> {
-        let docs = kuma::parse_apply(text, store.config().limits.max_data_bytes)
+        let parsed = kuma::parse_input(text, store.config().limits.max_data_bytes)
             .map_err(ApplyError::Invalid)?;
+        let docs = parsed.secrets;
+        let invalid = judge_resources(store, &docs, &parsed.resources);
+        if !invalid.is_empty() {
+            return Err(ApplyError::Invalid(invalid));
+        }
         let scopes: BTreeSet<&Scope> = docs.iter().map(|d| &d.id.scope).collect();
         let mut fingerprints = BTreeMap::new();
         for scope in scopes {
@@ -184,7 +271,103 @@ impl Plan {
         if !unwritable.is_empty() {
             return Err(ApplyError::Unwritable(unwritable));
         }
-        Ok(Plan { docs, fingerprints })
+        let resources = parsed.resources.into_iter().map(|(_, r)| r).collect();
+        let resources = policy::place(store, resources).map_err(ApplyError::Unplaced)?;
+        Ok(Plan {
+            docs,
+            fingerprints,
+            resources,
+        })
+    }
+
+    /// The Mesh and policy resources, placed, in input order.
+    pub fn resources(&self) -> &[Placed] {
+        &self.resources
+    }
+
+    /// Writes everything: the secrets as [`Plan::write`] does, then every
+    /// resource file that changes, as one batch ([`atomic::write_batch`]).
+    pub fn write_all(
+        &self,
+        store: &Store,
+        identities: Option<&Identities>,
+    ) -> Result<Outcomes, WriteError> {
+        let secrets = self.write(store, identities)?;
+        let items: Vec<(PathBuf, &[u8])> = self
+            .resources
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    store.root().join(p.resource.file()),
+                    p.text.as_ref()?.as_bytes(),
+                ))
+            })
+            .collect();
+        atomic::write_batch(&items, policy::RESOURCE_FILE_MODE).map_err(|e| {
+            let written = secrets
+                .iter()
+                .filter(|a| a.outcome != WriteOutcome::Unchanged)
+                .count();
+            WriteError::Batch {
+                file: e
+                    .path
+                    .strip_prefix(store.root())
+                    .unwrap_or(&e.path)
+                    .to_path_buf(),
+                renamed: written + e.renamed,
+                source: e.source,
+            }
+        })?;
+        Ok(Outcomes {
+            secrets,
+            resources: self.resource_outcomes(),
+        })
+    }
+
+    /// What [`Plan::write_all`] would do, writing nothing (see
+    /// [`Plan::preview`] for the secrets).
+    pub fn preview_all(&self, store: &Store, identities: Option<&Identities>) -> Outcomes {
+        Outcomes {
+            secrets: self.preview(store, identities),
+            resources: self.resource_outcomes(),
+        }
+    }
+
+    /// The meshes whose applied Mesh has a builtin CA backend without its
+    /// CA secrets (in the store or this apply): Kuma makes them when it
+    /// creates the Mesh, here `mtls init` does.
+    pub fn meshes_needing_mtls_init(&self, store: &Store) -> Vec<String> {
+        let given: BTreeSet<&SecretId> = self.docs.iter().map(|d| &d.id).collect();
+        let mut meshes: Vec<String> = self
+            .resources
+            .iter()
+            .map(|p| &p.resource.policy)
+            .filter(|policy| {
+                policy.builtin_cas().any(|ca| {
+                    [ca.cert, ca.key].into_iter().any(|name| {
+                        let id = SecretId {
+                            scope: Scope::Mesh(policy.mesh.clone()),
+                            name,
+                        };
+                        !given.contains(&id) && !store.exists(&id)
+                    })
+                })
+            })
+            .map(|policy| policy.mesh.clone())
+            .collect();
+        meshes.dedup();
+        meshes
+    }
+
+    fn resource_outcomes(&self) -> Vec<AppliedResource> {
+        self.resources
+            .iter()
+            .map(|p| AppliedResource {
+                what: p.resource.describe(),
+                file: p.resource.file().to_path_buf(),
+                outcome: p.outcome,
+            })
+            .collect()
     }
 
     /// The documents, in input order.
@@ -226,6 +409,9 @@ impl Plan {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod resource_tests;
 
 #[cfg(test)]
 mod tests {

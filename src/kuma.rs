@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use serde_yaml_ng::Value;
 use thiserror::Error;
@@ -31,6 +31,7 @@ use zeroize::Zeroizing;
 use base64::Engine as _;
 
 use crate::document::{decode_data, Document, DocumentError};
+use crate::policy::PolicyError;
 use crate::problem::Diagnostic;
 use crate::scope::{validate_mesh, Scope, SecretId};
 
@@ -52,45 +53,98 @@ pub fn describe(id: &SecretId) -> String {
     }
 }
 
-/// Why one YAML document cannot be applied. `document` is 1-based.
+/// Where a resource is in an apply's input: its document (from 1) and,
+/// in a list (`kumactl get -o yaml`, `kubectl get -o yaml`), its item (from
+/// 0, as Kuma's field paths count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct At {
+    /// The document, from 1.
+    pub document: usize,
+    /// The item of a list document.
+    pub item: Option<usize>,
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "document {}", self.document)?;
+        match self.item {
+            Some(i) => write!(f, ": items[{i}]"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What `apply` takes, for the texts that list it.
+const APPLIES: &str =
+    "meshseal applies Secret, GlobalSecret, Mesh and the resources of a mesh (kuma.io/v1alpha1)";
+
+/// Why one YAML document cannot be applied.
 #[derive(Debug, Error)]
 pub enum ResourceError {
     /// Not valid YAML.
     #[error("invalid YAML: {}", strip_location(&.0.to_string()))]
     Yaml(#[source] serde_yaml_ng::Error),
     /// A document meshseal does not manage.
-    #[error("document {document}: unsupported resource {kind}; meshseal applies Secret and GlobalSecret")]
+    #[error("{at}: unsupported resource {kind}; {APPLIES}")]
     Unsupported {
         /// Which document.
-        document: usize,
+        at: At,
         /// Its kind.
         kind: String,
     },
     /// A field is missing or of the wrong type.
-    #[error("document {document}: {message}")]
+    #[error("{at}: {message}")]
     Field {
         /// Which document.
-        document: usize,
+        at: At,
         /// What is wrong.
         message: String,
     },
-    /// Kuma's validation failed.
-    #[error("document {document}: {error}")]
+    /// Kuma's validation of a secret failed.
+    #[error("{at}: {error}")]
     Invalid {
         /// Which document.
-        document: usize,
+        at: At,
         /// The rule.
         error: DocumentError,
     },
     /// The same secret twice in one apply.
-    #[error("document {document}: {id} is also defined by document {first}")]
+    #[error("{at}: {id} is also defined by {first}")]
     Duplicate {
         /// Which document.
-        document: usize,
+        at: At,
         /// The earlier one.
-        first: usize,
+        first: At,
         /// The secret.
         id: SecretId,
+    },
+    /// Kuma's validation of a Mesh or policy resource failed (one rule;
+    /// a resource may break several).
+    #[error("{at}: {error}")]
+    Resource {
+        /// Which document.
+        at: At,
+        /// The rule, with Kuma's field path.
+        error: PolicyError,
+    },
+    /// A resource of a mesh that is neither in the store nor in the same
+    /// apply (Kuma's text).
+    #[error("{at}: mesh of name {mesh} is not found")]
+    MeshNotFound {
+        /// Which document.
+        at: At,
+        /// The mesh.
+        mesh: String,
+    },
+    /// The same resource (kind, mesh, name) twice in one apply.
+    #[error("{at}: {what} is also defined by {first}")]
+    DuplicateResource {
+        /// Which document.
+        at: At,
+        /// The earlier one.
+        first: At,
+        /// `MeshGateway pay/edge`.
+        what: String,
     },
 }
 
@@ -101,57 +155,29 @@ impl Diagnostic for ResourceError {
             ResourceError::Unsupported { .. } => "unsupported-resource",
             ResourceError::Field { .. } => "invalid-document",
             ResourceError::Invalid { error, .. } => error.code(),
-            ResourceError::Duplicate { .. } => "duplicate",
+            ResourceError::Duplicate { .. } | ResourceError::DuplicateResource { .. } => {
+                "duplicate"
+            }
+            ResourceError::Resource { error, .. } => error.code(),
+            ResourceError::MeshNotFound { .. } => "mesh-not-found",
         }
     }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            ResourceError::Resource { error, .. } => error.hint(),
+            ResourceError::MeshNotFound { mesh, .. } => Some(format!(
+                "apply its Mesh (in the same input, or meshes/{mesh}/mesh.yaml), or start the mesh with `meshseal recipients add -m {mesh} --self`"
+            )),
+            _ => None,
+        }
+    }
+
     fn line(&self) -> Option<usize> {
         match self {
             ResourceError::Yaml(e) => e.location().map(|l| l.line()),
             _ => None,
         }
-    }
-}
-
-/// Parses a (multi-document) YAML stream of Secrets and GlobalSecrets, in
-/// Universal or Kubernetes form. Every problem is reported; on any problem no
-/// document is returned.
-pub fn parse_apply(text: &str, max_data_bytes: usize) -> Result<Vec<Document>, Vec<ResourceError>> {
-    let mut docs = Vec::new();
-    let mut errors = Vec::new();
-    let mut seen: BTreeMap<SecretId, usize> = BTreeMap::new();
-    for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let document = i + 1;
-        let value = match Value::deserialize(de) {
-            Ok(v) => v,
-            Err(e) => {
-                errors.push(ResourceError::Yaml(e));
-                // The stream cannot be resynchronised after a syntax error.
-                break;
-            }
-        };
-        if value.is_null() {
-            continue; // an empty document, e.g. a trailing `---`
-        }
-        match parse_one(&value, document, max_data_bytes) {
-            Ok(doc) => {
-                if let Some(&first) = seen.get(&doc.id) {
-                    errors.push(ResourceError::Duplicate {
-                        document,
-                        first,
-                        id: doc.id.clone(),
-                    });
-                } else {
-                    seen.insert(doc.id.clone(), document);
-                    docs.push(doc);
-                }
-            }
-            Err(e) => errors.push(e),
-        }
-    }
-    if errors.is_empty() {
-        Ok(docs)
-    } else {
-        Err(errors)
     }
 }
 
@@ -164,8 +190,8 @@ fn strip_location(message: &str) -> String {
     }
 }
 
-fn parse_one(value: &Value, document: usize, max: usize) -> Result<Document, ResourceError> {
-    let field = |message: String| ResourceError::Field { document, message };
+fn parse_one(value: &Value, at: At, max: usize) -> Result<Document, ResourceError> {
+    let field = |message: String| ResourceError::Field { at, message };
     let Value::Mapping(map) = value else {
         return Err(field("must be a mapping".to_string()));
     };
@@ -177,12 +203,12 @@ fn parse_one(value: &Value, document: usize, max: usize) -> Result<Document, Res
                 Some(_) => Err(field(format!("{key}: must be a string"))),
             }
         };
-    let invalid = |error: DocumentError| ResourceError::Invalid { document, error };
+    let invalid = |error: DocumentError| ResourceError::Invalid { at, error };
 
     if let Some(kind) = get_str(map, "kind")? {
         // Kubernetes form.
         if kind != "Secret" {
-            return Err(ResourceError::Unsupported { document, kind });
+            return Err(ResourceError::Unsupported { at, kind });
         }
         let ty = get_str(map, "type")?.unwrap_or_default();
         let meta = match map.get("metadata") {
@@ -223,7 +249,7 @@ fn parse_one(value: &Value, document: usize, max: usize) -> Result<Document, Res
             }
             other => {
                 return Err(ResourceError::Unsupported {
-                    document,
+                    at,
                     kind: format!("Secret of type {other:?}"),
                 })
             }
@@ -277,7 +303,7 @@ fn parse_one(value: &Value, document: usize, max: usize) -> Result<Document, Res
         "" => return Err(field("type: cannot be empty".to_string())),
         other => {
             return Err(ResourceError::Unsupported {
-                document,
+                at,
                 kind: other.chars().take(64).collect(),
             })
         }
@@ -368,154 +394,11 @@ pub fn to_json_bytes(doc: &Document) -> Zeroizing<Vec<u8>> {
     out
 }
 
-/// Universal YAML documents, separated by `---`.
-pub fn export_universal(docs: &[&Document]) -> Zeroizing<String> {
-    let mut out = Zeroizing::new(String::new());
-    for (i, doc) in docs.iter().enumerate() {
-        if i > 0 {
-            out.push_str("---\n");
-        }
-        let v = to_json(doc, true);
-        out.push_str(&Zeroizing::new(
-            serde_yaml_ng::to_string(&v).expect("JSON values serialize"),
-        ));
-    }
-    out
-}
+mod export;
+mod input;
 
-/// Kubernetes Secret manifests of Kuma's secret types.
-pub fn export_kubernetes(docs: &[&Document], namespace: &str) -> Zeroizing<String> {
-    let mut out = Zeroizing::new(String::new());
-    for (i, doc) in docs.iter().enumerate() {
-        if i > 0 {
-            out.push_str("---\n");
-        }
-        let mut labels = serde_json::Map::new();
-        for (k, v) in &doc.labels {
-            labels.insert(k.clone(), json!(v));
-        }
-        let ty = match &doc.id.scope {
-            Scope::Mesh(m) => {
-                labels.insert(K8S_MESH_LABEL.to_string(), json!(m));
-                K8S_SECRET_TYPE
-            }
-            Scope::Global => K8S_GLOBAL_SECRET_TYPE,
-        };
-        let mut metadata = json!({ "name": doc.id.name, "namespace": namespace });
-        if !labels.is_empty() {
-            metadata["labels"] = serde_json::Value::Object(labels);
-        }
-        let v = json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": metadata,
-            "data": { "value": doc.data.to_base64().as_str() },
-            "type": ty,
-        });
-        out.push_str(&Zeroizing::new(
-            serde_yaml_ng::to_string(&v).expect("JSON values serialize"),
-        ));
-    }
-    out
-}
+pub use export::{export_all, export_kubernetes, export_universal, Clash, Export};
+pub use input::{parse_apply, parse_input, Parsed};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::document::{SecretData, DEFAULT_MAX_DATA_BYTES as MAX};
-
-    #[test]
-    fn json_bytes_match_the_json_value() {
-        for (scope, labels) in [
-            (Scope::Mesh("pay".into()), vec![]),
-            (
-                Scope::Global,
-                vec![("team".to_string(), "a \"b\"\u{1}\n\u{7f}é".to_string())],
-            ),
-        ] {
-            let id = SecretId::new(scope, "db").unwrap();
-            let mut doc = Document::new(id, SecretData::new(vec![0, 255, b'x', 7]));
-            doc.labels = labels.into_iter().collect();
-            let bytes = to_json_bytes(&doc);
-            let mut want = serde_json::to_vec(&to_json(&doc, true)).unwrap();
-            want.push(b'\n');
-            assert_eq!(
-                String::from_utf8_lossy(&bytes),
-                String::from_utf8_lossy(&want)
-            );
-        }
-    }
-
-    #[test]
-    fn universal_multi_document() {
-        let docs = parse_apply(
-            "type: Secret\nmesh: pay\nname: db\ndata: c2VjcmV0\n---\ntype: GlobalSecret\nname: ca\ndata: YQ==\n---\n",
-            MAX,
-        )
-        .unwrap();
-        assert_eq!(docs.len(), 2);
-        assert_eq!(docs[0].data.expose(), b"secret");
-        assert_eq!(docs[1].id.scope, Scope::Global);
-    }
-
-    #[test]
-    fn every_problem_is_reported() {
-        let errs = parse_apply(
-            "type: Secret\nmesh: pay\nname: BAD\ndata: YQ==\n---\ntype: GlobalSecret\nmesh: m\nname: a\ndata: YQ==\n---\ntype: Secret\nmesh: pay\nname: e\ndata: ''\n",
-            MAX,
-        )
-        .unwrap_err();
-        assert_eq!(errs.len(), 3);
-        assert!(errs[1]
-            .to_string()
-            .contains("mesh cannot be set on global secret"));
-        assert!(errs[2].to_string().contains("data: cannot be empty"));
-    }
-
-    #[test]
-    fn kubernetes_round_trip() {
-        let a = Document::new(
-            SecretId::new(Scope::Mesh("pay".into()), "db").unwrap(),
-            SecretData::new(b"s3".to_vec()),
-        );
-        let b = Document::new(
-            SecretId::new(Scope::Global, "ca").unwrap(),
-            SecretData::new(b"x".to_vec()),
-        );
-        let yaml = export_kubernetes(&[&a, &b], DEFAULT_NAMESPACE);
-        assert!(yaml.contains("type: system.kuma.io/secret"));
-        assert!(yaml.contains("kuma.io/mesh: pay"));
-        assert!(yaml.contains("type: system.kuma.io/global-secret"));
-        let back = parse_apply(&yaml, MAX).unwrap();
-        assert_eq!(back, vec![a.clone(), b.clone()]);
-        let uni = export_universal(&[&a, &b]);
-        assert_eq!(parse_apply(&uni, MAX).unwrap(), vec![a, b]);
-    }
-
-    #[test]
-    fn kubernetes_string_data_is_plain_text_and_wins_over_data() {
-        let yaml = "apiVersion: v1\nkind: Secret\ntype: system.kuma.io/secret\nmetadata:\n  name: db\n  labels: { kuma.io/mesh: pay }\nstringData:\n  value: hunter2\n";
-        let docs = parse_apply(yaml, MAX).unwrap();
-        assert_eq!(docs[0].data.expose(), b"hunter2");
-        let both = format!("{yaml}data:\n  value: b3RoZXI=\n");
-        assert_eq!(
-            parse_apply(&both, MAX).unwrap()[0].data.expose(),
-            b"hunter2"
-        );
-    }
-
-    #[test]
-    fn yaml_errors_have_lines_and_no_values() {
-        let errs =
-            parse_apply("type: Secret\nmesh: pay\nname: x\ndata: [8675309\n", MAX).unwrap_err();
-        assert!(errs[0].line().is_some());
-        assert!(!errs[0].to_string().contains("8675309"));
-        let errs =
-            parse_apply("type: Secret\nmesh: pay\nname: x\ndata: 8675309\n", MAX).unwrap_err();
-        assert!(!errs[0].to_string().contains("8675309"), "{}", errs[0]);
-        let errs = parse_apply("kind: Deployment\n", MAX).unwrap_err();
-        assert!(matches!(errs[0], ResourceError::Unsupported { .. }));
-        let errs = parse_apply("type: Secret\nmesh: p\nname: a\ndata: YQ==\n---\ntype: Secret\nmesh: p\nname: a\ndata: Yg==\n", MAX).unwrap_err();
-        assert!(matches!(errs[0], ResourceError::Duplicate { .. }));
-    }
-}
+mod tests;

@@ -4,13 +4,17 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{mesh_files, InUse, Policy, PolicyError, PolicyFileError, Reference};
+use super::{mesh_files, InUse, Policy, PolicyError, PolicyFileError, Reference, Resource};
 use crate::scope::{Scope, SecretId};
 use crate::store::Store;
 
+/// How a policy file's text becomes its resources: [`Policy::parse_file`]
+/// or [`Resource::parse_file`].
+type Parser<T> = fn(&Path, &str) -> Option<Result<Vec<T>, Vec<PolicyFileError>>>;
+
 /// Reads and parses one policy file of the work tree; `None` when it does
 /// not exist.
-fn read(store: &Store, rel: &Path) -> Option<Vec<Result<Policy, PolicyFileError>>> {
+fn read<T>(store: &Store, rel: &Path, parse: Parser<T>) -> Option<Vec<Result<T, PolicyFileError>>> {
     let text = match store.read_text(rel) {
         Ok(text) => text,
         Err(e) if e.is_not_found() => return None,
@@ -21,7 +25,7 @@ fn read(store: &Store, rel: &Path) -> Option<Vec<Result<Policy, PolicyFileError>
             })])
         }
     };
-    Some(match Policy::parse_file(rel, &text)? {
+    Some(match parse(rel, &text)? {
         Ok(policies) => policies.into_iter().map(Ok).collect(),
         Err(errors) => errors.into_iter().map(Err).collect(),
     })
@@ -29,10 +33,14 @@ fn read(store: &Store, rel: &Path) -> Option<Vec<Result<Policy, PolicyFileError>
 
 /// The Mesh resource files of a mesh that exist, each read: `mesh.yaml`
 /// and `mesh.toml` both present is an error of the second.
-fn mesh_file_results(store: &Store, mesh: &str) -> Vec<Result<Policy, PolicyFileError>> {
+fn mesh_file_results<T>(
+    store: &Store,
+    mesh: &str,
+    parse: Parser<T>,
+) -> Vec<Result<T, PolicyFileError>> {
     let mut found = Vec::new();
     for rel in mesh_files(mesh) {
-        if let Some(results) = read(store, &rel) {
+        if let Some(results) = read(store, &rel, parse) {
             if !found.is_empty() {
                 return vec![Err(PolicyFileError::Invalid {
                     file: rel,
@@ -50,8 +58,24 @@ fn mesh_file_results(store: &Store, mesh: &str) -> Vec<Result<Policy, PolicyFile
 /// The Mesh resource of a mesh (`meshes/<mesh>/mesh.yaml` or `mesh.toml`),
 /// or `None` when the mesh has none.
 pub fn load_mesh(store: &Store, mesh: &str) -> Result<Option<Policy>, PolicyFileError> {
-    let mut results = mesh_file_results(store, mesh).into_iter();
+    let mut results = mesh_file_results(store, mesh, Policy::parse_file).into_iter();
     results.next().transpose()
+}
+
+/// The meshes of the store: the folders of `meshes/` with a valid mesh
+/// name (a link is not one), sorted.
+pub fn mesh_names(store: &Store) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(store.root().join("meshes")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = rd
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| crate::scope::validate_mesh(n).is_ok())
+        .collect();
+    names.sort();
+    names
 }
 
 /// Whether a file name is a policy file's (`*.yaml`, `*.yml`, `*.toml`).
@@ -62,8 +86,26 @@ pub fn is_policy_file_name(name: &str) -> bool {
 /// Every resource of a mesh in the work tree (the Mesh first), each parsed
 /// or its problem.
 pub fn load_mesh_policies(store: &Store, mesh: &str) -> Vec<Result<Policy, PolicyFileError>> {
+    load_all(store, mesh, Policy::parse_file)
+}
+
+/// Every resource of a mesh in the work tree with its document (the Mesh
+/// first), each parsed or its problem: what `export` prints.
+pub fn load_mesh_resources(store: &Store, mesh: &str) -> Vec<Result<Resource, PolicyFileError>> {
+    load_all(store, mesh, Resource::parse_file)
+}
+
+/// The Mesh resource of a mesh with its document, or its problem; `None`
+/// when the mesh has none.
+pub fn load_mesh_resource(store: &Store, mesh: &str) -> Option<Result<Resource, PolicyFileError>> {
+    mesh_file_results(store, mesh, Resource::parse_file)
+        .into_iter()
+        .next()
+}
+
+fn load_all<T>(store: &Store, mesh: &str, parse: Parser<T>) -> Vec<Result<T, PolicyFileError>> {
     let dir = Path::new("meshes").join(mesh).join("policies");
-    let mut out = mesh_file_results(store, mesh);
+    let mut out = mesh_file_results(store, mesh, parse);
     if let Ok(rd) = std::fs::read_dir(store.root().join(&dir)) {
         let mut names: Vec<PathBuf> = rd
             .filter_map(Result::ok)
@@ -72,7 +114,7 @@ pub fn load_mesh_policies(store: &Store, mesh: &str) -> Vec<Result<Policy, Polic
             .collect();
         names.sort();
         for rel in names {
-            out.extend(read(store, &rel).into_iter().flatten());
+            out.extend(read(store, &rel, parse).into_iter().flatten());
         }
     }
     out

@@ -16,21 +16,33 @@
 //!
 //! The schema (`parse`) knows nothing of files; `resolve` judges references
 //! against the secrets present; `load` reads a mesh's policy files through
-//! the store's one text reader.
+//! the store's one text reader. `forms` converts a resource between Kuma's
+//! Universal and Kubernetes forms, `resource` keeps a resource's document
+//! beside its parse (for `export`), and `place` decides where `apply -f`
+//! writes each one.
 
 use std::path::PathBuf;
 
 mod error;
+mod forms;
 mod load;
 mod parse;
+mod place;
 mod resolve;
+mod resource;
 mod resources;
 mod sources;
 
 pub use error::{InUse, PolicyError, PolicyFileError, Reference};
-pub use load::{ensure_unused, is_policy_file_name, load_mesh, load_mesh_policies, references_to};
-pub use parse::{mesh_files, MAX_DOCUMENTS};
+pub use forms::{same_resource, to_kubernetes, to_universal, without_server_fields, Form};
+pub use load::{
+    ensure_unused, is_policy_file_name, load_mesh, load_mesh_policies, load_mesh_resource,
+    load_mesh_resources, mesh_names, references_to,
+};
+pub use parse::{mesh_files, KUMA_API_VERSION, MAX_DOCUMENTS};
+pub use place::{place, PlaceError, Placed, RESOURCE_FILE_MODE};
 pub use resolve::Presence;
+pub use resource::{describe, Resource};
 pub use sources::parse_source;
 
 /// The rule for policy file names: the mesh name rule, so

@@ -38,7 +38,7 @@ pub(super) const MAX_MTLS_BACKENDS: usize = 1;
 pub(super) const MAX_GATEWAY_CERTIFICATES: usize = 2;
 
 /// The API version of Kuma's Kubernetes resources.
-pub(super) const KUMA_API_VERSION: &str = "kuma.io/v1alpha1";
+pub const KUMA_API_VERSION: &str = "kuma.io/v1alpha1";
 
 /// The label that names a Kubernetes resource's mesh.
 pub(super) const MESH_LABEL: &str = "kuma.io/mesh";
@@ -123,12 +123,12 @@ impl Walk<'_> {
 /// A document's header: its kind, name, mesh, and the body holding its
 /// fields with that body's path prefix.
 pub(super) struct Header<'a> {
-    kind: &'a str,
-    name: &'a str,
-    name_field: &'static str,
+    pub(super) kind: &'a str,
+    pub(super) name: &'a str,
+    pub(super) name_field: &'static str,
     /// The mesh and the field that says it, `None` when absent.
-    mesh: Option<(&'a str, &'static str)>,
-    kubernetes: bool,
+    pub(super) mesh: Option<(&'a str, &'static str)>,
+    pub(super) kubernetes: bool,
 }
 
 pub(super) fn header(doc: &Value) -> Result<Header<'_>, PolicyError> {
@@ -256,9 +256,9 @@ pub(super) fn kind_of(name: &str) -> PolicyKind {
 /// Where a document sits: its folder's mesh, and whether it is the Mesh file.
 #[derive(Clone, Copy)]
 pub(super) struct Place<'a> {
-    mesh: &'a str,
-    mesh_file: bool,
-    toml: bool,
+    pub(super) mesh: &'a str,
+    pub(super) mesh_file: bool,
+    pub(super) toml: bool,
 }
 
 /// Parses one document into a resource, or every violation it has.
@@ -354,6 +354,9 @@ pub(super) fn parse_document(
     // Universal and under `spec` on Kubernetes; the newer resources always
     // under `spec`.
     let spec = get(doc, "spec");
+    if spec.is_some_and(|s| !s.is_object() && !s.is_null()) {
+        errors.push(field("spec", "must be a mapping"));
+    }
     let (body, prefix) = match &kind {
         PolicyKind::Mesh | PolicyKind::ExternalService | PolicyKind::MeshGateway
             if !h.kubernetes =>
@@ -443,10 +446,22 @@ impl Policy {
         mesh: &str,
         mesh_file: bool,
     ) -> Result<Vec<Policy>, Vec<PolicyError>> {
+        Self::parse_with_documents(file, text, mesh, mesh_file)
+            .map(|all| all.into_iter().map(|(p, _)| p).collect())
+    }
+
+    /// [`Policy::parse_text`], keeping each resource's document beside it
+    /// (for `export`, and for `apply` to compare with what it would write).
+    pub(super) fn parse_with_documents(
+        file: &Path,
+        text: &str,
+        mesh: &str,
+        mesh_file: bool,
+    ) -> Result<Vec<(Policy, Value)>, Vec<PolicyError>> {
         let toml = file.extension().is_some_and(|x| x == "toml");
         let docs = documents(text, toml).map_err(|e| vec![e])?;
-        let counted: Vec<(usize, &Value)> = docs
-            .iter()
+        let counted: Vec<(usize, Value)> = docs
+            .into_iter()
             .enumerate()
             .filter(|(_, d)| !d.is_null())
             .map(|(i, d)| (i + 1, d))
@@ -457,7 +472,7 @@ impl Policy {
             mesh_file,
             toml,
         };
-        let mut policies: Vec<Policy> = Vec::new();
+        let mut policies: Vec<(Policy, Value)> = Vec::new();
         let mut errors = Vec::new();
         let wrap = |index: usize, e: PolicyError| {
             if several {
@@ -480,11 +495,11 @@ impl Policy {
             ));
         }
         for (index, doc) in counted {
-            match parse_document(doc, place, file, index) {
+            match parse_document(&doc, place, file, index) {
                 Ok(p) => {
-                    if let Some(first) = policies
+                    if let Some((first, _)) = policies
                         .iter()
-                        .find(|q| q.kind == p.kind && q.name == p.name)
+                        .find(|(q, _)| q.kind == p.kind && q.name == p.name)
                     {
                         errors.push(wrap(
                             index,
@@ -495,7 +510,7 @@ impl Policy {
                             },
                         ));
                     } else {
-                        policies.push(p);
+                        policies.push((p, doc));
                     }
                 }
                 Err(e) => errors.extend(e.into_iter().map(|e| wrap(index, e))),
