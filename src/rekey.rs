@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use crate::identity::Identities;
 use crate::problem::Diagnostic;
+use crate::recipients::{Recipient, RecipientSet};
 use crate::scope::{Scope, SecretId};
 use crate::store::{LoadError, Loaded, RecipientsError, ScanError, Store, WriteError};
 
@@ -69,6 +70,64 @@ impl Diagnostic for RekeyError {
     fn file(&self) -> Option<&Path> {
         self.source_diagnostic().file()
     }
+}
+
+/// The keys a scope's `recipients.txt` gained and lost since the commit
+/// that last wrote the secrets about to be rekeyed (SPEC 9): what a
+/// teammate must see before re-encrypting to a list anyone could push.
+#[derive(Debug, Default, Clone)]
+pub struct KeyDiff {
+    /// The scope.
+    pub scope: Option<Scope>,
+    /// The commit the comparison is against.
+    pub commit: String,
+    /// Keys in the current file but not at that commit.
+    pub added: Vec<Recipient>,
+    /// Keys at that commit but not in the current file.
+    pub removed: Vec<Recipient>,
+}
+
+/// For each scope of `ids`, the [`KeyDiff`] against the commit that last
+/// wrote any of its secrets; scopes outside git history are left out.
+pub fn key_diffs(store: &Store, ids: &[SecretId]) -> Vec<KeyDiff> {
+    let mut scopes: BTreeMap<&Scope, Vec<String>> = BTreeMap::new();
+    for id in ids {
+        scopes
+            .entry(&id.scope)
+            .or_default()
+            .push(id.path().to_string_lossy().into_owned());
+    }
+    let mut diffs = Vec::new();
+    for (scope, paths) in scopes {
+        let mut args = vec!["log", "-1", "--format=%H", "--"];
+        args.extend(paths.iter().map(String::as_str));
+        let Ok(out) = crate::git::git(store.root(), &args) else {
+            continue;
+        };
+        let commit = String::from_utf8_lossy(&out).trim().to_string();
+        if commit.is_empty() {
+            continue;
+        }
+        let rel = scope.recipients_path();
+        let spec = format!("{commit}:./{}", rel.to_string_lossy());
+        let old = crate::git::git(store.root(), &["show", &spec])
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| RecipientSet::parse(&t).ok())
+            .unwrap_or_else(|| RecipientSet::from_recipients(Vec::new()));
+        let Ok(now) = store.recipients(scope) else {
+            continue;
+        };
+        let added: Vec<Recipient> = now.iter().filter(|k| !old.contains(k)).cloned().collect();
+        let removed: Vec<Recipient> = old.iter().filter(|k| !now.contains(k)).cloned().collect();
+        diffs.push(KeyDiff {
+            scope: Some(scope.clone()),
+            commit,
+            added,
+            removed,
+        });
+    }
+    diffs
 }
 
 /// Secrets of the selection that need rekeying: stale ones (recipient

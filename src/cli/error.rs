@@ -40,6 +40,10 @@ pub enum CliError {
         /// `-m MESH` or `--global`.
         scope_flag: String,
     },
+    /// `rekey` without a trust root, and recipients.txt gained keys since
+    /// the secrets were written (SPEC 9).
+    #[error("recipients.txt gained keys since these secrets were written; anyone who can push can add one")]
+    RecipientsAdded,
     /// A path given to `check` that names no file or folder of the store.
     #[error("no such file or folder in the store")]
     NoSuchPath {
@@ -56,6 +60,7 @@ impl Diagnostic for CliError {
         match self {
             CliError::Read { .. } | CliError::OwnPath(_) => "io",
             CliError::LastRecipient { .. } => "last-recipient",
+            CliError::RecipientsAdded => "recipients-added",
             CliError::NoSuchPath { .. } => "no-such-path",
             CliError::Value { source, .. } => source.code(),
         }
@@ -67,6 +72,10 @@ impl Diagnostic for CliError {
             CliError::LastRecipient { scope_flag, .. } => Some(format!(
                 "add the new key first (`meshseal recipients add {scope_flag} KEY`), or pass --force"
             )),
+            CliError::RecipientsAdded => Some(
+                "check that every added key (+ above) belongs to a reader you trust, then run again with --yes; with a trust root, admins sign recipients.txt instead (docs/writers.md)"
+                    .to_string(),
+            ),
             CliError::NoSuchPath { .. } => Some(
                 "give a path inside the store (e.g. `meshes/MESH` or a secret's file), or no path to check everything"
                     .to_string(),
@@ -88,7 +97,7 @@ impl Diagnostic for CliError {
             CliError::Value { input, .. } => Some(input),
             CliError::LastRecipient { file, .. } => Some(file),
             CliError::NoSuchPath { path } => Some(path),
-            CliError::OwnPath(_) => None,
+            CliError::OwnPath(_) | CliError::RecipientsAdded => None,
         }
     }
 }

@@ -155,6 +155,7 @@ pub(super) fn cmd_rekey(
     global: bool,
     all: bool,
     force: bool,
+    yes: bool,
 ) -> Result<Exit> {
     let store = ctx.writing_store()?;
     let selection = if all {
@@ -175,6 +176,32 @@ pub(super) fn cmd_rekey(
     if ids.is_empty() {
         say!("nothing to rekey: every selected secret is encrypted to its current recipients");
         return Ok(Exit::Success);
+    }
+    // Without a trust root nothing vouches for recipients.txt: show what
+    // changed since these secrets were written, and ask before adding readers.
+    if store.signing().trust.is_none() {
+        let mut gained = false;
+        for diff in rekey::key_diffs(&store, &ids) {
+            let scope = diff.scope.as_ref().expect("key_diffs names the scope");
+            if diff.added.is_empty() && diff.removed.is_empty() {
+                continue;
+            }
+            let short = &diff.commit[..diff.commit.len().min(12)];
+            eprintln!(
+                "{} since {short}, the commit that last wrote these secrets:",
+                scope.recipients_path().display()
+            );
+            for key in &diff.added {
+                eprintln!("  + {key}");
+            }
+            for key in &diff.removed {
+                eprintln!("  - {key}");
+            }
+            gained |= !diff.added.is_empty();
+        }
+        if gained && !yes {
+            return Err(Problem::from(CliError::RecipientsAdded));
+        }
     }
     let identities = ctx.identities()?;
     // A bar on a terminal, for stores large enough to wait on.

@@ -169,7 +169,8 @@ fn run(cli: Cli) -> std::result::Result<Exit, Failure> {
             global,
             all,
             force,
-        } => cmd_rekey(&ctx, mesh, global, all, force),
+            yes,
+        } => cmd_rekey(&ctx, mesh, global, all, force, yes),
         Command::Check {
             paths,
             output,

@@ -223,6 +223,9 @@ pub enum Command {
         /// Rewrite every selected file, stale or not.
         #[arg(long = "force")]
         force: bool,
+        /// Re-encrypt even though recipients.txt gained keys since the secrets were written.
+        #[arg(long = "yes")]
+        yes: bool,
     },
     /// Validate the store: structure, metadata, staleness; with a key, contents too.
     Check {
