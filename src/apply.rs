@@ -245,11 +245,13 @@ impl Plan {
     /// `store`: recipients for every scope, resources valid and placed,
     /// writable targets. Writes nothing.
     pub fn new(store: &Store, text: &str) -> Result<Plan, ApplyError> {
-        let parsed = kuma::parse_input(text, store.config().limits.max_data_bytes)
-            .map_err(ApplyError::Invalid)?;
+        let (parsed, mut invalid) =
+            kuma::parse_input_partly(text, store.config().limits.max_data_bytes);
         let docs = parsed.secrets;
-        let invalid = judge_resources(store, &docs, &parsed.resources);
+        invalid.extend(judge_resources(store, &docs, &parsed.resources));
         if !invalid.is_empty() {
+            // In input order; a syntax error, which ends the stream, last.
+            invalid.sort_by_key(|e| e.at().map_or((usize::MAX, None), |a| (a.document, a.item)));
             return Err(ApplyError::Invalid(invalid));
         }
         let scopes: BTreeSet<&Scope> = docs.iter().map(|d| &d.id.scope).collect();

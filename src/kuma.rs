@@ -148,6 +148,23 @@ pub enum ResourceError {
     },
 }
 
+impl ResourceError {
+    /// Where it is in the input; `None` for a syntax error, which ends the
+    /// stream.
+    pub fn at(&self) -> Option<At> {
+        match self {
+            ResourceError::Yaml(_) => None,
+            ResourceError::Unsupported { at, .. }
+            | ResourceError::Field { at, .. }
+            | ResourceError::Invalid { at, .. }
+            | ResourceError::Duplicate { at, .. }
+            | ResourceError::Resource { at, .. }
+            | ResourceError::MeshNotFound { at, .. }
+            | ResourceError::DuplicateResource { at, .. } => Some(*at),
+        }
+    }
+}
+
 impl Diagnostic for ResourceError {
     fn code(&self) -> &'static str {
         match self {
@@ -398,7 +415,7 @@ mod export;
 mod input;
 
 pub use export::{export_all, export_kubernetes, export_universal, Clash, Export};
-pub use input::{parse_apply, parse_input, Parsed};
+pub use input::{parse_apply, parse_input, parse_input_partly, Parsed};
 
 #[cfg(test)]
 mod tests;

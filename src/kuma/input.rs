@@ -86,6 +86,18 @@ fn shape(value: &Value, at: At) -> Result<Shape<'_>, ResourceError> {
 /// judges it in its mesh's folder). Every problem of every document is
 /// reported; on any problem nothing is returned.
 pub fn parse_input(text: &str, max_data_bytes: usize) -> Result<Parsed, Vec<ResourceError>> {
+    let (parsed, errors) = parse_input_partly(text, max_data_bytes);
+    if errors.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(errors)
+    }
+}
+
+/// [`parse_input`]'s documents that parse, and the problems of the others:
+/// for an apply that judges the good ones further before it reports every
+/// problem at once.
+pub fn parse_input_partly(text: &str, max_data_bytes: usize) -> (Parsed, Vec<ResourceError>) {
     let mut parsed = Parsed::default();
     let mut errors = Vec::new();
     let mut seen: BTreeMap<SecretId, At> = BTreeMap::new();
@@ -170,11 +182,7 @@ pub fn parse_input(text: &str, max_data_bytes: usize) -> Result<Parsed, Vec<Reso
             }
         }
     }
-    if errors.is_empty() {
-        Ok(parsed)
-    } else {
-        Err(errors)
-    }
+    (parsed, errors)
 }
 
 /// A Mesh or policy resource, judged by the policy schema.

@@ -158,12 +158,12 @@ fn object(v: &Value, path: &str) -> Result<Map<String, Value>, PolicyError> {
 pub fn to_universal(doc: &Value) -> Result<Value, PolicyError> {
     let doc = without_server_fields(doc);
     if Form::of(&doc) == Form::Universal {
-        return Ok(doc);
+        return Ok(identity_first(doc));
     }
     let kind = get_str(&doc, "kind").unwrap_or_default();
     let meta = get(&doc, "metadata").cloned().unwrap_or(Value::Null);
     let meta = object(&meta, "metadata")?;
-    let labels = match meta.get("labels") {
+    let mut labels = match meta.get("labels") {
         Some(l) => object(l, "metadata.labels")?,
         None => Map::new(),
     };
@@ -172,8 +172,14 @@ pub fn to_universal(doc: &Value) -> Result<Value, PolicyError> {
     if kind != "Mesh" {
         let mesh = get_str(&doc, "mesh")
             .or_else(|| labels.get(MESH_LABEL).and_then(Value::as_str))
-            .unwrap_or(crate::scope::DEFAULT_MESH);
-        out.insert("mesh".into(), Value::String(mesh.to_string()));
+            .unwrap_or(crate::scope::DEFAULT_MESH)
+            .to_string();
+        // On Kubernetes the label is how a resource names its mesh; in
+        // Universal the `mesh` field says it.
+        if labels.get(MESH_LABEL).and_then(Value::as_str) == Some(mesh.as_str()) {
+            labels.remove(MESH_LABEL);
+        }
+        out.insert("mesh".into(), Value::String(mesh));
     }
     out.insert(
         "name".into(),
@@ -184,11 +190,31 @@ pub fn to_universal(doc: &Value) -> Result<Value, PolicyError> {
     }
     let spec = object(get(&doc, "spec").unwrap_or(&Value::Null), "spec")?;
     if is_legacy(kind, None) || get(&doc, "mesh").is_some() {
-        out.extend(spec);
+        // A field named like the identity cannot replace it.
+        out.extend(
+            spec.into_iter()
+                .filter(|(k, _)| !UNIVERSAL_META.contains(&k.as_str())),
+        );
     } else if !spec.is_empty() || get(&doc, "spec").is_some() {
         out.insert("spec".into(), Value::Object(spec));
     }
-    Ok(Value::Object(out))
+    Ok(identity_first(Value::Object(out)))
+}
+
+/// A Universal resource with `type`, `mesh`, `name` and `labels` first, as
+/// Kuma prints them (a TOML file's keys come back sorted).
+fn identity_first(doc: Value) -> Value {
+    let Value::Object(mut map) = doc else {
+        return doc;
+    };
+    let mut out = Map::new();
+    for k in UNIVERSAL_META {
+        if let Some(v) = map.remove(*k) {
+            out.insert((*k).to_string(), v);
+        }
+    }
+    out.extend(map);
+    Value::Object(out)
 }
 
 /// The Kubernetes form of a resource given in Universal: a newer kind in

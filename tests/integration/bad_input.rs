@@ -217,8 +217,8 @@ fn documents_of_the_wrong_shape_are_refused() {
         ("type: Secret\nname: db\ndata: YQ==\n", "mesh: cannot be empty"),
         ("mesh: default\nname: db\ndata: YQ==\n", "type: cannot be empty"),
         (
-            "type: Mesh\nname: default\n",
-            "unsupported resource Mesh",
+            "apiVersion: kuma.io/v1alpha1\nkind: Mesh\n",
+            "metadata: cannot be empty",
         ),
         ("kind: Deployment\n", "unsupported resource Deployment"),
         (

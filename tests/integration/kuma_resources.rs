@@ -488,3 +488,5 @@ fn labels_follow_kumas_api_server() {
     let (ok, err) = check(&e);
     assert!(ok, "{err}");
 }
+
+mod apply_export;
