@@ -66,14 +66,34 @@ fn shape(value: &Value, at: At) -> Result<Shape<'_>, ResourceError> {
             message: "items: must be a list of resources".to_string(),
         }),
     };
+    let resource = |kind_field: &str| {
+        let kind = text(kind_field).unwrap_or_default();
+        let field = |message: String| ResourceError::Field { at, message };
+        // Resources are written in plaintext: nothing that may be a secret
+        // with a misspelt type ever is.
+        if kind.eq_ignore_ascii_case("Secret") || kind.eq_ignore_ascii_case("GlobalSecret") {
+            return Err(field(format!(
+                "{kind_field}: {kind:?} is not a Kuma type: a secret is a Secret or GlobalSecret (the case matters)"
+            )));
+        }
+        if let Some(key) = ["data", "stringData"]
+            .into_iter()
+            .find(|k| map.contains_key(*k))
+        {
+            return Err(field(format!(
+                "{key}: a {kind} has no such field; resources are written in plaintext, so a document with secret data is refused (a secret is a Secret or GlobalSecret)"
+            )));
+        }
+        Ok(Shape::Resource)
+    };
     match (text("apiVersion"), text("kind"), text("type")) {
         (Some(KUMA_API_VERSION), Some("Secret" | "GlobalSecret"), _) => Ok(Shape::Secret),
-        (Some(KUMA_API_VERSION), _, _) => Ok(Shape::Resource),
+        (Some(KUMA_API_VERSION), _, _) => resource("kind"),
         // kubectl get -o yaml
         (Some(_), Some("List"), _) => items(),
         (_, Some(_), _) => Ok(Shape::Secret),
         (None, None, Some("Secret" | "GlobalSecret")) => Ok(Shape::Secret),
-        (None, None, Some(t)) if !t.is_empty() => Ok(Shape::Resource),
+        (None, None, Some(t)) if !t.is_empty() => resource("type"),
         // kumactl get -o yaml: items, total, next
         (None, None, None) if map.contains_key("items") => items(),
         _ => Ok(Shape::Secret),

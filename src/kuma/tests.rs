@@ -94,3 +94,49 @@ fn yaml_errors_have_lines_and_no_values() {
     let errs = parse_apply("type: Secret\nmesh: p\nname: a\ndata: YQ==\n---\ntype: Secret\nmesh: p\nname: a\ndata: Yg==\n", MAX).unwrap_err();
     assert!(matches!(errs[0], ResourceError::Duplicate { .. }));
 }
+
+/// Resources are written in plaintext: a secret with a misspelt type, or any
+/// document carrying secret data, is never taken for one.
+#[test]
+fn nothing_secret_is_taken_for_a_plaintext_resource() {
+    for yaml in [
+        "type: secret\nmesh: pay\nname: db\ndata: c2VjcmV0\n",
+        "type: Secrets\nmesh: pay\nname: db\ndata: c2VjcmV0\n",
+        "apiVersion: kuma.io/v1alpha1\nkind: globalsecret\nmetadata:\n  name: db\n",
+        "apiVersion: kuma.io/v1alpha1\nkind: Token\nmetadata:\n  name: db\nstringData:\n  value: hunter2\n",
+        "items:\n  - type: GlobalSecrets\n    name: db\n    data: c2VjcmV0\n",
+    ] {
+        let errs = parse_input(yaml, MAX).unwrap_err();
+        assert_eq!(errs.len(), 1, "{yaml}: {errs:?}");
+        let text = errs[0].to_string();
+        assert!(
+            text.contains("a secret is a Secret or GlobalSecret"),
+            "{yaml}: {text}"
+        );
+        assert!(!text.contains("c2VjcmV0") && !text.contains("hunter2"), "{text}");
+    }
+}
+
+/// `kumactl get meshes -o yaml` and `kubectl get meshes -o yaml` print
+/// lists; each item is a resource, named by its place in the list.
+#[test]
+fn lists_of_resources() {
+    let uni = "items:\n  - type: Mesh\n    name: pay\n  - type: Secret\n    mesh: pay\n    name: db\n    data: YQ==\nnext: null\ntotal: 2\n";
+    let parsed = parse_input(uni, MAX).unwrap();
+    assert_eq!(parsed.secrets.len(), 1);
+    assert_eq!(parsed.resources.len(), 1);
+    assert_eq!(parsed.resources[0].0.to_string(), "document 1: items[0]");
+    let k8s = "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: kuma.io/v1alpha1\n    kind: Mesh\n    metadata:\n      name: pay\n  - apiVersion: kuma.io/v1alpha1\n    kind: Mesh\n    metadata:\n      name: Bad\n";
+    let errs = parse_input(k8s, MAX).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0]
+            .to_string()
+            .starts_with("document 1: items[1]: metadata.name: "),
+        "{}",
+        errs[0]
+    );
+    // parse_apply (secrets only) refuses the resources, naming them.
+    let errs = parse_apply(uni, MAX).unwrap_err();
+    assert!(matches!(errs[0], ResourceError::Unsupported { .. }));
+}
