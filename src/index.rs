@@ -16,6 +16,14 @@
 //! moved or renamed ciphertext, invalid document), the previous good entry
 //! stays in the index and the problem is recorded beside it. Only a file that
 //! is gone removes its entry.
+//!
+//! With a trust root (SPEC 9, [`signatures`]), "good" also means *verified*:
+//! signed by a writer of the scope, and not a rollback against the highest
+//! verified generation the index has seen for the path (kept for deleted
+//! files too, and across restarts by the watcher's `--state`). A refused
+//! version keeps the last good one served, except when the writer of that
+//! one was removed from `writers.txt`: then nothing is served until the file
+//! is re-signed.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -33,10 +41,15 @@ use crate::policy::Policy;
 use crate::problem::Problem;
 use crate::scope::{Scope, SecretId, StorePath};
 use crate::store::{ScanError, Store};
+use crate::writers::history::Seen;
 
 mod files;
 mod policies;
+mod signatures;
 mod update;
+
+use signatures::Signatures;
+pub use signatures::{Refused, Signed, REFUSAL_CODES};
 
 /// One secret as served: the document and where it came from.
 #[derive(Debug)]
@@ -47,6 +60,9 @@ pub struct Secret {
     pub file_sha256: [u8; 32],
     /// The recipients fingerprint from the header metadata, if any.
     pub recipients_fingerprint: Option<String>,
+    /// How it verified, when the store is read under a trust root (`None`:
+    /// not verified, as without one, or a cached entry not yet judged).
+    pub signed: Option<Signed>,
 }
 
 /// A secret as an element of the index's set, ordered by its id.
@@ -130,6 +146,9 @@ pub struct UpdateStats {
     pub removed: Vec<SecretId>,
     /// Problems new in this update (a file whose new bytes failed to load).
     pub new_problems: Vec<Problem>,
+    /// Secret files refused by signature in this update for which no
+    /// version is served (none was good, or its writer was removed).
+    pub unserved: BTreeSet<PathBuf>,
     /// Wall time of the update.
     pub duration: Duration,
 }
@@ -141,6 +160,9 @@ pub struct Counters {
     pub updates: u64,
     /// Full rescans after the cold load.
     pub rescans: u64,
+    /// Signature refusals by reason ([`REFUSAL_CODES`]), counted each time
+    /// a file's verdict became a new refusal.
+    pub refusals: [u64; REFUSAL_CODES.len()],
     /// Files that failed to load, counted each time new bytes failed.
     pub load_errors: u64,
     /// Files decrypted since start.
@@ -158,10 +180,11 @@ pub struct Index {
     // Persistent maps: the next generation shares all unchanged entries, so
     // building it costs O(changes · log n), not a copy of the whole store.
     secrets: OrdSet<Entry>,
-    /// sha256 of files whose current bytes failed to load. The bytes of a
-    /// good file are known from its secret (`Secret::file_sha256`): its path
-    /// follows from its id, so the index keeps no path per secret.
-    failed: OrdMap<PathBuf, [u8; 32]>,
+    /// The bytes of files whose current version failed to load or was
+    /// refused. The bytes of a good file are known from its secret
+    /// (`Secret::file_sha256`): its path follows from its id, so the index
+    /// keeps no path per secret.
+    failed: OrdMap<PathBuf, files::Failed>,
     problems: OrdMap<PathBuf, Problem>,
     fingerprints: BTreeMap<Scope, String>,
     counters: Counters,
@@ -173,6 +196,18 @@ pub struct Index {
     /// References of each policy that do not resolve against this
     /// generation's secrets (recomputed for every generation).
     unresolved: BTreeMap<PathBuf, Vec<Problem>>,
+    /// With a trust root: the verifier and each scope's verdict.
+    signatures: Option<Arc<Signatures>>,
+    /// With a trust root: the highest verified generation of each secret
+    /// path, and the bytes seen at it; kept when the file goes.
+    seen: OrdMap<PathBuf, Seen>,
+    /// How many times `seen` changed (the watcher saves it when it did).
+    seen_changes: u64,
+    /// Secret files whose current version is refused by signature.
+    refused: OrdMap<PathBuf, Arc<Refused>>,
+    /// Verified versions no longer served because their writer was
+    /// removed: served again, without decrypting, once re-signed.
+    withheld: OrdMap<PathBuf, Arc<Secret>>,
 }
 
 /// The published generation, swapped atomically; readers never block.
@@ -184,20 +219,22 @@ impl Index {
         Index::default().first_load(store, identities, UpdateKind::Cold)
     }
 
-    /// Loads the whole store as [`Index::load`] does, reusing `cached`
-    /// secrets (a watcher's state cache, each bound to its path): a file
-    /// whose bytes hash to a cached secret's is not decrypted, every other
-    /// file is, and cached secrets whose file is gone or changed are not
-    /// served. Generation 1.
+    /// Loads the whole store as [`Index::load`] does, reusing `warm.secrets`
+    /// (a watcher's state cache, each bound to its path): a file whose bytes
+    /// hash to a cached secret's is not decrypted, every other file is, and
+    /// cached secrets whose file is gone or changed are not served. Under a
+    /// trust root every file is verified all the same, and judged against
+    /// the generations `warm.seen` recorded. Generation 1.
     pub fn load_warm(
         store: &Store,
         identities: &Identities,
-        cached: Vec<Secret>,
+        warm: Warm,
     ) -> Result<Index, ScanError> {
         let mut seed = Index::default();
-        for secret in cached {
+        for secret in warm.secrets {
             seed.secrets.insert(Entry(Arc::new(secret)));
         }
+        seed.seen = warm.seen.into_iter().collect();
         seed.first_load(store, identities, UpdateKind::Warm)
     }
 
@@ -288,6 +325,29 @@ impl Index {
         &self.counters
     }
 
+    /// Whether secrets are verified against a trust root (SPEC 9).
+    pub fn verifies(&self) -> bool {
+        self.signatures.is_some()
+    }
+
+    /// Secret files whose current version is refused by signature, sorted
+    /// by path.
+    pub fn refused(&self) -> impl Iterator<Item = &Refused> {
+        self.refused.values().map(|r| &**r)
+    }
+
+    /// The highest verified generation of every secret path seen (deleted
+    /// ones included), for the watcher's `--state`.
+    pub fn seen(&self) -> impl Iterator<Item = (&PathBuf, &Seen)> {
+        self.seen.iter()
+    }
+
+    /// How many times the record of [`seen`](Self::seen) changed: the same
+    /// number means nothing new to save.
+    pub fn seen_changes(&self) -> u64 {
+        self.seen_changes
+    }
+
     /// Whether `other` serves the same secrets (same file bytes), the same
     /// problems and the same recipients: then a new generation is pointless.
     pub fn same_content(&self, other: &Index) -> bool {
@@ -360,6 +420,11 @@ impl Index {
             conflicts: Vec::new(),
             policies: self.policies.clone(),
             unresolved: BTreeMap::new(),
+            signatures: self.signatures.clone(),
+            seen: self.seen.clone(),
+            seen_changes: self.seen_changes,
+            refused: self.refused.clone(),
+            withheld: self.withheld.clone(),
         }
     }
 
@@ -429,7 +494,24 @@ impl Index {
         for p in keys_under(&self.policies, rel) {
             self.policies.remove(&p);
         }
+        // What was seen of a path stays: a deleted file restored later
+        // must not be older than what was served.
+        for p in keys_under(&self.refused, rel) {
+            self.refused.remove(&p);
+        }
+        for p in keys_under(&self.withheld, rel) {
+            self.withheld.remove(&p);
+        }
     }
+}
+
+/// What a restart starts from: a watcher's `--state`.
+#[derive(Default)]
+pub struct Warm {
+    /// Secrets decrypted before, each bound to its path.
+    pub secrets: Vec<Secret>,
+    /// The highest verified generation of each secret path.
+    pub seen: BTreeMap<PathBuf, Seen>,
 }
 
 impl UpdateStats {
@@ -441,7 +523,16 @@ impl UpdateStats {
             changed: Vec::new(),
             removed: Vec::new(),
             new_problems: Vec::new(),
+            unserved: BTreeSet::new(),
             duration: Duration::ZERO,
+        }
+    }
+
+    /// What became of the file a new problem is about, for its log line.
+    pub fn consequence(&self, problem: &Problem) -> &'static str {
+        match &problem.file {
+            Some(file) if self.unserved.contains(file) => "not served",
+            _ => "kept the last good version",
         }
     }
 }

@@ -7,15 +7,27 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use super::signatures::{refusal_slot, withheld_problem, Basis, Refused};
 use super::{Entry, Index, Secret, UpdateKind, UpdateStats};
 use crate::identity::Identities;
 use crate::problem::Problem;
-use crate::scope::StorePath;
+use crate::scope::{SecretId, StorePath};
+use crate::signing::sshsig::MAX_SIGNATURE_BYTES;
 use crate::store::{layout, Store};
+use crate::writers::Refusal;
+
+/// The current bytes of a file that failed to load or was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Failed {
+    sha256: [u8; 32],
+    /// With a trust root, what the verdict on them rested on.
+    basis: Option<Basis>,
+}
 
 /// What the index knows about one file's current bytes.
 #[derive(Debug, Clone, Copy)]
@@ -23,16 +35,30 @@ pub(super) struct FileState {
     sha256: [u8; 32],
     /// Whether these bytes loaded (false: a problem is recorded).
     good: bool,
+    /// With a trust root, what their verdict rested on (`None`: not judged).
+    basis: Option<Basis>,
 }
 
 /// The outcome of reading and (maybe) decrypting one file.
 enum FileResult {
-    /// The bytes equal what the index has: nothing to do.
+    /// The bytes (and, with a trust root, their verdict's basis) equal what
+    /// the index has: nothing to do.
     Unchanged,
-    /// New bytes that loaded.
-    Loaded(Arc<Secret>),
+    /// New bytes, or a new verdict, that loaded.
+    Loaded {
+        secret: Arc<Secret>,
+        /// Whether the file was decrypted (not: the document of the same
+        /// bytes was reused).
+        decrypted: bool,
+        /// Whether the same bytes were already served (only their verdict
+        /// is new).
+        same_bytes: bool,
+    },
     /// New bytes (or an unreadable file) that failed.
-    Failed(Problem, Option<[u8; 32]>),
+    Failed(Problem, Option<Failed>),
+    /// With a trust root: bytes whose signature, binding or generation is
+    /// refused (they are not decrypted).
+    Refused(Refusal, Failed),
     /// The file is not there any more (or is not a file).
     Gone,
 }
@@ -40,10 +66,11 @@ enum FileResult {
 impl Index {
     /// What the index knows about the bytes of the file at `rel`.
     pub(super) fn file_state(&self, rel: &Path) -> Option<FileState> {
-        if let Some(sha256) = self.failed.get(rel) {
+        if let Some(failed) = self.failed.get(rel) {
             return Some(FileState {
-                sha256: *sha256,
+                sha256: failed.sha256,
                 good: false,
+                basis: failed.basis,
             });
         }
         let StorePath::Secret(id) = StorePath::classify(rel) else {
@@ -52,12 +79,13 @@ impl Index {
         self.secrets.get(&id).map(|e| FileState {
             sha256: e.0.file_sha256,
             good: true,
+            basis: e.0.signed.as_ref().map(|s| s.basis),
         })
     }
 
-    /// Reads, hashes and where needed decrypts `candidates` in parallel, then
-    /// folds the results in, a slice at a time so that the results waiting
-    /// to be folded stay small however large the store is.
+    /// Reads, hashes and where needed verifies and decrypts `candidates` in
+    /// parallel, then folds the results in, a slice at a time so that the
+    /// results waiting to be folded stay small however large the store is.
     pub(super) fn apply(
         &mut self,
         store: &Store,
@@ -70,7 +98,7 @@ impl Index {
             let this = &*self;
             let results: Vec<FileResult> = slice
                 .par_iter()
-                .map(|rel| examine(store, identities, rel, this.file_state(rel), retry_failed))
+                .map(|rel| examine(store, identities, this, rel, retry_failed))
                 .collect();
             for (rel, result) in slice.iter().zip(results) {
                 self.fold(rel, result, stats);
@@ -82,32 +110,128 @@ impl Index {
         match result {
             FileResult::Unchanged => stats.hashed += 1,
             FileResult::Gone => self.remove_under(rel, stats),
-            FileResult::Loaded(secret) => {
+            FileResult::Loaded {
+                secret,
+                decrypted,
+                same_bytes,
+            } => {
                 stats.hashed += 1;
-                stats.decrypted += 1;
+                if decrypted {
+                    stats.decrypted += 1;
+                }
                 self.failed.remove(rel);
                 self.problems.remove(rel);
+                self.refused.remove(rel);
+                self.withheld.remove(rel);
+                if let Some(signed) = &secret.signed {
+                    self.record_seen(rel, signed.verdict.generation, secret.file_sha256);
+                }
                 // The cold load names no secret: every one is new, and a
                 // list of 100,000 ids would only raise the peak memory.
-                if stats.kind != UpdateKind::Cold {
+                if stats.kind != UpdateKind::Cold && !same_bytes {
                     stats.changed.push(secret.doc.id.clone());
                 }
                 self.secrets.insert(Entry(secret));
             }
-            FileResult::Failed(problem, sha) => {
+            FileResult::Failed(problem, failed) => {
                 stats.hashed += 1;
-                if let Some(sha) = sha {
-                    if matches!(StorePath::classify(rel), StorePath::Secret(_)) {
+                if let Some(failed) = failed {
+                    if let StorePath::Secret(id) = StorePath::classify(rel) {
                         stats.decrypted += 1;
+                        self.drop_unverified(&id);
                     }
-                    self.failed.insert(rel.to_path_buf(), sha);
+                    self.failed.insert(rel.to_path_buf(), failed);
                 }
+                self.refused.remove(rel);
                 let is_new = self.problems.get(rel) != Some(&problem);
                 if is_new {
                     stats.new_problems.push(problem.clone());
                 }
                 self.problems.insert(rel.to_path_buf(), problem);
             }
+            FileResult::Refused(refusal, failed) => {
+                stats.hashed += 1;
+                self.failed.insert(rel.to_path_buf(), failed);
+                if let StorePath::Secret(id) = StorePath::classify(rel) {
+                    self.refuse(rel, &id, &refusal, stats);
+                }
+            }
+        }
+    }
+
+    /// Under a trust root, a cached entry that was never verified is no
+    /// last good version: it goes when its file is not accepted.
+    fn drop_unverified(&mut self, id: &SecretId) {
+        if self.signatures.is_some() && self.get(id).is_some_and(|s| s.signed.is_none()) {
+            self.secrets.remove(id);
+        }
+    }
+
+    /// Records a refused version: the last good one stays served, unless
+    /// its writer was removed from `writers.txt` (then it is withheld until
+    /// re-signed).
+    fn refuse(&mut self, rel: &Path, id: &SecretId, refusal: &Refusal, stats: &mut UpdateStats) {
+        self.drop_unverified(id);
+        let signatures = self.signatures.clone().expect("only a trust root refuses");
+        let served = self.get(id).cloned();
+        let last_good = served.clone().or_else(|| self.withheld.get(rel).cloned());
+        let removed = last_good
+            .as_ref()
+            .and_then(|s| s.signed.as_ref())
+            .filter(|signed| signatures.writer_removed(&id.scope, signed));
+        let problem = match (removed, &last_good) {
+            (Some(signed), Some(last)) => {
+                let problem = withheld_problem(id, refusal, signed);
+                if self.secrets.remove(id).is_some() {
+                    stats.removed.push(id.clone());
+                }
+                self.withheld.insert(rel.to_path_buf(), Arc::clone(last));
+                problem
+            }
+            _ => {
+                // A version withheld while its writer was not listed is
+                // good again once they are.
+                if let (None, Some(last)) = (&served, self.withheld.remove(rel)) {
+                    stats.changed.push(id.clone());
+                    self.secrets.insert(Entry(last));
+                }
+                Problem::at(rel, refusal)
+            }
+        };
+        if !self.secrets.contains(id) {
+            stats.unserved.insert(rel.to_path_buf());
+        }
+        let is_new = self.problems.get(rel) != Some(&problem);
+        if is_new {
+            stats.new_problems.push(problem.clone());
+            if let Some(slot) = refusal_slot(refusal) {
+                self.counters.refusals[slot] += 1;
+            }
+        }
+        let since = self
+            .refused
+            .get(rel)
+            .map_or_else(SystemTime::now, |r| r.since);
+        self.refused.insert(
+            rel.to_path_buf(),
+            Arc::new(Refused {
+                id: id.clone(),
+                problem: problem.clone(),
+                since,
+                served: self.secrets.contains(id),
+            }),
+        );
+        self.problems.insert(rel.to_path_buf(), problem);
+    }
+
+    /// Records a verified version in the path's rollback record.
+    fn record_seen(&mut self, rel: &Path, generation: u64, sha256: [u8; 32]) {
+        let before = self.seen.get(rel);
+        let mut seen = before.cloned().unwrap_or_default();
+        seen.record(generation, sha256);
+        if before != Some(&seen) {
+            self.seen.insert(rel.to_path_buf(), seen);
+            self.seen_changes += 1;
         }
     }
 }
@@ -134,8 +258,8 @@ pub(super) fn is_file_like(rel: &Path) -> bool {
 fn examine(
     store: &Store,
     identities: &Identities,
+    index: &Index,
     rel: &Path,
-    known: Option<FileState>,
     retry_failed: bool,
 ) -> FileResult {
     let what = StorePath::classify(rel);
@@ -157,17 +281,106 @@ fn examine(
         Err(e) => return FileResult::Failed(Problem::at(rel, &e), None),
     };
     let sha: [u8; 32] = Sha256::digest(&bytes).into();
+    let known = index.file_state(rel);
+    let Some(signatures) = index.signatures.as_deref() else {
+        if let Some(k) = known {
+            if k.sha256 == sha && (k.good || !retry_failed) {
+                return FileResult::Unchanged;
+            }
+        }
+        return decrypt(store, identities, &id, &bytes, sha, None, None);
+    };
+    // Verified before it is decrypted: a refused file is never opened.
+    let sig = match store.read_file(&id.sig_path(), MAX_SIGNATURE_BYTES) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    };
+    let sig_sha = match &sig {
+        Ok(sig) => sig.as_deref().map(|s| Sha256::digest(s).into()),
+        // An unreadable signature is a state of its own.
+        Err(e) => Some(Sha256::digest(format!("unreadable: {e}")).into()),
+    };
+    let basis = signatures.basis(&id.scope, sig_sha);
     if let Some(k) = known {
-        if k.sha256 == sha && (k.good || !retry_failed) {
+        if k.sha256 == sha && k.basis == Some(basis) && (k.good || !retry_failed) {
             return FileResult::Unchanged;
         }
     }
-    match store.open_bytes(&id, &bytes, identities) {
-        Ok(loaded) => FileResult::Loaded(Arc::new(Secret {
-            recipients_fingerprint: loaded.header.metadata.map(|m| m.recipients_fingerprint),
-            doc: loaded.doc,
-            file_sha256: sha,
-        })),
-        Err(e) => FileResult::Failed(Problem::from(e), Some(sha)),
+    let failed = Failed {
+        sha256: sha,
+        basis: Some(basis),
+    };
+    let sig = match sig {
+        Ok(sig) => sig,
+        Err(e) => {
+            let refusal = Refusal::BadSignature {
+                fingerprint: None,
+                reason: format!("cannot read {}: {e}", id.sig_path().display()),
+                hint: None,
+            };
+            return FileResult::Refused(refusal, failed);
+        }
+    };
+    let signed = match signatures.judge(
+        &id,
+        &bytes,
+        &sha,
+        sig.as_deref(),
+        basis,
+        index.seen.get(rel),
+    ) {
+        Ok(signed) => signed,
+        Err(refusal) => return FileResult::Refused(refusal, failed),
+    };
+    // The same bytes decrypt to the same document: a new verdict (a
+    // re-signed file, a scope file changed) needs no decryption.
+    let served = index.get(&id).filter(|s| s.file_sha256 == sha);
+    let reusable = served.or_else(|| index.withheld.get(rel).filter(|s| s.file_sha256 == sha));
+    if let Some(known) = reusable {
+        return FileResult::Loaded {
+            secret: Arc::new(Secret {
+                doc: known.doc.clone(),
+                file_sha256: sha,
+                recipients_fingerprint: known.recipients_fingerprint.clone(),
+                signed: Some(signed),
+            }),
+            decrypted: false,
+            same_bytes: served.is_some(),
+        };
+    }
+    decrypt(
+        store,
+        identities,
+        &id,
+        &bytes,
+        sha,
+        Some(signed),
+        Some(basis),
+    )
+}
+
+/// Decrypts new bytes.
+fn decrypt(
+    store: &Store,
+    identities: &Identities,
+    id: &SecretId,
+    bytes: &[u8],
+    sha256: [u8; 32],
+    signed: Option<super::Signed>,
+    basis: Option<Basis>,
+) -> FileResult {
+    match store.open_bytes(id, bytes, identities) {
+        Ok(loaded) => FileResult::Loaded {
+            secret: Arc::new(Secret {
+                recipients_fingerprint: loaded.header.metadata.map(|m| m.recipients_fingerprint),
+                doc: loaded.doc,
+                file_sha256: sha256,
+                signed,
+            }),
+            decrypted: true,
+            same_bytes: false,
+        },
+        Err(e) => FileResult::Failed(Problem::from(e), Some(Failed { sha256, basis })),
     }
 }

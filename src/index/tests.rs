@@ -138,3 +138,372 @@ fn bad_new_version_keeps_the_last_good_and_deletes_leave() {
     assert!(empty.is_empty());
     assert_eq!(empty.problem_count(), 0);
 }
+
+/// A store whose mesh `default` has admin-signed `recipients.txt` and
+/// `writers.txt` (SPEC 9), written as each key says.
+mod signed {
+    use super::*;
+    use crate::scope::ScopeFile;
+    use crate::signing::{Namespace, Signer, TrustRoot};
+    use crate::store::Signing;
+    use crate::writers::history::Seen;
+    use ssh_key::{Algorithm, PrivateKey};
+    use std::os::unix::fs::PermissionsExt;
+
+    pub(super) fn key() -> PrivateKey {
+        PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).unwrap()
+    }
+
+    pub(super) struct SignedStore {
+        _dir: tempfile::TempDir,
+        _trust_dir: tempfile::TempDir,
+        pub store: Store,
+        pub ids: Identities,
+        pub trust: TrustRoot,
+        pub admin: PrivateKey,
+    }
+
+    fn line(principal: &str, key: &PrivateKey) -> String {
+        format!("{principal} {}\n", key.public_key().to_openssh().unwrap())
+    }
+
+    impl SignedStore {
+        /// `writers` are the scope's writers, by principal.
+        pub fn new(writers: &[(&str, &PrivateKey)]) -> SignedStore {
+            let (dir, store, ids) = store_with(0);
+            let trust_dir = tempfile::tempdir().unwrap();
+            let admin = key();
+            let path = trust_dir.path().join("trust.txt");
+            fs::write(&path, line("admin@test", &admin)).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+            let trust = TrustRoot::load(&path).unwrap();
+            let mut s = SignedStore {
+                _dir: dir,
+                _trust_dir: trust_dir,
+                store: store.clone(),
+                ids,
+                trust,
+                admin,
+            };
+            s.store = s.as_key(None);
+            let scope = Scope::Mesh("default".into());
+            let text = s.store.recipients_text(&scope).unwrap();
+            s.as_admin().write_recipients(&scope, &text).unwrap();
+            s.set_writers(writers);
+            s
+        }
+
+        /// The store, writing (and signing) with `key`; reading under the
+        /// trust root.
+        pub fn as_key(&self, key: Option<&PrivateKey>) -> Store {
+            Store::open(self.store.root())
+                .unwrap()
+                .with_signing(Signing {
+                    signer: key.map(|k| Signer::from_private_key(k.clone()).unwrap()),
+                    trust: Some(self.trust.clone()),
+                })
+                .unwrap()
+        }
+
+        pub fn as_admin(&self) -> Store {
+            self.as_key(Some(&self.admin))
+        }
+
+        /// Rewrites `writers.txt`, signed by the admin.
+        pub fn set_writers(&self, writers: &[(&str, &PrivateKey)]) {
+            let text: String = writers.iter().map(|(p, k)| line(p, k)).collect();
+            self.as_admin()
+                .write_scope_file(&Scope::Mesh("default".into()), ScopeFile::Writers, &text)
+                .unwrap();
+        }
+
+        /// Writes a secret as `key` (unsigned without one).
+        pub fn put(&self, key: Option<&PrivateKey>, name: &str, value: &str) {
+            let doc = Document::new(id(name), SecretData::new(value.as_bytes().to_vec()));
+            self.as_key(key).put(&doc, None).unwrap();
+        }
+
+        /// Signs the file of `name` as it is with `key` (a re-sign).
+        pub fn resign(&self, key: &PrivateKey, name: &str) {
+            let bytes = fs::read(self.store.root().join(id(name).path())).unwrap();
+            let sig = Signer::from_private_key(key.clone())
+                .unwrap()
+                .sign(Namespace::Secret, &bytes)
+                .unwrap();
+            fs::write(self.store.root().join(id(name).sig_path()), sig).unwrap();
+        }
+
+        pub fn files(&self, name: &str) -> (Vec<u8>, Vec<u8>) {
+            let root = self.store.root();
+            (
+                fs::read(root.join(id(name).path())).unwrap(),
+                fs::read(root.join(id(name).sig_path())).unwrap(),
+            )
+        }
+
+        /// The bytes of a scope file's signature.
+        pub fn files_of(&self, file: &str) -> Vec<u8> {
+            fs::read(
+                self.store
+                    .root()
+                    .join("meshes/default")
+                    .join(format!("{file}.sig")),
+            )
+            .unwrap()
+        }
+
+        pub fn restore(&self, name: &str, files: &(Vec<u8>, Vec<u8>)) {
+            let root = self.store.root();
+            fs::write(root.join(id(name).path()), &files.0).unwrap();
+            fs::write(root.join(id(name).sig_path()), &files.1).unwrap();
+        }
+    }
+
+    pub(super) fn value(index: &Index, name: &str) -> Option<Vec<u8>> {
+        index.get(&id(name)).map(|s| s.doc.data.expose().to_vec())
+    }
+
+    /// The changed paths of a secret and its signature.
+    pub(super) fn both(name: &str) -> BTreeSet<PathBuf> {
+        [id(name).path(), id(name).sig_path()].into()
+    }
+
+    pub(super) fn code_of(index: &Index, name: &str) -> Option<&'static str> {
+        index
+            .refused()
+            .find(|r| r.id == id(name))
+            .map(|r| r.problem.code)
+    }
+
+    pub(super) fn refusals(index: &Index, code: &str) -> u64 {
+        let slot = REFUSAL_CODES.iter().position(|c| *c == code).unwrap();
+        index.counters().refusals[slot]
+    }
+
+    pub(super) fn seen_of(index: &Index) -> BTreeMap<PathBuf, Seen> {
+        index.seen().map(|(p, s)| (p.clone(), s.clone())).collect()
+    }
+}
+
+use signed::{both, code_of, key, refusals, seen_of, value, SignedStore};
+use ssh_key::PrivateKey;
+
+#[test]
+fn a_forged_new_version_keeps_the_signed_one() {
+    let writer = key();
+    let s = SignedStore::new(&[("writer@test", &writer)]);
+    s.put(Some(&writer), "db", "good");
+    let index = Index::load(&s.store, &s.ids).unwrap();
+    assert!(index.verifies());
+    assert_eq!(value(&index, "db").as_deref(), Some(&b"good"[..]));
+    assert_eq!(index.problem_count(), 0);
+
+    // Written without a sign key, as `meshseal apply` by anyone can.
+    s.put(None, "db", "forged-unsigned");
+    let (next, stats) = index.update(&s.store, &s.ids, &both("db"));
+    assert_eq!(value(&next, "db").as_deref(), Some(&b"good"[..]));
+    assert_eq!(code_of(&next, "db"), Some("unsigned"));
+    assert!(next.refused().all(|r| r.served));
+    assert_eq!(stats.decrypted, 0, "a refused file is not decrypted");
+    assert_eq!(stats.new_problems.len(), 1);
+    assert_eq!(refusals(&next, "unsigned"), 1);
+
+    // Signed, but by a key that is no writer of the scope.
+    let stranger = key();
+    s.put(Some(&stranger), "db", "forged-signed");
+    let (next, _) = next.update(&s.store, &s.ids, &both("db"));
+    assert_eq!(value(&next, "db").as_deref(), Some(&b"good"[..]));
+    assert_eq!(code_of(&next, "db"), Some("unknown-writer"));
+    let refused = next.refused().next().unwrap();
+    assert!(refused.served);
+    assert!(
+        refused.problem.message.contains(
+            &stranger
+                .public_key()
+                .fingerprint(Default::default())
+                .to_string()
+        ),
+        "{}",
+        refused.problem.message
+    );
+
+    // The writer writes again: served, and the problem is gone.
+    s.put(Some(&writer), "db", "new");
+    let (next, stats) = next.update(&s.store, &s.ids, &both("db"));
+    assert_eq!(value(&next, "db").as_deref(), Some(&b"new"[..]));
+    assert_eq!(stats.changed, vec![id("db")]);
+    assert_eq!((next.problem_count(), next.refused().count()), (0, 0));
+}
+
+#[test]
+fn an_older_signed_version_restored_is_a_rollback_also_after_a_restart() {
+    let writer = key();
+    let s = SignedStore::new(&[("writer@test", &writer)]);
+    s.put(Some(&writer), "db", "old");
+    let old = s.files("db");
+    let index = Index::load(&s.store, &s.ids).unwrap();
+    s.put(Some(&writer), "db", "new");
+    let (index, _) = index.update(&s.store, &s.ids, &both("db"));
+    assert_eq!(value(&index, "db").as_deref(), Some(&b"new"[..]));
+    let changes = index.seen_changes();
+
+    // `git show HEAD~1:…/db.age > …/db.age`, signature and all.
+    s.restore("db", &old);
+    let (next, stats) = index.update(&s.store, &s.ids, &both("db"));
+    assert_eq!(value(&next, "db").as_deref(), Some(&b"new"[..]));
+    assert_eq!(code_of(&next, "db"), Some("rollback"));
+    assert_eq!((stats.decrypted, next.seen_changes()), (0, changes));
+
+    // A restart that remembers what was seen refuses it too, and has
+    // nothing older to serve meanwhile.
+    let warm = Warm {
+        secrets: Vec::new(),
+        seen: seen_of(&next),
+    };
+    let restarted = Index::load_warm(&s.store, &s.ids, warm).unwrap();
+    assert_eq!(value(&restarted, "db"), None);
+    assert_eq!(code_of(&restarted, "db"), Some("rollback"));
+    assert!(restarted.refused().all(|r| !r.served));
+    // One that does not remember accepts it: that is what --state is for.
+    let forgetful = Index::load(&s.store, &s.ids).unwrap();
+    assert_eq!(value(&forgetful, "db").as_deref(), Some(&b"old"[..]));
+
+    // Deleting the file keeps what was seen of its path.
+    fs::remove_file(s.store.root().join(id("db").path())).unwrap();
+    let (gone, _) = next.update(&s.store, &s.ids, &both("db"));
+    assert_eq!(value(&gone, "db"), None);
+    s.restore("db", &old);
+    let (back, _) = gone.update(&s.store, &s.ids, &both("db"));
+    assert_eq!(value(&back, "db"), None);
+    assert_eq!(code_of(&back, "db"), Some("rollback"));
+}
+
+#[test]
+fn a_writer_removed_from_writers_txt_has_their_secrets_dropped_until_re_signed() {
+    let (leaver, stayer) = (key(), key());
+    let s = SignedStore::new(&[("leaver@test", &leaver), ("stayer@test", &stayer)]);
+    s.put(Some(&leaver), "a", "by-leaver-a");
+    s.put(Some(&leaver), "b", "by-leaver-b");
+    s.put(Some(&stayer), "c", "by-stayer");
+    let index = Index::load(&s.store, &s.ids).unwrap();
+    assert_eq!(index.len(), 3);
+    let decrypted = index.counters().decrypted;
+
+    // Someone edits writers.txt without an admin: it removes nobody, and
+    // the last good versions stay served.
+    let writers = s.store.root().join("meshes/default/writers.txt");
+    let signed_writers = (fs::read(&writers).unwrap(), s.files_of("writers.txt"));
+    fs::write(&writers, "nobody ssh-ed25519 AAAA\n").unwrap();
+    let changed: BTreeSet<PathBuf> = [PathBuf::from("meshes/default/writers.txt")].into();
+    let (edited, stats) = index.update(&s.store, &s.ids, &changed);
+    assert_eq!(edited.len(), 3);
+    assert_eq!(code_of(&edited, "a"), Some("untrusted-writers-file"));
+    assert_eq!(stats.decrypted, 0);
+    fs::write(&writers, &signed_writers.0).unwrap();
+    let (index, _) = edited.update(&s.store, &s.ids, &changed);
+    assert_eq!((index.len(), index.refused().count()), (3, 0));
+
+    // An admin removes the leaver.
+    s.set_writers(&[("stayer@test", &stayer)]);
+    let changed: BTreeSet<PathBuf> = [
+        PathBuf::from("meshes/default/writers.txt"),
+        PathBuf::from("meshes/default/writers.txt.sig"),
+    ]
+    .into();
+    let (next, stats) = index.update(&s.store, &s.ids, &changed);
+    assert_eq!(value(&next, "a"), None);
+    assert_eq!(value(&next, "b"), None);
+    assert_eq!(value(&next, "c").as_deref(), Some(&b"by-stayer"[..]));
+    assert_eq!(stats.removed, vec![id("a"), id("b")]);
+    assert_eq!(stats.decrypted, 0);
+    assert_eq!(code_of(&next, "a"), Some("unknown-writer"));
+    let a = next.refused().find(|r| r.id == id("a")).unwrap();
+    assert!(!a.served);
+    assert!(
+        a.problem.message.contains("no longer a writer"),
+        "{}",
+        a.problem.message
+    );
+    assert_eq!(stats.consequence(&a.problem), "not served");
+
+    // A remaining writer re-signs: served again, without decrypting.
+    s.resign(&stayer, "a");
+    let sig: BTreeSet<PathBuf> = [id("a").sig_path()].into();
+    let (resigned, stats) = next.update(&s.store, &s.ids, &sig);
+    assert_eq!(value(&resigned, "a").as_deref(), Some(&b"by-leaver-a"[..]));
+    assert_eq!(value(&resigned, "b"), None);
+    assert_eq!(stats.changed, vec![id("a")]);
+    assert_eq!(resigned.counters().decrypted, decrypted);
+}
+
+#[test]
+fn a_changed_signature_is_judged_again_without_decrypting() {
+    let (first, second) = (key(), key());
+    let s = SignedStore::new(&[("first@test", &first), ("second@test", &second)]);
+    s.put(Some(&first), "db", "value");
+    s.put(Some(&first), "other", "x");
+    let index = Index::load(&s.store, &s.ids).unwrap();
+    let decrypted = index.counters().decrypted;
+    assert_eq!(decrypted, 2);
+    let fp = |k: &PrivateKey| k.public_key().fingerprint(Default::default());
+    assert_eq!(
+        index
+            .get(&id("db"))
+            .unwrap()
+            .signed
+            .as_ref()
+            .unwrap()
+            .verdict
+            .signer,
+        fp(&first)
+    );
+
+    // Re-signed by the other writer: the same bytes, a new verdict.
+    s.resign(&second, "db");
+    let sig: BTreeSet<PathBuf> = [id("db").sig_path()].into();
+    let (next, stats) = index.update(&s.store, &s.ids, &sig);
+    assert_eq!(stats.decrypted, 0);
+    assert_eq!(next.counters().decrypted, decrypted);
+    assert!(stats.changed.is_empty(), "the value did not change");
+    let db = next.get(&id("db")).unwrap();
+    assert_eq!(db.signed.as_ref().unwrap().verdict.signer, fp(&second));
+    assert_eq!(db.doc.data.expose(), b"value");
+
+    // A garbage signature: refused, the last good stays.
+    fs::write(s.store.root().join(id("db").sig_path()), b"garbage").unwrap();
+    let (bad, stats) = next.update(&s.store, &s.ids, &sig);
+    assert_eq!(code_of(&bad, "db"), Some("bad-signature"));
+    assert_eq!(value(&bad, "db").as_deref(), Some(&b"value"[..]));
+    assert_eq!(stats.decrypted, 0);
+
+    // recipients.txt edited without an admin (a reader added): every secret
+    // of the scope is refused, none decrypted, the last good ones served.
+    s.resign(&second, "db");
+    let (fixed, _) = bad.update(&s.store, &s.ids, &sig);
+    assert_eq!(fixed.refused().count(), 0);
+    let recipients = s.store.root().join("meshes/default/recipients.txt");
+    let text = fs::read_to_string(&recipients).unwrap();
+    let (_, intruder) = crate::identity::generate();
+    fs::write(&recipients, format!("{text}{intruder}\n")).unwrap();
+    let changed: BTreeSet<PathBuf> = [PathBuf::from("meshes/default/recipients.txt")].into();
+    let (untrusted, stats) = fixed.update(&s.store, &s.ids, &changed);
+    assert_eq!(code_of(&untrusted, "db"), Some("untrusted-recipients-file"));
+    assert_eq!(
+        code_of(&untrusted, "other"),
+        Some("untrusted-recipients-file")
+    );
+    assert_eq!(untrusted.len(), 2);
+    assert_eq!(stats.decrypted, 0);
+    // Restored: accepted again, still without decrypting.
+    fs::write(&recipients, text).unwrap();
+    let (restored, stats) = untrusted.update(&s.store, &s.ids, &changed);
+    assert_eq!(
+        (restored.refused().count(), restored.problem_count()),
+        (0, 0)
+    );
+    assert_eq!(stats.decrypted, 0);
+    assert_eq!(restored.counters().decrypted, decrypted);
+    // A rescan finds nothing to do.
+    let (_, stats) = restored.rescan(&s.store, &s.ids, false).unwrap();
+    assert_eq!((stats.decrypted, stats.new_problems.len()), (0, 0));
+}

@@ -1,18 +1,44 @@
 //! Building the next generation: from a batch of changed paths, or from a
 //! full walk (a rescan, the warm start); files whose bytes are unchanged are
 //! only hashed.
+//!
+//! Under a trust root a batch also re-judges what its signature files
+//! cover: a changed `.sig` its secret, a changed scope file (`writers.txt`,
+//! `recipients.txt`, their `.sig`) every secret of its scope. Files whose
+//! bytes are unchanged are judged again without being decrypted.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::files::is_file_like;
 use super::policies::is_policy;
+use super::signatures::Signatures;
 use super::{scope_fingerprints, Index, UpdateKind, UpdateStats};
 use crate::identity::Identities;
-use crate::scope::{SecretId, StorePath};
+use crate::scope::{Scope, SecretId, StorePath};
 use crate::store::{ScanError, Store};
+
+/// The scope whose verdicts a file of this kind takes part in.
+fn signed_scope(what: &StorePath) -> Option<&Scope> {
+    match what {
+        StorePath::Secret(id) | StorePath::SecretSig(id) => Some(&id.scope),
+        StorePath::Recipients(scope)
+        | StorePath::Writers(scope)
+        | StorePath::ScopeSig(scope, _) => Some(scope),
+        _ => None,
+    }
+}
+
+/// Whether a file is one of a scope's signed files.
+fn is_scope_file(what: &StorePath) -> bool {
+    matches!(
+        what,
+        StorePath::Recipients(_) | StorePath::Writers(_) | StorePath::ScopeSig(..)
+    )
+}
 
 impl Index {
     /// The next generation after a batch of changed paths (relative to the
@@ -30,7 +56,11 @@ impl Index {
         let mut gone = Vec::new();
         let mut dirs = Vec::new();
         let mut fingerprints_changed = false;
+        let verifies = self.signatures.is_some();
+        // Under a trust root: scopes whose signed files may have changed.
+        let mut scopes: BTreeSet<Scope> = BTreeSet::new();
         for rel in changed {
+            let what = StorePath::classify(rel);
             match fs::symlink_metadata(store.root().join(rel)) {
                 Ok(m) if m.is_dir() => dirs.push(rel.clone()),
                 Ok(_) => {
@@ -40,8 +70,20 @@ impl Index {
                 }
                 Err(_) => gone.push(rel.clone()),
             }
-            if matches!(StorePath::classify(rel), StorePath::Recipients(_)) {
+            if matches!(what, StorePath::Recipients(_)) {
                 fingerprints_changed = true;
+            }
+            if verifies {
+                match &what {
+                    // A signature, there or gone, re-judges its secret.
+                    StorePath::SecretSig(id) => {
+                        candidates.insert(id.path());
+                    }
+                    what if is_scope_file(what) => {
+                        scopes.extend(signed_scope(what).cloned());
+                    }
+                    _ => {}
+                }
             }
         }
         let mut policies: BTreeSet<PathBuf> =
@@ -56,6 +98,17 @@ impl Index {
                     if !dirs.iter().any(|d| e.rel.starts_with(d)) {
                         continue;
                     }
+                    if verifies {
+                        match &e.what {
+                            StorePath::SecretSig(id) => {
+                                candidates.insert(id.path());
+                            }
+                            what if is_scope_file(what) => {
+                                scopes.extend(signed_scope(what).cloned());
+                            }
+                            _ => {}
+                        }
+                    }
                     if is_file_like(&e.rel) {
                         candidates.insert(e.rel);
                     } else if is_policy(&e.rel) {
@@ -68,6 +121,29 @@ impl Index {
         let mut stats = UpdateStats::new(UpdateKind::Incremental);
         for rel in &gone {
             next.remove_under(rel, &mut stats);
+        }
+        if let Some(signatures) = next.signatures.as_mut() {
+            let signatures = Arc::make_mut(signatures);
+            // A folder that came or went may have held a scope's files.
+            for rel in dirs.iter().chain(&gone) {
+                scopes.extend(signatures.scopes_at_or_below(rel));
+            }
+            // A secret of a scope not read yet.
+            for rel in &candidates {
+                if let Some(scope) = signed_scope(&StorePath::classify(rel)) {
+                    if !signatures.knows(scope) {
+                        scopes.insert(scope.clone());
+                    }
+                }
+            }
+            for scope in &scopes {
+                if signatures.load_scope(store, scope) {
+                    // Every secret of the scope is judged again.
+                    if let Ok(ids) = store.secret_ids(Some(scope)) {
+                        candidates.extend(ids.iter().map(SecretId::path));
+                    }
+                }
+            }
         }
         next.refresh_policies(store, policies, &mut stats);
         next.apply(
@@ -118,6 +194,18 @@ impl Index {
         let entries = store.scan()?;
         let mut next = self.successor();
         let mut stats = UpdateStats::new(kind);
+        // Every scope's signed files are read again: each file's verdict is
+        // then out of date exactly when what it rests on changed.
+        next.signatures = Signatures::new(store).map(|mut signatures| {
+            let scopes: BTreeSet<&Scope> = entries
+                .iter()
+                .filter_map(|e| signed_scope(&e.what))
+                .collect();
+            for scope in scopes {
+                signatures.load_scope(store, scope);
+            }
+            Arc::new(signatures)
+        });
         if kind != UpdateKind::Cold {
             let present: BTreeSet<&Path> = entries.iter().map(|e| e.rel.as_path()).collect();
             let mut vanished: Vec<PathBuf> = next

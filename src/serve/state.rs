@@ -17,11 +17,25 @@
 //! identity. A cache that cannot be read (another identity, a corrupt or
 //! truncated file, a killed writer's leftover) is ignored with a warning:
 //! the load is then cold, never wrong.
+//!
+//! `DIR/generations.json` is the rollback record of a watcher with a trust
+//! root (SPEC 9): the highest verified generation of every secret path it
+//! has served, deleted ones included, and the sha256 of the versions seen
+//! at it. Lower versions are refused after a restart as before it. It holds
+//! paths, numbers and hashes, no secret bytes (the paths are the
+//! repository's own), so it is plain JSON; like the cache it rests on the
+//! folder's integrity. It is saved, atomically, after every update that
+//! verified a new version and before that version is served. Unlike the
+//! cache, a record that cannot be read stops the start: ignoring it would
+//! silently accept every rollback since it was written.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -31,9 +45,10 @@ use zeroize::Zeroizing;
 use crate::atomic;
 use crate::document::Document;
 use crate::identity::Identities;
-use crate::index::{Index, Secret};
+use crate::index::{Index, Secret, Warm};
 use crate::problem::Diagnostic;
 use crate::scope::{Scope, SecretId};
+use crate::writers::history::Seen;
 
 /// The cache file's name in the state folder.
 const CACHE_FILE: &str = "cache.age";
@@ -42,6 +57,10 @@ const CACHE_VERSION: u32 = 1;
 /// The largest cache read: 1 MiB per 1,000 secrets of a million would be
 /// far more than any store holds.
 const MAX_CACHE_BYTES: u64 = 4 << 30;
+/// The rollback record's name in the state folder.
+const GENERATIONS_FILE: &str = "generations.json";
+/// Format version of the rollback record.
+const GENERATIONS_VERSION: u32 = 1;
 
 /// The state folder cannot be used.
 #[derive(Debug, Error)]
@@ -63,6 +82,14 @@ pub enum StateError {
         /// What is wrong.
         why: &'static str,
     },
+    /// The rollback record is there but cannot be used.
+    #[error("the rollback record cannot be read: {reason}")]
+    Record {
+        /// The record.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Diagnostic for StateError {
@@ -70,6 +97,7 @@ impl Diagnostic for StateError {
         match self {
             StateError::Io { .. } => "io",
             StateError::Unsafe { .. } => "unsafe-state-folder",
+            StateError::Record { .. } => "unreadable-rollback-record",
         }
     }
 
@@ -80,12 +108,18 @@ impl Diagnostic for StateError {
                 "use a folder of your own: `chmod 700 {0}` (and `chown` it to the watcher's user), or pick another --state",
                 path.display()
             )),
+            StateError::Record { path, .. } => Some(format!(
+                "restore it from a backup; or, knowing that rollbacks since it was written are then not detected, remove it: `rm {}`",
+                path.display()
+            )),
         }
     }
 
     fn file(&self) -> Option<&Path> {
         match self {
-            StateError::Io { path, .. } | StateError::Unsafe { path, .. } => Some(path),
+            StateError::Io { path, .. }
+            | StateError::Unsafe { path, .. }
+            | StateError::Record { path, .. } => Some(path),
         }
     }
 }
@@ -120,10 +154,30 @@ impl Drop for CachedSecret {
     }
 }
 
+/// The rollback record of one path.
+#[derive(Serialize, Deserialize)]
+struct Generation {
+    /// The highest verified generation.
+    generation: u64,
+    /// Hex sha256 of every version seen at it.
+    sha256: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Generations {
+    version: u32,
+    /// By path relative to the store root.
+    files: BTreeMap<String, Generation>,
+}
+
 /// The state folder of a watcher.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
+    /// The rollback record as read at start.
+    seen: Arc<BTreeMap<PathBuf, Seen>>,
+    /// `Index::seen_changes` + 1 of the last record saved (0: none yet).
+    saved: Arc<AtomicU64>,
 }
 
 impl StateDir {
@@ -159,8 +213,12 @@ impl StateDir {
                 }
             }
         }
+        let path = dir.join(GENERATIONS_FILE);
+        let seen = read_generations(&path)?;
         Ok(StateDir {
             dir: dir.to_path_buf(),
+            seen: Arc::new(seen),
+            saved: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -168,9 +226,21 @@ impl StateDir {
         self.dir.join(CACHE_FILE)
     }
 
-    /// The cached secrets, each bound to its path; empty (with a warning)
-    /// when there is no usable cache.
-    pub fn load_cache(&self, identities: &Identities, max_data_bytes: usize) -> Vec<Secret> {
+    fn generations_path(&self) -> PathBuf {
+        self.dir.join(GENERATIONS_FILE)
+    }
+
+    /// What a restart starts from: the cached secrets, each bound to its
+    /// path (none, with a warning, when there is no usable cache), and the
+    /// rollback record read at start.
+    pub fn load_cache(&self, identities: &Identities, max_data_bytes: usize) -> Warm {
+        Warm {
+            secrets: self.cached_secrets(identities, max_data_bytes),
+            seen: (*self.seen).clone(),
+        }
+    }
+
+    fn cached_secrets(&self, identities: &Identities, max_data_bytes: usize) -> Vec<Secret> {
         let path = self.cache_path();
         let bytes = match read_bounded(&path) {
             Ok(b) => b,
@@ -187,6 +257,43 @@ impl StateDir {
                 Vec::new()
             }
         }
+    }
+
+    /// Saves the rollback record of `index` when it verifies and its
+    /// record changed since the last save; whether it wrote.
+    pub fn save_generations(&self, index: &Index) -> Result<bool, StateError> {
+        // Without a trust root nothing is verified: the record kept from
+        // runs with one stays as it is.
+        let version = index.seen_changes() + 1;
+        if !index.verifies() || self.saved.load(Ordering::SeqCst) == version {
+            return Ok(false);
+        }
+        let record = Generations {
+            version: GENERATIONS_VERSION,
+            files: index
+                .seen()
+                .filter_map(|(path, seen)| {
+                    let generation = Generation {
+                        generation: seen.generation,
+                        sha256: seen
+                            .versions
+                            .iter()
+                            .map(|s| crate::recipients::hex(s))
+                            .collect(),
+                    };
+                    Some((path.to_str()?.to_string(), generation))
+                })
+                .collect(),
+        };
+        let path = self.generations_path();
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
+        let text = serde_json::to_vec(&record).map_err(|e| io(e.into()))?;
+        atomic::write(&path, &text, 0o600).map_err(io)?;
+        self.saved.store(version, Ordering::SeqCst);
+        Ok(true)
     }
 
     /// Replaces the cache with the secrets of `index`, encrypted to the
@@ -233,6 +340,54 @@ impl StateDir {
         info!(file = %self.cache_path().display(), secrets = count, "state cache saved");
         Ok(count)
     }
+}
+
+/// The rollback record at `path`; empty when there is none.
+fn read_generations(path: &Path) -> Result<BTreeMap<PathBuf, Seen>, StateError> {
+    let bytes = match read_bounded(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => {
+            return Err(StateError::Record {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        }
+    };
+    let bad = |reason: String| StateError::Record {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let record: Generations = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    if record.version != GENERATIONS_VERSION {
+        return Err(bad(format!(
+            "format version {} is not {GENERATIONS_VERSION}",
+            record.version
+        )));
+    }
+    let mut seen = BTreeMap::new();
+    for (file, g) in record.files {
+        let mut versions = std::collections::BTreeSet::new();
+        for hex in &g.sha256 {
+            versions.insert(
+                base16_32(hex).ok_or_else(|| bad(format!("{file}: {hex:?} is not a sha256")))?,
+            );
+        }
+        if versions.is_empty() {
+            return Err(bad(format!(
+                "{file}: no version at generation {}",
+                g.generation
+            )));
+        }
+        seen.insert(
+            PathBuf::from(file),
+            Seen {
+                generation: g.generation,
+                versions,
+            },
+        );
+    }
+    Ok(seen)
 }
 
 fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
@@ -291,6 +446,7 @@ fn cached_secret(c: &CachedSecret, max_data_bytes: usize) -> Option<Secret> {
         doc,
         file_sha256: sha,
         recipients_fingerprint: c.fingerprint.clone(),
+        signed: None,
     })
 }
 
