@@ -32,6 +32,9 @@ pub(super) fn cmd_watch(ctx: &Context, args: WatchArgs) -> Result<Exit> {
             default: meshseal::identity::default_path(),
         }));
     }
+    // A trust root that does not load (loose permissions, no such file)
+    // stops the start: the watcher never serves unverified by mistake.
+    let trust = ctx.trust()?;
     let options = WatchOptions {
         root: ctx.repo.clone(),
         identity_files,
@@ -48,6 +51,7 @@ pub(super) fn cmd_watch(ctx: &Context, args: WatchArgs) -> Result<Exit> {
         state: args.state,
         sds: args.sds,
         sds_listen: args.sds_listen,
+        trust,
     };
     if args.once {
         return once(&options);

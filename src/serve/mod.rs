@@ -41,6 +41,7 @@ pub mod state;
 pub mod tls;
 pub mod tokens;
 pub mod update;
+pub mod worktree;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,7 +53,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use notify::RecursiveMode;
 use notify_debouncer_full::{new_debouncer_opt, DebounceEventResult, Debouncer, RecommendedCache};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::index::Index;
 use crate::problem::Problem;
@@ -117,6 +118,10 @@ pub struct WatchOptions {
     /// Serve SDS on this TCP address too (loopback unless
     /// `insecure_listen`).
     pub sds_listen: Option<SocketAddr>,
+    /// The trust root (SPEC 9): with one, only secrets signed by a writer
+    /// of their scope are served, and never an older version than one
+    /// already served.
+    pub trust: Option<crate::signing::TrustRoot>,
 }
 
 impl WatchOptions {
@@ -143,7 +148,13 @@ pub fn once(options: &WatchOptions) -> Result<OnceReport, ServeError> {
         Tokens::load(path)?;
     }
     let state = options.state.as_deref().map(StateDir::open).transpose()?;
-    let mut sources = Sources::open(&options.root, options.zone(), &identities, state.as_ref())?;
+    let mut sources = Sources::open(
+        &options.root,
+        options.zone(),
+        &identities,
+        state.as_ref(),
+        options.trust.as_ref(),
+    )?;
     if let Some(state) = &state {
         save_state(state, &sources.repo.index, &identities);
     }
@@ -191,15 +202,21 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
     let state_dir = options.state.as_deref().map(StateDir::open).transpose()?;
     if state_dir.is_none() {
         info!("no --state folder: a restart decrypts every file again");
+        if let Some(trust) = &options.trust {
+            warn!(trust = %trust.path().display(), "no --state folder: rollback protection lasts only as long as this process (a restart accepts any older signed version); keep it with --state DIR");
+        }
     }
     let mut sources = Sources::open(
         &options.root,
         options.zone(),
         &identities,
         state_dir.as_ref(),
+        options.trust.as_ref(),
     )?;
     sources.log_loaded();
     if let Some(state_dir) = &state_dir {
+        // Recorded before anything is served.
+        save_generations(state_dir, &sources.repo.index);
         if sources.repo.index.counters().decrypted > 0 {
             save_state(state_dir, &sources.repo.index, &identities);
         }
@@ -368,16 +385,28 @@ impl update::Watches for DebouncerWatches {
     }
 }
 
-/// Saves the state cache; a failure is logged (the next start is cold).
+/// Saves the state cache and the rollback record; a failure is logged (the
+/// next start is cold).
 pub(crate) fn save_state(
     state: &StateDir,
     index: &Index,
     identities: &crate::identity::Identities,
 ) {
+    save_generations(state, index);
     if let Err(e) = state.save_cache(index, identities) {
         log_problem(
             &Problem::from(e),
             "the next start decrypts every file again",
+        );
+    }
+}
+
+/// Saves the rollback record when it changed; a failure is logged.
+pub(crate) fn save_generations(state: &StateDir, index: &Index) {
+    if let Err(e) = state.save_generations(index) {
+        log_problem(
+            &Problem::from(e),
+            "versions verified since the last save are not protected against a rollback across a restart",
         );
     }
 }

@@ -13,10 +13,12 @@ use tracing::{info, warn};
 use crate::identity::Identities;
 use crate::index::Index;
 use crate::problem::Problem;
-use crate::store::Store;
+use crate::signing::TrustRoot;
+use crate::store::{Signing, Store};
 
 use super::error::{log_problem, ServeError};
 use super::state::StateDir;
+use super::worktree::Checkout;
 
 /// Loads identity files, naming the one that fails.
 pub fn load_identities(files: &[PathBuf]) -> Result<Identities, ServeError> {
@@ -28,6 +30,18 @@ pub fn load(root: &Path, identities: &Identities) -> Result<(Store, Index), Serv
     let store = Store::open(root)?;
     let index = Index::load(&store, identities)?;
     Ok((store, index))
+}
+
+/// The store read under the trust root, if any (SPEC 9): its index then
+/// serves only what verifies. The watcher never writes, so it has no sign
+/// key.
+fn verifying(store: Store, trust: Option<TrustRoot>) -> Store {
+    store
+        .with_signing(Signing {
+            signer: None,
+            trust,
+        })
+        .expect("without a sign key, reading under a trust root writes nothing")
 }
 
 /// One store and its current index.
@@ -43,6 +57,16 @@ pub struct Source {
     pub index: Arc<Index>,
     /// Since when the root has been gone (the last good index stays served).
     pub missing_since: Option<SystemTime>,
+    /// Whether the root can be swapped: a link is on its way.
+    pub swappable: bool,
+    /// What git lists of the tree the index was built from (swappable roots
+    /// in a git checkout only): a swap then reads only what git says
+    /// changed.
+    pub checkout: Option<Checkout>,
+    /// The root moved but the index could not be rebuilt from the new tree
+    /// (it failed, or the tree moved again meanwhile): the next batch
+    /// rebuilds it.
+    pub stale: bool,
 }
 
 /// What became of a store's root since the last look.
@@ -79,6 +103,7 @@ impl Source {
         given: &Path,
         identities: &Identities,
         state: Option<&StateDir>,
+        trust: Option<&TrustRoot>,
     ) -> Result<Source, ServeError> {
         // A root that cannot be resolved is "no such folder", as for every
         // other command.
@@ -88,7 +113,7 @@ impl Source {
                 source,
             })
         })?;
-        let store = Store::open(&root)?;
+        let store = verifying(Store::open(&root)?, trust.cloned());
         let index = match state {
             Some(state) => {
                 let cached = state.load_cache(identities, store.config().limits.max_data_bytes);
@@ -102,7 +127,17 @@ impl Source {
             store,
             index: Arc::new(index),
             missing_since: None,
+            swappable: !link_folders(given).is_empty(),
+            checkout: None,
+            stale: false,
         })
+    }
+
+    /// Whether the given root still resolves to the tree the index is being
+    /// built from: otherwise files missing from a build may be missing
+    /// because the tree was swapped away or deleted under it.
+    pub fn still_at_root(&self) -> bool {
+        fs::canonicalize(&self.given).is_ok_and(|t| t == self.root)
     }
 
     /// Resolves the given root again. A root that moved is reopened (the
@@ -119,7 +154,8 @@ impl Source {
         if target != self.root && !self.may_move_to(&target) {
             return RootChange::Refused { target };
         }
-        let store = match Store::open(&target) {
+        let trust = self.store.signing().trust.clone();
+        let store = match Store::open(&target).map(|s| verifying(s, trust)) {
             Ok(s) => s,
             Err(e) => return self.missing(Problem::from(e).message),
         };
@@ -186,14 +222,17 @@ fn canonical(dir: &Path) -> Result<PathBuf, ServeError> {
 impl Sources {
     /// Opens and loads the repository's store and, in zone mode, the zone's.
     /// With `state`, the repository's store is loaded warm from its cache
-    /// (the zone-local store, small and local, always cold).
+    /// (the zone-local store, small and local, always cold). With `trust`,
+    /// the repository's store is verified (the zone-local store is written
+    /// by the zone's operator, never pushed to: it is not).
     pub fn open(
         root: &Path,
         zone: Option<(&str, &Path)>,
         identities: &Identities,
         state: Option<&StateDir>,
+        trust: Option<&TrustRoot>,
     ) -> Result<Sources, ServeError> {
-        let repo = Source::open(root, identities, state)?;
+        let repo = Source::open(root, identities, state, trust)?;
         let zone = match zone {
             Some((name, dir)) => {
                 let zone_root = canonical(dir)?;
@@ -204,7 +243,7 @@ impl Sources {
                 }
                 Some(Zone {
                     name: name.to_string(),
-                    source: Source::open(dir, identities, None)?,
+                    source: Source::open(dir, identities, None, None)?,
                 })
             }
             None => None,

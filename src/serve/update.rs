@@ -15,12 +15,14 @@ use tracing::{error, info, warn};
 use crate::identity::Identities;
 use crate::index::{Index, Live, UpdateStats};
 use crate::problem::Problem;
-use crate::store::Store;
 
 use super::error::log_problem;
 use super::events::Batch;
 use super::materialize::Materializer;
-use super::sources::{load_identities, log_conflicts, millis, RootChange, RootStatus, Sources};
+use super::sources::{
+    load_identities, log_conflicts, millis, RootChange, RootStatus, Source, Sources,
+};
+use super::worktree::{Changes, Checkout, Listing};
 
 /// Batches up to this size log one line per secret.
 const MAX_NAMED_PER_BATCH: usize = 50;
@@ -114,6 +116,7 @@ const SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 impl Updater<'_> {
     /// Runs until `Msg::Stop` or until every sender is gone.
     pub fn run(mut self, rx: &mpsc::Receiver<Msg>) {
+        self.list_checkouts();
         while let Ok(first) = rx.recv() {
             let (mut reload, mut stop) = (false, false);
             let mut events = Vec::new();
@@ -167,6 +170,24 @@ impl Updater<'_> {
         self.save_state();
     }
 
+    /// What git lists of every swappable root's tree, so that its first
+    /// swap reads only what changed. Read after the load, from the root it
+    /// was loaded from (not through the link): the same tree.
+    fn list_checkouts(&mut self) {
+        for (name, source) in self.sources.all_mut() {
+            if !source.swappable {
+                continue;
+            }
+            match Checkout::read(&source.root) {
+                Ok(c) => source.checkout = Some(c),
+                Err(e) => {
+                    let problem = Problem::from(e);
+                    info!(store = name, root = %source.given.display(), problem = %problem.message, hint = problem.hint.as_deref().unwrap_or(""), "git cannot list the store's tree: a swap of the root will be rescanned whole");
+                }
+            }
+        }
+    }
+
     fn save_state(&mut self) {
         if let Some(state) = self.state {
             super::save_state(state, &self.sources.repo.index, &self.identities);
@@ -181,6 +202,8 @@ impl Updater<'_> {
         let mut changed_state = false;
         for (i, (name, source)) in self.sources.all_mut().into_iter().enumerate() {
             match source.follow_root() {
+                // The last move's tree could not be read: again.
+                RootChange::Same if source.stale => moved[i] = true,
                 RootChange::Same | RootChange::StillMissing => {}
                 RootChange::Moved { from, returned } => {
                     moved[i] = true;
@@ -218,48 +241,35 @@ impl Updater<'_> {
             self.watches.watch(folder, true);
         }
         let full = batch.rescan || reload;
-        let sources = &mut self.sources;
-        // A root that is gone is not walked: its last good index stays.
-        let repo_update = sources
-            .repo
-            .is_present()
-            .then(|| {
-                update_source(
-                    &sources.repo.store,
-                    &sources.repo.index,
-                    &self.identities,
-                    &batch.repo,
-                    full || moved[0],
-                    reload,
-                )
-            })
-            .flatten();
-        let zone_update = sources
-            .zone
-            .as_ref()
-            .filter(|z| z.source.is_present())
-            .and_then(|z| {
-                update_source(
-                    &z.source.store,
-                    &z.source.index,
-                    &self.identities,
-                    &batch.zone,
-                    full || moved[1],
-                    reload,
-                )
-            });
-        if repo_update.is_none() && zone_update.is_none() {
+        let mut stats = Vec::new();
+        for (i, (name, source)) in self.sources.all_mut().into_iter().enumerate() {
+            // A root that is gone is not walked: its last good index stays.
+            if !source.is_present() {
+                continue;
+            }
+            let events = if i == 0 { &batch.repo } else { &batch.zone };
+            let update = if moved[i] {
+                follow_tree(source, &self.identities, events, reload, name)
+            } else if full {
+                rescan(source, &self.identities, reload)
+            } else if !events.is_empty() {
+                let update = source.index.update(&source.store, &self.identities, events);
+                if let Some(c) = &mut source.checkout {
+                    c.touch(events);
+                }
+                Some(update)
+            } else {
+                None
+            };
+            if let Some((index, s)) = update {
+                source.index = Arc::new(index);
+                stats.push((s, name));
+            }
+        }
+        if stats.is_empty() {
             return;
         }
-        let mut stats = Vec::new();
-        if let Some((index, s)) = repo_update {
-            sources.repo.index = Arc::new(index);
-            stats.push((s, "repository"));
-        }
-        if let (Some((index, s)), Some(z)) = (zone_update, sources.zone.as_mut()) {
-            z.source.index = Arc::new(index);
-            stats.push((s, "zone"));
-        }
+        let sources = &mut self.sources;
         let current = self.publisher.live.load_full();
         let next = sources.view();
         if !reload && next.same_content(&current) {
@@ -288,29 +298,86 @@ impl Updater<'_> {
     }
 }
 
-/// Brings one source's index up to date; `None` when nothing was to do or
-/// the rescan failed (logged).
-fn update_source(
-    store: &Store,
-    index: &Index,
+/// A full walk of a source's tree; `None` when it failed (logged). What git
+/// lists of the tree is read again first, for the next swap.
+fn rescan(
+    source: &mut Source,
     identities: &Identities,
-    changed: &BTreeSet<PathBuf>,
-    full: bool,
     retry_failed: bool,
 ) -> Option<(Index, UpdateStats)> {
-    if full {
-        match index.rescan(store, identities, retry_failed) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                error!(problem = %Problem::from(e), "rescan failed: the last good index stays served");
-                None
-            }
+    let listing = source
+        .swappable
+        .then(|| Listing::read(&source.root).ok())
+        .flatten();
+    match source.index.rescan(&source.store, identities, retry_failed) {
+        Ok(r) => {
+            source.checkout = listing.map(Checkout::from);
+            Some(r)
         }
-    } else if !changed.is_empty() {
-        Some(index.update(store, identities, changed))
+        Err(e) => {
+            source.checkout = None;
+            error!(problem = %Problem::from(e), "rescan failed: the last good index stays served");
+            None
+        }
+    }
+}
+
+/// The index of a source whose root now resolves to another tree: built
+/// from the files git says differ when both trees are git checkouts, else
+/// from a full walk. `None` when it failed, or when the root moved again
+/// while the tree was read (then nothing of it is trusted: files it lacked
+/// may have been deleted under it); the next batch builds it again.
+fn follow_tree(
+    source: &mut Source,
+    identities: &Identities,
+    events: &BTreeSet<PathBuf>,
+    retry_failed: bool,
+    name: &str,
+) -> Option<(Index, UpdateStats)> {
+    let next = if source.swappable {
+        Listing::read(&source.root)
+            .map_err(|e| {
+                let problem = Problem::from(e);
+                info!(store = name, problem = %problem.message, hint = problem.hint.as_deref().unwrap_or(""), "git cannot list the new tree");
+            })
+            .ok()
     } else {
         None
+    };
+    let changes = match (&source.checkout, &next) {
+        _ if retry_failed => Changes::Rescan("identities were reloaded"),
+        (Some(old), Some(next)) => old.changes_to(next),
+        (None, Some(_)) => Changes::Rescan("git could not list the tree swapped out"),
+        (_, None) if source.swappable => Changes::Rescan("git cannot list the new tree"),
+        (_, None) => Changes::Rescan("the root is not a link"),
+    };
+    let update = match changes {
+        Changes::Files(mut files) => {
+            info!(store = name, files = files.len(), "git names the files the new tree changed: only those are read");
+            files.extend(events.iter().cloned());
+            Some(source.index.update(&source.store, identities, &files))
+        }
+        Changes::Rescan(reason) => {
+            info!(store = name, reason, "rescanning the new tree whole");
+            match source.index.rescan(&source.store, identities, retry_failed) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    error!(problem = %Problem::from(e), "rescan failed: the last good index stays served");
+                    None
+                }
+            }
+        }
+    };
+    if update.is_some() && !source.still_at_root() {
+        warn!(store = name, root = %source.given.display(), "store root changed again while the new tree was read: the last good index stays served until the next change");
+        source.stale = true;
+        return None;
     }
+    source.stale = update.is_none();
+    if update.is_some() {
+        source.checkout = next.map(Checkout::from);
+    }
+    update
 }
 
 /// Logs one source's update, as part of generation `index`.
@@ -339,6 +406,6 @@ fn log_update(index: &Index, stats: &UpdateStats, source: &str) {
         }
     }
     for p in &stats.new_problems {
-        log_problem(p, "kept the last good version");
+        log_problem(p, stats.consequence(p));
     }
 }
