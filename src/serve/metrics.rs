@@ -87,6 +87,23 @@ pub fn render(index: &Index) -> String {
         "Files decrypted since start.",
         &[("", c.decrypted as f64)],
     );
+    if index.verifies() {
+        let labels: Vec<String> = crate::index::REFUSAL_CODES
+            .iter()
+            .map(|code| format!("{{reason=\"{code}\"}}"))
+            .collect();
+        let samples: Vec<(&str, f64)> = labels
+            .iter()
+            .zip(c.refusals)
+            .map(|(l, n)| (l.as_str(), n as f64))
+            .collect();
+        metric(
+            "meshseal_signature_refusals_total",
+            "counter",
+            "New secret versions refused by signature (SPEC 9), by reason.",
+            &samples,
+        );
+    }
     out
 }
 

@@ -46,6 +46,30 @@ pub(super) async fn status(State(state): State<ApiState>, headers: HeaderMap) ->
             v
         })
         .collect();
+    // Secrets whose current version the trust root refuses (SPEC 9): the
+    // reason code, and whether a last good version is served meanwhile.
+    let refused: Vec<Value> = index
+        .refused()
+        .filter(|r| who.allows(&r.id.scope))
+        .map(|r| {
+            let mut v = json!({
+                "type": r.id.scope.resource_type(),
+                "name": r.id.name,
+                "file": r.problem.file,
+                "code": r.problem.code,
+                "message": r.problem.message,
+                "hint": r.problem.hint,
+                "since": time::OffsetDateTime::from(r.since)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                "serving": if r.served { "last-good" } else { "none" },
+            });
+            if let Some(m) = r.id.scope.mesh_name() {
+                v["mesh"] = json!(m);
+            }
+            v
+        })
+        .collect();
     let conflicts: Vec<String> = index
         .conflicts()
         .iter()
@@ -64,6 +88,7 @@ pub(super) async fn status(State(state): State<ApiState>, headers: HeaderMap) ->
             "healthy": problems.is_empty(),
             "problems": problems,
             "stale": stale,
+            "refused": refused,
             "conflicts": conflicts,
             "roots": serde_json::to_value(&**state.roots.load()).unwrap_or(Value::Null),
         }),
