@@ -1,5 +1,8 @@
 //! Kuma's resource shapes: the Universal YAML that `kumactl apply` reads and
-//! `kumactl get -o yaml` prints, and Kubernetes Secrets of Kuma's types.
+//! `kumactl get -o yaml` prints, and Kubernetes Secrets of Kuma's types; an
+//! apply's input (`input`: secrets, and Kuma's other resources handed to the
+//! policy schema) and an export's output (`export`: secrets beside the
+//! meshes' resources, in either form).
 //!
 //! ```yaml
 //! type: Secret            # Universal

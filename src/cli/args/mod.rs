@@ -164,7 +164,7 @@ pub enum Command {
     /// Create a secret (fails if it exists).
     #[command(subcommand)]
     Create(CreateCommand),
-    /// Create or update secrets from Kuma YAML (Universal or Kubernetes form).
+    /// Create or update secrets, Meshes and policies from Kuma YAML (Universal or Kubernetes form).
     Apply {
         /// The file, or - for standard input.
         #[arg(short = 'f', long = "file", value_name = "FILE")]
@@ -179,7 +179,7 @@ pub enum Command {
     /// Delete a secret.
     #[command(subcommand)]
     Delete(DeleteCommand),
-    /// Print secrets as YAML for kumactl apply or kubectl apply.
+    /// Print secrets, Meshes and policies as YAML for kumactl apply or kubectl apply.
     #[command(group(
         clap::ArgGroup::new("format")
             .multiple(false)
@@ -189,7 +189,7 @@ pub enum Command {
         /// Kuma Universal YAML.
         #[arg(long = "kuma")]
         kuma: bool,
-        /// Kubernetes Secrets of Kuma's secret types.
+        /// Kubernetes YAML: Secrets of Kuma's secret types and Kuma's CRDs.
         #[arg(long = "kubernetes")]
         kubernetes: bool,
         /// The mesh (default: default).
