@@ -7,7 +7,7 @@
 //! `secret` / `inline` / `inlineString` / `file`, or the newer `type` +
 //! `secretRef` / `file` / `insecureInline` / `envVar`) and the mTLS backends
 //! of Mesh (ExternalService, MeshExternalService, MeshGateway, MeshIdentity,
-//! MeshTrust). Everything else in a resource is Kuma's business and passes
+//! MeshTrust; Kong Mesh's CA backends, MeshOPA and identity extensions). Everything else in a resource is Kuma's business and passes
 //! through unjudged; kinds meshseal does not know load and are listed.
 //!
 //! Kuma's scope rule: a `secret` reference resolves only to a Secret of the
@@ -25,6 +25,7 @@ use std::path::PathBuf;
 
 mod error;
 mod forms;
+mod kong;
 mod load;
 mod parse;
 mod place;
@@ -65,6 +66,8 @@ pub enum PolicyKind {
     MeshIdentity,
     /// Kuma's MeshTrust (2.12+).
     MeshTrust,
+    /// Kong Mesh's MeshOPA.
+    MeshOpa,
     /// Any other kind, by its Kuma type name.
     Other(String),
 }
@@ -79,6 +82,7 @@ impl PolicyKind {
             PolicyKind::MeshGateway => "MeshGateway",
             PolicyKind::MeshIdentity => "MeshIdentity",
             PolicyKind::MeshTrust => "MeshTrust",
+            PolicyKind::MeshOpa => "MeshOPA",
             PolicyKind::Other(name) => name,
         }
     }

@@ -249,6 +249,7 @@ pub(super) fn kind_of(name: &str) -> PolicyKind {
         "MeshGateway" => PolicyKind::MeshGateway,
         "MeshIdentity" => PolicyKind::MeshIdentity,
         "MeshTrust" => PolicyKind::MeshTrust,
+        "MeshOPA" => PolicyKind::MeshOpa,
         other => PolicyKind::Other(other.to_string()),
     }
 }
@@ -388,6 +389,7 @@ pub(super) fn parse_document(
             PolicyKind::MeshGateway => mesh_gateway(&mut walk, body, prefix, place.toml),
             PolicyKind::MeshIdentity => mesh_identity(&mut walk, body, prefix),
             PolicyKind::MeshTrust => mesh_trust(&mut walk, body, prefix),
+            PolicyKind::MeshOpa => super::kong::mesh_opa(&mut walk, body, prefix),
             PolicyKind::Other(_) => {}
         }
     } else if kind == PolicyKind::MeshExternalService && place.toml && get(doc, "tls").is_some() {

@@ -69,8 +69,10 @@ pub(super) fn mesh_backends(walk: &mut Walk<'_>, body: &Value, prefix: &str) -> 
                     }
                 }
             }
-            // Kong Mesh's CA backends: not judged.
-            "vault" | "acmpca" | "certmanager" => {}
+            // Kong Mesh's CA backends: their data sources.
+            ty if super::kong::is_kong_backend(ty) => {
+                super::kong::kong_backend(walk, ty, b, &path);
+            }
             other => walk.errors.push(field(
                 &at(&path, "type"),
                 format!("unsupported backend type {other:?} (builtin or provided)"),
@@ -184,8 +186,10 @@ pub(super) fn mesh_identity(walk: &mut Walk<'_>, spec: &Value, prefix: &str) {
     let Some(provider) = get(spec, "provider") else {
         return;
     };
-    if get_str(provider, "type") != Some("Bundled") {
-        return; // Spire and extensions hold no secret
+    match get_str(provider, "type") {
+        Some("Bundled") => {}
+        Some("Extension") => return super::kong::identity_extension(walk, provider, prefix),
+        _ => return, // Spire holds no secret
     }
     let path = at(prefix, "provider.bundled");
     let Some(bundled) = get(provider, "bundled") else {
