@@ -98,7 +98,10 @@ fn init_twice_changes_nothing_and_keeps_gitattributes() {
     env.write(".gitattributes", "*.png binary");
     env.ok(env.cmd().args(["init", "--recipient", env.public.as_str()]));
     let attributes = String::from_utf8(env.read(".gitattributes")).unwrap();
-    assert_eq!(attributes, "*.png binary\n*.age -text diff=meshseal\n");
+    assert_eq!(
+        attributes,
+        "*.png binary\n*.age -text diff=meshseal\n*.sig -diff\n"
+    );
     let before = env.snapshot();
     let r = env.ok(env.cmd().args(["init", "--recipient", env.public.as_str()]));
     r.assert_stdout_has("kept meshseal.toml");
@@ -418,14 +421,21 @@ fn secret_files_are_armored_age_with_readable_metadata() {
         0o044
     );
     let fp = env.fingerprint(&["-m", "payments"]);
+    let config = String::from_utf8(env.read("meshseal.toml")).unwrap();
+    let store_id = config
+        .lines()
+        .find_map(|l| l.strip_prefix("store_id = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("init writes a store id");
+    // v2 (SPEC 9): store id, scope, name, recipients, generation 1.
     assert_eq!(
         metadata_line(&file),
-        format!("-> meshseal v1 mesh:payments db-password {fp}")
+        format!("-> meshseal v2 {store_id} mesh:payments db-password {fp} 1")
     );
     let fp = env.fingerprint(&["--global"]);
     assert_eq!(
         metadata_line(&env.read("global/secrets/ca.age")),
-        format!("-> meshseal v1 global ca {fp}")
+        format!("-> meshseal v2 {store_id} global ca {fp} 1")
     );
     // No temporary files are left behind by atomic writes.
     let names: Vec<_> = fs::read_dir(env.path("meshes/payments/secrets"))

@@ -146,7 +146,13 @@ fn recipients_change_without_rekey_is_stale_then_passes_after_rekey() {
     assert!(!ok, "recipients change without rekey must be refused");
     assert!(err.contains("stale") || err.contains("now lists"), "{err}");
     assert!(err.contains("meshseal rekey -m default"), "{err}");
-    r.ok_key(&["rekey", "-m", "default"]);
+    // Without a trust root, rekey shows the added key and asks (SPEC 9).
+    r.refuses(
+        r.kcmd().args(["rekey", "-m", "default"]),
+        1,
+        &["--yes", &format!("+ {new_pub}")],
+    );
+    r.ok_key(&["rekey", "-m", "default", "--yes"]);
     let (ok, err) = r.commit("add member, rekeyed");
     assert!(ok, "{err}");
     if let Some(age) = stock_age() {

@@ -39,7 +39,7 @@ fn stock_age_decrypts_what_meshseal_writes() {
     // The file does carry meshseal's stanza: stock age must skip it.
     let header = dearmor(&env.read("meshes/payments/secrets/db-password.age"));
     assert!(
-        String::from_utf8_lossy(&header).contains("-> meshseal v1 mesh:payments db-password "),
+        String::from_utf8_lossy(&header).contains(" mesh:payments db-password "),
         "no meshseal stanza to ignore"
     );
     let plaintext = stock(
@@ -224,7 +224,7 @@ fn rage_decrypts_what_meshseal_writes() {
     assert!(String::from_utf8_lossy(&dearmor(
         &env.read("meshes/payments/secrets/db-password.age")
     ))
-    .contains("-> meshseal v1 "));
+    .contains("-> meshseal v2 "));
     let plaintext = stock(
         StdCommand::new(&rage)
             .arg("-d")
