@@ -263,6 +263,11 @@ impl Updater<'_> {
             };
             if let Some((index, s)) = update {
                 source.index = Arc::new(index);
+                // The rollback record is saved before what it records is
+                // served (only the repository's store is verified).
+                if let (0, Some(state)) = (i, self.state) {
+                    super::save_generations(state, &source.index);
+                }
                 stats.push((s, name));
             }
         }
