@@ -24,6 +24,11 @@ pub const MAX_MESH_LEN: usize = 253;
 pub const DEFAULT_MESH: &str = "default";
 /// Extension of secret files.
 pub const SECRET_EXT: &str = "age";
+/// Longest name kept in one file name: `<name>.age.sig` must fit the file
+/// system's 255-byte limit (SPEC 2).
+pub const MAX_FLAT_NAME_LEN: usize = 255 - ".age.sig".len();
+/// A longer name is split: `secrets/<its first 128 characters>/<the rest>.age`.
+pub const LONG_NAME_DIR_LEN: usize = 128;
 
 const RFC1123_MESSAGE: &str = "invalid characters. A lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
@@ -222,11 +227,18 @@ impl SecretId {
         })
     }
 
-    /// The file of this secret relative to the store root.
+    /// The file of this secret relative to the store root:
+    /// `secrets/<name>.age`, or for a name too long for one file name
+    /// (over [`MAX_FLAT_NAME_LEN`]) `secrets/<first 128>/<rest>.age`.
     pub fn path(&self) -> PathBuf {
-        self.scope
-            .secrets_dir()
-            .join(format!("{}.{SECRET_EXT}", self.name))
+        let dir = self.scope.secrets_dir();
+        if self.name.len() > MAX_FLAT_NAME_LEN {
+            // Names are ASCII: any byte index is a character boundary.
+            let (head, tail) = self.name.split_at(LONG_NAME_DIR_LEN);
+            dir.join(head).join(format!("{tail}.{SECRET_EXT}"))
+        } else {
+            dir.join(format!("{}.{SECRET_EXT}", self.name))
+        }
     }
 
     /// The writer's signature of the secret's file: `<name>.age.sig`.
@@ -267,6 +279,9 @@ pub enum StorePath {
     },
     /// `global/recipients.txt` or `meshes/<m>/recipients.txt`.
     Recipients(Scope),
+    /// `…/secrets/<first 128 characters>`: the folder of names too long
+    /// for one file name (see [`SecretId::path`]).
+    LongNameDir(Scope),
     /// `…/secrets/<name>.age.sig`: a writer's signature of the secret (SPEC 9).
     SecretSig(SecretId),
     /// `writers.txt`: who may sign the scope's secrets.
@@ -321,6 +336,9 @@ pub enum StrayReason {
     NotAge,
     /// The file stem is not a valid secret name.
     BadName(NameError),
+    /// A valid name at another path than its own (a long name kept flat,
+    /// or a short one in a long-name folder); its path is given.
+    NotCanonical(PathBuf),
 }
 
 impl StorePath {
@@ -339,7 +357,8 @@ impl StorePath {
         };
         match parts.as_slice() {
             ["global", file] => Self::scope_file(Scope::Global, file),
-            ["global", "secrets", file] => Self::secret_file(Scope::Global, file),
+            ["global", "secrets", file] => Self::secret_file(Scope::Global, None, file),
+            ["global", "secrets", dir, file] => Self::secret_file(Scope::Global, Some(dir), file),
             ["meshes", mesh, rest @ ..] if !rest.is_empty() => {
                 let scope = match Scope::mesh(mesh) {
                     Ok(s) => s,
@@ -349,7 +368,8 @@ impl StorePath {
                     [file @ ("recipients.txt" | "writers.txt" | "recipients.txt.sig"
                     | "writers.txt.sig")] => Self::scope_file(scope, file),
                     ["mesh.yaml" | "mesh.toml"] => StorePath::Mesh(mesh.to_string()),
-                    ["secrets", file] => Self::secret_file(scope, file),
+                    ["secrets", file] => Self::secret_file(scope, None, file),
+                    ["secrets", dir, file] => Self::secret_file(scope, Some(dir), file),
                     ["policies", file] => match [".yaml", ".yml", ".toml"]
                         .iter()
                         .find_map(|x| file.strip_suffix(x))
@@ -377,26 +397,49 @@ impl StorePath {
         }
     }
 
-    fn secret_file(scope: Scope, file: &str) -> StorePath {
+    /// A file in a secrets folder, `dir` the long-name folder it is in.
+    fn secret_file(scope: Scope, dir: Option<&str>, file: &str) -> StorePath {
+        let stray = |reason| StorePath::StraySecret {
+            scope: scope.clone(),
+            reason,
+        };
+        if dir.is_none() && is_long_name_dir(file) {
+            return StorePath::LongNameDir(scope);
+        }
+        if dir.is_some_and(|d| !is_long_name_dir(d)) {
+            return StorePath::Unexpected;
+        }
+        let name = |stem: &str| format!("{}{stem}", dir.unwrap_or(""));
+        // One path per name: long names only split, short ones only flat.
+        let canonical = |name: &str| (name.len() > MAX_FLAT_NAME_LEN) == dir.is_some();
         if let Some(stem) = file.strip_suffix(".age.sig") {
-            if let Ok(id) = SecretId::new(scope.clone(), stem) {
-                return StorePath::SecretSig(id);
+            let name = name(stem);
+            if let Ok(id) = SecretId::new(scope.clone(), &name) {
+                if canonical(&name) {
+                    return StorePath::SecretSig(id);
+                }
             }
         }
         let Some(stem) = file.strip_suffix(".age") else {
-            return StorePath::StraySecret {
-                scope,
-                reason: StrayReason::NotAge,
-            };
+            return stray(StrayReason::NotAge);
         };
-        match SecretId::new(scope.clone(), stem) {
-            Ok(id) => StorePath::Secret(id),
-            Err(e) => StorePath::StraySecret {
-                scope,
-                reason: StrayReason::BadName(e),
-            },
+        let name = name(stem);
+        match SecretId::new(scope.clone(), &name) {
+            Ok(id) if canonical(&name) => StorePath::Secret(id),
+            Ok(id) => stray(StrayReason::NotCanonical(id.path())),
+            Err(e) => stray(StrayReason::BadName(e)),
         }
     }
+}
+
+/// Whether a name in a secrets folder is a long-name folder: exactly
+/// [`LONG_NAME_DIR_LEN`] characters that can begin a secret name.
+fn is_long_name_dir(name: &str) -> bool {
+    name.len() == LONG_NAME_DIR_LEN
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 #[cfg(test)]
@@ -510,6 +553,68 @@ mod tests {
         }
         assert_eq!(
             StorePath::classify(Path::new("global/other.txt")),
+            StorePath::Unexpected
+        );
+    }
+
+    #[test]
+    fn the_longest_names_split_into_a_folder_and_round_trip() {
+        for len in [MAX_FLAT_NAME_LEN, MAX_FLAT_NAME_LEN + 1, MAX_NAME_LEN] {
+            for name in [
+                "a".repeat(len),
+                format!(
+                    "{}.{}",
+                    "a".repeat(LONG_NAME_DIR_LEN - 1),
+                    "b".repeat(len - LONG_NAME_DIR_LEN)
+                ),
+            ] {
+                assert_eq!(name.len(), len);
+                for scope in [Scope::Global, Scope::Mesh("m".into())] {
+                    let id = SecretId::new(scope, &name).unwrap();
+                    let path = id.path();
+                    for c in path.components() {
+                        assert!(c.as_os_str().len() + 4 <= 255, "{path:?}");
+                    }
+                    assert_eq!(StorePath::classify(&path), StorePath::Secret(id.clone()));
+                    assert_eq!(
+                        StorePath::classify(&id.sig_path()),
+                        StorePath::SecretSig(id.clone())
+                    );
+                    assert_eq!(
+                        path.components().count(),
+                        if len > MAX_FLAT_NAME_LEN { 5 } else { 4 }
+                            - usize::from(id.scope == Scope::Global)
+                    );
+                    if len > MAX_FLAT_NAME_LEN {
+                        let dir = path.parent().unwrap();
+                        assert_eq!(
+                            StorePath::classify(dir),
+                            StorePath::LongNameDir(id.scope.clone())
+                        );
+                        // The same name kept flat is not its file.
+                        let flat = id.scope.secrets_dir().join(format!("{name}.age"));
+                        assert!(matches!(
+                            StorePath::classify(&flat),
+                            StorePath::StraySecret {
+                                reason: StrayReason::NotCanonical(_),
+                                ..
+                            }
+                        ));
+                    }
+                }
+            }
+        }
+        // A short name in a long-name folder is not a secret either.
+        let dir = "a".repeat(LONG_NAME_DIR_LEN);
+        assert!(matches!(
+            StorePath::classify(Path::new(&format!("global/secrets/{dir}/b.age"))),
+            StorePath::StraySecret {
+                reason: StrayReason::NotCanonical(_),
+                ..
+            }
+        ));
+        assert_eq!(
+            StorePath::classify(Path::new("global/secrets/short/b.age")),
             StorePath::Unexpected
         );
     }

@@ -29,6 +29,12 @@ pub enum LayoutError {
     /// `meshes/<m>` whose name is not a valid mesh name.
     #[error(transparent)]
     BadMeshDir(NameError),
+    /// A validly named secret file at another path than its name's.
+    #[error("a secret of this name belongs at {}", .path.display())]
+    NotCanonical {
+        /// Where it belongs.
+        path: std::path::PathBuf,
+    },
     /// Anything else under `meshes/` or `global/`.
     #[error("file is not part of the store layout")]
     Unexpected,
@@ -54,6 +60,7 @@ impl Diagnostic for LayoutError {
             LayoutError::NotAge { .. } => "not-age-file",
             LayoutError::BadName(e) | LayoutError::BadMeshDir(e) => e.code(),
             LayoutError::Unexpected => "unexpected-file",
+            LayoutError::NotCanonical { .. } => "misplaced-secret",
             LayoutError::InterruptedWrite => "interrupted-write",
             LayoutError::WriteInProgress { .. } | LayoutError::RecentTemp => "write-in-progress",
         }
@@ -73,6 +80,12 @@ impl Diagnostic for LayoutError {
                 "rename the secret: file names are the secret's name plus .age".to_string(),
             ),
             LayoutError::BadMeshDir(e) => e.hint(),
+            LayoutError::NotCanonical { path } => Some(format!(
+                "names longer than {} characters live in a folder of their first {} (SPEC 2); move it with `git mv` to {}",
+                crate::scope::MAX_FLAT_NAME_LEN,
+                crate::scope::LONG_NAME_DIR_LEN,
+                path.display()
+            )),
             LayoutError::Unexpected => Some("meshes/<mesh>/ holds recipients.txt[.sig], writers.txt[.sig], mesh.yaml or mesh.toml, secrets/*.age[.sig] and policies/*.yaml|*.yml|*.toml; global/ holds recipients.txt[.sig], writers.txt[.sig] and secrets/*.age[.sig]".to_string()),
             LayoutError::InterruptedWrite => Some(
                 "delete it; the next meshseal command that writes to this folder removes it too"
@@ -113,6 +126,11 @@ pub fn stray(what: &StorePath) -> Option<LayoutError> {
                 scope: scope.clone(),
             },
             StrayReason::BadName(e) => LayoutError::BadName(e.clone()),
+            StrayReason::NotCanonical(path) => LayoutError::NotCanonical { path: path.clone() },
+        }),
+        // A file (not a folder) named like a long-name folder.
+        StorePath::LongNameDir(scope) => Some(LayoutError::NotAge {
+            scope: scope.clone(),
         }),
         StorePath::BadMeshDir(e) => Some(LayoutError::BadMeshDir(e.clone())),
         StorePath::Unexpected => Some(LayoutError::Unexpected),

@@ -367,15 +367,28 @@ impl Store {
                         })
                     }
                 };
-                read.filter_map(Result::ok)
-                    .filter_map(|e| {
-                        let rel = scope.secrets_dir().join(e.file_name());
-                        match StorePath::classify(&rel) {
-                            StorePath::Secret(id) => Some(id),
-                            _ => None,
+                let mut ids = Vec::new();
+                for e in read.filter_map(Result::ok) {
+                    let rel = scope.secrets_dir().join(e.file_name());
+                    match StorePath::classify(&rel) {
+                        StorePath::Secret(id) => ids.push(id),
+                        // Names too long for one file name: one folder down.
+                        StorePath::LongNameDir(_) if e.file_type().is_ok_and(|t| t.is_dir()) => {
+                            let Ok(inner) = fs::read_dir(self.root.join(&rel)) else {
+                                continue;
+                            };
+                            for f in inner.filter_map(Result::ok) {
+                                if let StorePath::Secret(id) =
+                                    StorePath::classify(&rel.join(f.file_name()))
+                                {
+                                    ids.push(id);
+                                }
+                            }
                         }
-                    })
-                    .collect()
+                        _ => {}
+                    }
+                }
+                ids
             }
             None => self
                 .scan()?

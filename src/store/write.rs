@@ -14,7 +14,7 @@ use crate::document::Document;
 use crate::envelope::{self, Metadata};
 use crate::identity::Identities;
 use crate::recipients::RecipientSet;
-use crate::scope::{Scope, ScopeFile, SecretId};
+use crate::scope::{Scope, ScopeFile, SecretId, StorePath};
 use crate::signing::Namespace;
 use crate::writers::header::{self, ScopeHeader};
 use crate::writers::{history, Verifier};
@@ -74,6 +74,9 @@ impl Store {
         let sig_file = scope.sig_path(kind);
         self.ensure_no_symlinks(&file)?;
         self.ensure_no_symlinks(&sig_file)?;
+        if self.config.signatures == Signatures::Required && self.signing.signer.is_none() {
+            return Err(WriteError::SignKeyRequired { file });
+        }
         let text = match &self.config.store_id {
             Some(store_id) => {
                 let generation = self.next_generations(std::slice::from_ref(&file))?[&file];
@@ -386,8 +389,18 @@ impl Store {
         }
         self.ensure_no_symlinks(&file)?;
         self.ensure_no_symlinks(&id.sig_path())?;
-        atomic::remove(&self.root.join(&file)).map_err(|source| WriteError::Io { file, source })?;
-        self.write_or_drop_sig(&id.sig_path(), None)
+        atomic::remove(&self.root.join(&file)).map_err(|source| WriteError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        self.write_or_drop_sig(&id.sig_path(), None)?;
+        // A long name's folder goes with its last file (fails if not empty).
+        if let Some(dir) = file.parent() {
+            if matches!(StorePath::classify(dir), StorePath::LongNameDir(_)) {
+                let _ = fs::remove_dir(self.root.join(dir));
+            }
+        }
+        Ok(())
     }
 
     /// Refuses a secret path that a write would follow out of the store: a

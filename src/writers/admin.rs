@@ -280,14 +280,31 @@ fn sign_scope_files(
         }
         let bound = matches!(ScopeHeader::parse(&text), Some(Ok(h))
             if h.binds(kind, store.config().store_id.as_deref(), scope).is_ok());
-        if !bound {
-            store.write_scope_file(scope, kind, &text)?;
-            report.signed.push(file);
+        let sig_file = scope.sig_path(kind);
+        if bound && signed_by(store, &sig_file, text.as_bytes(), Namespace::Scope, signer) {
+            report.already.push(file);
             continue;
         }
-        let sig_file = scope.sig_path(kind);
-        if signed_by(store, &sig_file, text.as_bytes(), Namespace::Scope, signer) {
-            report.already.push(file);
+        // Signed as it is only when another admin's signature vouches for
+        // these bytes; a file edited since (or never signed) gets the next
+        // generation, so that no verifier takes it for a rollback.
+        let vouched = bound
+            && store
+                .read_file(&sig_file, signing::sshsig::MAX_SIGNATURE_BYTES)
+                .ok()
+                .is_some_and(|sig| {
+                    signing::accept(
+                        Some(&sig),
+                        text.as_bytes(),
+                        Namespace::Scope,
+                        trust.signers(),
+                        signing::now(),
+                    )
+                    .is_ok()
+                });
+        if !vouched {
+            store.write_scope_file(scope, kind, &text)?;
+            report.signed.push(file);
             continue;
         }
         let sig = signer
@@ -363,6 +380,7 @@ fn sign_secrets(
     enum Outcome {
         Already,
         Sign(String),
+        Refused(String),
     }
     let results: Vec<Result<Outcome, AdminError>> = ids
         .par_iter()
@@ -377,6 +395,18 @@ fn sign_secrets(
             if signed_by(store, &id.sig_path(), &bytes, Namespace::Secret, signer) {
                 return Ok(Outcome::Already);
             }
+            // A signature that no longer covers the file: its bytes changed
+            // after a writer signed them (a forgery through stock age, say).
+            // Signing over it would launder the change.
+            if let Ok(sig) = store.read_file(&id.sig_path(), signing::sshsig::MAX_SIGNATURE_BYTES) {
+                if signing::sshsig::verify(&sig, &bytes, Namespace::Secret).is_err() {
+                    return Ok(Outcome::Refused(format!(
+                        "its signature ({}) no longer covers it: the file changed after it was signed; review the change (`git log -p -- {}`), then delete the .sig to sign it",
+                        id.sig_path().display(),
+                        file.display()
+                    )));
+                }
+            }
             let sig = signer
                 .sign(Namespace::Secret, &bytes)
                 .map_err(|source| WriteError::Sign { file, source })?;
@@ -387,6 +417,7 @@ fn sign_secrets(
     for (id, result) in ids.iter().zip(results) {
         match result? {
             Outcome::Already => report.already.push(id.path()),
+            Outcome::Refused(why) => report.refused.push((id.path(), why)),
             Outcome::Sign(sig) => {
                 writes.push((id.sig_path(), sig));
                 report.signed.push(id.path());
