@@ -1245,3 +1245,44 @@ fn issue16_emptying_the_global_scope_needs_force_and_the_hint_says_global() {
     r.assert_stderr_has("global/recipients.txt");
     r.assert_stderr_has("`meshseal recipients add --global KEY`");
 }
+
+#[test]
+fn the_longest_kuma_names_round_trip_without_an_os_error() {
+    // SPEC 2: a 253-character name; `<name>.age.sig` would be 261 bytes.
+    let env = TestEnv::new();
+    let name = format!("{}.{}", "a".repeat(200), "b".repeat(52));
+    assert_eq!(name.len(), 253);
+    env.create("default", &name, "long-name-value");
+    assert_eq!(env.raw("default", &name), b"long-name-value");
+    let listing = env.ok_key(&["get", "secrets", "-m", "default"]);
+    listing.assert_stdout_has(&name);
+    env.ok_key(&["check"]);
+    for file in walk(&env.path("meshes")) {
+        let longest = file
+            .components()
+            .map(|c| c.as_os_str().len())
+            .max()
+            .unwrap();
+        assert!(longest + ".sig".len() <= 255, "{}", file.display());
+    }
+    env.ok_key(&["delete", "secret", &name, "-m", "default"]);
+    assert!(
+        !env.path("meshes/default/secrets")
+            .join(&name[..128])
+            .exists(),
+        "the long name's folder goes with its last file"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
