@@ -13,7 +13,7 @@
 //! 5. `policy`, `kuma` (YAML in and out), `init`, `rekey`, `edit`, `textconv`,
 //!    `listing`, `apply` (validate everything, then write one batch)
 //! 6. `ca` (mTLS CAs), `check`, `git` (the index, hooks, registered stores),
-//!    `index` (the in-memory view)
+//!    `index` (the in-memory view), `certs` (when served certificates expire)
 //! 7. `serve`: the watcher, in one folder (sources, events, the update
 //!    thread, tokens following, the HTTP server and API, metrics, materialize)
 #![forbid(unsafe_code)]
@@ -22,6 +22,7 @@
 pub mod apply;
 pub mod atomic;
 pub mod ca;
+pub mod certs;
 pub mod check;
 pub mod config;
 pub mod confine;

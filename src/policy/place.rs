@@ -94,7 +94,7 @@ pub enum PlaceError {
         mesh: String,
         /// The file's problem.
         #[source]
-        source: PolicyFileError,
+        source: Box<PolicyFileError>,
     },
     /// The new text would not read back as the resource.
     #[error("{what}: cannot be written to this file: {message}")]
@@ -256,7 +256,10 @@ fn place_one(
                 let Some(Err(source)) = existing.mesh.take() else {
                     unreachable!("matched above")
                 };
-                return Err(vec![PlaceError::Unreadable { mesh, source }]);
+                return Err(vec![PlaceError::Unreadable {
+                    mesh,
+                    source: Box::new(source),
+                }]);
             }
             // A Mesh file that does not parse is replaced: its path says it
             // holds this mesh's Mesh, whatever it says.
@@ -275,7 +278,7 @@ fn place_one(
             .into_iter()
             .map(|source| PlaceError::Unreadable {
                 mesh: mesh.clone(),
-                source,
+                source: Box::new(source),
             })
             .collect());
     }

@@ -490,3 +490,4 @@ fn labels_follow_kumas_api_server() {
 }
 
 mod apply_export;
+mod expiry;

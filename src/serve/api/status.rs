@@ -113,12 +113,25 @@ pub(super) async fn ready(State(state): State<ApiState>) -> Response {
 pub(super) async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     // Counts only, but they tell how many secrets and meshes there are and
     // when they change: a token, unless the operator says otherwise.
+    let who = caller(&state, &headers);
     if !state.public_metrics {
-        if let Err(denied) = caller(&state, &headers) {
+        if let Err(denied) = who {
             return denied.into_response();
         }
     }
-    let mut text = crate::serve::metrics::render(&state.index.load());
+    let index = state.index.load_full();
+    let mut text = crate::serve::metrics::render(&index);
+    // Certificate expiry names secrets: only those the caller's token may
+    // read, none without a token (`--public-metrics`).
+    if let Ok(who) = who {
+        let expiries = crate::certs::served().expiries(&index);
+        let visible: Vec<_> = expiries
+            .iter()
+            .filter(|e| who.allows(&e.id.scope))
+            .cloned()
+            .collect();
+        text.push_str(&crate::certs::render(&visible, crate::certs::unix_now()));
+    }
     if let Some(sds) = &state.sds {
         text.push_str(&sds.snapshot().render());
     }
