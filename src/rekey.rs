@@ -41,6 +41,16 @@ pub enum RekeyError {
     /// A secret could not be rewritten.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// Under a trust root, a secret that does not verify: rekeying it would
+    /// sign whatever a pusher put there (SPEC 9).
+    #[error("not rekeyed: {source}")]
+    Refused {
+        /// The secret's file.
+        file: std::path::PathBuf,
+        /// Why it does not verify.
+        #[source]
+        source: crate::writers::Refusal,
+    },
 }
 
 impl RekeyError {
@@ -50,6 +60,7 @@ impl RekeyError {
             RekeyError::Recipients(e) => e,
             RekeyError::Load(e) => e,
             RekeyError::Write(e) => e,
+            RekeyError::Refused { source, .. } => source,
         }
     }
 }
@@ -68,7 +79,10 @@ impl Diagnostic for RekeyError {
     }
 
     fn file(&self) -> Option<&Path> {
-        self.source_diagnostic().file()
+        match self {
+            RekeyError::Refused { file, .. } => Some(file),
+            _ => self.source_diagnostic().file(),
+        }
     }
 }
 
@@ -181,6 +195,43 @@ pub fn plan(
     }
 }
 
+/// Under a trust root, the secrets of `ids` that do not verify as they
+/// are (a v1 file counts as verified here, so that a store that requires
+/// signatures can be rekeyed to v2).
+fn unverified(store: &Store, ids: &[SecretId]) -> Vec<RekeyError> {
+    let Some(trust) = &store.signing().trust else {
+        return Vec::new();
+    };
+    let config = crate::config::Config {
+        signatures: crate::config::Signatures::Optional,
+        ..store.config().clone()
+    };
+    let mut verifier = crate::writers::Verifier::new(trust, &config);
+    let read = |rel: &Path| match store.read_file(rel, crate::store::MAX_TEXT_FILE_BYTES) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    };
+    for scope in ids.iter().map(|id| &id.scope).collect::<BTreeSet<_>>() {
+        verifier.load_scope(scope, &read);
+    }
+    ids.par_iter()
+        .filter_map(|id| {
+            let bytes = store.read_secret_file(id).ok()?;
+            let sig = store
+                .read_file(&id.sig_path(), crate::signing::sshsig::MAX_SIGNATURE_BYTES)
+                .ok();
+            verifier
+                .secret(id, &bytes, sig.as_deref())
+                .err()
+                .map(|source| RekeyError::Refused {
+                    file: id.path(),
+                    source,
+                })
+        })
+        .collect()
+}
+
 /// How a rekey failed.
 #[derive(Debug)]
 pub enum RekeyFailure {
@@ -227,6 +278,7 @@ pub fn rekey_with_progress(
             Err(e) => problems.push(e.into()),
         }
     }
+    problems.extend(unverified(store, ids));
     if !problems.is_empty() {
         return Err(RekeyFailure::NothingWritten(problems));
     }

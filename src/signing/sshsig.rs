@@ -85,7 +85,7 @@ impl Diagnostic for VerifyError {
                 "sign with an ssh-ed25519, sk-ssh-ed25519@openssh.com, ECDSA or RSA (2048 to 4096 bits, rsa-sha2-512) key".to_string()
             }
             VerifyError::BadSignature { .. } => {
-                "the file changed after it was signed, or the signature belongs to another file; re-sign it (`meshseal sign`)".to_string()
+                "the file changed after it was signed, or the signature belongs to another file: review the change (`git log -p -- FILE`), then restore the signed version or have a writer write a new value".to_string()
             }
             VerifyError::TooLarge { .. }
             | VerifyError::NotArmored
