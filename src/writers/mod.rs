@@ -69,7 +69,7 @@ pub enum Refusal {
         reason: String,
     },
     /// The scope has no `writers.txt`: nobody may sign its secrets.
-    #[error("signed by {fingerprint}, but {scope} has no writers ({} is missing)", .scope.writers_path().display())]
+    #[error("signed by {fingerprint}, but {scope} has no writers ({} is missing or lists no key)", .scope.writers_path().display())]
     NoWriters {
         /// The signer.
         fingerprint: Fingerprint,
