@@ -33,6 +33,8 @@ mod policies;
 mod readme;
 mod root_swap;
 mod sds_envoy;
+mod signing_cli;
 mod signing_interop;
+mod signing_watch;
 mod state;
 mod watch;
