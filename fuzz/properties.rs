@@ -126,6 +126,7 @@ pub fn signature(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    scope_header(text);
     let parsed = AllowedSigners::parse(text);
     assert_eq!(
         parsed.is_ok(),
@@ -209,4 +210,31 @@ pub fn sds_names(data: &[u8]) {
         let pair = ResourceName::parse("m/c+k").unwrap();
         let _ = build(&pair, &[&data[..at], &data[at + 1..]], NOW);
     }
+}
+
+/// A scope file's `# meshseal <kind> <store> <scope> generation <N>` first
+/// line (SPEC 9): what parses renders back to itself, and putting a header
+/// on any text yields exactly that header.
+fn scope_header(text: &str) {
+    use meshseal::writers::header::{generation_of, with_header, ScopeHeader};
+
+    let parsed = ScopeHeader::parse(text);
+    if let Some(Ok(h)) = &parsed {
+        assert_eq!(ScopeHeader::parse(&h.line()), Some(Ok(h.clone())));
+        assert_eq!(generation_of(text), h.generation);
+    }
+    let header = ScopeHeader {
+        file: meshseal::scope::ScopeFile::Writers,
+        store_id: "0123456789abcdef".to_string(),
+        scope: meshseal::scope::Scope::Global,
+        generation: 7,
+    };
+    let rewritten = with_header(text, &header);
+    assert_eq!(ScopeHeader::parse(&rewritten), Some(Ok(header)));
+    // What follows the header is kept.
+    let body = match parsed {
+        Some(_) => text.split_once('\n').map_or("", |(_, rest)| rest),
+        None => text,
+    };
+    assert!(rewritten.ends_with(body));
 }
