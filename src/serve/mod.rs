@@ -401,6 +401,30 @@ pub(crate) fn save_state(
     }
 }
 
+/// SIGHUP: reads the trust root in use again (SPEC 7, 9); the rescan that
+/// follows judges every file under it. One that no longer loads (gone,
+/// loosened, invalid) is logged and the previous one kept: verification is
+/// never switched off by a signal.
+pub(crate) fn reload_trust(source: &mut sources::Source) {
+    let Some(path) = source.store.signing().trust.as_ref().map(|t| t.path().to_path_buf()) else {
+        return;
+    };
+    match crate::signing::TrustRoot::load(&path) {
+        Ok(trust) => {
+            info!(trust = %path.display(), admins = trust.signers().entries().len(), "trust root reloaded");
+            source.store = source
+                .store
+                .clone()
+                .with_signing(crate::store::Signing {
+                    signer: None,
+                    trust: Some(trust),
+                })
+                .expect("without a sign key, reading under a trust root writes nothing");
+        }
+        Err(e) => log_problem(&Problem::from(e), "kept the previous trust root"),
+    }
+}
+
 /// Saves the rollback record when it changed; a failure is logged.
 pub(crate) fn save_generations(state: &StateDir, index: &Index) {
     if let Err(e) = state.save_generations(index) {

@@ -164,6 +164,7 @@ impl Updater<'_> {
                     }
                     Err(e) => log_problem(&Problem::from(e), "kept the previous identities"),
                 }
+                super::reload_trust(&mut self.sources.repo);
             }
             self.apply(batch, reload, moved);
         }

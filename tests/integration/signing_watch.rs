@@ -289,3 +289,50 @@ fn a_trust_root_others_can_write_stops_the_watcher_at_start() {
     let r = s.env.watch_once(&["--trust", s.trust_arg()]).success();
     assert!(r.stdout().contains("loaded 1 secret(s)"), "{}", r.stdout());
 }
+
+#[test]
+fn sighup_reads_the_trust_root_again_and_keeps_it_when_it_no_longer_loads() {
+    let Some(s) = Signed::new() else { return };
+    let Some((_, other_admin)) = ssh_ed25519_key(s.env.tmp(), "other-admin") else {
+        return;
+    };
+    let w = s.watch(&[]);
+    assert_eq!(s.db(&w), Some(b64("v2")));
+    let hup = |w: &Watcher| {
+        let sent = Command::new("kill")
+            .arg("-HUP")
+            .arg(w.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    let signed = fs::read(&s.trust).unwrap();
+
+    // An admin rotated out: what only they signed is no longer trusted,
+    // and the last good value stays served.
+    fs::write(&s.trust, format!("other@test {other_admin}\n")).unwrap();
+    hup(&w);
+    let refused = s.wait_refused(&w, "untrusted-writers-file", Some("v2"));
+    assert!(
+        refused["message"].as_str().unwrap().contains("trust root"),
+        "{refused}"
+    );
+
+    // A trust root that no longer loads is not "no trust root".
+    fs::write(&s.trust, &signed).unwrap();
+    chmod(&s.trust, 0o666);
+    hup(&w);
+    w.eventually("the reload refused", |w| {
+        w.log().contains("kept the previous trust root")
+    });
+    assert!(
+        s.refused(&w).is_some(),
+        "still verified under the other admin"
+    );
+
+    chmod(&s.trust, 0o600);
+    hup(&w);
+    w.eventually("clean again", |w| {
+        s.refused(w).is_none() && s.db(w) == Some(b64("v2"))
+    });
+}
