@@ -159,6 +159,7 @@ impl Bench {
             });
         }
         let base = at(reference).expect("reference size").process;
+        self.cold_load = Some(base);
         let scaled = |per_file: Duration| per_file * reference as u32;
         if let Some(peers) = &peers {
             let mut peer_row = |name: &str,

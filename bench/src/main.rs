@@ -11,19 +11,24 @@
 //! It is its own crate in the workspace so the library carries no benchmark
 //! code. One module per thing measured: `cold_load` (and its `peers`),
 //! `watcher` (peak RSS, and the `api` and `reload` runs against it), `check`,
-//! `apply`; `report` prints the table.
+//! `apply`, `sds` (a real Envoy, with `envoy` and `pki`) and `sds_streams`;
+//! `report` prints the table.
 
 mod api;
 mod apply;
 mod check;
 mod client;
 mod cold_load;
+mod envoy;
 mod floor;
 mod gen;
 mod options;
 mod peers;
+mod pki;
 mod reload;
 mod report;
+mod sds;
+mod sds_streams;
 mod timing;
 mod watcher;
 mod zones;
@@ -77,6 +82,9 @@ struct Bench {
     meshseal: PathBuf,
     key: Key,
     rows: Vec<Row>,
+    /// The median `watch --once` of the reference store, once measured (the
+    /// bulk apply is judged against it).
+    cold_load: Option<std::time::Duration>,
 }
 
 impl Bench {
@@ -94,6 +102,7 @@ impl Bench {
             meshseal,
             key,
             rows: Vec::new(),
+            cold_load: None,
         }
     }
 
@@ -112,18 +121,44 @@ impl Bench {
                 t.elapsed().as_secs_f64()
             );
         }
-        self.cold_loads_and_peers();
-        self.watcher(self.options.reference_size(), true);
-        for &n in &self.options.sizes.clone() {
-            if n > self.options.reference_size() {
-                self.watcher(n, false);
+        let reference = self.options.reference_size();
+        let runs = |group: &str| self.options.runs_group(group);
+        let (cold, watcher, warm, swaps, check, apply, sds) = (
+            runs("cold"),
+            runs("watcher"),
+            runs("warm"),
+            runs("swaps"),
+            runs("check"),
+            runs("apply"),
+            runs("sds"),
+        );
+        if cold {
+            self.cold_loads_and_peers();
+        }
+        if watcher {
+            self.watcher(reference, true);
+            for &n in &self.options.sizes.clone() {
+                if n > reference {
+                    self.watcher(n, false);
+                }
             }
         }
-        let reference = self.options.reference_size();
-        self.warm_restart(reference);
-        self.swaps(reference);
-        self.check_staged();
-        self.apply();
+        if warm {
+            self.warm_restart(reference);
+        }
+        if swaps {
+            self.swaps(reference);
+        }
+        if check {
+            self.check_staged();
+        }
+        if apply {
+            self.apply();
+        }
+        if sds {
+            // Last: it adds two certificate secrets to the reference store.
+            self.sds(reference);
+        }
         eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
         self.print_table();
     }

@@ -4,8 +4,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub const USAGE: &str = "usage: meshseal-bench [--smoke] [--sizes N,N,..] [--runs N] [--sample N] \
-[--requests N] [--debounce MS] [--no-peers] [--meshseal PATH] [--work DIR] [--keep]
+[--requests N] [--sds-streams N] [--debounce MS] [--no-peers] [--only GROUP,..] [--meshseal PATH] [--work DIR] [--keep]
        meshseal-bench floor STORE IDENTITY";
+
+/// Row groups, in the order a run measures them (`--only`).
+pub const GROUPS: [&str; 7] = ["cold", "watcher", "warm", "swaps", "check", "apply", "sds"];
 
 pub struct Options {
     pub smoke: bool,
@@ -13,8 +16,11 @@ pub struct Options {
     pub runs: usize,
     pub sample: usize,
     pub requests: usize,
+    pub sds_streams: usize,
     pub debounce: Duration,
     pub peers: bool,
+    /// Row groups to run (`--only`); empty: all.
+    pub only: Vec<String>,
     pub meshseal: Option<PathBuf>,
     pub work: Option<PathBuf>,
     pub keep: bool,
@@ -28,8 +34,10 @@ impl Options {
             runs: 5,
             sample: 100,
             requests: 20_000,
+            sds_streams: 1_000,
             debounce: Duration::from_millis(meshseal::serve::DEFAULT_DEBOUNCE_MS),
             peers: true,
+            only: Vec::new(),
             meshseal: None,
             work: None,
             keep: false,
@@ -46,6 +54,7 @@ impl Options {
                     o.sizes = vec![20];
                     o.runs = 1;
                     o.requests = 200;
+                    o.sds_streams = 20;
                     o.debounce = Duration::from_millis(50);
                     o.peers = false;
                 }
@@ -59,10 +68,21 @@ impl Options {
                 "--runs" => o.runs = num(it.next(), "--runs")?.max(1),
                 "--sample" => o.sample = num(it.next(), "--sample")?.max(1),
                 "--requests" => o.requests = num(it.next(), "--requests")?.max(10),
+                "--sds-streams" => o.sds_streams = num(it.next(), "--sds-streams")?.max(1),
                 "--debounce" => {
                     o.debounce = Duration::from_millis(num(it.next(), "--debounce")? as u64)
                 }
                 "--no-peers" => o.peers = false,
+                "--only" => {
+                    let v = it.next().ok_or("--only needs a list")?;
+                    o.only = v.split(',').map(str::to_string).collect();
+                    if let Some(bad) = o.only.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+                        return Err(format!(
+                            "--only: unknown group {bad:?} (groups: {})",
+                            GROUPS.join(", ")
+                        ));
+                    }
+                }
                 "--meshseal" => {
                     o.meshseal = Some(it.next().ok_or("--meshseal needs a path")?.into())
                 }
@@ -76,6 +96,11 @@ impl Options {
             return Err("--sizes needs at least one size".to_string());
         }
         Ok(o)
+    }
+
+    /// Whether row group `group` (one of [`GROUPS`]) runs.
+    pub fn runs_group(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
     }
 
     /// The store the SPEC's targets are stated for: 10,000, or the closest.
