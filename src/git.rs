@@ -161,6 +161,38 @@ impl Staged {
         .map(str::to_string)
         .collect();
 
+        // A deleted signature (or scope file) leaves what it covered to be
+        // judged again: an unchanged `.age` whose `.sig` is gone is unsigned.
+        let deleted: Vec<String> = split_z(&git(
+            root,
+            &[
+                "diff",
+                "--cached",
+                "--name-only",
+                "-z",
+                "--relative",
+                "--no-renames",
+                "--diff-filter=D",
+                "--",
+                "meshes",
+                "global",
+            ],
+        )?)
+        .map(str::to_string)
+        .collect();
+        let mut changed = changed;
+        for path in deleted {
+            match StorePath::classify(Path::new(&path)) {
+                StorePath::SecretSig(id) => {
+                    changed.insert(path_string(&id.path()));
+                }
+                StorePath::Writers(_) | StorePath::ScopeSig(..) => {
+                    changed.insert(path);
+                }
+                _ => {}
+            }
+        }
+
         // mode SP sha SP stage TAB path
         let listing = git(root, &["ls-files", "-s", "-z", "--", "meshes", "global"])?;
         let mut index: HashMap<String, (String, String)> = HashMap::new();
