@@ -186,7 +186,9 @@ impl Staged {
                 StorePath::SecretSig(id) => {
                     changed.insert(path_string(&id.path()));
                 }
-                StorePath::Writers(_) | StorePath::ScopeSig(..) => {
+                // A deleted secret leaves its .sig (if staged still) and
+                // the references of its mesh's policies to judge.
+                StorePath::Secret(_) | StorePath::Writers(_) | StorePath::ScopeSig(..) => {
                     changed.insert(path);
                 }
                 _ => {}

@@ -97,7 +97,7 @@ pub(super) fn cmd_sign(
     }
     let already = report.already.len();
     eprintln!(
-        "{} signed, {already} already signed by this key, {} left alone",
+        "{} signed, {already} already signed, {} left alone",
         report.signed.len(),
         report.refused.len()
     );

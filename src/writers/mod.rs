@@ -158,8 +158,9 @@ impl Diagnostic for Refusal {
                 scope.writers_path().display(),
                 scope_flag(scope)
             ),
-            Refusal::UntrustedScopeFile { scope, .. } => format!(
-                "an admin listed in the trust root signs it: `meshseal -S ADMIN_KEY sign {}`",
+            Refusal::UntrustedScopeFile { scope, file, .. } => format!(
+                "review the change (`git log -p -- {}`): anyone who can push can edit it; restore the signed version, or if every key in it is right an admin signs it: `meshseal -S ADMIN_KEY sign {}`",
+                file.display(),
                 scope_flag(scope).trim_end()
             ),
             Refusal::WrongBinding { scope, .. } => format!(

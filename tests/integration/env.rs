@@ -97,6 +97,9 @@ impl TestEnv {
     pub fn isolate(&self, cmd: &mut Command) {
         cmd.current_dir(&self.root)
             .env_remove("MESHSEAL_IDENTITY")
+            .env_remove("MESHSEAL_TRUST")
+            .env_remove("MESHSEAL_SIGN_KEY")
+            .env_remove("SSH_AUTH_SOCK")
             .env("HOME", self.tmp.path().join("home"))
             .env("XDG_CONFIG_HOME", self.config_dir())
             .env_remove("RUST_BACKTRACE")

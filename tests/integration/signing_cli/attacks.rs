@@ -240,7 +240,6 @@ fn a_staged_deletion_of_a_signature_is_unsigned() {
 /// orphan, which `check --staged` does not see: `git::Staged::read` maps a
 /// deleted `.sig` to its secret, but not a deleted `.age` to its `.sig`.
 #[test]
-#[ignore = "bug: check --staged does not judge a staged deletion of an .age (src/git.rs Staged::read)"]
 fn a_staged_deletion_of_a_secret_leaves_an_orphan_signature() {
     let Some(s) = Signed::new() else { return };
     fs::remove_file(s.env.path(DB)).unwrap();
