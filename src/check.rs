@@ -372,7 +372,7 @@ impl Signed {
         let bytes = source.read(entry, limit).ok()?;
         let sig = match source.read_optional(&id.sig_path(), MAX_SIGNATURE_BYTES) {
             Ok(sig) => sig,
-            Err(e) => return Some(Problem::at(&id.sig_path(), &e)),
+            Err(e) => return Some(Problem::at(id.sig_path(), &e)),
         };
         let verdict = match self.verifier.secret(id, &bytes, sig.as_deref()) {
             Ok(v) => v,

@@ -447,7 +447,7 @@ pub enum WriteError {
         file: PathBuf,
         /// Why the recipients are not trusted.
         #[source]
-        source: crate::writers::Refusal,
+        source: Box<crate::writers::Refusal>,
     },
     /// `meshseal.toml` says `signatures = "required"` and no sign key was given.
     #[error("meshseal.toml requires signatures, and no sign key was given")]
@@ -462,15 +462,15 @@ pub enum WriteError {
         file: PathBuf,
         /// Why.
         #[source]
-        source: crate::signing::SignError,
+        source: Box<crate::signing::SignError>,
     },
     /// A scope file may only be signed by an admin of the trust root.
     #[error("the sign key {fingerprint} is not an admin in the trust root {}", .trust.display())]
     NotAnAdmin {
         /// The scope file.
         file: PathBuf,
-        /// The sign key.
-        fingerprint: ssh_key::Fingerprint,
+        /// The sign key's fingerprint.
+        fingerprint: String,
         /// The trust root.
         trust: PathBuf,
     },

@@ -104,7 +104,7 @@ impl Store {
                     if admin.is_err() {
                         return Err(WriteError::NotAnAdmin {
                             file,
-                            fingerprint: signer.fingerprint(),
+                            fingerprint: signer.fingerprint().to_string(),
                             trust: trust.path().to_path_buf(),
                         });
                     }
@@ -114,7 +114,7 @@ impl Store {
                         .sign(Namespace::Scope, text.as_bytes())
                         .map_err(|source| WriteError::Sign {
                             file: file.clone(),
-                            source,
+                            source: Box::new(source),
                         })?,
                 )
             }
@@ -207,7 +207,7 @@ impl Store {
                 .recipients_trusted(scope)
                 .map_err(|source| WriteError::Untrusted {
                     file: file.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         if self.config.signatures == Signatures::Required && self.signing.signer.is_none() {
@@ -253,11 +253,12 @@ impl Store {
                 source,
             })?;
         let sig = match &self.signing.signer {
-            Some(signer) => Some(
-                signer
-                    .sign(Namespace::Secret, &ciphertext)
-                    .map_err(|source| WriteError::Sign { file, source })?,
-            ),
+            Some(signer) => Some(signer.sign(Namespace::Secret, &ciphertext).map_err(
+                |source| WriteError::Sign {
+                    file,
+                    source: Box::new(source),
+                },
+            )?),
             None => None,
         };
         Ok((ciphertext, sig))

@@ -324,7 +324,7 @@ fn sign_scope_files(
             .sign(Namespace::Scope, text.as_bytes())
             .map_err(|source| WriteError::Sign {
                 file: file.clone(),
-                source,
+                source: Box::new(source),
             })?;
         write_sig(store, &sig_file, &sig)?;
         report.signed.push(file);
@@ -422,7 +422,10 @@ fn sign_secrets(
             }
             let sig = signer
                 .sign(Namespace::Secret, &bytes)
-                .map_err(|source| WriteError::Sign { file, source })?;
+                .map_err(|source| WriteError::Sign {
+                        file,
+                        source: Box::new(source),
+                    })?;
             Ok(Outcome::Sign(sig))
         })
         .collect();
