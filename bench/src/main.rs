@@ -11,7 +11,7 @@
 //! It is its own crate in the workspace so the library carries no benchmark
 //! code. One module per thing measured: `cold_load` (and its `peers`),
 //! `watcher` (peak RSS, and the `api` and `reload` runs against it), `check`,
-//! `apply`, `sds` (a real Envoy, with `envoy` and `pki`) and `sds_streams`;
+//! `apply`, `signed` (SPEC 9's verified cold load and hook), `sds` (a real Envoy, with `envoy` and `pki`) and `sds_streams`;
 //! `report` prints the table.
 
 mod api;
@@ -29,6 +29,7 @@ mod reload;
 mod report;
 mod sds;
 mod sds_streams;
+mod signed;
 mod timing;
 mod watcher;
 mod zones;
@@ -132,6 +133,7 @@ impl Bench {
             runs("apply"),
             runs("sds"),
         );
+        let signed = runs("signed");
         if cold {
             self.cold_loads_and_peers();
         }
@@ -154,6 +156,9 @@ impl Bench {
         }
         if apply {
             self.apply();
+        }
+        if signed {
+            self.signed(reference);
         }
         if sds {
             // Last: it adds two certificate secrets to the reference store.

@@ -8,7 +8,9 @@ pub const USAGE: &str = "usage: meshseal-bench [--smoke] [--sizes N,N,..] [--run
        meshseal-bench floor STORE IDENTITY";
 
 /// Row groups, in the order a run measures them (`--only`).
-pub const GROUPS: [&str; 7] = ["cold", "watcher", "warm", "swaps", "check", "apply", "sds"];
+pub const GROUPS: [&str; 8] = [
+    "cold", "watcher", "warm", "swaps", "check", "apply", "signed", "sds",
+];
 
 pub struct Options {
     pub smoke: bool,
