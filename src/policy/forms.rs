@@ -56,10 +56,10 @@ pub const LEGACY_KINDS: &[&str] = &[
 ];
 
 /// The Universal keys that are a resource's identity, not its fields.
-const UNIVERSAL_META: &[&str] = &["type", "name", "mesh", "labels"];
+pub(super) const UNIVERSAL_META: &[&str] = &["type", "name", "mesh", "labels"];
 
 /// Filled in by Kuma's control plane (Universal).
-const UNIVERSAL_SERVER_FIELDS: &[&str] = &["creationTime", "modificationTime"];
+pub(super) const UNIVERSAL_SERVER_FIELDS: &[&str] = &["creationTime", "modificationTime"];
 
 /// Filled in by the Kubernetes API server (`kumactl export`'s
 /// `cleanKubeObject`, plus the timestamps).

@@ -316,6 +316,10 @@ pub(super) fn parse_document(
         }
     }
     if kind == PolicyKind::Mesh {
+        // A Mesh is in no mesh (Kuma's Mesh has no such field).
+        if get(doc, "mesh").is_some() {
+            errors.push(field("mesh", "cannot be set on a Mesh"));
+        }
         // A Mesh is its own mesh: named after its folder.
         if h.name != place.mesh {
             errors.push(PolicyError::Mismatch {
@@ -357,6 +361,24 @@ pub(super) fn parse_document(
     let spec = get(doc, "spec");
     if spec.is_some_and(|s| !s.is_object() && !s.is_null()) {
         errors.push(field("spec", "must be a mapping"));
+    }
+    // A newer kind keeps its fields under `spec`: a field beside it would
+    // be read as the older shape in the Kubernetes form, and Kuma refuses it.
+    if spec.is_some() && !h.kubernetes && !super::forms::LEGACY_KINDS.contains(&h.kind) {
+        let known = |k: &str| {
+            k == "spec"
+                || super::forms::UNIVERSAL_META.contains(&k)
+                || super::forms::UNIVERSAL_SERVER_FIELDS.contains(&k)
+        };
+        if let Some(extra) = doc
+            .as_object()
+            .and_then(|m| m.keys().find(|k| !known(k.as_str())))
+        {
+            errors.push(field(
+                extra,
+                format!("unknown field: a {} keeps its fields under spec", h.kind),
+            ));
+        }
     }
     let (body, prefix) = match &kind {
         PolicyKind::Mesh | PolicyKind::ExternalService | PolicyKind::MeshGateway

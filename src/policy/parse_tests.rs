@@ -77,3 +77,25 @@ fn malformed_yaml_names_its_line() {
     assert!(e[0].to_string().starts_with("invalid YAML"), "{}", e[0]);
     assert!(crate::problem::Diagnostic::line(&e[0]).is_some());
 }
+
+/// Found by the policy fuzz target: a MeshOPA with `default` beside `spec`
+/// read as the older shape in its Kubernetes form, where `spec.default` is
+/// judged. A newer kind keeps its fields under `spec`.
+#[test]
+fn a_newer_kind_has_no_field_beside_spec() {
+    let text = "type: MeshOPA\nmesh: m\nname: o\nspec:\n  targetRef:\n    kind: Mesh\ndefault:\n  agentConfig:\n    inlineSttring: x\n";
+    assert_eq!(
+        parse("meshes/m/policies/o.yaml", text).unwrap_err(),
+        vec!["default: unknown field: a MeshOPA keeps its fields under spec"]
+    );
+    // The older kinds keep theirs at the top; a Mesh is in no mesh.
+    assert!(parse(
+        "meshes/m/policies/e.yaml",
+        "type: ExternalService\nmesh: m\nname: e\nnetworking: {}\n"
+    )
+    .is_ok());
+    assert_eq!(
+        parse("meshes/m/mesh.yaml", "type: Mesh\nname: m\nmesh: m\n").unwrap_err(),
+        vec!["mesh: cannot be set on a Mesh"]
+    );
+}
