@@ -22,7 +22,7 @@ use super::materialize::Materializer;
 use super::sources::{
     load_identities, log_conflicts, millis, RootChange, RootStatus, Source, Sources,
 };
-use super::worktree::{Changes, Checkout, Listing};
+use super::worktree::{Changes, Checkout, Listing, PendingListing, WorktreeError};
 
 /// Batches up to this size log one line per secret.
 const MAX_NAMED_PER_BATCH: usize = 50;
@@ -198,27 +198,24 @@ impl Updater<'_> {
 
     /// Resolves every store's root again, following a swapped link, and
     /// says which stores moved (and must be rescanned).
-    fn follow_roots(&mut self) -> [bool; 2] {
-        let mut moved = [false; 2];
+    fn follow_roots(&mut self) -> [Option<Moved>; 2] {
+        let mut moved = [None, None];
         let mut changed_state = false;
         for (i, (name, source)) in self.sources.all_mut().into_iter().enumerate() {
             match source.follow_root() {
                 // The last move's tree could not be read: again.
-                RootChange::Same if source.stale => moved[i] = true,
+                RootChange::Same if source.stale => {
+                    moved[i] = Some(Moved::start(source, None, name))
+                }
                 RootChange::Same | RootChange::StillMissing => {}
                 RootChange::Moved { from, returned } => {
-                    moved[i] = true;
                     changed_state |= returned;
-                    self.watches.unwatch(&from);
-                    for top in ["meshes", "global"] {
-                        self.watches.unwatch(&from.join(top));
-                    }
-                    watch_store(self.watches, &source.given, &source.root);
                     if returned {
                         info!(store = name, root = %source.given.display(), target = %source.root.display(), "store root is back: following it again");
                     } else {
                         info!(store = name, root = %source.given.display(), from = %from.display(), target = %source.root.display(), "store root swapped: following the new tree");
                     }
+                    moved[i] = Some(Moved::start(source, Some(from), name));
                 }
                 RootChange::Missing { reason } => {
                     changed_state = true;
@@ -235,7 +232,25 @@ impl Updater<'_> {
         moved
     }
 
-    fn apply(&mut self, batch: Batch, reload: bool, moved: [bool; 2]) {
+    fn apply(&mut self, batch: Batch, reload: bool, moved: [Option<Moved>; 2]) {
+        let mut moves = Vec::new();
+        self.apply_in(batch, reload, moved, &mut moves);
+        // The watches of a tree followed from git's listing move once its
+        // generation is published: off the path to serving it (the walk
+        // costs more than the files git named). git vouches for the new
+        // tree's files meanwhile, and the rescan moves them first.
+        for m in moves {
+            m.run(self.watches);
+        }
+    }
+
+    fn apply_in(
+        &mut self,
+        batch: Batch,
+        reload: bool,
+        mut moved: [Option<Moved>; 2],
+        moves: &mut Vec<WatchMove>,
+    ) {
         // A `meshes/` or `global/` that (re)appeared is followed before it
         // is walked, so nothing written into it from now on is missed.
         for folder in &batch.arrived {
@@ -244,13 +259,25 @@ impl Updater<'_> {
         let full = batch.rescan || reload;
         let mut stats = Vec::new();
         for (i, (name, source)) in self.sources.all_mut().into_iter().enumerate() {
+            let moved = moved[i].take();
             // A root that is gone is not walked: its last good index stays.
             if !source.is_present() {
+                moves.extend(moved.and_then(|m| m.watches));
                 continue;
             }
             let events = if i == 0 { &batch.repo } else { &batch.zone };
-            let update = if moved[i] {
-                follow_tree(source, &self.identities, events, reload, name)
+            let update = if let Some(mut m) = moved {
+                let update = follow_tree(
+                    source,
+                    &self.identities,
+                    events,
+                    reload,
+                    name,
+                    &mut m,
+                    self.watches,
+                );
+                moves.extend(m.watches);
+                update
             } else if full {
                 rescan(source, &self.identities, reload)
             } else if !events.is_empty() {
@@ -304,6 +331,55 @@ impl Updater<'_> {
     }
 }
 
+/// A store whose root moved in this batch.
+struct Moved {
+    /// git listing the new tree (swappable roots), under way meanwhile.
+    listing: Option<Result<PendingListing, WorktreeError>>,
+    /// Its watches, still to move from the previous tree (none when they
+    /// already have).
+    watches: Option<WatchMove>,
+}
+
+impl Moved {
+    /// Starts git on the new tree's listing; `from`: the tree whose
+    /// watches move to it.
+    fn start(source: &Source, from: Option<PathBuf>, name: &'static str) -> Moved {
+        Moved {
+            listing: source.swappable.then(|| Listing::start(&source.root)),
+            watches: from.map(|from| WatchMove {
+                store: name,
+                from,
+                given: source.given.clone(),
+                root: source.root.clone(),
+            }),
+        }
+    }
+}
+
+/// A store's file watches, to move from the tree swapped out to the new one.
+struct WatchMove {
+    store: &'static str,
+    from: PathBuf,
+    given: PathBuf,
+    root: PathBuf,
+}
+
+impl WatchMove {
+    fn run(self, watches: &dyn Watches) {
+        let start = std::time::Instant::now();
+        watches.unwatch(&self.from);
+        for top in ["meshes", "global"] {
+            watches.unwatch(&self.from.join(top));
+        }
+        watch_store(watches, &self.given, &self.root);
+        info!(
+            store = self.store,
+            duration_ms = millis(start.elapsed()),
+            "file watches moved to the new tree"
+        );
+    }
+}
+
 /// A full walk of a source's tree; `None` when it failed (logged). What git
 /// lists of the tree is read again first, for the next swap.
 fn rescan(
@@ -339,17 +415,20 @@ fn follow_tree(
     events: &BTreeSet<PathBuf>,
     retry_failed: bool,
     name: &str,
+    moved: &mut Moved,
+    watches: &dyn Watches,
 ) -> Option<(Index, UpdateStats)> {
-    let next = if source.swappable {
-        Listing::read(&source.root)
+    let t = std::time::Instant::now();
+    let next = moved.listing.take().and_then(|pending| {
+        pending
+            .and_then(PendingListing::wait)
             .map_err(|e| {
                 let problem = Problem::from(e);
                 info!(store = name, problem = %problem.message, hint = problem.hint.as_deref().unwrap_or(""), "git cannot list the new tree");
             })
             .ok()
-    } else {
-        None
-    };
+    });
+    let listing_ms = millis(t.elapsed());
     let changes = match (&source.checkout, &next) {
         _ if retry_failed => Changes::Rescan("identities were reloaded"),
         (Some(old), Some(next)) => old.changes_to(next),
@@ -359,12 +438,23 @@ fn follow_tree(
     };
     let update = match changes {
         Changes::Files(mut files) => {
-            info!(store = name, files = files.len(), "git names the files the new tree changed: only those are read");
+            info!(
+                store = name,
+                files = files.len(),
+                listing_ms,
+                "git names the files the new tree changed: only those are read"
+            );
             files.extend(events.iter().cloned());
             Some(source.index.update(&source.store, identities, &files))
         }
         Changes::Rescan(reason) => {
             info!(store = name, reason, "rescanning the new tree whole");
+            // Watched before it is walked: nothing changed meanwhile is
+            // missed. (Only git's changed files are read on the fast path,
+            // and git vouches for the others.)
+            if let Some(m) = moved.watches.take() {
+                m.run(watches);
+            }
             match source.index.rescan(&source.store, identities, retry_failed) {
                 Ok(r) => Some(r),
                 Err(e) => {

@@ -31,10 +31,10 @@ use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
@@ -114,6 +114,12 @@ impl Listing {
     /// Asks git for the listing of the store at `root` (a worktree, or a
     /// folder inside one).
     pub fn read(root: &Path) -> Result<Listing, WorktreeError> {
+        Listing::start(root)?.wait()
+    }
+
+    /// Starts git on the listing of the store at `root`: the caller does
+    /// other work while git runs, then [`PendingListing::wait`]s.
+    pub fn start(root: &Path) -> Result<PendingListing, WorktreeError> {
         let mut args = vec![
             "--literal-pathspecs",
             "-c",
@@ -125,15 +131,19 @@ impl Listing {
             "--",
         ];
         args.extend(STORE_PATHS);
-        let out = run_git(root, &args)?;
-        Listing::parse(&out)
+        PendingListing::spawn(root, &args)
     }
 
     /// Parses `git ls-files --stage -t -z`: `TAG MODE OID STAGE\tPATH\0`.
     fn parse(out: &[u8]) -> Result<Listing, WorktreeError> {
         let protocol = || WorktreeError::Git(GitError::Protocol("ls-files"));
-        let mut records: Vec<(Vec<u8>, &[u8])> = Vec::new();
-        let mut state_len = None;
+        let mut listing = Listing {
+            state_len: 0,
+            bytes: Vec::with_capacity(out.len() / 2),
+            ends: Vec::new(),
+        };
+        let mut sorted = true;
+        let mut previous: &[u8] = &[];
         for record in out.split(|&b| b == 0).filter(|r| !r.is_empty()) {
             let tab = record
                 .iter()
@@ -162,36 +172,52 @@ impl Listing {
                 .ok()
                 .and_then(|m| u32::from_str_radix(m, 8).ok())
                 .ok_or_else(protocol)?;
-            let mut state = vec![*tag];
-            state.extend(mode.to_le_bytes());
-            state.extend(unhex(oid).ok_or_else(protocol)?);
-            if *state_len.get_or_insert(state.len()) != state.len() {
+            let start = listing.bytes.len();
+            listing.bytes.push(*tag);
+            listing.bytes.extend(mode.to_le_bytes());
+            unhex(oid, &mut listing.bytes).ok_or_else(protocol)?;
+            let state_len = listing.bytes.len() - start;
+            if listing.ends.is_empty() {
+                listing.state_len = state_len;
+            } else if listing.state_len != state_len {
                 return Err(protocol());
             }
-            records.push((state, path));
-        }
-        if !records
-            .iter()
-            .any(|(_, p)| p.starts_with(b"meshes/") || p.starts_with(b"global/"))
-        {
-            return Err(WorktreeError::Untracked);
-        }
-        // git lists in its index's order, which is the paths' byte order;
-        // sorting again costs nothing then and keeps the merge below right
-        // whatever git does.
-        records.sort_by(|a, b| a.1.cmp(b.1));
-        let mut listing = Listing {
-            state_len: state_len.unwrap_or(0),
-            bytes: Vec::with_capacity(records.iter().map(|(s, p)| s.len() + p.len()).sum()),
-            ends: Vec::with_capacity(records.len()),
-        };
-        for (state, path) in records {
-            listing.bytes.extend(state);
             listing.bytes.extend(path);
             let end = u32::try_from(listing.bytes.len()).map_err(|_| WorktreeError::TooLarge)?;
             listing.ends.push(end);
+            sorted &= previous < path;
+            previous = path;
+        }
+        if !(0..listing.len()).any(|i| {
+            let path = listing.record(i).1;
+            path.starts_with(b"meshes/") || path.starts_with(b"global/")
+        }) {
+            return Err(WorktreeError::Untracked);
+        }
+        // git lists in its index's order, which is the paths' byte order
+        // (what the merge in `differences` needs); whatever a git does, an
+        // unsorted listing is sorted here.
+        if !sorted {
+            listing = listing.sorted();
         }
         Ok(listing)
+    }
+
+    fn sorted(self) -> Listing {
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.sort_by(|&a, &b| self.record(a).1.cmp(self.record(b).1));
+        let mut out = Listing {
+            state_len: self.state_len,
+            bytes: Vec::with_capacity(self.bytes.len()),
+            ends: Vec::with_capacity(self.len()),
+        };
+        for i in order {
+            let (state, path) = self.record(i);
+            out.bytes.extend(state);
+            out.bytes.extend(path);
+            out.ends.push(out.bytes.len() as u32);
+        }
+        out
     }
 
     fn len(&self) -> usize {
@@ -297,75 +323,112 @@ fn is_store_path(path: &[u8]) -> bool {
     path == CONFIG_FILE.as_bytes() || path.starts_with(b"meshes/") || path.starts_with(b"global/")
 }
 
-fn unhex(hex: &[u8]) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+/// Appends the bytes of a hex object id to `out`.
+fn unhex(hex: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    if hex.is_empty() || hex.len() % 2 != 0 {
         return None;
     }
     let digit = |b: u8| (b as char).to_digit(16);
-    hex.chunks(2)
-        .map(|pair| Some((digit(pair[0])? << 4 | digit(pair[1])?) as u8))
-        .collect()
+    for pair in hex.chunks(2) {
+        out.push((digit(pair[0])? << 4 | digit(pair[1])?) as u8);
+    }
+    Some(())
 }
 
-/// Runs `git -C root args`, reading at most [`MAX_LISTING_BYTES`] and
-/// waiting at most [`GIT_TIMEOUT`].
-fn run_git(root: &Path, args: &[&str]) -> Result<Vec<u8>, WorktreeError> {
-    let mut cmd = Command::new("git");
-    cmd.arg("-C").arg(root).args(args);
-    // The tree's own repository, whatever the watcher's environment says;
-    // and git only reads (no index refresh written into git-sync's
-    // repository, no prompt, no fetch of missing objects).
-    for var in [
-        "GIT_DIR",
-        "GIT_WORK_TREE",
-        "GIT_INDEX_FILE",
-        "GIT_COMMON_DIR",
-        "GIT_OBJECT_DIRECTORY",
-        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-        "GIT_NAMESPACE",
-    ] {
-        cmd.env_remove(var);
+/// git listing a tree, under way.
+pub struct PendingListing {
+    child: Option<Child>,
+    output: mpsc::Receiver<(io::Result<Vec<u8>>, io::Result<Vec<u8>>)>,
+    reader: Option<thread::JoinHandle<()>>,
+    started: Instant,
+}
+
+impl PendingListing {
+    /// Starts `git -C root args`, its output read by a thread of its own
+    /// (at most [`MAX_LISTING_BYTES`]).
+    fn spawn(root: &Path, args: &[&str]) -> Result<PendingListing, WorktreeError> {
+        let mut cmd = Command::new("git");
+        cmd.arg("-C").arg(root).args(args);
+        // The tree's own repository, whatever the watcher's environment
+        // says; and git only reads (no index refresh written into
+        // git-sync's repository, no prompt, no fetch of missing objects).
+        for var in [
+            "GIT_DIR",
+            "GIT_WORK_TREE",
+            "GIT_INDEX_FILE",
+            "GIT_COMMON_DIR",
+            "GIT_OBJECT_DIRECTORY",
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+            "GIT_NAMESPACE",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("GIT_OPTIONAL_LOCKS", "0")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_NO_LAZY_FETCH", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| WorktreeError::Git(GitError::Spawn(e)))?;
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let (tx, output) = mpsc::channel();
+        let reader = thread::spawn(move || {
+            // stdout first, then dropped: a git cut off at the bound gets
+            // EPIPE and ends, so stderr ends too.
+            let out = read_bounded(stdout, MAX_LISTING_BYTES + 1);
+            let err = read_bounded(stderr, 64 << 10);
+            let _ = tx.send((out, err));
+        });
+        Ok(PendingListing {
+            child: Some(child),
+            output,
+            reader: Some(reader),
+            started: Instant::now(),
+        })
     }
-    cmd.env("GIT_OPTIONAL_LOCKS", "0")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_NO_LAZY_FETCH", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| WorktreeError::Git(GitError::Spawn(e)))?;
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let (tx, rx) = mpsc::channel();
-    let reader = thread::spawn(move || {
-        // stdout first, then dropped: a git cut off at the bound gets EPIPE
-        // and ends, so stderr ends too.
-        let out = read_bounded(stdout, MAX_LISTING_BYTES + 1);
-        let err = read_bounded(stderr, 64 << 10);
-        let _ = tx.send((out, err));
-    });
-    let Ok((out, err)) = rx.recv_timeout(GIT_TIMEOUT) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = reader.join();
-        return Err(WorktreeError::TimedOut);
-    };
-    let _ = reader.join();
-    let spawn = |e| WorktreeError::Git(GitError::Spawn(e));
-    let status = child.wait().map_err(spawn)?;
-    let out = out.map_err(spawn)?;
-    if out.len() as u64 > MAX_LISTING_BYTES {
-        return Err(WorktreeError::TooLarge);
+
+    /// git's listing, once git has ended (killed after [`GIT_TIMEOUT`]).
+    pub fn wait(mut self) -> Result<Listing, WorktreeError> {
+        let left = GIT_TIMEOUT.saturating_sub(self.started.elapsed());
+        let Ok((out, err)) = self.output.recv_timeout(left) else {
+            // Dropping `self` kills git.
+            return Err(WorktreeError::TimedOut);
+        };
+        let spawn = |e| WorktreeError::Git(GitError::Spawn(e));
+        let mut child = self.child.take().ok_or(WorktreeError::TimedOut)?;
+        let status = child.wait().map_err(spawn)?;
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let out = out.map_err(spawn)?;
+        if out.len() as u64 > MAX_LISTING_BYTES {
+            return Err(WorktreeError::TooLarge);
+        }
+        if !status.success() {
+            return Err(WorktreeError::Git(GitError::Failed {
+                command: "ls-files".to_string(),
+                stderr: String::from_utf8_lossy(&err.unwrap_or_default())
+                    .trim()
+                    .to_string(),
+            }));
+        }
+        Listing::parse(&out)
     }
-    if !status.success() {
-        return Err(WorktreeError::Git(GitError::Failed {
-            command: "ls-files".to_string(),
-            stderr: String::from_utf8_lossy(&err.unwrap_or_default())
-                .trim()
-                .to_string(),
-        }));
+}
+
+impl Drop for PendingListing {
+    /// A listing given up on (or timed out) leaves no git behind.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
-    Ok(out)
 }
 
 fn read_bounded(pipe: Option<impl Read>, limit: u64) -> io::Result<Vec<u8>> {
@@ -456,6 +519,19 @@ mod tests {
             ("H", A, "meshes/m/secrets/a.age"),
         ]);
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn an_unsorted_listing_is_sorted_before_it_is_compared() {
+        let old = Checkout::from(listing(&[
+            ("H", A, "meshes/m/secrets/b.age"),
+            ("H", A, "meshes/m/secrets/a.age"),
+        ]));
+        let new = listing(&[
+            ("H", A, "meshes/m/secrets/a.age"),
+            ("H", B, "meshes/m/secrets/b.age"),
+        ]);
+        assert_eq!(old.changes_to(&new), files(&["meshes/m/secrets/b.age"]));
     }
 
     #[test]

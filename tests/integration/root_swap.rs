@@ -99,10 +99,15 @@ impl Swapped {
 
 /// The `decrypted=N` of the last `index updated` line of the log.
 fn last_decrypted(log: &str) -> Option<usize> {
+    last_update(log, "decrypted")
+}
+
+/// Field `field` (a count) of the last `index updated` line of the log.
+fn last_update(log: &str, field: &str) -> Option<usize> {
     log.lines()
         .rev()
         .find(|l| l.contains("index updated"))
-        .and_then(|l| l.split("decrypted=").nth(1))
+        .and_then(|l| l.split(&format!(" {field}=")).nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
 }
@@ -308,4 +313,236 @@ fn a_root_swapped_to_a_file_or_a_dangling_link_keeps_the_last_good_index() {
     swap_link(&s.link, &back);
     s.watcher
         .eventually("the new tree's value", |_| s.serves("a", "four"));
+}
+
+/// git-sync's layout, made with real git the way git-sync v4 makes it: a
+/// repository at `sync/` fetching the store's repository shallowly
+/// (`--depth 1`), each commit checked out into `sync/.worktrees/<hash>`
+/// (`worktree add --no-checkout`, then `reset --hard`), the `sync/current`
+/// link swapped to it, then the old worktree removed and its objects
+/// pruned (`gc.pruneExpire=now`): the old commit is gone when the watcher
+/// looks.
+struct Checkouts {
+    env: TestEnv,
+    git: PathBuf,
+    sync: PathBuf,
+    link: PathBuf,
+    /// The worktree `current` points at.
+    current: PathBuf,
+}
+
+impl Checkouts {
+    /// The store's repository (secrets `a`, `b`, `c` in mesh `payments`,
+    /// global `g`) with one commit, checked out at `sync/current`.
+    fn new(git: PathBuf, env: TestEnv) -> Checkouts {
+        for (name, value) in [("a", "one"), ("b", "two"), ("c", "three")] {
+            env.set("payments", name, value);
+        }
+        env.set_global("g", "gee");
+        let sync = env.tmp().join("sync");
+        fs::create_dir_all(sync.join(".worktrees")).unwrap();
+        let mut c = Checkouts {
+            git,
+            link: sync.join("current"),
+            sync,
+            current: PathBuf::new(),
+            env,
+        };
+        c.run(&c.env.root, &["init", "-q", "-b", "main"]);
+        c.commit("first");
+        c.run(&c.sync, &["init", "-q"]);
+        c.run(&c.sync, &["config", "gc.pruneExpire", "now"]);
+        c.current = c.fetch_and_check_out();
+        symlink(&c.current, &c.link).unwrap();
+        c
+    }
+
+    /// `git -C dir args`: its outcome.
+    fn git(&self, dir: &Path, args: &[&str]) -> std::process::Output {
+        Command::new(&self.git)
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+            .args(args)
+            .env("HOME", self.env.tmp().join("home"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap()
+    }
+
+    /// `git -C dir args`, which must succeed: its stdout.
+    fn run(&self, dir: &Path, args: &[&str]) -> String {
+        let out = self.git(dir, args);
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Commits everything in the store's repository.
+    fn commit(&self, message: &str) {
+        self.run(&self.env.root, &["add", "-A"]);
+        self.run(&self.env.root, &["commit", "-q", "-m", message]);
+    }
+
+    /// git-sync's fetch: the new commit checked out into a worktree of its
+    /// own.
+    fn fetch_and_check_out(&self) -> PathBuf {
+        let upstream = format!("file://{}", self.env.root.display());
+        self.run(
+            &self.sync,
+            &["fetch", "-q", "--depth", "1", &upstream, "main"],
+        );
+        let hash = self.run(&self.sync, &["rev-parse", "FETCH_HEAD"]);
+        let hash = hash.trim();
+        let tree = self.sync.join(".worktrees").join(hash);
+        let add = [
+            "worktree",
+            "add",
+            "-q",
+            "--force",
+            "--detach",
+            tree.to_str().unwrap(),
+            hash,
+            "--no-checkout",
+        ];
+        self.run(&self.sync, &add);
+        self.run(&tree, &["reset", "-q", "--hard", hash, "--"]);
+        tree
+    }
+
+    /// Commits the store's repository and syncs it as git-sync does: the
+    /// link swapped to the new worktree, the old one removed and pruned.
+    fn sync(&mut self, message: &str) {
+        self.commit(message);
+        let old = self.run(&self.current, &["rev-parse", "HEAD"]);
+        let next = self.fetch_and_check_out();
+        swap_link(&self.link, &next);
+        fs::remove_dir_all(&self.current).unwrap();
+        self.current = next;
+        self.run(&self.sync, &["worktree", "prune"]);
+        let expire = ["reflog", "expire", "--expire-unreachable=all", "--all"];
+        self.run(&self.sync, &expire);
+        self.run(&self.sync, &["gc", "-q"]);
+        let kept = self.git(&self.sync, &["cat-file", "-e", old.trim()]);
+        assert!(!kept.status.success(), "git-sync would have pruned it");
+    }
+}
+
+/// A watcher on a git-sync layout's link.
+struct GitSync {
+    c: Checkouts,
+    admin: String,
+    watcher: Watcher,
+}
+
+impl GitSync {
+    /// `None` when git is missing outside CI.
+    fn start() -> Option<GitSync> {
+        let git = crate::tools::external_tool("git")?;
+        let (env, tokens) = TestEnv::serving();
+        let c = Checkouts::new(git, env);
+        let tokens_file = c.env.tokens_file();
+        let watcher = Watcher::start(spawnable(c.env.kcmd_at(&c.link).args([
+            "watch",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            tokens_file.to_str().unwrap(),
+            "--debounce",
+            "50",
+        ])));
+        let s = GitSync {
+            c,
+            admin: tokens.admin,
+            watcher,
+        };
+        assert!(s.serves("a", "one"), "{}", s.watcher.log());
+        Some(s)
+    }
+
+    fn serves(&self, name: &str, value: &str) -> bool {
+        served(&self.watcher, &self.admin, "payments", name).as_deref() == Some(b64(value).as_str())
+    }
+
+    /// `meshseal_decrypted_total` from `/metrics`.
+    fn decrypted_total(&self) -> u64 {
+        let (code, body) = self.watcher.get("/metrics", Some(&self.admin));
+        assert_eq!(code, 200, "{body}");
+        body.lines()
+            .find_map(|l| l.strip_prefix("meshseal_decrypted_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no decrypted counter in:\n{body}"))
+    }
+}
+
+#[test]
+fn a_git_sync_swap_of_a_checkout_decrypts_only_the_changed_files_and_drops_deleted_ones() {
+    let Some(mut s) = GitSync::start() else {
+        return;
+    };
+    let before = s.decrypted_total();
+    s.c.env.set("payments", "a", "uno");
+    fs::remove_file(s.c.env.root.join("meshes/payments/secrets/c.age")).unwrap();
+    s.c.sync("a changed, c deleted");
+    s.watcher
+        .eventually("the new commit's value", |_| s.serves("a", "uno"));
+    s.watcher.eventually("the deleted secret gone", |w| {
+        served(w, &s.admin, "payments", "c").is_none()
+    });
+    let log = s.watcher.log();
+    assert!(s.serves("b", "two"), "{log}");
+    let (code, _) = s.watcher.get("/global-secrets/g", Some(&s.admin));
+    assert_eq!(code, 200, "{log}");
+    assert_eq!(
+        s.decrypted_total() - before,
+        1,
+        "only `a` is decrypted again:\n{log}"
+    );
+    assert!(
+        log.contains("git names the files the new tree changed") && log.contains("files=2"),
+        "git's listing named a and c:\n{log}"
+    );
+    assert!(!log.contains("rescanning the new tree whole"), "{log}");
+    // Not a walk of the new tree: only `a` was read (`c` is gone).
+    assert_eq!(last_update(&log, "hashed"), Some(1), "{log}");
+    let removed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("secret removed"))
+        .collect();
+    assert!(
+        removed.len() == 1 && removed[0].contains("name=c"),
+        "only c was removed:\n{log}"
+    );
+
+    // The next swap is judged against the listing of the tree swapped in.
+    s.c.env.set("payments", "b", "dos");
+    s.c.sync("b changed");
+    s.watcher
+        .eventually("the third commit's value", |_| s.serves("b", "dos"));
+    assert!(s.serves("a", "uno"), "{}", s.watcher.log());
+    assert_eq!(s.decrypted_total() - before, 2, "{}", s.watcher.log());
+    assert_eq!(last_decrypted(&s.watcher.log()), Some(1));
+}
+
+#[test]
+fn a_file_changed_in_place_in_the_served_worktree_is_read_again_at_the_next_swap() {
+    let Some(mut s) = GitSync::start() else {
+        return;
+    };
+    // Not through git: the served worktree's b no longer holds what git's
+    // index says.
+    s.c.env.set_in(&s.c.current, "payments", "b", "local");
+    s.watcher
+        .eventually("the local change", |_| s.serves("b", "local"));
+    s.c.env.set("payments", "a", "uno");
+    s.c.sync("a changed");
+    s.watcher
+        .eventually("the new commit's value", |_| s.serves("a", "uno"));
+    // git says b is the same in both commits; the tree swapped out held
+    // another b, which must not outlive it.
+    assert!(s.serves("b", "two"), "{}", s.watcher.log());
+    assert_eq!(last_decrypted(&s.watcher.log()), Some(2));
 }
