@@ -101,11 +101,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/ready", read_only(status::ready))
         .route("/metrics", read_only(status::metrics))
         .fallback(not_found_route)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            no_store_and_audit,
-        ))
-        .layer(middleware::from_fn(refuse_bodies))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 
@@ -115,13 +111,15 @@ fn is_audited(path: &str) -> bool {
     path.starts_with("/meshes/") || path == "/secrets" || path.starts_with("/global-secrets")
 }
 
-/// Marks every response `Cache-Control: no-store` (secrets, and what names
-/// them, must not be kept by a cache or a proxy), and audits secret reads.
-async fn no_store_and_audit(
-    State(state): State<ApiState>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// What every request goes through, in one layer (each layer of axum
+/// middleware costs a boxed future and a service clone per request):
+/// bodies the API would never read are refused, every response is marked
+/// `Cache-Control: no-store` (secrets, and what names them, must not be kept
+/// by a cache or a proxy), and secret reads are audited.
+async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    if let Some(refused) = refuse_body(request.headers()) {
+        return no_store(refused);
+    }
     let audited = state
         .audit
         .as_ref()
@@ -141,10 +139,7 @@ async fn no_store_and_audit(
                 scope,
             )
         });
-    let mut response = next.run(request).await;
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let response = no_store(next.run(request).await);
     if let Some((audit, resource, token, scope)) = audited {
         let status = response.status().as_u16();
         audit.record(&Record {
@@ -159,6 +154,13 @@ async fn no_store_and_audit(
     response
 }
 
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 /// Serves the API on `listener` until `shutdown` completes (see [`super::http`]
 /// for the limits that keep hostile clients from starving others).
 pub async fn serve(
@@ -170,29 +172,28 @@ pub async fn serve(
     super::http::serve(listener, tls, router(state), shutdown).await
 }
 
-/// Refuses request bodies the API would never read: larger than
+/// The answer to a request body the API would never read: larger than
 /// [`MAX_BODY_BYTES`], or chunked (of unknown length). The connection is
 /// closed after the answer, so the body is never read.
-async fn refuse_bodies(request: Request, next: Next) -> Response {
-    let headers = request.headers();
+fn refuse_body(headers: &HeaderMap) -> Option<Response> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    if declared > MAX_BODY_BYTES || headers.contains_key(header::TRANSFER_ENCODING) {
-        let mut r = error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Payload Too Large",
-            &format!(
-                "the meshseal API reads no request bodies: send at most {MAX_BODY_BYTES} bytes, with a Content-Length"
-            ),
-        );
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return r;
+    if declared <= MAX_BODY_BYTES && !headers.contains_key(header::TRANSFER_ENCODING) {
+        return None;
     }
-    next.run(request).await
+    let mut r = error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "Payload Too Large",
+        &format!(
+            "the meshseal API reads no request bodies: send at most {MAX_BODY_BYTES} bytes, with a Content-Length"
+        ),
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Some(r)
 }
 
 fn read_only<H, T>(handler: H) -> MethodRouter<ApiState>
@@ -389,12 +390,15 @@ fn one(index: &Index, scope: Scope, name: &str) -> Response {
     }
 }
 
+// The handlers take the request itself, last, rather than a `HeaderMap`:
+// that extractor clones every header of every request.
+
 async fn list_mesh(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, Denied> {
-    let who = caller(&state, &headers)?;
+    let who = caller(&state, request.headers())?;
     let scope = mesh_scope(&path_params(path)?)?;
     authorize(who, &scope)?;
     let index = state.index.load();
@@ -404,9 +408,9 @@ async fn list_mesh(
 async fn get_mesh_secret(
     State(state): State<ApiState>,
     path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, Denied> {
-    let who = caller(&state, &headers)?;
+    let who = caller(&state, request.headers())?;
     let (mesh, name) = path_params(path)?;
     let scope = mesh_scope(&mesh)?;
     secret_name(&name)?;
@@ -414,8 +418,8 @@ async fn get_mesh_secret(
     Ok(one(&state.index.load(), scope, &name))
 }
 
-async fn list_all(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    let who = match caller(&state, &headers) {
+async fn list_all(State(state): State<ApiState>, request: Request) -> Response {
+    let who = match caller(&state, request.headers()) {
         Ok(w) => w,
         Err(r) => return r.into_response(),
     };
@@ -427,8 +431,8 @@ async fn list_all(State(state): State<ApiState>, headers: HeaderMap) -> Response
     )
 }
 
-async fn list_global(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Err(r) = require(&state, &headers, &Scope::Global) {
+async fn list_global(State(state): State<ApiState>, request: Request) -> Response {
+    if let Err(r) = require(&state, request.headers(), &Scope::Global) {
         return r.into_response();
     }
     let index = state.index.load();
@@ -438,9 +442,9 @@ async fn list_global(State(state): State<ApiState>, headers: HeaderMap) -> Respo
 async fn get_global_secret(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, Denied> {
-    let who = caller(&state, &headers)?;
+    let who = caller(&state, request.headers())?;
     let name = path_params(path)?;
     secret_name(&name)?;
     authorize(who, &Scope::Global)?;
