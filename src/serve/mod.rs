@@ -406,7 +406,13 @@ pub(crate) fn save_state(
 /// loosened, invalid) is logged and the previous one kept: verification is
 /// never switched off by a signal.
 pub(crate) fn reload_trust(source: &mut sources::Source) {
-    let Some(path) = source.store.signing().trust.as_ref().map(|t| t.path().to_path_buf()) else {
+    let Some(path) = source
+        .store
+        .signing()
+        .trust
+        .as_ref()
+        .map(|t| t.path().to_path_buf())
+    else {
         return;
     };
     match crate::signing::TrustRoot::load(&path) {
