@@ -325,7 +325,7 @@ fn is_store_path(path: &[u8]) -> bool {
 
 /// Appends the bytes of a hex object id to `out`.
 fn unhex(hex: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    if hex.is_empty() || hex.len() % 2 != 0 {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) {
         return None;
     }
     let digit = |b: u8| (b as char).to_digit(16);
@@ -335,10 +335,13 @@ fn unhex(hex: &[u8], out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
+/// What a listing's reader thread sends: git's stdout and stderr.
+type ListingOutput = (io::Result<Vec<u8>>, io::Result<Vec<u8>>);
+
 /// git listing a tree, under way.
 pub struct PendingListing {
     child: Option<Child>,
-    output: mpsc::Receiver<(io::Result<Vec<u8>>, io::Result<Vec<u8>>)>,
+    output: mpsc::Receiver<ListingOutput>,
     reader: Option<thread::JoinHandle<()>>,
     started: Instant,
 }
