@@ -120,25 +120,25 @@ pub fn without_server_fields(doc: &Value) -> Value {
         return doc;
     };
     if Form::of(&Value::Object(map.clone())) == Form::Kubernetes {
-        map.remove("status");
+        map.shift_remove("status");
         if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
             for k in KUBERNETES_SERVER_METADATA {
-                meta.remove(*k);
+                meta.shift_remove(*k);
             }
             let empty = match meta.get_mut("annotations").and_then(Value::as_object_mut) {
                 Some(a) => {
-                    a.remove(LAST_APPLIED);
+                    a.shift_remove(LAST_APPLIED);
                     a.is_empty()
                 }
                 None => false,
             };
             if empty {
-                meta.remove("annotations");
+                meta.shift_remove("annotations");
             }
         }
     } else {
         for k in UNIVERSAL_SERVER_FIELDS {
-            map.remove(*k);
+            map.shift_remove(*k);
         }
     }
     doc
@@ -177,7 +177,7 @@ pub fn to_universal(doc: &Value) -> Result<Value, PolicyError> {
         // On Kubernetes the label is how a resource names its mesh; in
         // Universal the `mesh` field says it.
         if labels.get(MESH_LABEL).and_then(Value::as_str) == Some(mesh.as_str()) {
-            labels.remove(MESH_LABEL);
+            labels.shift_remove(MESH_LABEL);
         }
         out.insert("mesh".into(), Value::String(mesh));
     }
@@ -202,14 +202,16 @@ pub fn to_universal(doc: &Value) -> Result<Value, PolicyError> {
 }
 
 /// A Universal resource with `type`, `mesh`, `name` and `labels` first, as
-/// Kuma prints them (a TOML file's keys come back sorted).
+/// Kuma prints them (a TOML file's keys come back sorted), the other keys in
+/// their order. (A `serde_json::Map` keeps its order only through
+/// `shift_remove`: its `remove` swaps the last key into the hole.)
 fn identity_first(doc: Value) -> Value {
     let Value::Object(mut map) = doc else {
         return doc;
     };
     let mut out = Map::new();
     for k in UNIVERSAL_META {
-        if let Some(v) = map.remove(*k) {
+        if let Some(v) = map.shift_remove(*k) {
             out.insert((*k).to_string(), v);
         }
     }
@@ -282,20 +284,20 @@ fn normalized(v: &Value) -> Value {
         let drop_labels = match map.get_mut("labels").and_then(Value::as_object_mut) {
             Some(labels) => {
                 if labels.get(MESH_LABEL) == mesh.as_ref() {
-                    labels.remove(MESH_LABEL);
+                    labels.shift_remove(MESH_LABEL);
                 }
                 labels.is_empty()
             }
             None => false,
         };
         if drop_labels {
-            map.remove("labels");
+            map.shift_remove("labels");
         }
         if map
             .get("spec")
             .is_some_and(|s| s.is_null() || s.as_object().is_some_and(Map::is_empty))
         {
-            map.remove("spec");
+            map.shift_remove("spec");
         }
     }
     v
@@ -321,6 +323,30 @@ mod tests {
         assert_eq!(k8s["metadata"], json!({ "name": "edge" }), "cluster-scoped");
         assert_eq!(k8s["spec"]["conf"]["listeners"][0]["port"], 80);
         assert!(same_resource(&to_universal(&k8s).unwrap(), &universal));
+    }
+
+    /// Found by the round-trip test: dropping the server's fields and moving
+    /// the identity first keep every other field in its place.
+    #[test]
+    fn field_order_is_kept() {
+        let doc = json!({
+            "type": "MeshGateway", "mesh": "m", "creationTime": "x", "name": "g",
+            "selectors": [], "conf": {}, "labels": {}, "modificationTime": "y", "tags": {},
+        });
+        let u = to_universal(&doc).unwrap();
+        let keys: Vec<&str> = u.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "type",
+                "name",
+                "mesh",
+                "labels",
+                "selectors",
+                "conf",
+                "tags"
+            ]
+        );
     }
 
     /// Kuma docs "MeshTimeout" / "MeshIdentity": the newer shape, `spec` in
