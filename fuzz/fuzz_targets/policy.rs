@@ -17,7 +17,9 @@ mod properties;
 
 /// A resource's Kubernetes form is the same resource in Universal.
 fn kubernetes_round_trip(r: &Resource) {
-    let k8s = r.to_kubernetes("kuma-system").expect("a parsed resource has a Kubernetes form");
+    let k8s = r
+        .to_kubernetes("kuma-system")
+        .expect("a parsed resource has a Kubernetes form");
     let back = to_universal(&k8s).expect("its Kubernetes form reads back");
     assert!(
         meshseal::policy::same_resource(&back, &r.universal),
