@@ -1,9 +1,12 @@
 //! What one zone pays as the repository changes (SPEC 5 and 11): a warm
-//! restart with `--state` next to the floor, and git-sync swaps of the
-//! whole tree with 10, 100 and 1,000 changed files, from the swap to the
-//! new values served, with the decryptions the watcher logged.
+//! restart with `--state` next to the floor, git-sync swaps of the whole
+//! tree with 10, 100 and 1,000 changed files (real git checkouts, git-sync's
+//! own steps), and a Kubernetes volume swap of a tree that is no git
+//! checkout, from the swap to the new values served, with the decryptions
+//! the watcher logged.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,57 +61,46 @@ impl Bench {
         });
     }
 
-    /// A watcher on a git-sync-style link to a copy of store `n`; then, for
-    /// each count of changed files, a new tree with that many new versions,
-    /// the link renamed over, the old tree deleted, and the time from the
-    /// rename to the first and last changed file served, minus the debounce.
+    /// git-sync swaps on store `n`, made with real git as git-sync v4
+    /// makes them: for each count of changed files, a commit, a new
+    /// worktree, the link renamed over, the old worktree removed and
+    /// pruned (in the background, as git-sync's own process does it), and
+    /// the time from the rename to the first and last changed file served,
+    /// minus the debounce. Then the same swap of a tree that is no git
+    /// checkout (a Kubernetes volume's `..data`), which is rescanned whole.
     pub fn swaps(&mut self, n: usize) {
         let base = self.work.join(format!("sync-{n}"));
         let _ = fs::remove_dir_all(&base);
-        fs::create_dir_all(base.join(".worktrees")).expect("sync folder");
-        let first = base.join(".worktrees").join("0");
-        copy_tree(&self.store_dir(n), &first);
-        let link = base.join("current");
-        symlink(&first, &link).expect("link");
+        let sync = GitSync::new(&base, &self.store_dir(n), &self.work.join("home"));
+        let mut current = sync.check_out();
+        symlink(&current, &sync.link).expect("link");
         let label = format!("sync-{n}");
-        let (mut watcher, addr, token) = self.start_watcher(&link, &label);
-        let log_path = self.watch_log(&label);
+        let (mut watcher, addr, token) = self.start_watcher(&sync.link, &label);
+        let log = self.watch_log(&label);
         drop(wait_ready(addr, &token, &mut watcher.0));
-        let mut current = first;
-        let mut tree = 0;
+        let mut version = 1_000;
+        let git = &sync;
         for changed in [10usize, 100, 1_000] {
             let k = changed.min(n);
-            let mut samples = Vec::new();
-            let mut decrypted = Vec::new();
-            for run in 0..self.options.runs {
-                tree += 1;
-                let version = 1_000 + tree as u64;
-                let next = base.join(".worktrees").join(tree.to_string());
-                copy_tree(&current, &next);
-                let start = (run * 997) % n;
-                let ids: Vec<usize> = (0..k).map(|j| (start + j * (n / k).max(1)) % n).collect();
+            let mut swap = |run: usize| {
+                version += 1;
+                let ids = changed_ids(n, k, run);
                 for &i in &ids {
-                    let path = next.join(gen::secret_id(i).path());
+                    let path = git.upstream.join(gen::secret_id(i).path());
                     gen::overwrite(&path, &gen::ciphertext(&self.key, i, version));
                 }
-                // A fresh connection: preparing the tree can outlast the
-                // server's idle timeout on a kept-alive one.
-                let mut client = Client::connect(addr, &token).expect("connect");
-                let swapped = swap_link(&link, &next);
-                let _ = fs::remove_dir_all(&current);
-                current = next;
-                wait_value(&mut client, ids[ids.len() - 1], version);
-                wait_value(&mut client, ids[0], version);
-                samples.push(swapped.elapsed().saturating_sub(self.options.debounce));
-                std::thread::sleep(self.options.debounce * 2);
-                decrypted.push(last_decrypted(&log_path));
-            }
-            let d = median(&mut samples);
-            let exact = decrypted.iter().all(|&x| x == Some(k));
-            let shown: Vec<String> = decrypted
-                .iter()
-                .map(|d| d.map_or("?".to_string(), |d| d.to_string()))
-                .collect();
+                git.commit(&format!("version {version}"));
+                let next = git.check_out();
+                let old = std::mem::replace(&mut current, next.clone());
+                Swap {
+                    link: git.link.clone(),
+                    next,
+                    ids,
+                    version,
+                    clean_up: Box::new(move || git.clean_up(&old)),
+                }
+            };
+            let (d, exact, shown) = self.time_swaps(addr, &token, &log, k, &mut swap);
             let (target, met) = if changed == 10 {
                 (
                     "≤ 50 ms, exactly 10 decryptions",
@@ -124,14 +116,223 @@ impl Bench {
                 ),
                 secrets: count(n),
                 meshseal: ms(d),
-                reference: format!("decrypted {}", shown.join("/")),
+                reference: format!("decrypted {shown}"),
                 ratio: "-".into(),
                 target: target.into(),
                 result: verdict(met, n == self.options.reference_size() && changed == 10),
             });
         }
         drop(watcher);
+        self.volume_swaps(n);
         let _ = fs::remove_dir_all(&base);
+    }
+
+    /// A Kubernetes-volume-style swap (`..data` renamed over, the old
+    /// folder deleted) of store `n` with 10 changed files: no git to say
+    /// what changed, so the new tree is rescanned whole.
+    fn volume_swaps(&mut self, n: usize) {
+        let base = self.work.join(format!("volume-{n}"));
+        let _ = fs::remove_dir_all(&base);
+        fs::create_dir_all(&base).expect("volume folder");
+        let first = base.join("..0");
+        copy_tree(&self.store_dir(n), &first);
+        let _ = fs::remove_dir_all(first.join(".git"));
+        let link = base.join("..data");
+        symlink(&first, &link).expect("link");
+        let label = format!("volume-{n}");
+        let (mut watcher, addr, token) = self.start_watcher(&link, &label);
+        let log = self.watch_log(&label);
+        drop(wait_ready(addr, &token, &mut watcher.0));
+        let k = n.min(10);
+        let mut current = first;
+        let mut version = 5_000;
+        let mut swap = |run: usize| {
+            version += 1;
+            let next = base.join(format!("..{}", run + 1));
+            copy_tree(&current, &next);
+            let ids = changed_ids(n, k, run);
+            for &i in &ids {
+                let path = next.join(gen::secret_id(i).path());
+                gen::overwrite(&path, &gen::ciphertext(&self.key, i, version));
+            }
+            let old = std::mem::replace(&mut current, next.clone());
+            Swap {
+                link: link.clone(),
+                next,
+                ids,
+                version,
+                clean_up: Box::new(move || {
+                    let _ = fs::remove_dir_all(&old);
+                }),
+            }
+        };
+        let (d, exact, shown) = self.time_swaps(addr, &token, &log, k, &mut swap);
+        self.rows.push(Row {
+            measurement: format!(
+                "volume swap (`..data`, no git checkout: rescanned whole), {} changed files, minus debounce",
+                count(k)
+            ),
+            secrets: count(n),
+            meshseal: ms(d),
+            reference: format!("decrypted {shown}"),
+            ratio: "-".into(),
+            target: "info (exactly the changed files decrypted)".into(),
+            result: verdict(exact, false),
+        });
+        drop(watcher);
+        let _ = fs::remove_dir_all(&base);
+    }
+
+    /// Runs `prepare`d swaps against the watcher at `addr`: the median time
+    /// from the link swap to the changed files served, minus the debounce;
+    /// whether every swap decrypted exactly `k` files; the decryptions.
+    fn time_swaps<'a>(
+        &self,
+        addr: SocketAddr,
+        token: &str,
+        log: &Path,
+        k: usize,
+        prepare: &mut dyn FnMut(usize) -> Swap<'a>,
+    ) -> (Duration, bool, String) {
+        let mut samples = Vec::new();
+        let mut decrypted = Vec::new();
+        for run in 0..self.options.runs {
+            let swap = prepare(run);
+            // A fresh connection: preparing the tree can outlast the
+            // server's idle timeout on a kept-alive one.
+            let mut client = Client::connect(addr, token).expect("connect");
+            let swapped = swap_link(&swap.link, &swap.next);
+            // The old tree goes while the watcher works, as git-sync's
+            // own process removes it.
+            let served = std::thread::scope(|scope| {
+                let cleaner = scope.spawn(swap.clean_up);
+                wait_value(&mut client, swap.ids[swap.ids.len() - 1], swap.version);
+                wait_value(&mut client, swap.ids[0], swap.version);
+                let served = swapped.elapsed();
+                let _ = cleaner.join();
+                served
+            });
+            samples.push(served.saturating_sub(self.options.debounce));
+            std::thread::sleep(self.options.debounce * 2);
+            decrypted.push(last_decrypted(log));
+        }
+        let exact = decrypted.iter().all(|&x| x == Some(k));
+        let shown: Vec<String> = decrypted
+            .iter()
+            .map(|d| d.map_or("?".to_string(), |d| d.to_string()))
+            .collect();
+        (median(&mut samples), exact, shown.join("/"))
+    }
+}
+
+/// One swap, prepared: the link, the new tree, the secrets changed in it
+/// (to `version`), and what removes the old tree.
+struct Swap<'a> {
+    link: PathBuf,
+    next: PathBuf,
+    ids: Vec<usize>,
+    version: u64,
+    clean_up: Box<dyn FnOnce() + Send + 'a>,
+}
+
+/// `k` secrets of `n`, spread over the store, different for each run.
+fn changed_ids(n: usize, k: usize, run: usize) -> Vec<usize> {
+    let start = (run * 997) % n;
+    (0..k).map(|j| (start + j * (n / k).max(1)) % n).collect()
+}
+
+/// git-sync v4's layout, made with real git as git-sync makes it: the
+/// store's repository (`upstream`), a shallow clone of it (`root`, with
+/// git-sync's `gc.pruneExpire=now`) whose commits are checked out into
+/// `root/.worktrees/<hash>` (`worktree add --no-checkout`, then `reset
+/// --hard`), and the link `root/current` the watcher follows.
+struct GitSync {
+    upstream: PathBuf,
+    root: PathBuf,
+    link: PathBuf,
+    home: PathBuf,
+}
+
+impl GitSync {
+    /// A repository holding a copy of `store`, one commit, and an empty
+    /// clone to check it out.
+    fn new(base: &Path, store: &Path, home: &Path) -> GitSync {
+        let sync = GitSync {
+            upstream: base.join("upstream"),
+            root: base.join("git"),
+            link: base.join("git").join("current"),
+            home: home.to_path_buf(),
+        };
+        fs::create_dir_all(sync.root.join(".worktrees")).expect("sync folder");
+        copy_tree(store, &sync.upstream);
+        let _ = fs::remove_dir_all(sync.upstream.join(".git"));
+        sync.git(&sync.upstream, &["init", "-q", "-b", "main"]);
+        sync.git(&sync.upstream, &["add", "-A"]);
+        sync.commit("store");
+        sync.git(&sync.root, &["init", "-q"]);
+        sync.git(&sync.root, &["config", "gc.pruneExpire", "now"]);
+        sync
+    }
+
+    /// `git -C dir args`, which must succeed: its stdout.
+    fn git(&self, dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
+            .args(["-c", "core.hooksPath=/dev/null"])
+            .args(args)
+            .env("HOME", &self.home)
+            .output()
+            .expect("run git (the swap rows need it)");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Commits every change in the store's repository.
+    fn commit(&self, message: &str) {
+        self.git(&self.upstream, &["commit", "-q", "-a", "-m", message]);
+    }
+
+    /// git-sync's fetch: the latest commit, checked out into a worktree of
+    /// its own.
+    fn check_out(&self) -> PathBuf {
+        let upstream = format!("file://{}", self.upstream.display());
+        self.git(
+            &self.root,
+            &["fetch", "-q", "--depth", "1", &upstream, "main"],
+        );
+        let hash = self.git(&self.root, &["rev-parse", "FETCH_HEAD"]);
+        let hash = hash.trim();
+        let tree = self.root.join(".worktrees").join(hash);
+        let path = tree.to_str().expect("UTF-8 work path");
+        let add = [
+            "worktree",
+            "add",
+            "-q",
+            "--force",
+            "--detach",
+            path,
+            hash,
+            "--no-checkout",
+        ];
+        self.git(&self.root, &add);
+        self.git(&tree, &["reset", "-q", "--hard", hash, "--"]);
+        tree
+    }
+
+    /// git-sync's clean-up after a swap (its default: at once): the old
+    /// worktree removed, pruned, and its objects collected.
+    fn clean_up(&self, old: &Path) {
+        let _ = fs::remove_dir_all(old);
+        self.git(&self.root, &["worktree", "prune"]);
+        let expire = ["reflog", "expire", "--expire-unreachable=all", "--all"];
+        self.git(&self.root, &expire);
+        self.git(&self.root, &["gc", "-q"]);
     }
 }
 

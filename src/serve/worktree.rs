@@ -84,7 +84,7 @@ impl Diagnostic for WorktreeError {
     fn hint(&self) -> Option<String> {
         match self {
             WorktreeError::Git(GitError::Failed { stderr, .. })
-                if stderr.contains("safe.directory") =>
+                if stderr.contains("dubious ownership") =>
             {
                 Some("run the watcher as the repository's owner, or trust the repository in the watcher's git config (`git config --global --add safe.directory DIR`)".to_string())
             }
@@ -412,7 +412,11 @@ impl PendingListing {
         if !status.success() {
             return Err(WorktreeError::Git(GitError::Failed {
                 command: "ls-files".to_string(),
+                // The problem; git's advice that follows is the hint's.
                 stderr: String::from_utf8_lossy(&err.unwrap_or_default())
+                    .lines()
+                    .next()
+                    .unwrap_or("")
                     .trim()
                     .to_string(),
             }));
