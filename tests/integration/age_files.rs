@@ -142,9 +142,13 @@ pub fn flip_payload_char(armored: &[u8]) -> Vec<u8> {
     let index = target / 3 * 4 + 1;
     let mut out = armored.to_vec();
     let body_start = ARMOR_BEGIN.len() + 1;
-    let pos = body_start + index + index / ARMOR_COLUMNS;
+    // The random base64 text may have '+' or '/' there: take the next
+    // letter or digit (a few bytes further, still inside the payload).
+    let mut pos = body_start + index + index / ARMOR_COLUMNS;
+    while !out[pos].is_ascii_alphanumeric() {
+        pos += 1;
+    }
     let c = out[pos];
-    assert!(c.is_ascii_alphanumeric(), "position {pos} is {c:?}");
     out[pos] = if c == b'A' { b'B' } else { b'A' };
     assert_ne!(dearmor(&out), binary, "the flip changed nothing");
     out
