@@ -256,7 +256,11 @@ impl Updater<'_> {
         for folder in &batch.arrived {
             self.watches.watch(folder, true);
         }
-        let full = batch.rescan || reload;
+        let full = if reload {
+            Some(Full::Reload)
+        } else {
+            batch.rescan.then_some(Full::EventsLost)
+        };
         let mut stats = Vec::new();
         for (i, (name, source)) in self.sources.all_mut().into_iter().enumerate() {
             let moved = moved[i].take();
@@ -271,14 +275,14 @@ impl Updater<'_> {
                     source,
                     &self.identities,
                     events,
-                    reload,
+                    full,
                     name,
                     &mut m,
                     self.watches,
                 );
                 moves.extend(m.watches);
                 update
-            } else if full {
+            } else if full.is_some() {
                 rescan(source, &self.identities, reload)
             } else if !events.is_empty() {
                 let update = source.index.update(&source.store, &self.identities, events);
@@ -393,7 +397,10 @@ fn rescan(
         .flatten();
     match source.index.rescan(&source.store, identities, retry_failed) {
         Ok(r) => {
-            source.checkout = listing.map(Checkout::from);
+            // The same tree: what changed in it since it was listed still
+            // differs from git's account.
+            let touched = source.checkout.take();
+            source.checkout = listing.map(|l| Checkout::from(l).keeping_touched(touched));
             Some(r)
         }
         Err(e) => {
@@ -413,7 +420,7 @@ fn follow_tree(
     source: &mut Source,
     identities: &Identities,
     events: &BTreeSet<PathBuf>,
-    retry_failed: bool,
+    full: Option<Full>,
     name: &str,
     moved: &mut Moved,
     watches: &dyn Watches,
@@ -429,8 +436,12 @@ fn follow_tree(
             .ok()
     });
     let listing_ms = millis(t.elapsed());
+    let retry_failed = matches!(full, Some(Full::Reload));
     let changes = match (&source.checkout, &next) {
         _ if retry_failed => Changes::Rescan("identities were reloaded"),
+        // Lost events may have been changes to the tree swapped out that
+        // git's listing does not know of.
+        _ if full.is_some() => Changes::Rescan("file events were lost"),
         (Some(old), Some(next)) => old.changes_to(next),
         (None, Some(_)) => Changes::Rescan("git could not list the tree swapped out"),
         (_, None) if source.swappable => Changes::Rescan("git cannot list the new tree"),
@@ -471,9 +482,23 @@ fn follow_tree(
     }
     source.stale = update.is_none();
     if update.is_some() {
-        source.checkout = next.map(Checkout::from);
+        source.checkout = next.map(|next| {
+            let mut checkout = Checkout::from(next);
+            // Events of the new tree, if any came: git does not know them.
+            checkout.touch(events);
+            checkout
+        });
     }
     update
+}
+
+/// Why a batch walks every tree whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    /// File events were lost (a queue overflow, a watcher error).
+    EventsLost,
+    /// SIGHUP: identities were reloaded; files that failed are retried.
+    Reload,
 }
 
 /// Logs one source's update, as part of generation `index`.

@@ -296,6 +296,15 @@ impl Checkout {
         self.touched.extend(paths.into_iter().cloned());
     }
 
+    /// This listing, with the files `previous` (a listing of the same tree)
+    /// knew were touched.
+    pub fn keeping_touched(mut self, previous: Option<Checkout>) -> Checkout {
+        if let Some(previous) = previous {
+            self.touched.extend(previous.touched);
+        }
+        self
+    }
+
     /// What differs between the tree listed here and `next`'s.
     pub fn changes_to(&self, next: &Listing) -> Changes {
         if self.listing.state_len != next.state_len {
@@ -503,6 +512,19 @@ mod tests {
         old.touch(&[PathBuf::from("meshes/m/secrets/a.age")]);
         let new = listing(&[("H", A, "meshes/m/secrets/a.age")]);
         assert_eq!(old.changes_to(&new), files(&["meshes/m/secrets/a.age"]));
+    }
+
+    #[test]
+    fn a_new_listing_of_the_same_tree_keeps_what_was_touched_in_it() {
+        let mut old = Checkout::from(listing(&[("H", A, "meshes/m/secrets/a.age")]));
+        old.touch(&[PathBuf::from("meshes/m/secrets/a.age")]);
+        let relisted = Checkout::from(listing(&[("H", A, "meshes/m/secrets/a.age")]))
+            .keeping_touched(Some(old));
+        let next = listing(&[("H", A, "meshes/m/secrets/a.age")]);
+        assert_eq!(
+            relisted.changes_to(&next),
+            files(&["meshes/m/secrets/a.age"])
+        );
     }
 
     #[test]
