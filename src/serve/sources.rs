@@ -133,6 +133,16 @@ impl Source {
         })
     }
 
+    /// What a git listing of this store's tree is expected to take: the
+    /// last one's size, else about 40 bytes a secret (a listing that grows
+    /// as it is read would briefly need twice its size, and the watcher's
+    /// memory is locked).
+    pub fn listing_capacity(&self) -> usize {
+        self.checkout
+            .as_ref()
+            .map_or(self.index.len() * 40, |c| c.size() + c.size() / 16)
+    }
+
     /// Whether the given root still resolves to the tree the index is being
     /// built from: otherwise files missing from a build may be missing
     /// because the tree was swapped away or deleted under it.

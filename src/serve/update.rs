@@ -179,7 +179,7 @@ impl Updater<'_> {
             if !source.swappable {
                 continue;
             }
-            match Checkout::read(&source.root) {
+            match Checkout::read(&source.root, source.listing_capacity()) {
                 Ok(c) => source.checkout = Some(c),
                 Err(e) => {
                     let problem = Problem::from(e);
@@ -349,7 +349,9 @@ impl Moved {
     /// watches move to it.
     fn start(source: &Source, from: Option<PathBuf>, name: &'static str) -> Moved {
         Moved {
-            listing: source.swappable.then(|| Listing::start(&source.root)),
+            listing: source
+                .swappable
+                .then(|| Listing::start(&source.root, source.listing_capacity())),
             watches: from.map(|from| WatchMove {
                 store: name,
                 from,
@@ -393,7 +395,7 @@ fn rescan(
 ) -> Option<(Index, UpdateStats)> {
     let listing = source
         .swappable
-        .then(|| Listing::read(&source.root).ok())
+        .then(|| Listing::read(&source.root, source.listing_capacity()).ok())
         .flatten();
     match source.index.rescan(&source.store, identities, retry_failed) {
         Ok(r) => {

@@ -28,7 +28,7 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::io::{self, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -98,28 +98,30 @@ impl Diagnostic for WorktreeError {
 /// state (git's tag: checked out or skipped by a sparse checkout), mode and
 /// object id.
 ///
-/// Kept compact (one buffer, ~60 bytes a file), since the watcher holds one
-/// for as long as it serves the tree: records sorted by path, each the
-/// state, then the path.
+/// Kept compact, since the watcher holds one for as long as it serves the
+/// tree (about 35 bytes a file; 3.5 MB at 100,000 files): one buffer of
+/// records in path order, each path stored as the length of the prefix it
+/// shares with the previous one and the rest (the paths of one folder
+/// differ in a few bytes).
 pub struct Listing {
     /// Bytes of a record's state: tag, mode (4 bytes), object id (20 bytes
     /// in a SHA-1 repository, 32 in a SHA-256 one).
     state_len: usize,
+    /// Records: state, shared prefix length (u16), rest length (u16), rest.
     bytes: Vec<u8>,
-    /// Where each record ends in `bytes`.
-    ends: Vec<u32>,
+    len: usize,
 }
 
 impl Listing {
     /// Asks git for the listing of the store at `root` (a worktree, or a
-    /// folder inside one).
-    pub fn read(root: &Path) -> Result<Listing, WorktreeError> {
-        Listing::start(root)?.wait()
+    /// folder inside one); `capacity`: its expected size in bytes.
+    pub fn read(root: &Path, capacity: usize) -> Result<Listing, WorktreeError> {
+        Listing::start(root, capacity)?.wait()
     }
 
     /// Starts git on the listing of the store at `root`: the caller does
     /// other work while git runs, then [`PendingListing::wait`]s.
-    pub fn start(root: &Path) -> Result<PendingListing, WorktreeError> {
+    pub fn start(root: &Path, capacity: usize) -> Result<PendingListing, WorktreeError> {
         let mut args = vec![
             "--literal-pathspecs",
             "-c",
@@ -131,20 +133,35 @@ impl Listing {
             "--",
         ];
         args.extend(STORE_PATHS);
-        PendingListing::spawn(root, &args)
+        PendingListing::spawn(root, &args, capacity)
     }
 
-    /// Parses `git ls-files --stage -t -z`: `TAG MODE OID STAGE\tPATH\0`.
-    fn parse(out: &[u8]) -> Result<Listing, WorktreeError> {
+    /// Its size in bytes: the capacity to expect of the next listing of the
+    /// same store.
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Parses `git ls-files --stage -t -z` as it is read:
+    /// `TAG MODE OID STAGE\tPATH\0`.
+    fn parse(mut out: impl BufRead, capacity: usize) -> Result<Listing, WorktreeError> {
         let protocol = || WorktreeError::Git(GitError::Protocol("ls-files"));
-        let mut listing = Listing {
-            state_len: 0,
-            bytes: Vec::with_capacity(out.len() / 2),
-            ends: Vec::new(),
-        };
-        let mut sorted = true;
-        let mut previous: &[u8] = &[];
-        for record in out.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+        let mut builder = Builder::new(capacity);
+        let mut record = Vec::new();
+        loop {
+            record.clear();
+            let read = out
+                .read_until(0, &mut record)
+                .map_err(|e| WorktreeError::Git(GitError::Spawn(e)))?;
+            if read == 0 {
+                break;
+            }
+            if record.last() == Some(&0) {
+                record.pop();
+            }
+            if record.is_empty() {
+                continue;
+            }
             let tab = record
                 .iter()
                 .position(|&b| b == b'\t')
@@ -172,98 +189,176 @@ impl Listing {
                 .ok()
                 .and_then(|m| u32::from_str_radix(m, 8).ok())
                 .ok_or_else(protocol)?;
-            let start = listing.bytes.len();
-            listing.bytes.push(*tag);
-            listing.bytes.extend(mode.to_le_bytes());
-            unhex(oid, &mut listing.bytes).ok_or_else(protocol)?;
-            let state_len = listing.bytes.len() - start;
-            if listing.ends.is_empty() {
-                listing.state_len = state_len;
-            } else if listing.state_len != state_len {
-                return Err(protocol());
-            }
-            listing.bytes.extend(path);
-            let end = u32::try_from(listing.bytes.len()).map_err(|_| WorktreeError::TooLarge)?;
-            listing.ends.push(end);
-            sorted &= previous < path;
-            previous = path;
+            let mut state = [0u8; 1 + 4 + 32];
+            state[0] = *tag;
+            state[1..5].copy_from_slice(&mode.to_le_bytes());
+            let oid_len = unhex(oid, &mut state[5..]).ok_or_else(protocol)?;
+            builder.push(&state[..5 + oid_len], path)?;
         }
-        if !(0..listing.len()).any(|i| {
-            let path = listing.record(i).1;
-            path.starts_with(b"meshes/") || path.starts_with(b"global/")
-        }) {
-            return Err(WorktreeError::Untracked);
-        }
-        // git lists in its index's order, which is the paths' byte order
-        // (what the merge in `differences` needs); whatever a git does, an
-        // unsorted listing is sorted here.
-        if !sorted {
-            listing = listing.sorted();
-        }
-        Ok(listing)
+        builder.finish()
     }
 
-    fn sorted(self) -> Listing {
-        let mut order: Vec<usize> = (0..self.len()).collect();
-        order.sort_by(|&a, &b| self.record(a).1.cmp(self.record(b).1));
-        let mut out = Listing {
-            state_len: self.state_len,
-            bytes: Vec::with_capacity(self.bytes.len()),
-            ends: Vec::with_capacity(self.len()),
+    fn cursor(&self) -> Cursor<'_> {
+        let mut cursor = Cursor {
+            listing: self,
+            at: 0,
+            state: &[],
+            path: Vec::new(),
+            done: false,
         };
-        for i in order {
-            let (state, path) = self.record(i);
-            out.bytes.extend(state);
-            out.bytes.extend(path);
-            out.ends.push(out.bytes.len() as u32);
-        }
-        out
-    }
-
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// Record `i`: (state, path).
-    fn record(&self, i: usize) -> (&[u8], &[u8]) {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        let record = &self.bytes[start..self.ends[i] as usize];
-        record.split_at(self.state_len)
+        cursor.advance();
+        cursor
     }
 
     /// The paths whose state differs between `self` and `next`, including
-    /// files only one of them has.
+    /// files only one of them has: one merge of the two, in path order.
     fn differences(&self, next: &Listing) -> BTreeSet<PathBuf> {
         let mut changed = BTreeSet::new();
-        let (mut i, mut j) = (0, 0);
         let path = |p: &[u8]| PathBuf::from(OsStr::from_bytes(p));
-        while i < self.len() || j < next.len() {
-            let old = (i < self.len()).then(|| self.record(i));
-            let new = (j < next.len()).then(|| next.record(j));
-            match (old, new) {
+        let (mut old, mut new) = (self.cursor(), next.cursor());
+        loop {
+            match (old.current(), new.current()) {
                 (Some((os, op)), Some((ns, np))) if op == np => {
                     if os != ns {
                         changed.insert(path(op));
                     }
-                    i += 1;
-                    j += 1;
+                    old.advance();
+                    new.advance();
                 }
                 (Some((_, op)), Some((_, np))) if op < np => {
                     changed.insert(path(op));
-                    i += 1;
+                    old.advance();
                 }
-                (Some(_), Some((_, np))) | (None, Some((_, np))) => {
+                (Some(_) | None, Some((_, np))) => {
                     changed.insert(path(np));
-                    j += 1;
+                    new.advance();
                 }
                 (Some((_, op)), None) => {
                     changed.insert(path(op));
-                    i += 1;
+                    old.advance();
                 }
                 (None, None) => break,
             }
         }
         changed
+    }
+}
+
+/// Builds a [`Listing`] from records in path order (git's index order);
+/// records out of order (whatever a git does) are sorted at the end.
+struct Builder {
+    listing: Listing,
+    last: Vec<u8>,
+    unsorted: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Whether a file under `meshes/` or `global/` was listed.
+    tracked: bool,
+}
+
+impl Builder {
+    fn new(capacity: usize) -> Builder {
+        Builder {
+            listing: Listing {
+                state_len: 0,
+                bytes: Vec::with_capacity(capacity),
+                len: 0,
+            },
+            last: Vec::new(),
+            unsorted: None,
+            tracked: false,
+        }
+    }
+
+    fn push(&mut self, state: &[u8], path: &[u8]) -> Result<(), WorktreeError> {
+        let protocol = || WorktreeError::Git(GitError::Protocol("ls-files"));
+        self.tracked |= path.starts_with(b"meshes/") || path.starts_with(b"global/");
+        if let Some(records) = &mut self.unsorted {
+            records.push((state.to_vec(), path.to_vec()));
+            return Ok(());
+        }
+        if self.listing.len == 0 {
+            self.listing.state_len = state.len();
+        } else if self.listing.state_len != state.len() {
+            return Err(protocol());
+        } else if path <= self.last.as_slice() {
+            let mut records = Vec::with_capacity(self.listing.len + 1);
+            let mut cursor = self.listing.cursor();
+            while let Some((s, p)) = cursor.current() {
+                records.push((s.to_vec(), p.to_vec()));
+                cursor.advance();
+            }
+            records.push((state.to_vec(), path.to_vec()));
+            self.unsorted = Some(records);
+            return Ok(());
+        }
+        let shared = self
+            .last
+            .iter()
+            .zip(path)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(u16::MAX as usize);
+        let rest = &path[shared..];
+        let rest_len = u16::try_from(rest.len()).map_err(|_| protocol())?;
+        let bytes = &mut self.listing.bytes;
+        bytes.extend(state);
+        bytes.extend((shared as u16).to_le_bytes());
+        bytes.extend(rest_len.to_le_bytes());
+        bytes.extend(rest);
+        self.listing.len += 1;
+        self.last.truncate(shared);
+        self.last.extend(rest);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Listing, WorktreeError> {
+        if !self.tracked {
+            return Err(WorktreeError::Untracked);
+        }
+        if let Some(mut records) = self.unsorted.take() {
+            records.sort_by(|a, b| a.1.cmp(&b.1));
+            records.dedup_by(|a, b| a.1 == b.1);
+            let mut sorted = Builder::new(self.listing.bytes.capacity());
+            for (state, path) in records {
+                sorted.push(&state, &path)?;
+            }
+            return sorted.finish();
+        }
+        self.listing.bytes.shrink_to_fit();
+        Ok(self.listing)
+    }
+}
+
+/// Reads a [`Listing`] in order, rebuilding each path.
+struct Cursor<'a> {
+    listing: &'a Listing,
+    at: usize,
+    state: &'a [u8],
+    path: Vec<u8>,
+    done: bool,
+}
+
+impl Cursor<'_> {
+    /// The record under the cursor: (state, path).
+    fn current(&self) -> Option<(&[u8], &[u8])> {
+        (!self.done).then_some((self.state, self.path.as_slice()))
+    }
+
+    fn advance(&mut self) {
+        let bytes = &self.listing.bytes;
+        let head = self.listing.state_len + 4;
+        if self.at + head > bytes.len() {
+            self.done = true;
+            return;
+        }
+        let record = &bytes[self.at..];
+        let (state, lengths) = record.split_at(self.listing.state_len);
+        let shared = u16::from_le_bytes([lengths[0], lengths[1]]) as usize;
+        let rest_len = u16::from_le_bytes([lengths[2], lengths[3]]) as usize;
+        let rest = &lengths[4..4 + rest_len];
+        self.state = state;
+        self.path.truncate(shared);
+        self.path.extend(rest);
+        self.at += head + rest_len;
     }
 }
 
@@ -285,9 +380,15 @@ pub enum Changes {
 }
 
 impl Checkout {
-    /// The tree at `root` as git lists it.
-    pub fn read(root: &Path) -> Result<Checkout, WorktreeError> {
-        Listing::read(root).map(Checkout::from)
+    /// The tree at `root` as git lists it; `capacity`: the listing's
+    /// expected size in bytes.
+    pub fn read(root: &Path, capacity: usize) -> Result<Checkout, WorktreeError> {
+        Listing::read(root, capacity).map(Checkout::from)
+    }
+
+    /// The size of its listing: the capacity to expect of the next one.
+    pub fn size(&self) -> usize {
+        self.listing.size()
     }
 
     /// Files changed in the tree since it was listed: they are read again
@@ -332,20 +433,22 @@ fn is_store_path(path: &[u8]) -> bool {
     path == CONFIG_FILE.as_bytes() || path.starts_with(b"meshes/") || path.starts_with(b"global/")
 }
 
-/// Appends the bytes of a hex object id to `out`.
-fn unhex(hex: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    if hex.is_empty() || !hex.len().is_multiple_of(2) {
+/// Writes the bytes of a hex object id into `out`: how many.
+fn unhex(hex: &[u8], out: &mut [u8]) -> Option<usize> {
+    let len = hex.len() / 2;
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || len > out.len() {
         return None;
     }
     let digit = |b: u8| (b as char).to_digit(16);
-    for pair in hex.chunks(2) {
-        out.push((digit(pair[0])? << 4 | digit(pair[1])?) as u8);
+    for (pair, byte) in hex.chunks(2).zip(out.iter_mut()) {
+        *byte = (digit(pair[0])? << 4 | digit(pair[1])?) as u8;
     }
-    Some(())
+    Some(len)
 }
 
-/// What a listing's reader thread sends: git's stdout and stderr.
-type ListingOutput = (io::Result<Vec<u8>>, io::Result<Vec<u8>>);
+/// What a listing's reader thread sends: the listing parsed from git's
+/// stdout as it came, whether stdout went past the bound, and stderr.
+type ListingOutput = (Result<Listing, WorktreeError>, bool, io::Result<Vec<u8>>);
 
 /// git listing a tree, under way.
 pub struct PendingListing {
@@ -356,9 +459,9 @@ pub struct PendingListing {
 }
 
 impl PendingListing {
-    /// Starts `git -C root args`, its output read by a thread of its own
-    /// (at most [`MAX_LISTING_BYTES`]).
-    fn spawn(root: &Path, args: &[&str]) -> Result<PendingListing, WorktreeError> {
+    /// Starts `git -C root args`, its output parsed as it comes by a thread
+    /// of its own (at most [`MAX_LISTING_BYTES`]; never held whole).
+    fn spawn(root: &Path, args: &[&str], capacity: usize) -> Result<PendingListing, WorktreeError> {
         let mut cmd = Command::new("git");
         cmd.arg("-C").arg(root).args(args);
         // The tree's own repository, whatever the watcher's environment
@@ -387,11 +490,25 @@ impl PendingListing {
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let (tx, output) = mpsc::channel();
         let reader = thread::spawn(move || {
-            // stdout first, then dropped: a git cut off at the bound gets
-            // EPIPE and ends, so stderr ends too.
-            let out = read_bounded(stdout, MAX_LISTING_BYTES + 1);
-            let err = read_bounded(stderr, 64 << 10);
-            let _ = tx.send((out, err));
+            // stdout first, then dropped: a git cut off at the bound (or
+            // by a parse error) gets EPIPE and ends, so stderr ends too.
+            let (listing, over) = match stdout {
+                Some(out) => {
+                    let mut bounded = BufReader::new(out.take(MAX_LISTING_BYTES + 1));
+                    let listing = Listing::parse(&mut bounded, capacity);
+                    (listing, bounded.into_inner().limit() == 0)
+                }
+                None => (
+                    Err(WorktreeError::Git(GitError::Protocol("ls-files"))),
+                    false,
+                ),
+            };
+            let mut err = Vec::new();
+            let err = match stderr {
+                Some(e) => e.take(64 << 10).read_to_end(&mut err).map(|_| err),
+                None => Ok(err),
+            };
+            let _ = tx.send((listing, over, err));
         });
         Ok(PendingListing {
             child: Some(child),
@@ -404,22 +521,26 @@ impl PendingListing {
     /// git's listing, once git has ended (killed after [`GIT_TIMEOUT`]).
     pub fn wait(mut self) -> Result<Listing, WorktreeError> {
         let left = GIT_TIMEOUT.saturating_sub(self.started.elapsed());
-        let Ok((out, err)) = self.output.recv_timeout(left) else {
+        let Ok((listing, over, err)) = self.output.recv_timeout(left) else {
             // Dropping `self` kills git.
             return Err(WorktreeError::TimedOut);
         };
-        let spawn = |e| WorktreeError::Git(GitError::Spawn(e));
         let mut child = self.child.take().ok_or(WorktreeError::TimedOut)?;
-        let status = child.wait().map_err(spawn)?;
+        let status = child
+            .wait()
+            .map_err(|e| WorktreeError::Git(GitError::Spawn(e)))?;
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
-        let out = out.map_err(spawn)?;
-        if out.len() as u64 > MAX_LISTING_BYTES {
+        if over {
             return Err(WorktreeError::TooLarge);
         }
-        if !status.success() {
-            return Err(WorktreeError::Git(GitError::Failed {
+        match listing {
+            // What was read was wrong: git's own end (cut off) says less.
+            Err(
+                e @ (WorktreeError::Unmerged { .. } | WorktreeError::Git(GitError::Protocol(_))),
+            ) => Err(e),
+            _ if !status.success() => Err(WorktreeError::Git(GitError::Failed {
                 command: "ls-files".to_string(),
                 // The problem; git's advice that follows is the hint's.
                 stderr: String::from_utf8_lossy(&err.unwrap_or_default())
@@ -428,9 +549,9 @@ impl PendingListing {
                     .unwrap_or("")
                     .trim()
                     .to_string(),
-            }));
+            })),
+            listing => listing,
         }
-        Listing::parse(&out)
     }
 }
 
@@ -447,14 +568,6 @@ impl Drop for PendingListing {
     }
 }
 
-fn read_bounded(pipe: Option<impl Read>, limit: u64) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    if let Some(pipe) = pipe {
-        pipe.take(limit).read_to_end(&mut bytes)?;
-    }
-    Ok(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,7 +580,7 @@ mod tests {
         for (tag, oid, path) in records {
             out.extend(format!("{tag} 100644 {oid} 0\t{path}\0").bytes());
         }
-        Listing::parse(&out).expect("parses")
+        Listing::parse(&out[..], 0).expect("parses")
     }
 
     fn files(paths: &[&str]) -> Changes {
@@ -495,6 +608,42 @@ mod tests {
                 "meshes/m/secrets/changed.age",
                 "meshes/m/secrets/deleted.age",
             ])
+        );
+    }
+
+    #[test]
+    fn paths_stored_by_their_shared_prefixes_read_back_whole() {
+        // Folders of different depths and names sharing more or less with
+        // their neighbours: every path must come back exactly.
+        let paths: Vec<String> = (0..300)
+            .map(|i| match i % 3 {
+                0 => format!("global/secrets/g{i:04}.age"),
+                1 => format!("meshes/m{}/secrets/s{i}.age", i % 7),
+                _ => format!("meshes/m{}/policies/p{i}.toml", i % 5),
+            })
+            .collect();
+        let mut sorted = paths.clone();
+        sorted.sort();
+        let old: Vec<(&str, &str, &str)> = sorted.iter().map(|p| ("H", A, p.as_str())).collect();
+        let old = listing(&old);
+        let mut cursor = old.cursor();
+        let mut read = Vec::new();
+        while let Some((_, p)) = cursor.current() {
+            read.push(String::from_utf8(p.to_vec()).unwrap());
+            cursor.advance();
+        }
+        assert_eq!(read, sorted);
+        // One changed, one gone, one new: exactly those.
+        let mut new: Vec<(&str, &str, &str)> = sorted
+            .iter()
+            .filter(|p| p.as_str() != sorted[10])
+            .map(|p| ("H", if *p == sorted[200] { B } else { A }, p.as_str()))
+            .collect();
+        new.push(("H", A, "meshes/m9/secrets/new.age"));
+        new.sort_by_key(|r| r.2);
+        assert_eq!(
+            Checkout::from(old).changes_to(&listing(&new)),
+            files(&[&sorted[10], &sorted[200], "meshes/m9/secrets/new.age"])
         );
     }
 
@@ -547,7 +696,7 @@ mod tests {
             ("H", A, "meshesX/a"),
             ("H", A, "meshes/m/secrets/a.age"),
         ]);
-        assert_eq!(l.len(), 1);
+        assert_eq!(l.len, 1);
     }
 
     #[test]
@@ -567,17 +716,20 @@ mod tests {
     fn a_tree_git_does_not_track_is_refused() {
         let out = format!("H 100644 {A} 0\tREADME.md\0");
         assert!(matches!(
-            Listing::parse(out.as_bytes()),
+            Listing::parse(out.as_bytes(), 0),
             Err(WorktreeError::Untracked)
         ));
-        assert!(matches!(Listing::parse(b""), Err(WorktreeError::Untracked)));
+        assert!(matches!(
+            Listing::parse(&b""[..], 0),
+            Err(WorktreeError::Untracked)
+        ));
     }
 
     #[test]
     fn a_merge_in_progress_is_refused() {
         let out = format!("M 100644 {A} 2\tmeshes/m/secrets/a.age\0");
         assert!(matches!(
-            Listing::parse(out.as_bytes()),
+            Listing::parse(out.as_bytes(), 0),
             Err(WorktreeError::Unmerged { .. })
         ));
     }
@@ -591,7 +743,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    Listing::parse(out.as_bytes()),
+                    Listing::parse(out.as_bytes(), 0),
                     Err(WorktreeError::Git(GitError::Protocol(_)))
                 ),
                 "{out:?}"
