@@ -280,6 +280,18 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
         watches.try_watch(&source.root, false)?;
         update::watch_store(&watches, &source.given, &source.root);
     }
+    // git lists a swapped-in tree while the debounce window runs.
+    let prefetch = sources.repo.swappable.then(|| {
+        Arc::new(worktree::Prefetch::new(
+            &sources.repo.given,
+            &sources.repo.root,
+        ))
+    });
+    let _prefetch_watcher = prefetch.as_ref().and_then(|p| {
+        p.watch()
+            .map_err(|e| info!(error = %e, "the link's folder is not followed early: a swapped tree is listed after the debounce window"))
+            .ok()
+    });
 
     let state = ApiState {
         index: Arc::clone(&publisher.live),
@@ -303,6 +315,7 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
                     watches: &watches,
                     state: state_dir.as_ref(),
                     saved: std::time::Instant::now(),
+                    prefetch,
                 }
                 .run(&rx)
             })

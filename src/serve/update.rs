@@ -22,7 +22,7 @@ use super::materialize::Materializer;
 use super::sources::{
     load_identities, log_conflicts, millis, RootChange, RootStatus, Source, Sources,
 };
-use super::worktree::{Changes, Checkout, Listing, PendingListing, WorktreeError};
+use super::worktree::{Changes, Checkout, Listing, PendingListing, Prefetch, WorktreeError};
 
 /// Batches up to this size log one line per secret.
 const MAX_NAMED_PER_BATCH: usize = 50;
@@ -105,6 +105,8 @@ pub struct Updater<'a> {
     pub watches: &'a dyn Watches,
     /// Where the state cache is kept, if anywhere.
     pub state: Option<&'a super::state::StateDir>,
+    /// Lists the repository's swapped-in tree as soon as its link moves.
+    pub prefetch: Option<Arc<Prefetch>>,
     /// When the state cache was last saved.
     pub saved: std::time::Instant,
 }
@@ -117,6 +119,9 @@ impl Updater<'_> {
     /// Runs until `Msg::Stop` or until every sender is gone.
     pub fn run(mut self, rx: &mpsc::Receiver<Msg>) {
         self.list_checkouts();
+        if let Some(p) = &self.prefetch {
+            p.expect(self.sources.repo.listing_capacity());
+        }
         while let Ok(first) = rx.recv() {
             let (mut reload, mut stop) = (false, false);
             let mut events = Vec::new();
@@ -205,7 +210,7 @@ impl Updater<'_> {
             match source.follow_root() {
                 // The last move's tree could not be read: again.
                 RootChange::Same if source.stale => {
-                    moved[i] = Some(Moved::start(source, None, name))
+                    moved[i] = Some(Moved::start(source, None, name, None))
                 }
                 RootChange::Same | RootChange::StillMissing => {}
                 RootChange::Moved { from, returned } => {
@@ -215,7 +220,13 @@ impl Updater<'_> {
                     } else {
                         info!(store = name, root = %source.given.display(), from = %from.display(), target = %source.root.display(), "store root swapped: following the new tree");
                     }
-                    moved[i] = Some(Moved::start(source, Some(from), name));
+                    // The repository's new tree may have been listed
+                    // while the debounce window ran.
+                    let early = match (i, &self.prefetch) {
+                        (0, Some(p)) => p.take(&source.root),
+                        _ => None,
+                    };
+                    moved[i] = Some(Moved::start(source, Some(from), name, early));
                 }
                 RootChange::Missing { reason } => {
                     changed_state = true;
@@ -235,6 +246,9 @@ impl Updater<'_> {
     fn apply(&mut self, batch: Batch, reload: bool, moved: [Option<Moved>; 2]) {
         let mut moves = Vec::new();
         self.apply_in(batch, reload, moved, &mut moves);
+        if let Some(p) = &self.prefetch {
+            p.expect(self.sources.repo.listing_capacity());
+        }
         // The watches of a tree followed from git's listing move once its
         // generation is published: off the path to serving it (the walk
         // costs more than the files git named). git vouches for the new
@@ -339,6 +353,9 @@ impl Updater<'_> {
 struct Moved {
     /// git listing the new tree (swappable roots), under way meanwhile.
     listing: Option<Result<PendingListing, WorktreeError>>,
+    /// Whether that listing was started when the link moved, before the
+    /// debounce window ended.
+    early: bool,
     /// Its watches, still to move from the previous tree (none when they
     /// already have).
     watches: Option<WatchMove>,
@@ -347,11 +364,19 @@ struct Moved {
 impl Moved {
     /// Starts git on the new tree's listing; `from`: the tree whose
     /// watches move to it.
-    fn start(source: &Source, from: Option<PathBuf>, name: &'static str) -> Moved {
+    /// Starts git on the new tree's listing unless it was started `early`;
+    /// `from`: the tree whose watches move to it.
+    fn start(
+        source: &Source,
+        from: Option<PathBuf>,
+        name: &'static str,
+        early: Option<Result<PendingListing, WorktreeError>>,
+    ) -> Moved {
         Moved {
-            listing: source
-                .swappable
-                .then(|| Listing::start(&source.root, source.listing_capacity())),
+            early: early.is_some(),
+            listing: source.swappable.then(|| {
+                early.unwrap_or_else(|| Listing::start(&source.root, source.listing_capacity()))
+            }),
             watches: from.map(|from| WatchMove {
                 store: name,
                 from,
@@ -455,6 +480,7 @@ fn follow_tree(
                 store = name,
                 files = files.len(),
                 listing_ms,
+                listed_early = moved.early,
                 "git names the files the new tree changed: only those are read"
             );
             files.extend(events.iter().cloned());
