@@ -301,6 +301,10 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
         audit,
         sds: sds.as_ref().map(|s| Arc::clone(&s.state.metrics)),
     };
+    // Each generation's certificate expiries are computed (and warned
+    // about) as it is published, not at the next scrape of /metrics.
+    let expiry_follower =
+        crate::certs::follow(Arc::clone(&publisher.live), publisher.changes.subscribe());
     let worker = {
         let files = options.identity_files.clone();
         thread::Builder::new()
@@ -334,6 +338,7 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
             what: "runtime",
             source,
         })?;
+    runtime.spawn(expiry_follower);
     let served = runtime.block_on(serve_until_signal(
         options.listen,
         tls,

@@ -103,3 +103,46 @@ fn metrics_tell_each_certificates_expiry_and_the_watcher_warns() {
         "{public}"
     );
 }
+
+/// Regression: a generation's expiries were computed at the first scrape of
+/// `/metrics`, so an unscraped watcher never warned. Now each generation is
+/// judged as it is published: at start, and after a change, with no
+/// request made.
+#[test]
+fn the_watcher_warns_at_publish_without_a_scrape() {
+    let (e, _tokens) = TestEnv::serving();
+    let Some(short) = openssl_cert(&e, 5) else {
+        return;
+    };
+    let pem = std::fs::read_to_string(&short).expect("the certificate");
+    e.ok_key(&[
+        "create",
+        "secret",
+        "edge-cert",
+        "-m",
+        "payments",
+        "--from-file",
+        short.to_str().unwrap(),
+    ]);
+    let w = e.watch(&[]);
+    w.eventually("a warning about edge-cert at start", |w| {
+        let log = w.log();
+        log.contains("certificate expires soon") && log.contains("edge-cert")
+    });
+    // A certificate added while the watcher runs is warned about when its
+    // generation is published.
+    e.set("default", "gateway-cert", &pem);
+    w.eventually("a warning about gateway-cert after the change", |w| {
+        w.log()
+            .lines()
+            .any(|l| l.contains("certificate expires soon") && l.contains("gateway-cert"))
+    });
+    let log = w.log();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("certificate expires soon") && l.contains("edge-cert"))
+            .count(),
+        1,
+        "a version is warned about once, not per generation:\n{log}"
+    );
+}
