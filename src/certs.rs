@@ -20,30 +20,63 @@ use x509_parser::pem::Pem;
 use crate::index::Index;
 use crate::scope::SecretId;
 
-/// How long before expiry a certificate is warned about, unless told.
-pub const DEFAULT_WARN_WITHIN: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// How many days before expiry a certificate is warned about, unless told.
+pub const DEFAULT_WARN_DAYS: u64 = 30;
+
+/// The same as a duration.
+pub const DEFAULT_WARN_WITHIN: Duration = Duration::from_secs(DEFAULT_WARN_DAYS * 24 * 60 * 60);
 
 /// The most PEM blocks read from one secret (a CA bundle has a few).
 const MAX_BLOCKS: usize = 64;
 
-/// The earliest `notAfter` (Unix seconds) of the PEM certificates in
-/// `data`; `None` when it holds none (or none that parses).
-pub fn not_after(data: &[u8]) -> Option<i64> {
+/// One certificate of a secret, as far as expiry is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// Its subject, as X.509 prints it (`CN=edge, O=Example`); empty when
+    /// it has none.
+    pub subject: String,
+    /// Its `notAfter`, in Unix seconds.
+    pub not_after: i64,
+}
+
+/// The PEM certificates in `data` (a certificate, a chain, a CA bundle, a
+/// combined key and certificate), in order; blocks that do not parse are
+/// skipped. Empty when it holds none.
+pub fn certificates(data: &[u8]) -> Vec<Certificate> {
     // Most secrets are no PEM at all: one scan for the marker first.
     const MARKER: &[u8] = b"-----BEGIN CERTIFICATE-----";
     if !data.windows(MARKER.len()).any(|w| w == MARKER) {
-        return None;
+        return Vec::new();
     }
     Pem::iter_from_buffer(data)
         .take(MAX_BLOCKS)
         .map_while(Result::ok)
         .filter(|pem| pem.label == "CERTIFICATE")
         .filter_map(|pem| {
-            pem.parse_x509()
-                .ok()
-                .map(|cert| cert.validity().not_after.timestamp())
+            pem.parse_x509().ok().map(|cert| Certificate {
+                subject: cert.subject().to_string(),
+                not_after: cert.validity().not_after.timestamp(),
+            })
         })
-        .min()
+        .collect()
+}
+
+/// The earliest `notAfter` (Unix seconds) of the PEM certificates in
+/// `data`; `None` when it holds none (or none that parses).
+pub fn not_after(data: &[u8]) -> Option<i64> {
+    certificates(data).iter().map(|c| c.not_after).min()
+}
+
+/// `not_after` (Unix seconds) in RFC 3339 (`2030-01-31T12:00:00Z`); empty
+/// when out of range.
+pub fn rfc3339(not_after: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(not_after)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 /// One served certificate's expiry.
@@ -153,13 +186,7 @@ impl ExpiryCache {
 fn warn(e: &Expiry, now: i64) {
     let left = e.seconds_left(now);
     let file = e.id.path().display().to_string();
-    let when = time::OffsetDateTime::from_unix_timestamp(e.not_after)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default();
+    let when = rfc3339(e.not_after);
     let message = if left < 0 {
         "certificate has expired"
     } else {
@@ -286,6 +313,14 @@ mod tests {
         // A key before the certificate (a combined PEM file) is skipped.
         let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
         assert!(not_after(format!("{key}{late}").as_bytes()).is_some());
+        let both = certificates(bundle.as_bytes());
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[0].subject, "CN=rcgen self signed cert");
+        assert!(
+            both[0].not_after > both[1].not_after,
+            "in the bundle's order"
+        );
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     }
 
     #[test]

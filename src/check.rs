@@ -5,11 +5,13 @@
 //! folder holds only age files with valid names; each file's header metadata
 //! must name the scope and name its path gives, and the recipient set its
 //! scope has now (else it is stale). With an identity it also decrypts every
-//! secret and validates the document. Every problem is collected and
+//! secret and validates the document, and warns about referenced
+//! certificates near expiry ([`expiry`]). Every problem is collected and
 //! reported; nothing stops at the first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rayon::prelude::*;
 use thiserror::Error;
@@ -29,6 +31,10 @@ use crate::store::{
 };
 use crate::writers::history::{self, Seen};
 use crate::writers::Verifier;
+
+pub mod expiry;
+
+pub use expiry::{expiry_warning_days, ExpiryWarning, DEFAULT_EXPIRY_WARNING};
 
 /// What the header of a secret file shows without a key.
 #[derive(Debug, Error)]
@@ -85,13 +91,25 @@ impl Diagnostic for HeaderFinding {
 }
 
 /// What to check.
-#[derive(Default)]
 pub struct CheckOptions<'a> {
     /// Decrypt and validate documents too.
     pub identities: Option<&'a Identities>,
     /// Only report problems about these paths (relative to the root); empty
     /// means the whole store.
     pub only: Vec<PathBuf>,
+    /// Warn about a referenced certificate that expires within this long
+    /// (with identities; an expired one is always warned about).
+    pub expiry_warning: Duration,
+}
+
+impl Default for CheckOptions<'_> {
+    fn default() -> Self {
+        CheckOptions {
+            identities: None,
+            only: Vec::new(),
+            expiry_warning: DEFAULT_EXPIRY_WARNING,
+        }
+    }
 }
 
 /// What `check` could say about signatures (SPEC 9).
@@ -106,11 +124,15 @@ pub enum Signatures {
     Unsigned,
 }
 
-/// The outcome: problems, sorted by file, and how many secrets were seen.
+/// The outcome: problems and warnings, sorted by file, and how many
+/// secrets were seen.
 #[derive(Debug, Default)]
 pub struct Report {
     /// Every problem found.
     pub problems: Vec<Problem>,
+    /// What is worth saying but does not fail the check (certificates near
+    /// expiry).
+    pub warnings: Vec<Problem>,
     /// Whether signatures were verified.
     pub signatures: Signatures,
     /// Secrets examined.
@@ -218,42 +240,57 @@ pub fn check_source(store: &Store, source: &dyn Source, options: &CheckOptions<'
         .filter(|e| matches!(e.what, StorePath::Secret(_)) && e.kind == FileKind::Regular)
         .collect();
     report.secrets = secrets.len();
-    let results: Vec<(Vec<Problem>, bool)> = secrets
+    let results: Vec<Checked> = secrets
         .par_iter()
         .map(|entry| {
-            let (mut problems, decrypted) =
-                check_secret(store, source, entry, &recipients, options.identities);
+            let mut checked = check_secret(store, source, entry, &recipients, options.identities);
             if let Some(signed) = &signed {
-                problems.extend(signed.judge_secret(store, source, entry));
+                checked
+                    .problems
+                    .extend(signed.judge_secret(store, source, entry));
             }
-            (problems, decrypted)
+            checked
         })
         .collect();
-    for (problems, decrypted) in results {
-        report.problems.extend(problems);
-        report.decrypted += usize::from(decrypted);
+    let mut certificates = BTreeMap::new();
+    for checked in results {
+        report.problems.extend(checked.problems);
+        report.decrypted += usize::from(checked.decrypted);
+        if let Some((id, found)) = checked.certificates {
+            certificates.insert(id, found);
+        }
     }
+    let mut policies = Vec::new();
     for entry in &entries {
         report
             .problems
             .extend(layout::judge(entry, store.root()).map(|e| Problem::at(&entry.rel, &e)));
         if entry.kind == FileKind::Regular {
-            report
-                .problems
-                .extend(check_policy(store, source, entry, options.identities));
+            let (problems, parsed) = check_policy(store, source, entry, options.identities);
+            report.problems.extend(problems);
+            policies.extend(parsed);
         }
     }
+    report.warnings = expiry::judge(
+        &policies,
+        &certificates,
+        options.expiry_warning,
+        crate::certs::unix_now(),
+    );
 
     if !options.only.is_empty() {
-        report.problems.retain(|p| {
+        let wanted = |p: &Problem| {
             p.file
                 .as_ref()
                 .is_some_and(|f| options.only.iter().any(|o| f.starts_with(o)))
-        });
+        };
+        report.problems.retain(wanted);
+        report.warnings.retain(wanted);
     }
     report
         .problems
         .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    expiry::sort(&mut report.warnings);
     report
 }
 
@@ -270,16 +307,17 @@ fn read_recipients(source: &dyn Source, entry: &Entry) -> Result<RecipientSet, R
 }
 
 /// A policy file's resources: their syntax and their secret references
-/// (by path, so no key is needed), every problem of every document.
+/// (by path, so no key is needed), every problem of every document; and
+/// the resources that parsed.
 fn check_policy(
     store: &Store,
     source: &dyn Source,
     entry: &Entry,
     identities: Option<&Identities>,
-) -> Vec<Problem> {
+) -> (Vec<Problem>, Vec<Policy>) {
     let mesh = match &entry.what {
         StorePath::Mesh(mesh) | StorePath::Policy { mesh, .. } => mesh,
-        _ => return Vec::new(),
+        _ => return (Vec::new(), Vec::new()),
     };
     let mut problems = Vec::new();
     if let StorePath::Mesh(_) = &entry.what {
@@ -304,14 +342,14 @@ fn check_policy(
         .and_then(text_from_bytes)
     {
         Ok(t) => t,
-        Err(e) => return vec![Problem::at(&entry.rel, &e)],
+        Err(e) => return (vec![Problem::at(&entry.rel, &e)], Vec::new()),
     };
     let policies = match Policy::parse_file(&entry.rel, &text) {
-        None => return problems,
+        None => return (problems, Vec::new()),
         Some(Ok(p)) => p,
         Some(Err(errors)) => {
             problems.extend(errors.iter().map(|e| Problem::at(&entry.rel, e)));
-            return problems;
+            return (problems, Vec::new());
         }
     };
     let read = |id: &SecretId| {
@@ -353,7 +391,7 @@ fn check_policy(
             problems.extend(crate::ca::check_provided(store, policy, identities, &read));
         }
     }
-    problems
+    (problems, policies)
 }
 
 /// What signatures are judged by: the verifier and what the history holds.
@@ -522,6 +560,16 @@ impl Diagnostic for SignatureFinding {
     }
 }
 
+/// What checking one secret found.
+#[derive(Default)]
+struct Checked {
+    problems: Vec<Problem>,
+    /// Whether it was decrypted.
+    decrypted: bool,
+    /// Its certificates, when it was decrypted and holds some.
+    certificates: Option<(SecretId, Vec<crate::certs::Certificate>)>,
+}
+
 /// Keyless checks of one secret, then decryption when identities are given.
 fn check_secret(
     store: &Store,
@@ -529,19 +577,23 @@ fn check_secret(
     entry: &Entry,
     recipients: &BTreeMap<Scope, Option<RecipientSet>>,
     identities: Option<&Identities>,
-) -> (Vec<Problem>, bool) {
+) -> Checked {
     let StorePath::Secret(id) = &entry.what else {
-        return (Vec::new(), false);
+        return Checked::default();
     };
     let rel = &entry.rel;
     let mut problems = Vec::new();
+    let failed = |e: &dyn Diagnostic| Checked {
+        problems: vec![Problem::at(rel, e)],
+        ..Checked::default()
+    };
     let bytes = match source.read(entry, store.config().max_file_bytes()) {
         Ok(b) => b,
-        Err(e) => return (vec![Problem::at(rel, &e)], false),
+        Err(e) => return failed(&e),
     };
     let header = match envelope::read_header(&bytes) {
         Ok(h) => h,
-        Err(e) => return (vec![Problem::at(rel, &e)], false),
+        Err(e) => return failed(&e),
     };
     let scope = || id.scope.clone();
     if envelope::sniff(&bytes) == Sniff::Binary {
@@ -575,15 +627,26 @@ fn check_secret(
         }
     }
     let mut decrypted = false;
+    let mut certificates = None;
     if let Some(identities) = identities {
         match store.open_bytes(id, &bytes, identities) {
-            Ok(_) => decrypted = true,
+            Ok(opened) => {
+                decrypted = true;
+                let found = crate::certs::certificates(opened.doc.data.expose());
+                if !found.is_empty() {
+                    certificates = Some((id.clone(), found));
+                }
+            }
             // A moved file fails binding too; say it once.
             Err(e) if moved && e.is_moved() => {}
             Err(e) => problems.push(e.into()),
         }
     }
-    (problems, decrypted)
+    Checked {
+        problems,
+        decrypted,
+        certificates,
+    }
 }
 
 #[cfg(test)]
@@ -623,7 +686,7 @@ mod tests {
             &store,
             &CheckOptions {
                 identities: Some(&ids),
-                only: Vec::new(),
+                ..CheckOptions::default()
             },
         );
         assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -643,7 +706,7 @@ mod tests {
                 &store,
                 &CheckOptions {
                     identities,
-                    only: Vec::new(),
+                    ..CheckOptions::default()
                 },
             );
             assert_eq!(
@@ -687,8 +750,8 @@ mod tests {
         let report = check(
             &store,
             &CheckOptions {
-                identities: None,
                 only: vec![PathBuf::from("global")],
+                ..CheckOptions::default()
             },
         );
         assert!(report.problems.is_empty());

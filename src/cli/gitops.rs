@@ -20,6 +20,7 @@ pub(super) fn cmd_check(
     format: CheckFormat,
     no_decrypt: bool,
     staged: bool,
+    expiry_warning_days: u64,
 ) -> Result<Exit> {
     let store = ctx.verifying_store()?;
     let identities = if no_decrypt {
@@ -46,6 +47,7 @@ pub(super) fn cmd_check(
     let options = CheckOptions {
         identities: identities.as_ref(),
         only,
+        expiry_warning: check::expiry_warning_days(expiry_warning_days),
     };
     let report = if staged {
         let index = git::Staged::read(store.root())?;
@@ -55,11 +57,25 @@ pub(super) fn cmd_check(
     };
     match format {
         CheckFormat::Json => {
-            let text = serde_json::to_string_pretty(&report.problems).expect("problems serialize");
+            // Problems as SPEC 6 gives them; a warning says it is one.
+            let entries: Vec<serde_json::Value> = report
+                .problems
+                .iter()
+                .map(|p| serde_json::to_value(p).expect("problems serialize"))
+                .chain(report.warnings.iter().map(|w| {
+                    let mut v = serde_json::to_value(w).expect("warnings serialize");
+                    v["severity"] = "warning".into();
+                    v
+                }))
+                .collect();
+            let text = serde_json::to_string_pretty(&entries).expect("problems serialize");
             say!("{text}");
         }
         CheckFormat::Table => {
             output::problems(&report.problems);
+            for w in &report.warnings {
+                output::warning(w);
+            }
             let mode = if identities.is_some() {
                 format!("{} decrypted", report.decrypted)
             } else {
@@ -75,11 +91,18 @@ pub(super) fn cmd_check(
                     "note: this store is unsigned: anyone who can push can change its secrets (see docs/writers.md)"
                 ),
             }
+            let warnings = match report.warnings.len() {
+                0 => String::new(),
+                n => format!(", {n} warning(s)"),
+            };
             if report.problems.is_empty() {
-                say!("ok: {} secret(s) checked ({mode})", report.secrets);
+                say!(
+                    "ok: {} secret(s) checked ({mode}){warnings}",
+                    report.secrets
+                );
             } else {
                 eprintln!(
-                    "{} problem(s) in {} secret(s) checked ({mode})",
+                    "{} problem(s) in {} secret(s) checked ({mode}){warnings}",
                     report.problems.len(),
                     report.secrets
                 );
@@ -131,7 +154,14 @@ pub(super) fn cmd_hook_run(ctx: &Context) -> Result<Exit> {
             sign_key: None,
             trust: ctx.trust.clone(),
         };
-        let code = cmd_check(&store_ctx, &[], CheckFormat::Table, false, true)?;
+        let code = cmd_check(
+            &store_ctx,
+            &[],
+            CheckFormat::Table,
+            false,
+            true,
+            meshseal::certs::DEFAULT_WARN_DAYS,
+        )?;
         if code != Exit::Success {
             exit = code;
         }

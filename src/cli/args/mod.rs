@@ -246,6 +246,9 @@ pub enum Command {
         /// Check what the git index holds (the next commit), not the work tree.
         #[arg(long = "staged", conflicts_with = "paths")]
         staged: bool,
+        /// Warn about certificates in referenced secrets that expire within DAYS (needs an identity).
+        #[arg(long = "expiry-warning", value_name = "DAYS", default_value_t = meshseal::certs::DEFAULT_WARN_DAYS)]
+        expiry_warning: u64,
     },
     /// Change a secret's value in $VISUAL/$EDITOR (plaintext only in a private RAM-backed folder).
     #[command(subcommand)]

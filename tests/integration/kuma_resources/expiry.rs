@@ -1,21 +1,30 @@
-//! When served certificates expire (SPEC 8): `/metrics` has each
+//! When certificates expire (SPEC 8): `/metrics` has each
 //! certificate-holding secret's seconds to expiry, for the secrets the
 //! caller's token may read, and the watcher warns about one that expires
-//! within 30 days.
+//! within 30 days; `check` (with a key) warns about a referenced one that
+//! expires within 30 days (`--expiry-warning DAYS`) or has expired.
 
 use std::process::Command;
 
 use crate::env::TestEnv;
 
-/// A self-signed certificate valid for `days`, made by openssl; `None`
-/// (after a SKIPPED line, or a failure under CI) without openssl.
+/// A self-signed certificate for `CN=edge` valid for `days`, made by
+/// openssl; `None` (after a SKIPPED line, or a failure under CI) without
+/// openssl.
 fn openssl_cert(e: &TestEnv, days: u32) -> Option<std::path::PathBuf> {
+    openssl_cert_for(e, "edge", days)
+}
+
+/// The same for `CN=<cn>`, in `<cn>.pem`.
+fn openssl_cert_for(e: &TestEnv, cn: &str, days: u32) -> Option<std::path::PathBuf> {
     let openssl = crate::tools::external_tool("openssl")?;
-    let (cert, key) = (e.tmp().join("short.pem"), e.tmp().join("short.key"));
+    let (cert, key) = (
+        e.tmp().join(format!("{cn}.pem")),
+        e.tmp().join(format!("{cn}.key")),
+    );
     let out = Command::new(openssl)
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=edge",
-        ])
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj"])
+        .arg(format!("/CN={cn}"))
         .arg("-days")
         .arg(days.to_string())
         .arg("-keyout")
@@ -145,4 +154,185 @@ fn the_watcher_warns_at_publish_without_a_scrape() {
         1,
         "a version is warned about once, not per generation:\n{log}"
     );
+}
+
+/// A MeshGateway (Kuma's Universal example, docs "MeshGateway": TERMINATE
+/// listeners with `conf.listeners[].tls.certificates`) using `soon` and
+/// `later`.
+const GATEWAY: &str = r#"type: MeshGateway
+mesh: default
+name: edge-gateway
+selectors:
+  - match:
+      kuma.io/service: edge-gateway
+conf:
+  listeners:
+    - port: 443
+      protocol: HTTPS
+      hostname: soon.example.com
+      tls:
+        mode: TERMINATE
+        certificates:
+          - secret: soon-cert
+    - port: 8443
+      protocol: HTTPS
+      hostname: later.example.com
+      tls:
+        mode: TERMINATE
+        certificates:
+          - secret: later-cert
+"#;
+
+/// A store whose gateway uses a certificate expiring in 5 days and one in
+/// 60, beside an unreferenced one expiring in 5; `None` without openssl.
+fn gateway_store() -> Option<TestEnv> {
+    let e = TestEnv::new();
+    let soon = openssl_cert_for(&e, "soon", 5)?;
+    let later = openssl_cert_for(&e, "later", 60)?;
+    for (name, file) in [
+        ("soon-cert", &soon),
+        ("later-cert", &later),
+        ("spare", &soon),
+    ] {
+        e.ok_key(&[
+            "create",
+            "secret",
+            name,
+            "-m",
+            "default",
+            "--from-file",
+            file.to_str().unwrap(),
+        ]);
+    }
+    e.write("meshes/default/policies/edge-gateway.yaml", GATEWAY);
+    Some(e)
+}
+
+#[test]
+fn check_warns_about_a_referenced_certificate_expiring_within_30_days() {
+    let Some(e) = gateway_store() else {
+        return;
+    };
+    let r = e.ok_key(&["check"]);
+    r.assert_stderr_has(
+        "warning: meshes/default/secrets/soon-cert.age: certificate \"CN=soon\" expires in 5 day(s) (notAfter ",
+    )
+    .assert_stderr_has(
+        "used by meshes/default/policies/edge-gateway.yaml (conf.listeners[0].tls.certificates[0])",
+    )
+    .assert_stderr_has("hint: renew the certificate, then store it with `meshseal apply -f FILE`")
+    .assert_stdout_has("ok: 3 secret(s) checked (3 decrypted), 1 warning(s)");
+    assert!(
+        !r.stderr.contains("later-cert"),
+        "60 days left: {}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("spare"), "not referenced: {}", r.stderr);
+    assert_eq!(r.stderr.matches("warning:").count(), 1, "{}", r.stderr);
+    // -o json: the warning says it is one; the exit code is still 0.
+    let json = e.ok_key(&["check", "-o", "json"]).json();
+    let entries = json.as_array().expect("an array");
+    assert_eq!(entries.len(), 1, "{json}");
+    assert_eq!(entries[0]["severity"], "warning");
+    assert_eq!(entries[0]["code"], "certificate-expires-soon");
+    assert_eq!(entries[0]["file"], "meshes/default/secrets/soon-cert.age");
+    // Keyless, check cannot read certificates and says nothing of them.
+    let keyless = e.ok_args(&["check"]);
+    assert!(!keyless.stderr.contains("warning:"), "{}", keyless.stderr);
+}
+
+#[test]
+fn check_expiry_warning_sets_the_window() {
+    let Some(e) = gateway_store() else {
+        return;
+    };
+    // 90 days: both certificates of the gateway.
+    let wide = e.ok_key(&["check", "--expiry-warning", "90"]);
+    wide.assert_stderr_has("soon-cert.age: certificate \"CN=soon\" expires in 5 day(s)")
+        .assert_stderr_has("later-cert.age: certificate \"CN=later\" expires in 60 day(s)")
+        .assert_stdout_has("2 warning(s)");
+    // 3 days: neither.
+    let narrow = e.ok_key(&["check", "--expiry-warning", "3"]);
+    assert!(!narrow.stderr.contains("warning:"), "{}", narrow.stderr);
+    narrow.assert_stdout_has("ok: 3 secret(s) checked (3 decrypted)\n");
+}
+
+/// A self-signed certificate for `CN=old` that expired on 2020-02-01, made
+/// by `openssl ca -selfsign` (`req -x509` cannot backdate); `None` without
+/// openssl.
+fn expired_cert(e: &TestEnv) -> Option<std::path::PathBuf> {
+    let openssl = crate::tools::external_tool("openssl")?;
+    let dir = e.tmp().join("old-ca");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("index.txt"), "").expect("write");
+    std::fs::write(dir.join("serial"), "01\n").expect("write");
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca = ca_default\n[ca_default]\ndir = .\ndatabase = ./index.txt\nnew_certs_dir = .\nserial = ./serial\ndefault_md = sha256\npolicy = any\nunique_subject = no\n[any]\ncommonName = supplied\n",
+    )
+    .expect("write");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=old", "-keyout", "key.pem",
+        "-out", "req.csr",
+    ]);
+    run(&[
+        "ca",
+        "-batch",
+        "-config",
+        "ca.cnf",
+        "-selfsign",
+        "-keyfile",
+        "key.pem",
+        "-in",
+        "req.csr",
+        "-startdate",
+        "20200101000000Z",
+        "-enddate",
+        "20200201000000Z",
+        "-notext",
+        "-out",
+        "cert.pem",
+    ]);
+    Some(dir.join("cert.pem"))
+}
+
+#[test]
+fn check_reports_an_expired_referenced_certificate() {
+    let e = TestEnv::new();
+    let Some(old) = expired_cert(&e) else {
+        return;
+    };
+    for name in ["soon-cert", "later-cert"] {
+        e.ok_key(&[
+            "create",
+            "secret",
+            name,
+            "-m",
+            "default",
+            "--from-file",
+            old.to_str().unwrap(),
+        ]);
+    }
+    e.write("meshes/default/policies/edge-gateway.yaml", GATEWAY);
+    // Whatever the window, an expired certificate is reported.
+    let r = e.ok_key(&["check", "--expiry-warning", "0"]);
+    r.assert_stderr_has(
+        "warning: meshes/default/secrets/soon-cert.age: certificate \"CN=old\" has expired (notAfter 2020-02-01T00:00:00Z, ",
+    )
+    .assert_stderr_has("warning: meshes/default/secrets/later-cert.age: certificate \"CN=old\" has expired")
+    .assert_stdout_has("2 warning(s)");
+    let json = e.ok_key(&["check", "-o", "json"]).json();
+    assert_eq!(json[0]["code"], "certificate-expired", "{json}");
 }
