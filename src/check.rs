@@ -271,6 +271,12 @@ pub fn check_source(store: &Store, source: &dyn Source, options: &CheckOptions<'
             policies.extend(parsed);
         }
     }
+    // A resource defined in two files: once, on the later file.
+    report.problems.extend(
+        crate::policy::duplicates(&policies)
+            .iter()
+            .map(|d| Problem::from(d.error())),
+    );
     report.warnings = expiry::judge(
         &policies,
         &certificates,

@@ -138,7 +138,8 @@ impl Index {
 /// The error for a second resource of a kind and name in one mesh.
 pub(crate) fn duplicate(policy: &Policy, first: &Policy) -> PolicyError {
     PolicyError::Duplicate {
-        what: format!("{} {:?}", policy.kind.as_str(), policy.name),
+        kind: policy.kind.as_str().to_string(),
+        name: policy.name.clone(),
         mesh: policy.mesh.clone(),
         other: first.path().display().to_string(),
     }

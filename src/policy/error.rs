@@ -46,14 +46,18 @@ pub enum PolicyError {
         /// The mesh.
         mesh: String,
     },
-    /// Two resources of one kind and mesh share a name.
-    #[error("{what} is defined more than once in mesh {mesh:?} (also in {other})")]
+    /// Two resources of one kind and mesh share a name: Kuma's store
+    /// refuses the second (its resource manager's text).
+    #[error("resource already exists: type={kind:?} name={name:?} mesh={mesh:?} (also defined in {other})")]
     Duplicate {
-        /// The kind and name (`MeshTimeout "t"`).
-        what: String,
+        /// The Kuma type name.
+        kind: String,
+        /// The name.
+        name: String,
         /// The mesh.
         mesh: String,
-        /// The other definition (file, and document when several).
+        /// The other definition (`document 2`, or its file, and document
+        /// when several).
         other: String,
     },
     /// The document's mesh or name disagrees with its path.
@@ -127,6 +131,10 @@ impl Diagnostic for PolicyError {
             PolicyError::TwoMeshFiles { .. } => {
                 Some("keep one of the two files".to_string())
             }
+            PolicyError::Duplicate { .. } => Some(
+                "a name is unique per kind and mesh: remove one definition, or rename it"
+                    .to_string(),
+            ),
             PolicyError::NotFound { name, mesh, .. } => Some(format!(
                 "create it with `meshseal create secret {name} -m {mesh} --from-file FILE`; a policy can only use secrets of its own mesh"
             )),

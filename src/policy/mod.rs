@@ -18,8 +18,8 @@
 //! against the secrets present; `load` reads a mesh's policy files through
 //! the store's one text reader. `forms` converts a resource between Kuma's
 //! Universal and Kubernetes forms, `resource` keeps a resource's document
-//! beside its parse (for `export`), and `place` decides where `apply -f`
-//! writes each one.
+//! beside its parse (for `export`), `place` decides where `apply -f`
+//! writes each one, and `unique` finds a resource defined in two files.
 
 use std::path::PathBuf;
 
@@ -33,6 +33,7 @@ mod resolve;
 mod resource;
 mod resources;
 mod sources;
+mod unique;
 
 pub use error::{InUse, PolicyError, PolicyFileError, Reference};
 pub use forms::{same_resource, to_kubernetes, to_universal, without_server_fields, Form};
@@ -45,6 +46,7 @@ pub use place::{place, PlaceError, Placed, RESOURCE_FILE_MODE};
 pub use resolve::Presence;
 pub use resource::{describe, Resource};
 pub use sources::parse_source;
+pub use unique::{duplicates, Duplicate};
 
 /// The rule for policy file names: the mesh name rule, so
 /// that nothing path-like can be a name. The API refuses other names with it.

@@ -528,7 +528,8 @@ impl Policy {
                         errors.push(wrap(
                             index,
                             PolicyError::Duplicate {
-                                what: format!("{} {:?}", p.kind.as_str(), p.name),
+                                kind: p.kind.as_str().to_string(),
+                                name: p.name.clone(),
                                 mesh: p.mesh.clone(),
                                 other: format!("document {}", first.document),
                             },

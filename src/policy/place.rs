@@ -11,7 +11,9 @@
 //!   kinds); a name too long for a file name is shortened with a hash.
 //!
 //! A resource equal to what its file holds (whatever the form or key order)
-//! leaves the file untouched. A file is written in its own format: a TOML
+//! leaves the file untouched. An apply that would leave a resource it
+//! applies defined in two files (because the store already has it twice)
+//! is refused, naming both. A file is written in its own format: a TOML
 //! file stays TOML (Universal shape), a YAML file takes the document as it
 //! was given. Each new text is parsed back as `check` would read it before
 //! it is accepted, so `apply` never writes a file `check` refuses.
@@ -24,7 +26,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::{load_mesh_resources, mesh_files, PolicyError, PolicyFileError, PolicyKind, Resource};
+use super::{
+    duplicates, load_mesh_resources, mesh_files, Policy, PolicyError, PolicyFileError, PolicyKind,
+    Resource,
+};
 use crate::problem::Diagnostic;
 use crate::store::{Store, WriteOutcome};
 
@@ -116,13 +121,22 @@ pub enum PlaceError {
         /// The file.
         file: PathBuf,
     },
+    /// After the apply, a resource it applies would be defined in two files.
+    #[error("{source}; apply would leave both")]
+    Duplicate {
+        /// Kuma's error, about the later file.
+        #[source]
+        source: Box<PolicyFileError>,
+    },
 }
 
 impl Diagnostic for PlaceError {
     fn code(&self) -> &'static str {
         match self {
             PlaceError::SharedFile { .. } | PlaceError::NoFileName { .. } => "cannot-place",
-            PlaceError::Unreadable { source, .. } => source.code(),
+            PlaceError::Unreadable { source, .. } | PlaceError::Duplicate { source } => {
+                source.code()
+            }
             PlaceError::Render { .. } => "invalid-policy",
             PlaceError::Unwritable { .. } => "symlink",
         }
@@ -140,6 +154,10 @@ impl Diagnostic for PlaceError {
             PlaceError::Unreadable { mesh, .. } => Some(format!(
                 "apply must read every resource of mesh {mesh:?} to place one: fix or remove this file first"
             )),
+            PlaceError::Duplicate { .. } => Some(
+                "a name is unique per kind and mesh: remove one of the two definitions, then apply again"
+                    .to_string(),
+            ),
             _ => None,
         }
     }
@@ -157,7 +175,9 @@ impl Diagnostic for PlaceError {
             | PlaceError::NoFileName { file, .. }
             | PlaceError::Render { file, .. }
             | PlaceError::Unwritable { file, .. } => Some(file),
-            PlaceError::Unreadable { source, .. } => source.file(),
+            PlaceError::Unreadable { source, .. } | PlaceError::Duplicate { source } => {
+                source.file()
+            }
         }
     }
 }
@@ -222,6 +242,9 @@ pub fn place(store: &Store, resources: Vec<Resource>) -> Result<Vec<Placed>, Vec
             Ok(p) => placed.push(p),
             Err(e) => errors.extend(e),
         }
+    }
+    if errors.is_empty() {
+        errors = left_twice(&meshes, &placed);
     }
     if errors.is_empty() {
         Ok(placed)
@@ -331,6 +354,37 @@ fn place_one(
                 .join(", "),
         }]),
     }
+}
+
+/// The resources this apply places that the store would then define twice:
+/// the files' resources after the writes (a rewritten file holds only its
+/// placed resource), judged as `check` judges them.
+fn left_twice(meshes: &BTreeMap<String, Existing>, placed: &[Placed]) -> Vec<PlaceError> {
+    let written: Vec<&Policy> = placed
+        .iter()
+        .filter(|p| p.text.is_some())
+        .map(|p| &p.resource.policy)
+        .collect();
+    let rewritten: BTreeSet<&Path> = written.iter().map(|p| p.file.as_path()).collect();
+    let kept = meshes
+        .values()
+        .flat_map(|e| &e.resources)
+        .map(|r| &r.policy)
+        .filter(|p| !rewritten.contains(p.file.as_path()));
+    let applied: BTreeSet<(&str, &PolicyKind, &str)> = placed
+        .iter()
+        .map(|p| &p.resource.policy)
+        .map(|p| (p.mesh.as_str(), &p.kind, p.name.as_str()))
+        .collect();
+    duplicates(kept.chain(written))
+        .iter()
+        .filter(|d| {
+            applied.contains(&(d.again.mesh.as_str(), &d.again.kind, d.again.name.as_str()))
+        })
+        .map(|d| PlaceError::Duplicate {
+            source: Box::new(d.error()),
+        })
+        .collect()
 }
 
 fn unchanged(r: Resource, file: PathBuf, document: usize) -> Placed {

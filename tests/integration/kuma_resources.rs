@@ -413,7 +413,7 @@ fn bad_documents_are_named() {
         &err,
         &[
             "document 1: type: a Mesh belongs in meshes/pay/mesh.yaml",
-            "document 3: MeshTimeout \"t\" is defined more than once in mesh \"pay\" (also in document 2)",
+            "document 3: resource already exists: type=\"MeshTimeout\" name=\"t\" mesh=\"pay\" (also defined in document 2)",
             "document 4: name: ",
         ],
     );
@@ -490,4 +490,5 @@ fn labels_follow_kumas_api_server() {
 }
 
 mod apply_export;
+mod duplicates;
 mod expiry;
