@@ -7,7 +7,8 @@
 //! is a finding.
 
 use meshseal::document::Document;
-use meshseal::policy::Policy;
+use meshseal::kuma::{self, Export};
+use meshseal::policy::{to_universal, Policy, Resource};
 use meshseal::recipients::{add_to_text, remove_from_text, RecipientSet};
 
 /// A property: returns, or panics on a finding.
@@ -56,23 +57,89 @@ pub fn header(data: &[u8]) {
 }
 
 /// The policy parser (Mesh and policies, TOML and both YAML forms, one or
-/// several documents) and reference resolution: never a panic.
+/// several documents) and reference resolution: never a panic. Beside it,
+/// the paths issue 14 added: the same text read as whole resources
+/// (`Resource::parse_file`), each one's Kubernetes form read back as the
+/// same resource, and read as an `apply -f` input (`kuma::parse_input`,
+/// lists included), whose export in either form applies back to the same
+/// secrets and resources.
 pub fn policy(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    for rel in [
-        "meshes/m/mesh.toml",
-        "meshes/m/mesh.yaml",
-        "meshes/m/policies/n.toml",
-        "meshes/m/policies/n.yaml",
-    ] {
+    for rel in POLICY_PATHS {
         let parsed = Policy::parse_file(std::path::Path::new(rel), text).expect("a policy path");
         if let Ok(policies) = parsed {
             for p in policies {
                 assert_eq!(p.mesh, "m");
                 let _ = p.resolve(&|id| id.name.len() % 2 == 0);
             }
+        }
+        let parsed = Resource::parse_file(std::path::Path::new(rel), text).expect("a policy path");
+        if let Ok(all) = parsed {
+            for r in &all {
+                assert_eq!(r.policy.mesh, "m");
+                kubernetes_round_trip(r);
+            }
+        }
+    }
+    policy_apply_input(text);
+}
+
+/// Where `policy` reads its text: each kind of policy file.
+const POLICY_PATHS: [&str; 4] = [
+    "meshes/m/mesh.toml",
+    "meshes/m/mesh.yaml",
+    "meshes/m/policies/n.toml",
+    "meshes/m/policies/n.yaml",
+];
+
+/// A resource's Kubernetes form is the same resource in Universal.
+fn kubernetes_round_trip(r: &Resource) {
+    let k8s = r
+        .to_kubernetes("kuma-system")
+        .expect("a parsed resource has a Kubernetes form");
+    let back = to_universal(&k8s).expect("its Kubernetes form reads back");
+    assert!(
+        meshseal::policy::same_resource(&back, &r.universal),
+        "{:?} != {:?}",
+        back,
+        r.universal
+    );
+}
+
+/// `text` as an `apply -f` input: its resources' Kubernetes forms read
+/// back, and both exports apply back to the same secrets and resources.
+fn policy_apply_input(text: &str) {
+    let Ok(parsed) = kuma::parse_input(text, 4096) else {
+        return;
+    };
+    for (_, r) in &parsed.resources {
+        kubernetes_round_trip(r);
+    }
+    let export = Export {
+        secrets: parsed.secrets.iter().collect(),
+        resources: parsed.resources.iter().map(|(_, r)| r).collect(),
+    };
+    for namespace in [None, Some("kuma-system")] {
+        // A Kubernetes export may be refused (a name clash): that is its answer.
+        let Ok(out) = kuma::export_all(&export, namespace) else {
+            assert!(namespace.is_some(), "a Universal export is never refused");
+            continue;
+        };
+        let again = kuma::parse_input(&out, 4096).expect("an export applies back");
+        let mut secrets = again.secrets.clone();
+        let mut want = parsed.secrets.clone();
+        secrets.sort_by(|a, b| a.id.cmp(&b.id));
+        want.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(secrets, want);
+        assert_eq!(again.resources.len(), parsed.resources.len());
+        for (_, r) in &parsed.resources {
+            assert!(
+                again.resources.iter().any(|(_, b)| b.same_as(r)),
+                "{} did not come back",
+                r.describe()
+            );
         }
     }
 }
