@@ -266,9 +266,11 @@ impl Plan {
                 })?;
             fingerprints.insert(scope.clone(), recipients.fingerprint());
         }
+        // Each folder on the way looked at once for the whole input.
+        let mut targets = store.targets();
         let unwritable: Vec<WriteError> = docs
             .iter()
-            .filter_map(|d| store.check_writable(&d.id).err())
+            .filter_map(|d| targets.check(&d.id.path()).err())
             .collect();
         if !unwritable.is_empty() {
             return Err(ApplyError::Unwritable(unwritable));

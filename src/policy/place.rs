@@ -403,7 +403,7 @@ fn written(
     outcome: WriteOutcome,
 ) -> Result<Placed, PlaceError> {
     let what = r.describe();
-    if !plain_path(store.root(), &file) {
+    if store.ensure_no_symlinks(&file).is_err() {
         return Err(PlaceError::Unwritable { what, file });
     }
     let render_error = |message: String| PlaceError::Render {
@@ -449,22 +449,4 @@ fn without_nulls(v: &Value) -> Value {
         Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
         other => other.clone(),
     }
-}
-
-/// Whether writing `rel` below `root` follows no link: no folder on the way
-/// and not the file itself is a symbolic link, and the file, if there, is a
-/// regular one.
-fn plain_path(root: &Path, rel: &Path) -> bool {
-    let mut path = root.to_path_buf();
-    let parts: Vec<_> = rel.components().collect();
-    for (i, c) in parts.iter().enumerate() {
-        path.push(c);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => return false,
-            Ok(m) if i + 1 == parts.len() && !m.is_file() => return false,
-            Ok(m) if i + 1 < parts.len() && !m.is_dir() => return false,
-            _ => {}
-        }
-    }
-    true
 }

@@ -30,6 +30,9 @@ pub enum StoreError {
     /// A FIFO, socket, device or folder where a file belongs.
     #[error("is not a regular file")]
     NotRegular,
+    /// A file (or FIFO, socket, device) where a folder on the way belongs.
+    #[error("a folder on its path is not a folder")]
+    NotAFolder,
     /// The file exceeds what any valid content needs.
     #[error("file is {size} bytes, more than the {limit} bytes any valid secret needs")]
     TooLarge {
@@ -66,6 +69,7 @@ impl Diagnostic for StoreError {
             StoreError::Io(_) => "io",
             StoreError::Symlink => "symlink",
             StoreError::NotRegular => "not-regular-file",
+            StoreError::NotAFolder => "not-a-folder",
             StoreError::TooLarge { .. } => "too-large",
             StoreError::NotUtf8 => "not-utf8",
             StoreError::NotFound(_) => "not-found",
@@ -78,6 +82,9 @@ impl Diagnostic for StoreError {
             StoreError::Symlink => Some(
                 "replace the link with the file itself; meshseal never follows links out of the store"
                     .to_string(),
+            ),
+            StoreError::NotAFolder => Some(
+                "move the file that stands where the store needs a folder".to_string(),
             ),
             StoreError::AlreadyExists(_) => {
                 Some("use `meshseal apply` or `meshseal edit` to change it".to_string())

@@ -26,9 +26,11 @@ use crate::scope::{Scope, SecretId, StorePath};
 
 mod error;
 pub mod layout;
+mod target;
 mod write;
 
 pub use error::{LoadError, Moved, OpenError, RecipientsError, ScanError, StoreError, WriteError};
+pub use target::{Target, Targets};
 
 /// The largest text file (policy, Mesh resource, recipients, writers,
 /// config) any reader accepts: one limit for every text file of a store.

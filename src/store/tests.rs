@@ -1,6 +1,7 @@
 //! The store on a temporary folder: opening, reading, writing.
 use super::*;
 use crate::document::SecretData;
+use crate::problem::Diagnostic;
 
 /// A store with one mesh `m` encrypted to a fresh identity.
 fn store() -> (tempfile::TempDir, Store, Identities) {
@@ -119,4 +120,81 @@ fn a_header_that_disagrees_with_the_path_is_moved() {
     let b = SecretId::new(Scope::mesh("m").unwrap(), "b").unwrap();
     let err = store.load(&b, &ids).unwrap_err();
     assert!(err.is_moved(), "{err:?}");
+}
+
+#[test]
+fn write_targets_refuse_links_files_in_the_way_and_non_files() {
+    let (dir, store, _) = store();
+    let root = dir.path();
+    let outside = tempfile::tempdir().unwrap();
+    fs::create_dir_all(root.join("meshes/m/secrets")).unwrap();
+    fs::write(root.join("meshes/m/secrets/old.age"), b"x").unwrap();
+    fs::create_dir(root.join("meshes/m/secrets/dir.age")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.join("meshes/linked")).unwrap();
+    fs::write(root.join("meshes/file"), b"").unwrap();
+    let mut targets = store.targets();
+    let check = |targets: &mut Targets, rel: &str| targets.check(Path::new(rel));
+    let refusal = |r: Result<Target, WriteError>| match r {
+        Err(WriteError::Refused { source, .. }) => source.code(),
+        other => panic!("not refused: {other:?}"),
+    };
+    assert_eq!(
+        check(&mut targets, "meshes/m/secrets/old.age").unwrap(),
+        Target::File
+    );
+    assert_eq!(
+        check(&mut targets, "meshes/m/secrets/new.age").unwrap(),
+        Target::Absent
+    );
+    assert_eq!(
+        check(&mut targets, "meshes/new/secrets/a.age").unwrap(),
+        Target::Absent,
+        "a missing folder is created by the write"
+    );
+    assert_eq!(
+        refusal(check(&mut targets, "meshes/m/secrets/dir.age")),
+        "not-regular-file"
+    );
+    // Every file below a link is refused, the link looked at once.
+    for name in ["a", "b"] {
+        let r = check(&mut targets, &format!("meshes/linked/secrets/{name}.age"));
+        assert_eq!(refusal(r), "symlink");
+    }
+    assert_eq!(
+        refusal(check(&mut targets, "meshes/file/secrets/a.age")),
+        "not-a-folder"
+    );
+    std::os::unix::fs::symlink("/etc/passwd", root.join("meshes/m/secrets/l.age")).unwrap();
+    assert_eq!(
+        refusal(check(&mut targets, "meshes/m/secrets/l.age")),
+        "symlink"
+    );
+    // The one-file check says the same.
+    assert_eq!(
+        refusal(store.ensure_no_symlinks(Path::new("meshes/linked/x"))),
+        "symlink"
+    );
+    assert!(fs::read_dir(outside.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn put_many_through_a_linked_folder_writes_nothing_anywhere() {
+    let (dir, store, _) = store();
+    let outside = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("meshes/m")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("meshes/m/secrets")).unwrap();
+    let err = store
+        .put_many(&[doc("a", b"1"), doc("b", b"2")], None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WriteError::Refused {
+                source: StoreError::Symlink,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(fs::read_dir(outside.path()).unwrap().next().is_none());
 }

@@ -19,7 +19,7 @@ use crate::signing::Namespace;
 use crate::writers::header::{self, ScopeHeader};
 use crate::writers::{history, Verifier};
 
-use super::{RecipientsError, Store, StoreError, WriteError, WriteOutcome, SECRET_MODE};
+use super::{RecipientsError, Store, StoreError, Target, WriteError, WriteOutcome, SECRET_MODE};
 
 impl Store {
     /// What writing `doc` for the recipient set `fingerprint` does: a new
@@ -32,7 +32,19 @@ impl Store {
         fingerprint: &str,
         identities: Option<&Identities>,
     ) -> WriteOutcome {
-        if !self.exists(&doc.id) {
+        self.outcome_at(doc, fingerprint, identities, self.exists(&doc.id))
+    }
+
+    /// [`Store::outcome_of`] where whether the file exists is known (from
+    /// the check of its path).
+    fn outcome_at(
+        &self,
+        doc: &Document,
+        fingerprint: &str,
+        identities: Option<&Identities>,
+        exists: bool,
+    ) -> WriteOutcome {
+        if !exists {
             return WriteOutcome::Created;
         }
         let unchanged = identities
@@ -128,8 +140,9 @@ impl Store {
     /// Writes signatures (`sign`): each beside its file, atomically, never
     /// through a link, all made durable together.
     pub fn write_signatures(&self, sigs: &[(PathBuf, String)]) -> Result<(), WriteError> {
+        let mut targets = self.targets();
         for (rel, _) in sigs {
-            self.ensure_no_symlinks(rel)?;
+            targets.check(rel)?;
         }
         let items: Vec<(PathBuf, &[u8])> = sigs
             .iter()
@@ -232,18 +245,18 @@ impl Store {
         Some(verifier)
     }
 
-    /// Encrypts `doc` as generation `generation` and signs it with the sign
-    /// key, if any.
+    /// Encrypts `doc` as generation `generation` to `recipients` (whose
+    /// fingerprint is `fingerprint`) and signs it with the sign key, if any.
     fn seal(
         &self,
         doc: &Document,
-        recipients: &RecipientSet,
+        (recipients, fingerprint): (&RecipientSet, &str),
         generation: u64,
     ) -> Result<(Vec<u8>, Option<String>), WriteError> {
         let file = doc.id.path();
         let metadata = Metadata {
             id: doc.id.clone(),
-            recipients_fingerprint: recipients.fingerprint(),
+            recipients_fingerprint: fingerprint.to_string(),
             store_id: self.config.store_id.clone(),
             generation,
         };
@@ -284,14 +297,16 @@ impl Store {
             })?;
         let verifier = self.write_verifier(std::iter::once(&id.scope));
         self.may_write(&id.scope, verifier.as_ref())?;
-        let outcome = self.outcome_of(doc, &recipients.fingerprint(), identities);
+        let fingerprint = recipients.fingerprint();
+        let mut targets = self.targets();
+        let exists = targets.check(&file)? == Target::File;
+        targets.check(&id.sig_path())?;
+        let outcome = self.outcome_at(doc, &fingerprint, identities, exists);
         if outcome == WriteOutcome::Unchanged {
             return Ok(WriteOutcome::Unchanged);
         }
         let generation = self.next_generations(std::slice::from_ref(&file))?[&file];
-        let (ciphertext, sig) = self.seal(doc, &recipients, generation)?;
-        self.check_writable(id)?;
-        self.ensure_no_symlinks(&id.sig_path())?;
+        let (ciphertext, sig) = self.seal(doc, (&recipients, &fingerprint), generation)?;
         atomic::write(&self.root.join(&file), &ciphertext, SECRET_MODE)
             .map_err(|source| WriteError::Io { file, source })?;
         self.write_or_drop_sig(&id.sig_path(), sig.as_deref())?;
@@ -310,9 +325,15 @@ impl Store {
         docs: &[Document],
         identities: Option<&Identities>,
     ) -> Result<Vec<WriteOutcome>, WriteError> {
-        let mut recipients: BTreeMap<&Scope, RecipientSet> = BTreeMap::new();
+        // Each scope's recipients read, judged and fingerprinted once.
+        let mut recipients: BTreeMap<&Scope, (RecipientSet, String)> = BTreeMap::new();
         let verifier = self.write_verifier(docs.iter().map(|d| &d.id.scope));
-        for doc in docs {
+        let files: Vec<PathBuf> = docs.iter().map(|d| d.id.path()).collect();
+        // Each folder on the way looked at once, then the file and its
+        // signature: whether each is there.
+        let mut targets = self.targets();
+        let mut present: Vec<(bool, bool)> = Vec::with_capacity(docs.len());
+        for (doc, file) in docs.iter().zip(&files) {
             let scope = &doc.id.scope;
             if !recipients.contains_key(scope) {
                 let set = self.recipients(scope)?;
@@ -322,12 +343,13 @@ impl Store {
                         source,
                     })?;
                 self.may_write(scope, verifier.as_ref())?;
-                recipients.insert(scope, set);
+                let fingerprint = set.fingerprint();
+                recipients.insert(scope, (set, fingerprint));
             }
-            self.check_writable(&doc.id)?;
-            self.ensure_no_symlinks(&doc.id.sig_path())?;
+            let exists = targets.check(file)? == Target::File;
+            let signed = targets.check(&crate::scope::sig_path(file))? == Target::File;
+            present.push((exists, signed));
         }
-        let files: Vec<PathBuf> = docs.iter().map(|d| d.id.path()).collect();
         let generations = self.next_generations(&files)?;
         // Decide and encrypt in parallel: X25519 per file is the cost. Each
         // is its outcome and, unless unchanged, the new ciphertext and
@@ -337,26 +359,38 @@ impl Store {
         let planned: Vec<Planned> = docs
             .par_iter()
             .zip(&files)
-            .map(|(doc, file)| {
-                let set = &recipients[&doc.id.scope];
-                let outcome = self.outcome_of(doc, &set.fingerprint(), identities);
+            .zip(&present)
+            .map(|((doc, file), &(exists, _))| {
+                let (set, fingerprint) = &recipients[&doc.id.scope];
+                let outcome = self.outcome_at(doc, fingerprint, identities, exists);
                 if outcome == WriteOutcome::Unchanged {
                     return Ok((WriteOutcome::Unchanged, None));
                 }
-                Ok((outcome, Some(self.seal(doc, set, generations[file])?)))
+                let sealed = self.seal(doc, (set, fingerprint), generations[file])?;
+                Ok((outcome, Some(sealed)))
             })
             .collect();
         let mut outcomes = Vec::with_capacity(docs.len());
-        let mut writes: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-        let mut unsigned = Vec::new();
-        for (doc, planned) in docs.iter().zip(planned) {
+        let mut writes: Vec<(PathBuf, Vec<u8>)> = Vec::with_capacity(docs.len());
+        // Signatures that no longer cover their file (an unsigned rewrite).
+        let mut stale_sigs = Vec::new();
+        for ((file, planned), &(_, signed)) in files.iter().zip(planned).zip(&present) {
             let (outcome, sealed) = planned?;
             outcomes.push(outcome);
             if let Some((ciphertext, sig)) = sealed {
-                writes.push((self.root.join(doc.id.path()), ciphertext));
+                let path = self.root.join(file);
                 match sig {
-                    Some(sig) => writes.push((self.root.join(doc.id.sig_path()), sig.into_bytes())),
-                    None => unsigned.push(doc.id.sig_path()),
+                    Some(sig) => {
+                        let sig_path = crate::scope::sig_path(&path);
+                        writes.push((path, ciphertext));
+                        writes.push((sig_path, sig.into_bytes()));
+                    }
+                    None => {
+                        writes.push((path, ciphertext));
+                        if signed {
+                            stale_sigs.push(crate::scope::sig_path(file));
+                        }
+                    }
                 }
             }
         }
@@ -373,7 +407,7 @@ impl Store {
             renamed: e.renamed,
             source: e.source,
         })?;
-        for sig_file in unsigned {
+        for sig_file in stale_sigs {
             self.write_or_drop_sig(&sig_file, None)?;
         }
         Ok(outcomes)
@@ -405,34 +439,9 @@ impl Store {
     }
 
     /// Refuses a secret path that a write would follow out of the store: a
-    /// symlinked folder on the way, or a symlink (or non-file) at the target.
+    /// symlinked folder on the way, or a symlink (or non-file) at the target
+    /// (see [`Store::ensure_no_symlinks`]).
     pub fn check_writable(&self, id: &SecretId) -> Result<(), WriteError> {
-        let file = id.path();
-        self.ensure_no_symlinks(&file)?;
-        match fs::symlink_metadata(self.root.join(&file)) {
-            Ok(m) if !m.is_file() => Err(WriteError::Refused {
-                file,
-                source: StoreError::NotRegular,
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Refuses to write through a symlinked folder (or onto a symlink).
-    pub(super) fn ensure_no_symlinks(&self, rel: &Path) -> Result<(), WriteError> {
-        let mut path = self.root.clone();
-        for c in rel.components() {
-            path.push(c);
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(WriteError::Refused {
-                        file: rel.to_path_buf(),
-                        source: StoreError::Symlink,
-                    })
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        self.ensure_no_symlinks(&id.path()).map(|_| ())
     }
 }
