@@ -14,10 +14,10 @@ use std::process::{Command, Stdio};
 use thiserror::Error;
 
 use crate::atomic;
-use crate::check::Source;
 use crate::problem::Diagnostic;
-use crate::scope::{Scope, ScopeFile, StorePath};
-use crate::store::{Entry, FileKind, StoreError};
+
+mod staged;
+pub use staged::Staged;
 
 /// The line that marks a hook as meshseal's.
 pub const HOOK_MARKER: &str = "# meshseal pre-commit hook";
@@ -123,177 +123,14 @@ pub(crate) fn git(root: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
     Ok(out.stdout)
 }
 
-fn split_z(bytes: &[u8]) -> impl Iterator<Item = &str> {
+pub(crate) fn split_z(bytes: &[u8]) -> impl Iterator<Item = &str> {
     bytes
         .split(|&b| b == 0)
         .filter(|s| !s.is_empty())
         .filter_map(|s| std::str::from_utf8(s).ok())
 }
 
-/// The files of a store as the git index holds them: the staged changes plus
-/// what they are judged against (their scopes' recipients files; every
-/// secret of a scope whose recipients changed).
-pub struct Staged {
-    entries: Vec<Entry>,
-    blobs: HashMap<PathBuf, Vec<u8>>,
-    indexed: std::collections::HashSet<String>,
-}
-
-impl Staged {
-    /// Reads the staged state of the store at `root` (a git work tree or a
-    /// folder inside one).
-    pub fn read(root: &Path) -> Result<Staged, GitError> {
-        let changed: BTreeSet<String> = split_z(&git(
-            root,
-            &[
-                "diff",
-                "--cached",
-                "--name-only",
-                "-z",
-                "--relative",
-                "--no-renames",
-                "--diff-filter=d",
-                "--",
-                "meshes",
-                "global",
-            ],
-        )?)
-        .map(str::to_string)
-        .collect();
-
-        // A deleted signature (or scope file) leaves what it covered to be
-        // judged again: an unchanged `.age` whose `.sig` is gone is unsigned.
-        let deleted: Vec<String> = split_z(&git(
-            root,
-            &[
-                "diff",
-                "--cached",
-                "--name-only",
-                "-z",
-                "--relative",
-                "--no-renames",
-                "--diff-filter=D",
-                "--",
-                "meshes",
-                "global",
-            ],
-        )?)
-        .map(str::to_string)
-        .collect();
-        let mut changed = changed;
-        for path in deleted {
-            match StorePath::classify(Path::new(&path)) {
-                StorePath::SecretSig(id) => {
-                    changed.insert(path_string(&id.path()));
-                }
-                // A deleted secret leaves its .sig (if staged still) and
-                // the references of its mesh's policies to judge.
-                StorePath::Secret(_) | StorePath::Writers(_) | StorePath::ScopeSig(..) => {
-                    changed.insert(path);
-                }
-                _ => {}
-            }
-        }
-
-        // mode SP sha SP stage TAB path
-        let listing = git(root, &["ls-files", "-s", "-z", "--", "meshes", "global"])?;
-        let mut index: HashMap<String, (String, String)> = HashMap::new();
-        for record in split_z(&listing) {
-            let (meta, path) = record
-                .split_once('\t')
-                .ok_or(GitError::Protocol("ls-files"))?;
-            let mut parts = meta.split(' ');
-            let (Some(mode), Some(sha)) = (parts.next(), parts.next()) else {
-                return Err(GitError::Protocol("ls-files"));
-            };
-            index.insert(path.to_string(), (mode.to_string(), sha.to_string()));
-        }
-
-        let mut selected: BTreeSet<String> = changed.clone();
-        let mut rekeyed_scopes = BTreeSet::new();
-        let mut policy_meshes = BTreeSet::new();
-        // A secret is judged with its signature and its scope's signed
-        // files (SPEC 9); a change to any of those re-judges what it covers.
-        let scope_files = |scope: &Scope, selected: &mut BTreeSet<String>| {
-            for kind in [ScopeFile::Recipients, ScopeFile::Writers] {
-                selected.insert(path_string(&scope.file_path(kind)));
-                selected.insert(path_string(&scope.sig_path(kind)));
-            }
-        };
-        for path in &changed {
-            match StorePath::classify(Path::new(path)) {
-                StorePath::Secret(id) | StorePath::SecretSig(id) => {
-                    selected.insert(path_string(&id.path()));
-                    selected.insert(path_string(&id.sig_path()));
-                    scope_files(&id.scope, &mut selected);
-                    // Added or deleted secrets can make or break references.
-                    if let Some(m) = id.scope.mesh_name() {
-                        policy_meshes.insert(m.to_string());
-                    }
-                }
-                StorePath::Recipients(scope)
-                | StorePath::Writers(scope)
-                | StorePath::ScopeSig(scope, _) => {
-                    scope_files(&scope, &mut selected);
-                    rekeyed_scopes.insert(scope);
-                }
-                _ => {}
-            }
-        }
-        if !rekeyed_scopes.is_empty() || !policy_meshes.is_empty() {
-            for path in index.keys() {
-                match StorePath::classify(Path::new(path)) {
-                    StorePath::Secret(id) | StorePath::SecretSig(id)
-                        if rekeyed_scopes.contains(&id.scope) =>
-                    {
-                        selected.insert(path.clone());
-                    }
-                    StorePath::Mesh(m) | StorePath::Policy { mesh: m, .. }
-                        if policy_meshes.contains(&m) =>
-                    {
-                        selected.insert(path.clone());
-                    }
-                    _ => {}
-                }
-            }
-        }
-        selected.retain(|p| index.contains_key(p));
-
-        let mut entries = Vec::new();
-        let mut wanted = Vec::new();
-        for path in &selected {
-            let (mode, sha) = &index[path];
-            let kind = match mode.as_str() {
-                "100644" | "100755" => FileKind::Regular,
-                "120000" => FileKind::Symlink,
-                _ => FileKind::Special,
-            };
-            let rel = PathBuf::from(path);
-            if kind == FileKind::Regular {
-                wanted.push((rel.clone(), sha.clone()));
-            }
-            entries.push(Entry {
-                what: StorePath::classify(&rel),
-                rel,
-                kind,
-            });
-        }
-        let blobs = cat_blobs(root, &wanted)?;
-        let indexed = index.into_keys().collect();
-        Ok(Staged {
-            entries,
-            blobs,
-            indexed,
-        })
-    }
-
-    /// The staged paths examined.
-    pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.entries.iter().map(|e| e.rel.as_path())
-    }
-}
-
-fn path_string(p: &Path) -> String {
+pub(crate) fn path_string(p: &Path) -> String {
     // Git paths always use '/'.
     p.components()
         .map(|c| c.as_os_str().to_string_lossy())
@@ -309,10 +146,7 @@ pub fn history_versions(
     root: &Path,
     pathspecs: &[PathBuf],
 ) -> Result<Vec<(PathBuf, String)>, GitError> {
-    if pathspecs.is_empty() || !is_work_tree(root) {
-        return Ok(Vec::new());
-    }
-    if git(root, &["rev-parse", "--verify", "-q", "HEAD"]).is_err() {
+    if pathspecs.is_empty() {
         return Ok(Vec::new());
     }
     let mut args: Vec<String> = [
@@ -332,7 +166,16 @@ pub fn history_versions(
     .collect();
     args.extend(pathspecs.iter().map(|p| path_string(p)));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = git(root, &args)?;
+    // git log is asked first (the hook runs it on every commit); only when
+    // it fails is git asked whether there is any history to read.
+    let out = match git(root, &args) {
+        Ok(out) => out,
+        Err(_) if !is_work_tree(root) => return Ok(Vec::new()),
+        Err(_) if git(root, &["rev-parse", "--verify", "-q", "HEAD"]).is_err() => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
     // -z --raw: ":old-mode new-mode old-sha new-sha status" NUL path NUL
     let mut seen = BTreeSet::new();
     let mut fields = out.split(|&b| b == 0).filter(|f| !f.is_empty());
@@ -363,7 +206,7 @@ pub fn read_versions(
 }
 
 /// Reads blobs with one `git cat-file --batch` process.
-fn cat_blobs(
+pub(crate) fn cat_blobs(
     root: &Path,
     wanted: &[(PathBuf, String)],
 ) -> Result<HashMap<PathBuf, Vec<u8>>, GitError> {
@@ -411,40 +254,6 @@ fn cat_blobs_in_order(root: &Path, wanted: &[(PathBuf, String)]) -> Result<Vec<V
     let _ = writer.join();
     let _ = child.wait();
     Ok(blobs)
-}
-
-impl Source for Staged {
-    fn entries(&self) -> Result<Vec<Entry>, crate::problem::Problem> {
-        Ok(self.entries.clone())
-    }
-    fn read(&self, entry: &Entry, limit: usize) -> Result<Vec<u8>, StoreError> {
-        let blob = self.blobs.get(&entry.rel).ok_or(StoreError::NotRegular)?;
-        if blob.len() > limit {
-            return Err(StoreError::TooLarge {
-                size: blob.len() as u64,
-                limit,
-            });
-        }
-        Ok(blob.clone())
-    }
-    fn has_secret(&self, id: &crate::scope::SecretId) -> bool {
-        self.indexed.contains(&path_string(&id.path()))
-    }
-    fn read_optional(&self, rel: &Path, limit: usize) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.blobs.get(rel) {
-            Some(blob) if blob.len() > limit => Err(StoreError::TooLarge {
-                size: blob.len() as u64,
-                limit,
-            }),
-            Some(blob) => Ok(Some(blob.clone())),
-            // Staged, but not a regular file (a link): never read.
-            None if self.indexed.contains(&path_string(rel)) => Err(StoreError::NotRegular),
-            None => Ok(None),
-        }
-    }
-    fn is_staged(&self) -> bool {
-        true
-    }
 }
 
 /// What `hook install` did.

@@ -333,6 +333,84 @@ fn staged_check_reads_only_what_the_commit_touches() {
 }
 
 #[test]
+fn staged_references_resolve_against_the_index_of_the_mesh() {
+    // The hook lists only what a commit touches and what it is judged
+    // against: a reference to an unchanged secret must still resolve, a
+    // global one must still be named as global, a missing one as missing.
+    let r = TestEnv::git_repo();
+    let policy = |name: &str, ca: &str| {
+        format!(
+            "type = \"ExternalService\"\nmesh = \"default\"\nname = \"{name}\"\n\
+             [networking]\naddress = \"httpbin.org:443\"\n\
+             [networking.tls]\ncaCert = {{ secret = \"{ca}\" }}\n"
+        )
+    };
+    r.ok_key(&["create", "secret", "ca", "--from-literal", "v"]);
+    r.ok_key(&["create", "global-secret", "root", "--from-literal", "v"]);
+    r.write("meshes/default/policies/ok.toml", &policy("ok", "ca"));
+    assert!(r.commit("a policy and its secret").0);
+
+    // A new secret in the mesh: the unchanged policy's reference resolves
+    // from the index, not the work tree (where `ca.age` is gone).
+    r.ok_key(&["create", "secret", "other", "--from-literal", "v"]);
+    r.git_ok(&["add", "meshes/default/secrets/other.age"]);
+    fs::rename(
+        r.root.join("meshes/default/secrets/ca.age"),
+        r.root.join("ca.age.moved"),
+    )
+    .unwrap();
+    let out = run(r.cmd().args(["check", "--staged"]));
+    assert!(out.code == Some(0), "{}", out.stderr);
+    fs::rename(
+        r.root.join("ca.age.moved"),
+        r.root.join("meshes/default/secrets/ca.age"),
+    )
+    .unwrap();
+
+    r.write(
+        "meshes/default/policies/global.toml",
+        &policy("global", "root"),
+    );
+    r.write(
+        "meshes/default/policies/gone.toml",
+        &policy("gone", "nowhere"),
+    );
+    r.git_ok(&["add", "meshes/default/policies"]);
+    let out = run(r.cmd().args(["check", "--staged"]));
+    assert!(out.code != Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("global-scoped secret \"root\" cannot be used in mesh policies"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "could not load data: resource not found: type=\"Secret\" name=\"nowhere\" mesh=\"default\""
+        ),
+        "{}",
+        out.stderr
+    );
+
+    // Deleting the referenced secret is caught from the index alone.
+    r.git_ok(&[
+        "rm",
+        "-q",
+        "--cached",
+        "meshes/default/policies/global.toml",
+    ]);
+    r.git_ok(&["rm", "-q", "--cached", "meshes/default/policies/gone.toml"]);
+    r.git_ok(&["rm", "-q", "--cached", "meshes/default/secrets/ca.age"]);
+    let out = run(r.cmd().args(["check", "--staged"]));
+    assert!(out.code != Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("meshes/default/policies/ok.toml"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn a_monorepo_hook_checks_each_registered_store_and_passes_unrelated_commits() {
     // A repository whose root is above two stores (SPEC 11).
     let r = TestEnv::without_store();
