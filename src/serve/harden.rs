@@ -4,12 +4,15 @@
 //!
 //! - `PR_SET_DUMPABLE` 0: no core file (SIGQUIT, a crash), and only root
 //!   may attach to or read the process.
-//! - `mlockall(MCL_CURRENT | MCL_FUTURE)`: nothing is paged out to a swap
-//!   device. Only where the memlock limit allows the whole process (root,
-//!   `CAP_IPC_LOCK`, or `LimitMEMLOCK=infinity`): with a small limit,
-//!   `MCL_FUTURE` would make later allocations fail, which is worse than
-//!   swap. Where memory cannot be locked, a warning says how to allow it.
+//! - `mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)`: nothing is paged
+//!   out to a swap device; a page is locked when it is first touched, not
+//!   populated when it is mapped (see `lock_memory`). Only where the
+//!   memlock limit allows the whole process (root, `CAP_IPC_LOCK`, or
+//!   `LimitMEMLOCK=infinity`): with a small limit, `MCL_FUTURE` would make
+//!   later allocations fail, which is worse than swap. Where memory cannot
+//!   be locked, a warning says how to allow it.
 
+use rustix::mm::MlockAllFlags;
 use tracing::{info, warn};
 
 /// A memlock limit below this cannot hold a watcher's memory.
@@ -57,8 +60,21 @@ fn lock_memory() -> bool {
         );
         return false;
     }
-    let flags = rustix::mm::MlockAllFlags::CURRENT | rustix::mm::MlockAllFlags::FUTURE;
-    match rustix::mm::mlockall(flags) {
+    let flags = MlockAllFlags::CURRENT | MlockAllFlags::FUTURE;
+    // ONFAULT: a page is locked when first touched, not populated when
+    // mapped. Every page that ever held a secret was touched, so it is
+    // locked just the same; what is never touched (most of a thread's
+    // stack, the unused capacity of buffers, e.g. 16 KiB of write buffer
+    // per HTTP/2 connection) takes no memory. Kernels before 4.4 refuse
+    // the flag: then every mapping is populated, as before.
+    let locked = rustix::mm::mlockall(flags | MlockAllFlags::ONFAULT).or_else(|e| {
+        if e == rustix::io::Errno::INVAL {
+            rustix::mm::mlockall(flags)
+        } else {
+            Err(e)
+        }
+    });
+    match locked {
         Ok(()) => true,
         Err(e) => {
             warn!(error = %e, "memory not locked: secrets may reach swap; grant CAP_IPC_LOCK or raise the memlock limit");
