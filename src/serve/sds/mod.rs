@@ -7,7 +7,8 @@
 //!   Envoy could not use (`pem`: reading and checking the PEM);
 //! - `cache`: the last good resource per name, shared by all streams;
 //! - `stream` and `delta`: the xDS ACK/NACK state machines; `service`:
-//!   their wiring to gRPC; `auth`: bearer tokens; `socket`: the socket file.
+//!   their wiring to gRPC; `grpc`: the method routes and their codec
+//!   buffers; `auth`: bearer tokens; `socket`: the socket file.
 //!
 //! Requests are authenticated like the HTTP API's (a token from the live
 //! tokens file, in the `authorization` metadata Envoy sends as
@@ -32,7 +33,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use futures_util::StreamExt as _;
 use thiserror::Error;
 use tokio::sync::{watch, Semaphore};
@@ -45,6 +45,7 @@ use crate::tokens::Tokens;
 mod auth;
 mod cache;
 mod delta;
+mod grpc;
 mod metrics;
 pub mod names;
 mod pem;
@@ -337,9 +338,7 @@ where
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
         next_stream: AtomicU64::new(1),
     });
-    let service = SecretDiscoveryServiceServer::new(service::Service { shared })
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let service = grpc::Routes::new(service::Service { shared });
     let mut stopping = stop_tx.subscribe();
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)

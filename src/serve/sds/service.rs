@@ -1,16 +1,13 @@
-//! `envoy.service.secret.v3.SecretDiscoveryService` on tonic: each stream is
-//! a [`Driver`] that feeds one state machine (`super::stream`) with the
-//! client's requests, index changes and token re-checks, and is pulled by
-//! the gRPC layer for its next response.
+//! The calls of `envoy.service.secret.v3.SecretDiscoveryService` (routed by
+//! `super::grpc`): each stream is a [`Driver`] that feeds one state machine
+//! (`super::stream`) with the client's requests, index changes and token
+//! re-checks, and is pulled by the gRPC layer for its next response.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryService;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use futures_util::Stream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{Interval, MissedTickBehavior};
@@ -18,8 +15,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
 use super::auth::{Caller, RECHECK};
-use super::delta::Delta;
-use super::stream::{fetch, Machine, Sotw, View};
+use super::stream::{fetch, Machine, View};
 use super::{Shared, MAX_STREAMS};
 
 /// Most characters of a node id kept for logs.
@@ -28,7 +24,7 @@ const NODE_CHARS: usize = 128;
 /// A stream of responses as tonic wants it.
 pub(super) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// The gRPC service.
+/// The calls, with what every stream shares.
 pub(super) struct Service {
     pub(super) shared: Arc<Shared>,
 }
@@ -163,7 +159,8 @@ impl Service {
         })
     }
 
-    fn open<M: Machine>(
+    /// Opens a `StreamSecrets` or `DeltaSecrets` stream.
+    pub(super) fn open<M: Machine>(
         &self,
         request: Request<Streaming<M::Request>>,
         machine: M,
@@ -208,32 +205,13 @@ impl Service {
         });
         Ok(Response::new(Box::pin(stream)))
     }
-}
 
-#[tonic::async_trait]
-impl SecretDiscoveryService for Service {
-    type DeltaSecretsStream = ResponseStream<DeltaDiscoveryResponse>;
-    type StreamSecretsStream = ResponseStream<DiscoveryResponse>;
-
-    async fn delta_secrets(
+    /// `FetchSecrets`: one answer with whatever can be served.
+    pub(super) fn fetch(
         &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
-        self.open(request, Delta::default())
-    }
-
-    async fn stream_secrets(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamSecretsStream>, Status> {
-        self.open(request, Sotw::default())
-    }
-
-    async fn fetch_secrets(
-        &self,
-        request: Request<DiscoveryRequest>,
-    ) -> Result<Response<DiscoveryResponse>, Status> {
-        let caller = self.caller(&request)?;
+        request: &Request<DiscoveryRequest>,
+    ) -> Result<DiscoveryResponse, Status> {
+        let caller = self.caller(request)?;
         let index = self.shared.index.load();
         let view = View {
             index: &index,
@@ -242,12 +220,10 @@ impl SecretDiscoveryService for Service {
             stream: 0,
             node: "",
         };
-        fetch(request.get_ref(), &caller, &view)
-            .inspect_err(|s| {
-                if s.code() == Code::PermissionDenied {
-                    self.shared.metrics.denied();
-                }
-            })
-            .map(Response::new)
+        fetch(request.get_ref(), &caller, &view).inspect_err(|s| {
+            if s.code() == Code::PermissionDenied {
+                self.shared.metrics.denied();
+            }
+        })
     }
 }
