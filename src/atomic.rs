@@ -18,7 +18,7 @@
 //! file cannot be locked (a file system without `flock`), the pid and an
 //! hour's age decide ([`is_abandoned`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -54,85 +54,131 @@ pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 }
 
 /// Replaces many files at once, as durably as [`write`] replaces one, with
-/// one flush of the file system instead of two `fsync`s a file:
+/// one flush of the file system instead of two `fsync`s a file: a
+/// [`Batch`] with every item staged in the order given, then committed.
+/// Renames are in the order given; a failed rename stops the batch (the
+/// files renamed before it are replaced, the others untouched) and says how
+/// many were done.
+pub fn write_batch(items: &[(PathBuf, &[u8])], mode: u32) -> Result<(), BatchError> {
+    let mut batch = Batch::new(mode, items.len());
+    for (order, (path, bytes)) in items.iter().enumerate() {
+        batch.stage(order, path, bytes)?;
+    }
+    batch.commit()
+}
+
+/// Many replacements made as durably as [`write`] makes one, with one flush
+/// of the file system instead of two `fsync`s a file:
 ///
-/// 1. each folder is prepared once (created if missing, swept of leftovers,
-///    its file system noted), then every temporary file is written (mode
-///    first, then the bytes), not yet flushed; any failure here (a full
-///    disk) removes them all and nothing was replaced;
-/// 2. one `syncfs` per file system makes them all durable (a file system
-///    without it gets an `fsync` per file);
-/// 3. each is renamed over its target;
-/// 4. each folder touched is flushed once.
+/// 1. [`Batch::stage`] writes each temporary file (mode first, then the
+///    bytes), not yet flushed, the first file of a folder preparing it
+///    (created if missing, swept of leftovers, its file system noted);
+///    files can be staged while others are still being made (encrypted);
+/// 2. [`Batch::commit`] makes them all durable with one `syncfs` per file
+///    system (a file system without it gets an `fsync` per file), renames
+///    each over its target, in the order given when staged, and flushes
+///    each folder touched once.
 ///
-/// Every temporary file stays open, holding its lock, until its rename: the
-/// soft limit on open files is raised for that (up to the hard limit, as
-/// Go's runtime does at start), or a batch larger than about 1,000 files
-/// would fail where the usual limit is 1,024.
+/// Any failure before the first rename (a full disk while staging), or a
+/// batch dropped without its commit, removes every temporary file: nothing
+/// was replaced. Every temporary file stays open, holding its lock, until
+/// its rename: the soft limit on open files is raised for that (up to the
+/// hard limit, as Go's runtime does at start), or a batch larger than about
+/// 1,000 files would fail where the usual limit is 1,024.
 ///
 /// A process killed at any point leaves every target either its old bytes
 /// or its new ones; the temporary files of a killed batch are locked by
 /// their writer like [`write`]'s, so the next write into their folder sweeps
-/// them. Renames are in the order given; a failed rename stops the batch (the
-/// files renamed before it are replaced, the others untouched) and says how
-/// many were done.
-pub fn write_batch(items: &[(PathBuf, &[u8])], mode: u32) -> Result<(), BatchError> {
-    let before_renames = |path: &Path, source| BatchError {
-        path: path.to_path_buf(),
-        renamed: 0,
-        source,
-    };
-    // Each folder's setup once, not once a file (a mkdir and two stats a
-    // file otherwise).
-    let mut devices: BTreeMap<&Path, u64> = BTreeMap::new();
-    for (path, _) in items {
-        let dir = parent(path);
-        if !devices.contains_key(dir) {
-            let device = prepare_folder(dir).map_err(|e| before_renames(path, e))?;
-            devices.insert(dir, device);
+/// them.
+#[derive(Debug)]
+pub struct Batch {
+    mode: u32,
+    /// `.meshseal-<pid>-`.
+    prefix: String,
+    /// Each folder prepared, and the file system it is on.
+    folders: HashMap<PathBuf, u64>,
+    /// Each staged file: its place in the rename order, its target, its
+    /// folder's file system, the temporary file.
+    staged: Vec<(usize, PathBuf, u64, tempfile::NamedTempFile)>,
+}
+
+impl Batch {
+    /// A batch of about `files` files, each written with Unix permissions
+    /// `mode`.
+    pub fn new(mode: u32, files: usize) -> Batch {
+        raise_open_files_limit(files);
+        Batch {
+            mode,
+            prefix: temp_prefix(),
+            folders: HashMap::new(),
+            staged: Vec::with_capacity(files),
         }
     }
-    raise_open_files_limit(items.len());
-    let prefix = temp_prefix();
-    // Dropping the staged files (on any error) removes them: nothing
-    // replaced. One after another: creating files in parallel gained
-    // nothing measurable on two cores (BENCHMARKS.md, bulk apply).
-    let staged: Vec<tempfile::NamedTempFile> = items
-        .iter()
-        .map(|(path, bytes)| {
-            stage_unsynced(path, bytes, mode, &prefix).map_err(|e| before_renames(path, e))
-        })
-        .collect::<Result<_, _>>()?;
-    // One flush covers every file of the same file system; where `syncfs`
-    // fails, each of its files is flushed by itself.
-    let mut flushed: BTreeMap<u64, bool> = BTreeMap::new();
-    for ((path, _), tmp) in items.iter().zip(&staged) {
-        let whole = *flushed
-            .entry(devices[parent(path)])
-            .or_insert_with(|| rustix::fs::syncfs(tmp.as_file()).is_ok());
-        if !whole {
-            tmp.as_file()
-                .sync_all()
-                .map_err(|e| before_renames(path, e))?;
-        }
-    }
-    for (renamed, ((path, _), tmp)) in items.iter().zip(staged).enumerate() {
-        if let Err(e) = tmp.persist(path) {
-            return Err(BatchError {
-                path: path.clone(),
-                renamed,
-                source: e.error,
-            });
-        }
-    }
-    for dir in devices.keys() {
-        sync_dir(dir).map_err(|source| BatchError {
-            path: dir.to_path_buf(),
-            renamed: items.len(),
+
+    /// Writes `bytes` to a temporary file beside `path`, to be renamed over
+    /// it in the place `order` gives among the batch's files (ascending;
+    /// files may be staged in any order).
+    pub fn stage(&mut self, order: usize, path: &Path, bytes: &[u8]) -> Result<(), BatchError> {
+        let failed = |source| BatchError {
+            path: path.to_path_buf(),
+            renamed: 0,
             source,
-        })?;
+        };
+        let dir = parent(path);
+        let device = match self.folders.get(dir) {
+            Some(&device) => device,
+            None => {
+                let device = prepare_folder(dir).map_err(failed)?;
+                self.folders.insert(dir.to_path_buf(), device);
+                device
+            }
+        };
+        let tmp = stage_unsynced(path, bytes, self.mode, &self.prefix).map_err(failed)?;
+        self.staged.push((order, path.to_path_buf(), device, tmp));
+        Ok(())
     }
-    Ok(())
+
+    /// Makes every staged file durable, renames each over its target and
+    /// flushes the folders (see [`Batch`]).
+    pub fn commit(mut self) -> Result<(), BatchError> {
+        let before_renames = |path: &Path, source| BatchError {
+            path: path.to_path_buf(),
+            renamed: 0,
+            source,
+        };
+        self.staged.sort_by_key(|(order, ..)| *order);
+        // One flush covers every file of the same file system; where
+        // `syncfs` fails, each of its files is flushed by itself.
+        let mut flushed: HashMap<u64, bool> = HashMap::new();
+        for (_, path, device, tmp) in &self.staged {
+            let whole = *flushed
+                .entry(*device)
+                .or_insert_with(|| rustix::fs::syncfs(tmp.as_file()).is_ok());
+            if !whole {
+                tmp.as_file()
+                    .sync_all()
+                    .map_err(|e| before_renames(path, e))?;
+            }
+        }
+        let total = self.staged.len();
+        for (renamed, (_, path, _, tmp)) in self.staged.drain(..).enumerate() {
+            if let Err(e) = tmp.persist(&path) {
+                return Err(BatchError {
+                    path,
+                    renamed,
+                    source: e.error,
+                });
+            }
+        }
+        for dir in self.folders.keys() {
+            sync_dir(dir).map_err(|source| BatchError {
+                path: dir.to_path_buf(),
+                renamed: total,
+                source,
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Creates `dir` if missing and sweeps it (once per process); returns the
@@ -375,6 +421,40 @@ mod tests {
             let names: Vec<_> = fs::read_dir(dir.path().join(d)).unwrap().collect();
             assert_eq!(names.len(), 1, "a temp file stayed in {d}");
         }
+    }
+
+    #[test]
+    fn a_batch_renames_in_its_order_whatever_the_staging_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        write(&a, b"old", 0o644).unwrap();
+        // A folder that is not empty where the second file goes: its rename
+        // fails, after the first one's.
+        let b = dir.path().join("b");
+        fs::create_dir(&b).unwrap();
+        fs::write(b.join("inside"), b"").unwrap();
+        let mut batch = Batch::new(0o644, 2);
+        batch.stage(1, &b, b"new-b").unwrap();
+        batch.stage(0, &a, b"new-a").unwrap();
+        let err = batch.commit().unwrap_err();
+        assert_eq!((err.path.as_path(), err.renamed), (b.as_path(), 1));
+        assert_eq!(fs::read(&a).unwrap(), b"new-a");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 2, "a temp file stayed");
+    }
+
+    #[test]
+    fn a_batch_dropped_before_its_commit_replaces_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        write(&a, b"old", 0o644).unwrap();
+        let mut batch = Batch::new(0o644, 2);
+        batch.stage(0, &a, b"new").unwrap();
+        batch.stage(1, &dir.path().join("x/b"), b"new").unwrap();
+        drop(batch);
+        assert_eq!(fs::read(&a).unwrap(), b"old");
+        assert_eq!(fs::read_dir(dir.path().join("x")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]

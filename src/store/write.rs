@@ -315,11 +315,12 @@ impl Store {
 
     /// Writes many documents as one batch: each scope's recipients read
     /// once, unchanged files (same document, same recipients) left alone,
-    /// encryption (and signing) in parallel, and every file made durable
-    /// with one flush of the file system rather than two `fsync`s each (see
-    /// [`atomic::write_batch`]). Every check and every encryption happens
-    /// before the first file is replaced: a refusal, a missing recipients
-    /// file or a full disk while staging leaves the store unchanged.
+    /// encryption (and signing) in parallel with the staging of what is
+    /// encrypted, and every file made durable with one flush of the file
+    /// system rather than two `fsync`s each (see [`atomic::Batch`]). Every
+    /// check and every encryption happens before the first file is
+    /// replaced: a refusal, a missing recipients file or a full disk while
+    /// staging leaves the store unchanged.
     pub fn put_many(
         &self,
         docs: &[Document],
@@ -351,54 +352,21 @@ impl Store {
             present.push((exists, signed));
         }
         let generations = self.next_generations(&files)?;
-        // Decide and encrypt in parallel: X25519 per file is the cost. Each
-        // is its outcome and, unless unchanged, the new ciphertext and
+        let generations: Vec<u64> = files.iter().map(|f| generations[f]).collect();
+        // Each document's outcome and, unless unchanged, its ciphertext and
         // signature.
-        type Sealed = (Vec<u8>, Option<String>);
-        type Planned = Result<(WriteOutcome, Option<Sealed>), WriteError>;
-        let planned: Vec<Planned> = docs
-            .par_iter()
-            .zip(&files)
-            .zip(&present)
-            .map(|((doc, file), &(exists, _))| {
-                let (set, fingerprint) = &recipients[&doc.id.scope];
-                let outcome = self.outcome_at(doc, fingerprint, identities, exists);
-                if outcome == WriteOutcome::Unchanged {
-                    return Ok((WriteOutcome::Unchanged, None));
-                }
-                let sealed = self.seal(doc, (set, fingerprint), generations[file])?;
-                Ok((outcome, Some(sealed)))
-            })
-            .collect();
-        let mut outcomes = Vec::with_capacity(docs.len());
-        let mut writes: Vec<(PathBuf, Vec<u8>)> = Vec::with_capacity(docs.len());
-        // Signatures that no longer cover their file (an unsigned rewrite).
-        let mut stale_sigs = Vec::new();
-        for ((file, planned), &(_, signed)) in files.iter().zip(planned).zip(&present) {
-            let (outcome, sealed) = planned?;
-            outcomes.push(outcome);
-            if let Some((ciphertext, sig)) = sealed {
-                let path = self.root.join(file);
-                match sig {
-                    Some(sig) => {
-                        let sig_path = crate::scope::sig_path(&path);
-                        writes.push((path, ciphertext));
-                        writes.push((sig_path, sig.into_bytes()));
-                    }
-                    None => {
-                        writes.push((path, ciphertext));
-                        if signed {
-                            stale_sigs.push(crate::scope::sig_path(file));
-                        }
-                    }
-                }
+        type Sealed = (WriteOutcome, Option<(Vec<u8>, Option<String>)>);
+        let seal_one = |i: usize| -> Result<Sealed, WriteError> {
+            let doc = &docs[i];
+            let (set, fingerprint) = &recipients[&doc.id.scope];
+            let outcome = self.outcome_at(doc, fingerprint, identities, present[i].0);
+            if outcome == WriteOutcome::Unchanged {
+                return Ok((outcome, None));
             }
-        }
-        let items: Vec<(PathBuf, &[u8])> = writes
-            .iter()
-            .map(|(p, c)| (p.clone(), c.as_slice()))
-            .collect();
-        atomic::write_batch(&items, SECRET_MODE).map_err(|e| WriteError::Batch {
+            let sealed = self.seal(doc, (set, fingerprint), generations[i])?;
+            Ok((outcome, Some(sealed)))
+        };
+        let batch_error = |e: atomic::BatchError| WriteError::Batch {
             file: e
                 .path
                 .strip_prefix(&self.root)
@@ -406,7 +374,50 @@ impl Store {
                 .to_path_buf(),
             renamed: e.renamed,
             source: e.source,
+        };
+        let per_doc = if self.signing.signer.is_some() { 2 } else { 1 };
+        let mut batch = atomic::Batch::new(SECRET_MODE, docs.len() * per_doc);
+        let mut outcomes = vec![WriteOutcome::Unchanged; docs.len()];
+        // Signatures that no longer cover their file (an unsigned rewrite).
+        let mut stale_sigs = Vec::new();
+        // The documents are encrypted on every core (X25519 per file is the
+        // cost) while this thread stages each one as it comes, in whatever
+        // order, so that creating the files overlaps the encryption instead
+        // of following it; the renames keep the input order. A failure
+        // drops the channel, which stops the encryption, and the batch,
+        // which removes what was staged.
+        std::thread::scope(|threads| -> Result<(), WriteError> {
+            let (sealed_tx, sealed_rx) = std::sync::mpsc::channel();
+            let seal_one = &seal_one;
+            threads.spawn(move || {
+                let _stopped = (0..docs.len())
+                    .into_par_iter()
+                    .try_for_each_with(sealed_tx, |tx, i| tx.send((i, seal_one(i))));
+            });
+            for (i, sealed) in sealed_rx {
+                let (outcome, sealed) = sealed?;
+                outcomes[i] = outcome;
+                let Some((ciphertext, sig)) = sealed else {
+                    continue;
+                };
+                let path = self.root.join(&files[i]);
+                batch
+                    .stage(2 * i, &path, &ciphertext)
+                    .map_err(batch_error)?;
+                match sig {
+                    Some(sig) => {
+                        let sig_path = crate::scope::sig_path(&path);
+                        batch
+                            .stage(2 * i + 1, &sig_path, sig.as_bytes())
+                            .map_err(batch_error)?;
+                    }
+                    None if present[i].1 => stale_sigs.push(crate::scope::sig_path(&files[i])),
+                    None => {}
+                }
+            }
+            Ok(())
         })?;
+        batch.commit().map_err(batch_error)?;
         for sig_file in stale_sigs {
             self.write_or_drop_sig(&sig_file, None)?;
         }
