@@ -6,7 +6,7 @@
 //! not removed from the client: as with state of the world, Envoy keeps the
 //! last version it has.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
@@ -34,7 +34,7 @@ impl Delta {
         let initial = std::mem::take(&mut self.initial);
         let (held, changed): (Vec<_>, Vec<_>) = served
             .iter()
-            .filter(|(n, r)| self.sub.sent.get(*n) != Some(r.digest()))
+            .filter(|(n, r)| self.sub.sent(n) != Some(r.digest()))
             .partition(|(n, r)| initial.get(*n) == Some(&r.version()));
         self.sub.mark_sent(held);
         if changed.is_empty() {
@@ -84,7 +84,7 @@ impl Machine for Delta {
             parse_all(req.resource_names_subscribe.iter().map(String::as_str)).map_err(invalid)?;
         let unsubscribe = parse_all(req.resource_names_unsubscribe.iter().map(String::as_str))
             .map_err(invalid)?;
-        let mut names = self.sub.names().clone();
+        let mut names: BTreeSet<ResourceName> = self.sub.names().cloned().collect();
         names.extend(subscribe);
         names.retain(|n| !unsubscribe.contains(n));
         if names.len() > MAX_NAMES {

@@ -86,32 +86,82 @@ pub(super) trait Machine: Send + 'static {
 }
 
 /// What a stream asks for and what it was last sent.
+///
+/// One sorted `Vec` holds every name with its state: an open stream keeps
+/// this for as long as it lives, and a stream usually asks for one or two
+/// names (a `BTreeSet` and a `BTreeMap` would each allocate a node of eleven
+/// entries, about 2.5 KiB a stream for one name). At most
+/// [`super::names::MAX_NAMES`] names, so the binary searches stay short.
 #[derive(Default)]
 pub(super) struct Subscription {
-    names: BTreeSet<ResourceName>,
-    /// Digest of each resource as last sent.
-    pub(super) sent: BTreeMap<ResourceName, [u8; 32]>,
-    /// Names already reported as not servable (logged once each).
-    reported: BTreeSet<ResourceName>,
+    entries: Vec<Subscribed>,
     nonces: u64,
 }
 
+/// One subscribed name.
+struct Subscribed {
+    name: ResourceName,
+    /// Digest of the resource as last sent.
+    sent: Option<[u8; 32]>,
+    /// Already reported as not servable (logged once).
+    reported: bool,
+}
+
+impl Subscribed {
+    fn new(name: ResourceName) -> Subscribed {
+        Subscribed {
+            name,
+            sent: None,
+            reported: false,
+        }
+    }
+}
+
 impl Subscription {
-    /// The subscribed names.
-    pub(super) fn names(&self) -> &BTreeSet<ResourceName> {
-        &self.names
+    /// A subscription that is not in the cache (a `FetchSecrets`).
+    fn uncached(names: BTreeSet<ResourceName>) -> Subscription {
+        Subscription {
+            entries: names.into_iter().map(Subscribed::new).collect(),
+            nonces: 0,
+        }
     }
 
+    /// The subscribed names, in order.
+    pub(super) fn names(&self) -> impl ExactSizeIterator<Item = &ResourceName> + '_ {
+        self.entries.iter().map(|e| &e.name)
+    }
+
+    fn find(&self, name: &ResourceName) -> Result<usize, usize> {
+        self.entries.binary_search_by(|e| e.name.cmp(name))
+    }
+
+    /// Digest of `name`'s resource as last sent.
+    pub(super) fn sent(&self, name: &ResourceName) -> Option<&[u8; 32]> {
+        let i = self.find(name).ok()?;
+        self.entries[i].sent.as_ref()
+    }
+
+    /// Subscribes to exactly `names`: what is kept keeps its state, what is
+    /// gone leaves the cache, what is new joins it.
     pub(super) fn set_names(&mut self, names: BTreeSet<ResourceName>, cache: &Cache) {
-        for gone in self.names.difference(&names) {
-            cache.unsubscribe(gone);
-            self.sent.remove(gone);
-            self.reported.remove(gone);
+        let mut old = std::mem::take(&mut self.entries).into_iter().peekable();
+        let mut entries = Vec::with_capacity(names.len());
+        for name in names {
+            while let Some(gone) = old.next_if(|e| e.name < name) {
+                cache.unsubscribe(&gone.name);
+            }
+            match old.next_if(|e| e.name == name) {
+                Some(kept) => entries.push(kept),
+                None => {
+                    cache.subscribe(&name);
+                    entries.push(Subscribed::new(name));
+                }
+            }
         }
-        for new in names.difference(&self.names) {
-            cache.subscribe(new);
+        for gone in old {
+            cache.unsubscribe(&gone.name);
         }
-        self.names = names;
+        self.entries = entries;
     }
 
     /// Leaves the cache (the stream ended).
@@ -122,21 +172,22 @@ impl Subscription {
     /// What can be served now, by name; what cannot is logged once.
     pub(super) fn served(&mut self, view: &View<'_>) -> BTreeMap<ResourceName, Arc<Resource>> {
         let mut served = BTreeMap::new();
-        for name in &self.names {
+        for entry in &mut self.entries {
+            let name = &entry.name;
             match view.cache.resolve(view.index, name, view.metrics) {
                 Lookup::Served(r) => {
-                    self.reported.remove(name);
+                    entry.reported = false;
                     served.insert(name.clone(), r);
                 }
                 Lookup::Missing(id) => {
-                    if self.reported.insert(name.clone()) {
+                    if !std::mem::replace(&mut entry.reported, true) {
                         warn!(stream = view.stream, node = view.node, resource = %name,
                             "sds: requested resource not served: no {id}; it is pushed once it exists");
                     }
                 }
                 Lookup::Refused(err) => {
                     // The cache warned about the version itself.
-                    if self.reported.insert(name.clone()) {
+                    if !std::mem::replace(&mut entry.reported, true) {
                         info!(stream = view.stream, node = view.node, resource = %name, code = err.code(),
                             "sds: requested resource not served: its only version is refused");
                     }
@@ -148,17 +199,18 @@ impl Subscription {
 
     /// Whether anything in `served` differs from what was sent.
     fn changed(&self, served: &BTreeMap<ResourceName, Arc<Resource>>) -> bool {
-        served
-            .iter()
-            .any(|(n, r)| self.sent.get(n) != Some(r.digest()))
+        served.iter().any(|(n, r)| self.sent(n) != Some(r.digest()))
     }
 
+    /// Records what was sent (names that are not subscribed are ignored).
     pub(super) fn mark_sent<'a>(
         &mut self,
         served: impl IntoIterator<Item = (&'a ResourceName, &'a Arc<Resource>)>,
     ) {
         for (n, r) in served {
-            self.sent.insert(n.clone(), *r.digest());
+            if let Ok(i) = self.find(n) {
+                self.entries[i].sent = Some(*r.digest());
+            }
         }
     }
 
@@ -332,10 +384,7 @@ pub(super) fn fetch(
     check_type(&req.type_url)?;
     let names = parse_all(req.resource_names.iter().map(String::as_str)).map_err(invalid)?;
     caller.authorize(&names)?;
-    let mut sub = Subscription {
-        names,
-        ..Subscription::default()
-    };
+    let mut sub = Subscription::uncached(names);
     let served = sub.served(view);
     if served.is_empty() {
         return Err(Status::not_found(
@@ -538,6 +587,37 @@ pub(super) mod tests {
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains("at most 1000"), "{}", e.message());
+    }
+
+    #[test]
+    fn a_subscription_keeps_what_was_sent_of_the_names_it_keeps() {
+        let mut w = World::new();
+        w.put("m", "a", "1");
+        w.put("m", "b", "2");
+        let names = |list: &[&str]| parse_all(list.iter().copied()).unwrap();
+        let mut sub = Subscription::default();
+        sub.set_names(names(&["m/b", "m/a"]), &w.cache);
+        assert_eq!(w.cache.len(), 2);
+        let listed: Vec<String> = sub.names().map(ToString::to_string).collect();
+        assert_eq!(listed, ["m/a", "m/b"]);
+        let served = sub.served(&w.view());
+        assert!(sub.changed(&served));
+        sub.mark_sent(&served);
+        assert!(!sub.changed(&served));
+        let b = ResourceName::parse("m/b").unwrap();
+        let sent_b = *sub.sent(&b).expect("b was sent");
+        // b stays (with what was sent of it), a goes, c comes.
+        sub.set_names(names(&["m/b", "m/c"]), &w.cache);
+        assert_eq!(sub.sent(&b), Some(&sent_b));
+        assert_eq!(sub.sent(&ResourceName::parse("m/a").unwrap()), None);
+        assert_eq!(sub.sent(&ResourceName::parse("m/c").unwrap()), None);
+        assert_eq!(w.cache.len(), 2);
+        // A name that is not subscribed is never marked.
+        sub.mark_sent(&served);
+        assert_eq!(sub.sent(&ResourceName::parse("m/a").unwrap()), None);
+        sub.release(&w.cache);
+        assert_eq!(w.cache.len(), 0);
+        assert_eq!(sub.names().len(), 0);
     }
 
     #[test]
