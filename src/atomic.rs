@@ -77,7 +77,7 @@ pub fn write_batch(items: &[(PathBuf, &[u8])], mode: u32) -> Result<(), BatchErr
 /// 2. [`Batch::commit`] makes them all durable with one `syncfs` per file
 ///    system (a file system without it gets an `fsync` per file), renames
 ///    each over its target, in the order given when staged, and flushes
-///    each folder touched once.
+///    each folder touched once (several at a time).
 ///
 /// Any failure before the first rename (a full disk while staging), or a
 /// batch dropped without its commit, removes every temporary file: nothing
@@ -139,7 +139,7 @@ impl Batch {
     }
 
     /// Makes every staged file durable, renames each over its target and
-    /// flushes the folders (see [`Batch`]).
+    /// flushes the folders, several at once (see [`Batch`]).
     pub fn commit(mut self) -> Result<(), BatchError> {
         let before_renames = |path: &Path, source| BatchError {
             path: path.to_path_buf(),
@@ -170,14 +170,52 @@ impl Batch {
                 });
             }
         }
-        for dir in self.folders.keys() {
-            sync_dir(dir).map_err(|source| BatchError {
-                path: dir.to_path_buf(),
-                renamed: total,
-                source,
-            })?;
+        let folders: Vec<&Path> = self.folders.keys().map(PathBuf::as_path).collect();
+        sync_dirs(&folders).map_err(|(dir, source)| BatchError {
+            path: dir.to_path_buf(),
+            renamed: total,
+            source,
+        })
+    }
+}
+
+/// How many folders are flushed at once after a batch's renames.
+const PARALLEL_DIR_SYNCS: usize = 16;
+
+/// Flushes every folder of `dirs`, several at once: each `fsync` mostly
+/// waits for the disk, and waits that overlap cost about one. After a
+/// 10,000-secret apply into 100 meshes on this project's VM, the folders
+/// flushed one after another took 21–330 ms, 16 at a time 7–19 ms (one run
+/// in a busy moment of the shared disk: 172 ms). The first failure is
+/// returned, with its folder.
+fn sync_dirs<'a>(dirs: &[&'a Path]) -> Result<(), (&'a Path, io::Error)> {
+    if dirs.len() <= 1 {
+        return dirs
+            .iter()
+            .try_for_each(|dir| sync_dir(dir).map_err(|e| (*dir, e)));
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed: Mutex<Option<(&Path, io::Error)>> = Mutex::new(None);
+    std::thread::scope(|threads| {
+        for _ in 0..dirs.len().min(PARALLEL_DIR_SYNCS) {
+            threads.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(dir) = dirs.get(i) else { break };
+                if let Err(e) = sync_dir(dir) {
+                    failed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get_or_insert((*dir, e));
+                }
+            });
         }
-        Ok(())
+    });
+    match failed
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        Some(failure) => Err(failure),
+        None => Ok(()),
     }
 }
 
