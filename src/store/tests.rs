@@ -198,3 +198,39 @@ fn put_many_through_a_linked_folder_writes_nothing_anywhere() {
     );
     assert!(fs::read_dir(outside.path()).unwrap().next().is_none());
 }
+
+/// A folder that many files of a batch go into is listed once and the
+/// listing answers: it must say what a look at each file says.
+#[test]
+fn a_listed_folder_tells_the_same_as_a_look_at_each_file() {
+    let (dir, store, _) = store();
+    let secrets = dir.path().join("meshes/m/secrets");
+    fs::create_dir_all(&secrets).unwrap();
+    fs::write(secrets.join("old.age"), b"x").unwrap();
+    fs::create_dir(secrets.join("dir.age")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", secrets.join("l.age")).unwrap();
+    let names = ["old", "dir", "l", "new"];
+    let judge = |r: Result<Target, WriteError>| match r {
+        Ok(t) => format!("{t:?}"),
+        Err(WriteError::Refused { source, .. }) => source.code().to_string(),
+        Err(e) => panic!("{e:?}"),
+    };
+    let alone: Vec<String> = names
+        .iter()
+        .map(|n| judge(store.ensure_no_symlinks(&secrets_path(n))))
+        .collect();
+    assert_eq!(alone, ["File", "not-regular-file", "symlink", "Absent"]);
+    let mut targets = store.targets();
+    for i in 0..2 * super::target::LIST_AFTER {
+        let _ = targets.check(&secrets_path(&format!("x{i}")));
+    }
+    let listed: Vec<String> = names
+        .iter()
+        .map(|n| judge(targets.check(&secrets_path(n))))
+        .collect();
+    assert_eq!(listed, alone);
+}
+
+fn secrets_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("meshes/m/secrets/{name}.age"))
+}
