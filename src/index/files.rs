@@ -18,8 +18,9 @@ use crate::identity::Identities;
 use crate::problem::Problem;
 use crate::scope::{SecretId, StorePath};
 use crate::signing::sshsig::MAX_SIGNATURE_BYTES;
+use crate::signing::{self, Deferred};
 use crate::store::{layout, Store};
-use crate::writers::Refusal;
+use crate::writers::{Checked, Refusal, SecretCheck};
 
 /// The current bytes of a file that failed to load or was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,10 +97,11 @@ impl Index {
     ) {
         for slice in candidates.chunks(APPLY_SLICE) {
             let this = &*self;
-            let results: Vec<FileResult> = slice
+            let examined: Vec<Examined> = slice
                 .par_iter()
                 .map(|rel| examine(store, identities, this, rel, retry_failed))
                 .collect();
+            let results = finish_all(store, identities, this, examined);
             for (rel, result) in slice.iter().zip(results) {
                 self.fold(rel, result, stats);
             }
@@ -261,34 +263,34 @@ fn examine(
     index: &Index,
     rel: &Path,
     retry_failed: bool,
-) -> FileResult {
+) -> Examined {
     let what = StorePath::classify(rel);
     let id = match what {
         StorePath::Secret(id) => id,
         what @ StorePath::StraySecret { .. } => {
             if fs::symlink_metadata(store.root().join(rel)).is_err() {
-                return FileResult::Gone;
+                return Examined::Done(FileResult::Gone);
             }
             let problem = layout::stray(&what).expect("a stray secret is a layout problem");
-            return FileResult::Failed(Problem::at(rel, &problem), None);
+            return Examined::Done(FileResult::Failed(Problem::at(rel, &problem), None));
         }
         // Recipients, policies and other files are not the index's business.
-        _ => return FileResult::Unchanged,
+        _ => return Examined::Done(FileResult::Unchanged),
     };
     let bytes = match store.read_file(rel, store.config().max_file_bytes()) {
         Ok(b) => b,
-        Err(e) if e.is_not_found() => return FileResult::Gone,
-        Err(e) => return FileResult::Failed(Problem::at(rel, &e), None),
+        Err(e) if e.is_not_found() => return Examined::Done(FileResult::Gone),
+        Err(e) => return Examined::Done(FileResult::Failed(Problem::at(rel, &e), None)),
     };
     let sha: [u8; 32] = Sha256::digest(&bytes).into();
     let known = index.file_state(rel);
     let Some(signatures) = index.signatures.as_deref() else {
         if let Some(k) = known {
             if k.sha256 == sha && (k.good || !retry_failed) {
-                return FileResult::Unchanged;
+                return Examined::Done(FileResult::Unchanged);
             }
         }
-        return decrypt(store, identities, &id, &bytes, sha, None, None);
+        return Examined::Done(decrypt(store, identities, &id, &bytes, sha, None, None));
     };
     // Verified before it is decrypted: a refused file is never opened.
     let sig = match store.read_file(&id.sig_path(), MAX_SIGNATURE_BYTES) {
@@ -304,7 +306,7 @@ fn examine(
     let basis = signatures.basis(&id.scope, sig_sha);
     if let Some(k) = known {
         if k.sha256 == sha && k.basis == Some(basis) && (k.good || !retry_failed) {
-            return FileResult::Unchanged;
+            return Examined::Done(FileResult::Unchanged);
         }
     }
     let failed = Failed {
@@ -319,17 +321,117 @@ fn examine(
                 reason: format!("cannot read {}: {e}", id.sig_path().display()),
                 hint: None,
             };
-            return FileResult::Refused(refusal, failed);
+            return Examined::Done(FileResult::Refused(refusal, failed));
         }
     };
-    let signed = match signatures.judge(
-        &id,
-        &bytes,
-        &sha,
-        sig.as_deref(),
+    // Verified in a batch with the slice's other signatures, when it can be.
+    let check = sig.map(|sig| signatures.verifier().defer(&id, &bytes, &sig));
+    Examined::Pending(Box::new(Pending {
+        rel: rel.to_path_buf(),
+        id,
+        bytes,
+        sha,
         basis,
-        index.seen.get(rel),
-    ) {
+        failed,
+        check,
+    }))
+}
+
+/// A signed file read, its signature's verification to conclude.
+struct Pending {
+    rel: PathBuf,
+    id: SecretId,
+    bytes: Vec<u8>,
+    sha: [u8; 32],
+    basis: Basis,
+    failed: Failed,
+    /// Its `.sig`, deferred to a batch or already verified alone; `None`:
+    /// there is none.
+    check: Option<SecretCheck>,
+}
+
+/// What reading a file came to: a result, or a signature to verify first.
+/// (Short-lived, a slice at a time: the size of its larger variant is not
+/// worth a box a file.)
+#[allow(clippy::large_enum_variant)]
+enum Examined {
+    Done(FileResult),
+    Pending(Box<Pending>),
+}
+
+/// Signatures verified together: about half the cost of each alone (a
+/// failed batch verifies its members alone).
+const VERIFY_BATCH: usize = 64;
+
+/// Verifies the slice's deferred signatures in batches (in parallel), then
+/// judges and decrypts what they sign.
+fn finish_all(
+    store: &Store,
+    identities: &Identities,
+    index: &Index,
+    examined: Vec<Examined>,
+) -> Vec<FileResult> {
+    let mut results: Vec<Option<FileResult>> = Vec::with_capacity(examined.len());
+    let mut waiting: Vec<(usize, Box<Pending>, Option<Checked>)> = Vec::new();
+    let mut deferred = Vec::new();
+    for (i, e) in examined.into_iter().enumerate() {
+        match e {
+            Examined::Done(r) => results.push(Some(r)),
+            Examined::Pending(mut p) => {
+                results.push(None);
+                match p.check.take() {
+                    Some(SecretCheck::Batch(d)) => {
+                        deferred.push((waiting.len(), d));
+                        waiting.push((i, p, None));
+                    }
+                    Some(SecretCheck::Alone(alone)) => waiting.push((i, p, Some(alone))),
+                    None => waiting.push((i, p, None)),
+                }
+            }
+        }
+    }
+    let oks: Vec<Vec<bool>> = deferred
+        .par_chunks(VERIFY_BATCH)
+        .map(|chunk| {
+            let batch: Vec<&Deferred> = chunk.iter().map(|(_, d)| d).collect();
+            signing::verify_deferred(&batch)
+        })
+        .collect();
+    for ((slot, d), ok) in deferred.into_iter().zip(oks.into_iter().flatten()) {
+        waiting[slot].2 = Some(Checked::concluded(d, ok));
+    }
+    let done: Vec<(usize, FileResult)> = waiting
+        .into_par_iter()
+        .map(|(i, p, checked)| (i, finish(store, identities, index, *p, checked)))
+        .collect();
+    for (i, r) in done {
+        results[i] = Some(r);
+    }
+    results.into_iter().flatten().collect()
+}
+
+/// Judges a signed file (its signature `checked`) and decrypts it.
+fn finish(
+    store: &Store,
+    identities: &Identities,
+    index: &Index,
+    p: Pending,
+    checked: Option<Checked>,
+) -> FileResult {
+    let Pending {
+        rel,
+        id,
+        bytes,
+        sha,
+        basis,
+        failed,
+        ..
+    } = p;
+    let rel = rel.as_path();
+    let Some(signatures) = index.signatures.as_deref() else {
+        return decrypt(store, identities, &id, &bytes, sha, None, None);
+    };
+    let signed = match signatures.judge(&id, &bytes, &sha, checked, basis, index.seen.get(rel)) {
         Ok(signed) => signed,
         Err(refusal) => return FileResult::Refused(refusal, failed),
     };

@@ -30,10 +30,10 @@ use ssh_key::PublicKey;
 
 use crate::problem::{Diagnostic, Problem};
 use crate::scope::{Scope, ScopeFile, SecretId};
-use crate::signing::{self, AllowedSigners, Namespace, Signature};
+use crate::signing::{self, AllowedSigners, Namespace};
 use crate::store::{Store, StoreError, MAX_TEXT_FILE_BYTES};
 use crate::writers::history::Seen;
-use crate::writers::{Refusal, ScopeFileBytes, Verdict, Verifier};
+use crate::writers::{Checked, Refusal, ScopeFileBytes, Verdict, Verifier};
 
 /// The reason codes of signature refusals, in the order `/metrics` lists
 /// them (the codes of [`Refusal`]).
@@ -127,6 +127,11 @@ impl Signatures {
         })
     }
 
+    /// What judges the signatures.
+    pub(super) fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
     /// Whether the scope's files were read.
     pub(super) fn knows(&self, scope: &Scope) -> bool {
         self.scopes.contains_key(scope)
@@ -213,23 +218,15 @@ impl Signatures {
         id: &SecretId,
         bytes: &[u8],
         sha256: &[u8; 32],
-        sig: Option<&[u8]>,
+        checked: Option<Checked>,
         basis: Basis,
         seen: Option<&Seen>,
     ) -> Result<Signed, Refusal> {
-        let verdict = self.verifier.secret(id, bytes, sig)?;
+        let verdict = self.verifier.secret_checked(id, bytes, checked)?;
         if let Some(seen) = seen {
             seen.judge(verdict.generation, sha256)?;
         }
-        // It verified, so it parses.
-        let key = sig
-            .and_then(|s| Signature::parse(s).ok())
-            .map(|s| s.public_key())
-            .ok_or_else(|| Refusal::BadSignature {
-                fingerprint: None,
-                reason: "the signature does not parse".to_string(),
-                hint: None,
-            })?;
+        let key = verdict.key.clone();
         Ok(Signed {
             basis,
             verdict,

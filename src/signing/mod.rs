@@ -28,7 +28,7 @@ use ssh_key::Fingerprint;
 
 pub use allowed_signers::{AllowedSigners, AllowedSignersError, Entry, Unauthorized};
 pub use signer::{AgentError, SignError, Signer, SignerError};
-pub use sshsig::{Signature, Verified, VerifyError};
+pub use sshsig::{verify_deferred, Deferral, Deferred, Signature, Verified, VerifyError};
 pub use trust::{TrustError, TrustRoot};
 
 use crate::problem::Diagnostic;
@@ -135,8 +135,24 @@ pub fn accept(
     at: u64,
 ) -> Result<Accepted, AcceptError> {
     let armored = signature.ok_or(AcceptError::Unsigned)?;
-    let signer = sshsig::verify(armored, message, namespace)
-        .map_err(|source| AcceptError::BadSignature { source })?;
+    let verified = Signature::parse(armored).and_then(|s| {
+        s.verify_known(message, namespace, |key| {
+            signers.verifying_key(key).copied()
+        })
+    });
+    authorize(verified, namespace, signers, at)
+}
+
+/// The verdict on a signature already verified (`verified`, by
+/// [`Signature::verify`] or a batch): its key must be allowed by `signers`
+/// at `at` for any principal.
+pub fn authorize(
+    verified: Result<Verified, VerifyError>,
+    namespace: Namespace,
+    signers: &AllowedSigners,
+    at: u64,
+) -> Result<Accepted, AcceptError> {
+    let signer = verified.map_err(|source| AcceptError::BadSignature { source })?;
     let found = signers
         .authorize(signer.key.key_data(), None, namespace.as_str(), at)
         .map_err(|reason| AcceptError::UnknownWriter {

@@ -8,11 +8,15 @@
 //! field ssh-keygen would not sign over). Errors never carry the signed
 //! bytes.
 
+use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, Fingerprint, HashAlg, LineEnding, PublicKey, SshSig};
 
 use super::keys::{self, KeyProblem};
 use super::Namespace;
 use crate::problem::Diagnostic;
+
+mod batch;
+pub use batch::{verify_deferred, Deferral, Deferred};
 
 /// Largest armored signature accepted. An RSA-4096 signature with its key is
 /// about 1.5 KiB armored; anything much larger is not a signature.
@@ -166,13 +170,7 @@ impl Signature {
     /// Checks that this signature was made in `namespace` over `message` by
     /// the key it names.
     pub fn verify(&self, message: &[u8], namespace: Namespace) -> Result<Verified, VerifyError> {
-        let expected = namespace.as_str();
-        if self.inner.namespace() != expected {
-            return Err(VerifyError::WrongNamespace {
-                expected,
-                found: escape(self.inner.namespace()),
-            });
-        }
+        let expected = self.namespace_is(namespace)?;
         let key_data = self.inner.public_key();
         keys::check(key_data).map_err(|problem| VerifyError::UnsupportedAlgorithm { problem })?;
         let algorithm = self.inner.algorithm();
@@ -190,6 +188,53 @@ impl Signature {
         key.verify(expected, message, &self.inner)
             .map_err(|_| VerifyError::BadSignature { fingerprint })?;
         Ok(Verified { key, fingerprint })
+    }
+
+    /// [`Signature::verify`], with `known` the signature's own Ed25519 key
+    /// already decompressed (see [`AllowedSigners::verifying_key`]); any
+    /// other signature takes the general path.
+    pub fn verify_known(
+        &self,
+        message: &[u8],
+        namespace: Namespace,
+        known: impl FnOnce(&[u8; 32]) -> Option<ed25519_dalek::VerifyingKey>,
+    ) -> Result<Verified, VerifyError> {
+        let KeyData::Ed25519(key) = self.inner.public_key() else {
+            return self.verify(message, namespace);
+        };
+        let Some(verifying) = known(&key.0) else {
+            return self.verify(message, namespace);
+        };
+        if self.inner.algorithm() != Algorithm::Ed25519 {
+            return self.verify(message, namespace);
+        }
+        let expected = self.namespace_is(namespace)?;
+        let key = PublicKey::from(self.inner.public_key().clone());
+        let fingerprint = key.fingerprint(HashAlg::Sha256);
+        // What ssh-key's own verification does (its signed-data blob, the
+        // dalek verification it calls), with the key decompressed once.
+        let verified = SshSig::signed_data(expected, self.inner.hash_alg(), message)
+            .ok()
+            .zip(ed25519_dalek::Signature::try_from(self.inner.signature()).ok())
+            .is_some_and(|(data, sig)| {
+                ed25519_dalek::Verifier::verify(&verifying, &data, &sig).is_ok()
+            });
+        if !verified {
+            return Err(VerifyError::BadSignature { fingerprint });
+        }
+        Ok(Verified { key, fingerprint })
+    }
+
+    /// The namespace's name when the signature was made in it.
+    fn namespace_is(&self, namespace: Namespace) -> Result<&'static str, VerifyError> {
+        let expected = namespace.as_str();
+        if self.inner.namespace() != expected {
+            return Err(VerifyError::WrongNamespace {
+                expected,
+                found: escape(self.inner.namespace()),
+            });
+        }
+        Ok(expected)
     }
 
     pub(crate) fn from_inner(inner: SshSig) -> Signature {
@@ -287,6 +332,43 @@ NTUxOQAAAEBPEav+tMGNnox4MuzM7rlHyVBajCn8B0kAyiOWwPKprNsG3i6X+voz/WCSik
         assert!(matches!(err, VerifyError::BadSignature { .. }), "{err}");
         assert!(!err.to_string().contains("ciphertext"));
         assert_eq!(err.code(), "bad-signature");
+    }
+
+    #[test]
+    fn a_known_key_verifies_as_the_general_path_does() {
+        let key = ed25519();
+        let KeyData::Ed25519(public) = key.public_key().key_data() else {
+            unreachable!()
+        };
+        let decompressed = ed25519_dalek::VerifyingKey::try_from(public).unwrap();
+        let known = |k: &[u8; 32]| (*k == public.0).then_some(decompressed);
+        for hash in [HashAlg::Sha512, HashAlg::Sha256] {
+            let sig = key.sign("meshseal", hash, b"ciphertext").unwrap();
+            let sig = Signature::parse(sig.to_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+            let fast = sig
+                .verify_known(b"ciphertext", Namespace::Secret, known)
+                .unwrap();
+            assert_eq!(fast, sig.verify(b"ciphertext", Namespace::Secret).unwrap());
+            let err = sig
+                .verify_known(b"ciphertexT", Namespace::Secret, known)
+                .unwrap_err();
+            assert!(matches!(err, VerifyError::BadSignature { .. }), "{err}");
+            let err = sig
+                .verify_known(b"ciphertext", Namespace::Scope, known)
+                .unwrap_err();
+            assert!(matches!(err, VerifyError::WrongNamespace { .. }), "{err}");
+        }
+        // A decompressed key that is not the signature's never verifies it.
+        let other = ed25519();
+        let KeyData::Ed25519(other) = other.public_key().key_data() else {
+            unreachable!()
+        };
+        let wrong = ed25519_dalek::VerifyingKey::try_from(other).unwrap();
+        let sig = Signature::parse(sign(&key, "meshseal", b"x").as_bytes()).unwrap();
+        let err = sig
+            .verify_known(b"x", Namespace::Secret, |_| Some(wrong))
+            .unwrap_err();
+        assert!(matches!(err, VerifyError::BadSignature { .. }), "{err}");
     }
 
     #[test]

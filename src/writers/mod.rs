@@ -19,18 +19,21 @@
 pub mod admin;
 pub mod header;
 pub mod history;
+mod secret;
+
+use secret::for_secret;
+pub use secret::{Checked, SecretCheck};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ssh_key::Fingerprint;
+use ssh_key::{Fingerprint, PublicKey};
 use thiserror::Error;
 
 use crate::config::{Config, Signatures};
-use crate::envelope;
 use crate::problem::Diagnostic;
-use crate::scope::{Scope, ScopeFile, SecretId};
+use crate::scope::{Scope, ScopeFile};
 use crate::signing::{self, AcceptError, AllowedSigners, Namespace, Signature, TrustRoot};
 use crate::store::{scope_flag, StoreError};
 use header::ScopeHeader;
@@ -190,8 +193,10 @@ impl Diagnostic for Refusal {
 pub struct Verdict {
     /// Its generation (0 for a v1 file).
     pub generation: u64,
-    /// The writer's key.
+    /// The writer's key's fingerprint.
     pub signer: Fingerprint,
+    /// The writer's key.
+    pub key: PublicKey,
     /// The principals it signed as.
     pub principals: Vec<String>,
 }
@@ -415,126 +420,6 @@ impl Verifier {
             Some(Err(e)) => Err(for_secret(e, scope, ScopeFile::Recipients)),
             _ => Ok(()),
         }
-    }
-
-    /// The verdict on a secret's file `bytes` and its `.sig`.
-    pub fn secret(
-        &self,
-        id: &SecretId,
-        bytes: &[u8],
-        sig: Option<&[u8]>,
-    ) -> Result<Verdict, Refusal> {
-        let scope = &id.scope;
-        let writers = match self.scopes.get(scope).map(|t| &t.writers) {
-            Some(Ok(w)) => Arc::clone(w),
-            Some(Err(e)) => return Err(for_secret(e, scope, ScopeFile::Writers)),
-            None => Arc::new(AllowedSigners::default()),
-        };
-        self.recipients_trusted(scope)?;
-        let accepted = match signing::accept(sig, bytes, Namespace::Secret, &writers, self.at) {
-            Ok(a) => a,
-            Err(AcceptError::Unsigned) => {
-                return Err(Refusal::Unsigned {
-                    sig: id.sig_path(),
-                    scope: scope.clone(),
-                })
-            }
-            Err(AcceptError::BadSignature { source }) => {
-                return Err(Refusal::BadSignature {
-                    fingerprint: sig
-                        .and_then(|s| Signature::parse(s).ok())
-                        .map(|s| s.fingerprint()),
-                    reason: source.to_string(),
-                    hint: source.hint(),
-                })
-            }
-            Err(AcceptError::UnknownWriter {
-                fingerprint,
-                reason,
-            }) => {
-                return Err(if writers.is_empty() {
-                    Refusal::NoWriters {
-                        fingerprint,
-                        scope: scope.clone(),
-                    }
-                } else {
-                    Refusal::UnknownWriter {
-                        fingerprint,
-                        scope: scope.clone(),
-                        reason: reason.to_string(),
-                    }
-                })
-            }
-        };
-        let wrong = |reason: String| Refusal::WrongBinding {
-            reason,
-            scope: scope.clone(),
-        };
-        let meta = envelope::read_header(bytes)
-            .map_err(|e| wrong(e.to_string()))?
-            .metadata
-            .ok_or_else(|| {
-                wrong(
-                    "no meshseal header stanza: the file's store, scope and name are not bound"
-                        .to_string(),
-                )
-            })?;
-        if meta.id != *id {
-            return Err(wrong(format!(
-                "its header names {} {:?}, not this path's",
-                meta.id.scope, meta.id.name
-            )));
-        }
-        match (&meta.store_id, &self.store_id) {
-            (Some(file), Some(store)) if file == store => {}
-            (Some(file), Some(store)) => {
-                return Err(wrong(format!(
-                    "its header binds it to store {file}, but this store is {store}"
-                )))
-            }
-            (Some(file), None) => {
-                return Err(wrong(format!(
-                    "its header binds it to store {file}, but meshseal.toml has no store_id"
-                )))
-            }
-            (None, _) if self.require_v2 => return Err(wrong(
-                "a v1 file (no store id, no generation) where meshseal.toml requires signatures"
-                    .to_string(),
-            )),
-            (None, _) => {}
-        }
-        Ok(Verdict {
-            generation: meta.generation,
-            signer: accepted.signer.fingerprint,
-            principals: accepted.principals,
-        })
-    }
-}
-
-/// A scope file's refusal as said of one of its scope's secrets: the file
-/// is not trusted, so neither is what it vouches for.
-fn for_secret(e: &Refusal, scope: &Scope, kind: ScopeFile) -> Refusal {
-    match e {
-        Refusal::UntrustedScopeFile {
-            file,
-            kind,
-            scope,
-            reason,
-            ..
-        } => Refusal::UntrustedScopeFile {
-            of_secret: true,
-            file: file.clone(),
-            kind: *kind,
-            scope: scope.clone(),
-            reason: reason.clone(),
-        },
-        other => Refusal::UntrustedScopeFile {
-            of_secret: true,
-            file: scope.file_path(kind),
-            kind,
-            scope: scope.clone(),
-            reason: other.to_string(),
-        },
     }
 }
 

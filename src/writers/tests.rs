@@ -4,6 +4,7 @@ use ssh_key::{Algorithm, PrivateKey};
 
 use super::*;
 use crate::document::{Document, SecretData};
+use crate::scope::SecretId;
 use crate::signing::Signer;
 use crate::store::{Signing, Store};
 

@@ -347,7 +347,7 @@ fn staged_references_resolve_against_the_index_of_the_mesh() {
     };
     r.ok_key(&["create", "secret", "ca", "--from-literal", "v"]);
     r.ok_key(&["create", "global-secret", "root", "--from-literal", "v"]);
-    r.write("meshes/default/policies/ok.toml", &policy("ok", "ca"));
+    r.write("meshes/default/policies/ok.toml", policy("ok", "ca"));
     assert!(r.commit("a policy and its secret").0);
 
     // A new secret in the mesh: the unchanged policy's reference resolves
@@ -369,11 +369,11 @@ fn staged_references_resolve_against_the_index_of_the_mesh() {
 
     r.write(
         "meshes/default/policies/global.toml",
-        &policy("global", "root"),
+        policy("global", "root"),
     );
     r.write(
         "meshes/default/policies/gone.toml",
-        &policy("gone", "nowhere"),
+        policy("gone", "nowhere"),
     );
     r.git_ok(&["add", "meshes/default/policies"]);
     let out = run(r.cmd().args(["check", "--staged"]));

@@ -1,0 +1,190 @@
+//! Verifying a load's Ed25519 signatures in batches.
+
+use ssh_key::public::KeyData;
+use ssh_key::{Algorithm, Fingerprint, HashAlg, SshSig};
+
+use super::{Namespace, Signature, Verified, VerifyError};
+
+impl Signature {
+    /// The verification deferred to a batch ([`verify_deferred`]), when
+    /// this is an Ed25519 signature in `namespace` by a key `known` holds
+    /// decompressed; otherwise the signature back, to verify alone.
+    pub fn defer(
+        self,
+        message: &[u8],
+        namespace: Namespace,
+        known: impl FnOnce(&[u8; 32]) -> Option<ed25519_dalek::VerifyingKey>,
+    ) -> Deferral {
+        let KeyData::Ed25519(key) = self.inner.public_key() else {
+            return Deferral::Alone(self);
+        };
+        if self.inner.algorithm() != Algorithm::Ed25519
+            || self.inner.namespace() != namespace.as_str()
+        {
+            return Deferral::Alone(self);
+        }
+        let Some(verifying) = known(&key.0) else {
+            return Deferral::Alone(self);
+        };
+        let parts = SshSig::signed_data(namespace.as_str(), self.inner.hash_alg(), message)
+            .ok()
+            .zip(ed25519_dalek::Signature::try_from(self.inner.signature()).ok());
+        match parts {
+            Some((data, signature)) => Deferral::Batch(Deferred {
+                signature: self,
+                data,
+                ed25519: signature,
+                key: verifying,
+            }),
+            None => Deferral::Alone(self),
+        }
+    }
+}
+
+/// Where a signature's verification goes.
+/// (One a signature, moved into its batch at once: not worth a box.)
+#[allow(clippy::large_enum_variant)]
+pub enum Deferral {
+    /// Into a batch.
+    Batch(Deferred),
+    /// Alone ([`Signature::verify`]): not an Ed25519 signature by a known
+    /// key in the namespace asked for.
+    Alone(Signature),
+}
+
+/// An Ed25519 signature whose verification waits for a batch: a cold load
+/// verifies thousands, and ed25519-dalek's batch verification costs about
+/// half as much a signature as verifying each alone.
+pub struct Deferred {
+    signature: Signature,
+    /// The sshsig signed-data blob (namespace, hash algorithm, the
+    /// message's hash), as ssh-key builds it.
+    data: Vec<u8>,
+    ed25519: ed25519_dalek::Signature,
+    key: ed25519_dalek::VerifyingKey,
+}
+
+impl Deferred {
+    /// The signature, verified (`ok`, from [`verify_deferred`]) or not.
+    pub fn conclude(self, ok: bool) -> Result<Verified, VerifyError> {
+        let key = self.signature.public_key();
+        let fingerprint = key.fingerprint(HashAlg::Sha256);
+        if ok {
+            Ok(Verified { key, fingerprint })
+        } else {
+            Err(VerifyError::BadSignature { fingerprint })
+        }
+    }
+
+    /// The signer's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.signature.fingerprint()
+    }
+}
+
+/// Which of `deferred` verify: one batch verification for all of them,
+/// and only when it fails, each alone (so a bad signature is found, and
+/// the others accepted, exactly as alone).
+///
+/// The batch equation is ed25519-dalek's (cofactorless, with coefficients
+/// drawn from a transcript of every input): it holds whenever each
+/// signature verifies alone, and a signature it accepts that would fail
+/// alone can only be made with the signer's private key (a small-order
+/// part added to R, or R's non-canonical encoding): no one without a
+/// writer's key gets anything accepted that would otherwise be refused.
+pub fn verify_deferred(deferred: &[&Deferred]) -> Vec<bool> {
+    let messages: Vec<&[u8]> = deferred.iter().map(|d| d.data.as_slice()).collect();
+    let signatures: Vec<ed25519_dalek::Signature> = deferred.iter().map(|d| d.ed25519).collect();
+    let keys: Vec<ed25519_dalek::VerifyingKey> = deferred.iter().map(|d| d.key).collect();
+    if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+        return vec![true; deferred.len()];
+    }
+    deferred
+        .iter()
+        .map(|d| ed25519_dalek::Verifier::verify(&d.key, &d.data, &d.ed25519).is_ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ssh_key::{LineEnding, PrivateKey};
+
+    fn sign(key: &PrivateKey, namespace: &str, message: &[u8]) -> String {
+        key.sign(namespace, HashAlg::Sha512, message)
+            .unwrap()
+            .to_pem(LineEnding::LF)
+            .unwrap()
+    }
+
+    fn ed25519() -> PrivateKey {
+        PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).unwrap()
+    }
+
+    #[test]
+    fn a_batch_finds_its_one_bad_signature_and_accepts_the_rest() {
+        let keys: Vec<PrivateKey> = (0..3).map(|_| ed25519()).collect();
+        let known = |k: &[u8; 32]| {
+            keys.iter()
+                .find_map(|key| match key.public_key().key_data() {
+                    KeyData::Ed25519(p) if p.0 == *k => {
+                        ed25519_dalek::VerifyingKey::try_from(p).ok()
+                    }
+                    _ => None,
+                })
+        };
+        let messages: Vec<Vec<u8>> = (0..10).map(|i| format!("file {i}").into_bytes()).collect();
+        let deferred = |tampered: Option<usize>| -> Vec<Deferred> {
+            messages
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let sig = sign(&keys[i % 3], "meshseal", m);
+                    let over: &[u8] = if tampered == Some(i) {
+                        b"another file"
+                    } else {
+                        m
+                    };
+                    match Signature::parse(sig.as_bytes()).unwrap().defer(
+                        over,
+                        Namespace::Secret,
+                        known,
+                    ) {
+                        Deferral::Batch(d) => d,
+                        Deferral::Alone(_) => panic!("a known Ed25519 key is batched"),
+                    }
+                })
+                .collect()
+        };
+        let good = deferred(None);
+        assert_eq!(
+            verify_deferred(&good.iter().collect::<Vec<_>>()),
+            vec![true; 10]
+        );
+        let one_bad = deferred(Some(7));
+        let oks = verify_deferred(&one_bad.iter().collect::<Vec<_>>());
+        assert_eq!(oks.iter().filter(|ok| !**ok).count(), 1);
+        assert!(!oks[7]);
+        let verdicts: Vec<_> = one_bad
+            .into_iter()
+            .zip(oks)
+            .map(|(d, ok)| d.conclude(ok))
+            .collect();
+        assert!(matches!(verdicts[7], Err(VerifyError::BadSignature { .. })));
+        assert_eq!(
+            verdicts[0].as_ref().unwrap().key.key_data(),
+            keys[0].public_key().key_data()
+        );
+        // Another namespace, an unknown key: verified alone, not batched.
+        let sig = Signature::parse(sign(&keys[0], "meshseal-scope", b"x").as_bytes()).unwrap();
+        assert!(matches!(
+            sig.defer(b"x", Namespace::Secret, known),
+            Deferral::Alone(_)
+        ));
+        let sig = Signature::parse(sign(&ed25519(), "meshseal", b"x").as_bytes()).unwrap();
+        assert!(matches!(
+            sig.defer(b"x", Namespace::Secret, known),
+            Deferral::Alone(_)
+        ));
+    }
+}
