@@ -307,14 +307,14 @@ NTUxOQAAAEBPEav+tMGNnox4MuzM7rlHyVBajCn8B0kAyiOWwPKprNsG3i6X+voz/WCSik
 -----END SSH SIGNATURE-----
 ";
 
-    fn sign(key: &PrivateKey, namespace: &str, message: &[u8]) -> String {
+    pub(super) fn sign(key: &PrivateKey, namespace: &str, message: &[u8]) -> String {
         key.sign(namespace, HashAlg::Sha512, message)
             .unwrap()
             .to_pem(LineEnding::LF)
             .unwrap()
     }
 
-    fn ed25519() -> PrivateKey {
+    pub(super) fn ed25519() -> PrivateKey {
         PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).unwrap()
     }
 

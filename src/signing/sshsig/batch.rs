@@ -107,19 +107,9 @@ pub fn verify_deferred(deferred: &[&Deferred]) -> Vec<bool> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{ed25519, sign};
     use super::*;
-    use ssh_key::{LineEnding, PrivateKey};
-
-    fn sign(key: &PrivateKey, namespace: &str, message: &[u8]) -> String {
-        key.sign(namespace, HashAlg::Sha512, message)
-            .unwrap()
-            .to_pem(LineEnding::LF)
-            .unwrap()
-    }
-
-    fn ed25519() -> PrivateKey {
-        PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).unwrap()
-    }
+    use ssh_key::PrivateKey;
 
     #[test]
     fn a_batch_finds_its_one_bad_signature_and_accepts_the_rest() {
