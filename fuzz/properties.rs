@@ -181,13 +181,34 @@ pub fn tokens(data: &[u8]) {
 /// leaves that principal's key allowed.
 pub fn signature(data: &[u8]) {
     use meshseal::signing::allowed_signers::{self, AllowedSigners};
-    use meshseal::signing::{Namespace, Signature};
+    use meshseal::signing::{verify_deferred, Deferral, Namespace, Signature};
 
     if let Ok(sig) = Signature::parse(data) {
         let again = Signature::parse(sig.to_armored().as_bytes()).expect("re-armored parses");
         assert_eq!(again, sig);
         for namespace in [Namespace::Secret, Namespace::Scope] {
-            let _ = sig.verify(b"meshseal fuzz", namespace);
+            let alone = sig.verify(b"meshseal fuzz", namespace);
+            // With its key decompressed as a writers.txt listing it holds
+            // it: verified as a known key it verifies exactly as alone; in
+            // a batch, whatever verifies alone verifies (docs/writers.md
+            // says why the converse needs the signer's private key).
+            let Ok(key) = sig.public_key().to_openssh() else {
+                continue;
+            };
+            let Ok(signers) = AllowedSigners::parse(&format!("fuzz@example.com {key}\n")) else {
+                continue;
+            };
+            let known = |k: &[u8; 32]| signers.verifying_key(k).copied();
+            let fast = sig.verify_known(b"meshseal fuzz", namespace, known);
+            assert_eq!(fast.is_ok(), alone.is_ok(), "verify_known disagrees");
+            assert_eq!(fast.ok(), alone.as_ref().ok().cloned());
+            if let Deferral::Batch(d) = sig.clone().defer(b"meshseal fuzz", namespace, known) {
+                let ok = verify_deferred(&[&d]);
+                assert!(
+                    ok[0] || alone.is_err(),
+                    "a batch refused what verifies alone"
+                );
+            }
         }
     }
     let Ok(text) = std::str::from_utf8(data) else {
