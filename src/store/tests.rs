@@ -234,3 +234,19 @@ fn a_listed_folder_tells_the_same_as_a_look_at_each_file() {
 fn secrets_path(name: &str) -> PathBuf {
     PathBuf::from(format!("meshes/m/secrets/{name}.age"))
 }
+
+/// An unsigned rewrite removes the signature that no longer covers the
+/// file; a file without one gets none.
+#[test]
+fn put_many_unsigned_drops_a_stale_signature() {
+    let (dir, store, _) = store();
+    let secrets = dir.path().join("meshes/m/secrets");
+    store.put(&doc("a", b"1"), None).unwrap();
+    fs::write(secrets.join("a.age.sig"), b"old signature").unwrap();
+    store
+        .put_many(&[doc("a", b"2"), doc("b", b"3")], None)
+        .unwrap();
+    assert!(!secrets.join("a.age.sig").exists(), "a stale .sig stayed");
+    assert!(!secrets.join("b.age.sig").exists());
+    assert!(secrets.join("b.age").exists());
+}
