@@ -54,7 +54,7 @@ enum Folder {
     /// It, or a folder above it, is a symbolic link: nothing is written below.
     Symlink,
     /// It, or a folder above it, is not a folder.
-    Blocked,
+    NotADirectory,
 }
 
 /// The checks of one batch's write targets (see the module docs): each
@@ -103,7 +103,7 @@ impl<'s> Targets<'s> {
             // Nothing below a missing folder: no need to look.
             Folder::Absent => return Ok(Target::Absent),
             Folder::Symlink => return Err(refused(StoreError::Symlink)),
-            Folder::Blocked => return Err(refused(StoreError::NotAFolder)),
+            Folder::NotADirectory => return Err(refused(StoreError::NotAFolder)),
         };
         let kind = match rel.file_name() {
             Some(name) => match self.listed(folder, bytes, name) {
@@ -180,7 +180,7 @@ impl<'s> Targets<'s> {
 fn look(path: &Path) -> Folder {
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => Folder::Symlink,
-        Ok(m) if !m.is_dir() => Folder::Blocked,
+        Ok(m) if !m.is_dir() => Folder::NotADirectory,
         Ok(m) => Folder::Present(m.len()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Folder::Absent,
         // One that cannot be looked at fails the write itself.
