@@ -16,7 +16,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::certs::{self, Certificate};
-use crate::policy::{Policy, Reference};
+use crate::policy::{list_references, Policy, Reference};
 use crate::problem::{Diagnostic, Problem};
 use crate::scope::{Scope, SecretId};
 
@@ -35,7 +35,7 @@ const DAY: i64 = 86_400;
 #[derive(Debug, Error)]
 pub enum ExpiryWarning {
     /// It expires within the warning window.
-    #[error("certificate {subject:?} expires in {days} day(s) (notAfter {not_after}); used by {}", list(.users))]
+    #[error("certificate {subject:?} expires in {days} day(s) (notAfter {not_after}); used by {}", list_references(.users))]
     Soon {
         /// The secret.
         id: SecretId,
@@ -49,7 +49,7 @@ pub enum ExpiryWarning {
         users: Vec<Reference>,
     },
     /// It has expired.
-    #[error("certificate {subject:?} has expired (notAfter {not_after}, {days} day(s) ago); used by {}", list(.users))]
+    #[error("certificate {subject:?} has expired (notAfter {not_after}, {days} day(s) ago); used by {}", list_references(.users))]
     Expired {
         /// The secret.
         id: SecretId,
@@ -62,14 +62,6 @@ pub enum ExpiryWarning {
         /// The resources that reference the secret.
         users: Vec<Reference>,
     },
-}
-
-fn list(users: &[Reference]) -> String {
-    users
-        .iter()
-        .map(|r| format!("{} ({})", r.file.display(), r.field))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl Diagnostic for ExpiryWarning {

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::signatures::{refusal_slot, withheld_problem, Basis, Refused};
+use super::signatures::{refusal_slot, withheld_problem, Basis, Refused, Signatures};
 use super::{Entry, Index, Secret, UpdateKind, UpdateStats};
 use crate::identity::Identities;
 use crate::problem::Problem;
@@ -97,7 +97,7 @@ impl Index {
     ) {
         for slice in candidates.chunks(APPLY_SLICE) {
             let this = &*self;
-            let examined: Vec<Examined> = slice
+            let examined: Vec<Examined<'_>> = slice
                 .par_iter()
                 .map(|rel| examine(store, identities, this, rel, retry_failed))
                 .collect();
@@ -257,13 +257,13 @@ pub(super) fn is_file_like(rel: &Path) -> bool {
 }
 
 /// Reads one file and decides what it means for the index.
-fn examine(
+fn examine<'i>(
     store: &Store,
     identities: &Identities,
-    index: &Index,
+    index: &'i Index,
     rel: &Path,
     retry_failed: bool,
-) -> Examined {
+) -> Examined<'i> {
     let what = StorePath::classify(rel);
     let id = match what {
         StorePath::Secret(id) => id,
@@ -327,6 +327,7 @@ fn examine(
     // Verified in a batch with the slice's other signatures, when it can be.
     let check = sig.map(|sig| signatures.verifier().defer(&id, &bytes, &sig));
     Examined::Pending(Box::new(Pending {
+        signatures,
         rel: rel.to_path_buf(),
         id,
         bytes,
@@ -338,7 +339,9 @@ fn examine(
 }
 
 /// A signed file read, its signature's verification to conclude.
-struct Pending {
+struct Pending<'i> {
+    /// What judges it (the index's).
+    signatures: &'i Signatures,
     rel: PathBuf,
     id: SecretId,
     bytes: Vec<u8>,
@@ -354,9 +357,9 @@ struct Pending {
 /// (Short-lived, a slice at a time: the size of its larger variant is not
 /// worth a box a file.)
 #[allow(clippy::large_enum_variant)]
-enum Examined {
+enum Examined<'i> {
     Done(FileResult),
-    Pending(Box<Pending>),
+    Pending(Box<Pending<'i>>),
 }
 
 /// Signatures verified together. At 256 (513 points) ed25519-dalek's
@@ -371,10 +374,10 @@ fn finish_all(
     store: &Store,
     identities: &Identities,
     index: &Index,
-    examined: Vec<Examined>,
+    examined: Vec<Examined<'_>>,
 ) -> Vec<FileResult> {
     let mut results: Vec<Option<FileResult>> = Vec::with_capacity(examined.len());
-    let mut waiting: Vec<(usize, Box<Pending>, Option<Checked>)> = Vec::new();
+    let mut waiting: Vec<(usize, Box<Pending<'_>>, Option<Checked>)> = Vec::new();
     let mut deferred = Vec::new();
     for (i, e) in examined.into_iter().enumerate() {
         match e {
@@ -417,10 +420,11 @@ fn finish(
     store: &Store,
     identities: &Identities,
     index: &Index,
-    p: Pending,
+    p: Pending<'_>,
     checked: Option<Checked>,
 ) -> FileResult {
     let Pending {
+        signatures,
         rel,
         id,
         bytes,
@@ -430,9 +434,6 @@ fn finish(
         ..
     } = p;
     let rel = rel.as_path();
-    let Some(signatures) = index.signatures.as_deref() else {
-        return decrypt(store, identities, &id, &bytes, sha, None, None);
-    };
     let signed = match signatures.judge(&id, &bytes, &sha, checked, basis, index.seen.get(rel)) {
         Ok(signed) => signed,
         Err(refusal) => return FileResult::Refused(refusal, failed),

@@ -225,7 +225,7 @@ pub struct Reference {
 
 /// A secret cannot be deleted: policies still use it.
 #[derive(Debug, Error)]
-#[error("{} is in use by {}", describe(.id), list(.users))]
+#[error("{} is in use by {}", describe(.id), list_references(.users))]
 pub struct InUse {
     /// The secret.
     pub id: SecretId,
@@ -235,7 +235,8 @@ pub struct InUse {
     pub users: Vec<Reference>,
 }
 
-fn list(users: &[Reference]) -> String {
+/// The uses of a secret as errors name them: `FILE (FIELD), …`.
+pub fn list_references(users: &[Reference]) -> String {
     users
         .iter()
         .map(|r| format!("{} ({})", r.file.display(), r.field))

@@ -35,7 +35,7 @@ mod resources;
 mod sources;
 mod unique;
 
-pub use error::{InUse, PolicyError, PolicyFileError, Reference};
+pub use error::{list_references, InUse, PolicyError, PolicyFileError, Reference};
 pub use forms::{same_resource, to_kubernetes, to_universal, without_server_fields, Form};
 pub use load::{
     ensure_unused, is_policy_file_name, load_mesh, load_mesh_policies, load_mesh_resource,
