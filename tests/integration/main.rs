@@ -21,6 +21,7 @@ mod cli;
 mod cli_snapshots;
 mod crash;
 mod deploy;
+mod deploy_gaps;
 mod fuzz_corpus;
 mod git_workflow;
 mod hardening;

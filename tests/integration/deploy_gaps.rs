@@ -1,0 +1,341 @@
+//! The cases of issue 12 (SPEC 11) that `root_swap.rs`, `hardening.rs`,
+//! `materialize.rs` and `git_workflow.rs` leave out, on the built binary:
+//! swaps that race the debounce window or the read of the new tree, an
+//! inotify overflow during a swap, a swapped-in tree with a hostile
+//! `meshseal.toml` (this file); the host hardening items (`host.rs`); a
+//! materialized folder planted inside the watcher's own DIR and the staged
+//! check of a store in a monorepo subfolder (`stores.rs`).
+
+mod host;
+mod stores;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::env::{b64, spawnable, TestEnv};
+use crate::watcher::{json, served, Watcher};
+
+/// A copy of `from` at `to`, bytes and modes kept.
+fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+}
+
+/// Points `link` at `target` atomically, as git-sync and Kubernetes' atomic
+/// writer do: a new link renamed over the old one.
+fn swap_link(link: &Path, target: &Path) {
+    let tmp = PathBuf::from(format!("{}_tmp", link.display()));
+    let _ = fs::remove_file(&tmp);
+    symlink(target, &tmp).unwrap();
+    fs::rename(&tmp, link).unwrap();
+}
+
+/// A watcher on `base/current` -> `base/wt-1`, a copy of a store with
+/// secrets `a`, `b`, `c` in mesh `payments` (`one`, `two`, `three`).
+struct Swaps {
+    env: TestEnv,
+    admin: String,
+    base: PathBuf,
+    link: PathBuf,
+    watcher: Watcher,
+}
+
+impl Swaps {
+    fn start(debounce_ms: u32) -> Swaps {
+        let (env, tokens) = TestEnv::serving();
+        for (name, value) in [("a", "one"), ("b", "two"), ("c", "three")] {
+            env.set("payments", name, value);
+        }
+        let base = env.tmp().join("sync");
+        fs::create_dir_all(&base).unwrap();
+        copy_tree(&env.root, &base.join("wt-1"));
+        let link = base.join("current");
+        symlink(base.join("wt-1"), &link).unwrap();
+        let tokens_file = env.tokens_file();
+        let debounce = debounce_ms.to_string();
+        let watcher = Watcher::start(spawnable(env.kcmd_at(&link).args([
+            "watch",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            tokens_file.to_str().unwrap(),
+            "--debounce",
+            &debounce,
+        ])));
+        let s = Swaps {
+            env,
+            admin: tokens.admin,
+            base,
+            link,
+            watcher,
+        };
+        assert!(s.serves("a", "one"), "{}", s.watcher.log());
+        s
+    }
+
+    /// A new tree `name`: a copy of `from` with secret `a` set to `value`.
+    fn new_tree(&self, from: &str, name: &str, value: &str) -> PathBuf {
+        let tree = self.base.join(name);
+        copy_tree(&self.base.join(from), &tree);
+        self.env.set_in(&tree, "payments", "a", value);
+        tree
+    }
+
+    fn serves(&self, name: &str, value: &str) -> bool {
+        served(&self.watcher, &self.admin, "payments", name).as_deref() == Some(b64(value).as_str())
+    }
+
+    /// `b` and `c` of the first tree, which no swap changes.
+    fn serves_the_unchanged(&self) -> bool {
+        self.serves("b", "two") && self.serves("c", "three")
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let (code, body) = self.watcher.get("/status", Some(&self.admin));
+        assert_eq!(code, 200, "{body}");
+        json(&body)
+    }
+
+    fn generation(&self) -> u64 {
+        self.status()["generation"].as_u64().expect("a generation")
+    }
+
+    /// How many `index updated` lines (published generations) the log has.
+    fn updates(&self) -> usize {
+        self.watcher.log().matches("index updated").count()
+    }
+}
+
+/// The `decrypted=N` of the last `index updated` line of `log`.
+fn last_decrypted(log: &str) -> Option<usize> {
+    log.lines()
+        .rev()
+        .find(|l| l.contains("index updated"))
+        .and_then(|l| l.split(" decrypted=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+#[test]
+fn two_swaps_within_one_debounce_window_publish_one_generation_of_the_last_tree() {
+    let s = Swaps::start(1000);
+    let (updates, generation) = (s.updates(), s.generation());
+    let wt2 = s.new_tree("wt-1", "wt-2", "two-a");
+    let wt3 = s.new_tree("wt-1", "wt-3", "three-a");
+    // git-sync twice in a row: each old worktree removed right after its
+    // swap, all within the window.
+    swap_link(&s.link, &wt2);
+    fs::remove_dir_all(s.base.join("wt-1")).unwrap();
+    swap_link(&s.link, &wt3);
+    fs::remove_dir_all(&wt2).unwrap();
+    s.watcher
+        .eventually("the last tree's value", |_| s.serves("a", "three-a"));
+    // The window is over and handled: no other generation comes.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let log = s.watcher.log();
+    assert!(s.serves_the_unchanged(), "{log}");
+    assert_eq!(
+        s.updates() - updates,
+        1,
+        "one generation for both swaps; the middle tree never served:\n{log}"
+    );
+    assert_eq!(s.generation(), generation + 1, "{log}");
+    assert_eq!(last_decrypted(&log), Some(1), "only `a` changed:\n{log}");
+    assert!(!log.contains("secret removed"), "{log}");
+    assert!(!log.contains("two-a") && !log.contains(&b64("two-a")));
+}
+
+#[test]
+fn a_swap_amid_a_batch_of_the_old_trees_events_serves_only_the_new_tree() {
+    let s = Swaps::start(800);
+    let wt2 = s.new_tree("wt-1", "wt-2", "uno");
+    let updates = s.updates();
+    // In one window: the served tree is changed in place (b, a new d),
+    // then swapped away and deleted. What the old tree's events name is
+    // judged in the tree the root points at now.
+    s.env
+        .set_in(&s.base.join("wt-1"), "payments", "b", "old-tree");
+    s.env
+        .set_in(&s.base.join("wt-1"), "payments", "d", "old-tree");
+    swap_link(&s.link, &wt2);
+    fs::remove_dir_all(s.base.join("wt-1")).unwrap();
+    s.watcher
+        .eventually("the new tree's value", |_| s.serves("a", "uno"));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let log = s.watcher.log();
+    assert!(
+        s.serves_the_unchanged(),
+        "the old tree's b was served:\n{log}"
+    );
+    assert_eq!(
+        served(&s.watcher, &s.admin, "payments", "d"),
+        None,
+        "a secret only the swapped-out tree had is served:\n{log}"
+    );
+    assert_eq!(s.updates() - updates, 1, "{log}");
+    assert!(log.contains("store root swapped"), "{log}");
+    assert!(!log.contains("secret removed"), "{log}");
+}
+
+/// `count` secrets `s0`… in mesh `default` of the store at `root`, in one
+/// `apply`.
+fn bulk(env: &TestEnv, root: &Path, count: usize, value: &str) {
+    let yaml: String = (0..count)
+        .map(|i| {
+            format!(
+                "---\ntype: Secret\nmesh: default\nname: s{i}\ndata: {}\n",
+                b64(format!("{value}{i}"))
+            )
+        })
+        .collect();
+    env.apply_in(root, &yaml);
+}
+
+#[test]
+fn a_root_swapped_again_while_the_new_tree_is_read_is_read_again() {
+    let s = Swaps::start(50);
+    // A new tree that takes seconds to read: 1,500 new secrets to decrypt.
+    let wt2 = s.new_tree("wt-1", "wt-2", "slow");
+    bulk(&s.env, &wt2, 1500, "slow");
+    let wt3 = s.new_tree("wt-1", "wt-3", "fast");
+    swap_link(&s.link, &wt2);
+    s.watcher.eventually("the swap being followed", |w| {
+        w.log().contains("store root swapped")
+    });
+    // Swapped again, and the tree being read deleted under the reader.
+    swap_link(&s.link, &wt3);
+    fs::remove_dir_all(&wt2).unwrap();
+    s.watcher
+        .eventually("the last tree's value", |_| s.serves("a", "fast"));
+    let log = s.watcher.log();
+    assert!(
+        log.contains(
+            "store root changed again while the new tree was read: the last good index stays served until the next change"
+        ),
+        "the second swap did not land while the first tree was read:\n{log}"
+    );
+    assert!(s.serves_the_unchanged(), "{log}");
+    // Nothing of the tree read halfway was published.
+    assert!(!log.contains("secret removed"), "{log}");
+    assert!(!s.serves("a", "slow"));
+    let (code, _) = s.watcher.get("/meshes/default/secrets/s0", Some(&s.admin));
+    assert_eq!(code, 404, "{log}");
+    assert_eq!(s.status()["roots"][0]["state"], "present");
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// An inotify overflow cannot be asked for; it is made here by stopping the
+/// watcher (SIGSTOP) while more events than the kernel queues for one
+/// reader (`fs.inotify.max_queued_events`) happen, the swap among them.
+/// Every batch resolves the root again, so the first batch after SIGCONT
+/// follows the swap whatever events it holds; the overflow's full rescan
+/// comes in a later batch and must keep the new tree's state.
+#[test]
+fn an_event_overflow_during_a_swap_rescans_the_new_tree() {
+    let s = Swaps::start(100);
+    let queue: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(16384);
+    let wt2 = s.new_tree("wt-1", "wt-2", "uno");
+    s.env.set_in(&wt2, "payments", "c", "tres");
+    fs::remove_file(wt2.join("meshes/payments/secrets/b.age")).unwrap();
+    let pid = s.watcher.child.id();
+    signal(pid, "-STOP");
+    swap_link(&s.link, &wt2);
+    fs::remove_dir_all(s.base.join("wt-1")).unwrap();
+    // Files made beside the link (a watched folder): four events each, so
+    // the queue overflows and later events are dropped.
+    for i in 0..queue {
+        let file = s.base.join(format!("n{i}"));
+        fs::write(&file, "").unwrap();
+        fs::remove_file(&file).unwrap();
+    }
+    // A change of the new tree whose events are dropped: served only
+    // because the new tree is read whole (on the swap, or at the rescan).
+    s.env.set_in(&wt2, "payments", "d", "lost-event");
+    signal(pid, "-CONT");
+    s.watcher.eventually("the overflow reported", |w| {
+        w.log()
+            .contains("file events were lost (queue overflow): full rescan")
+    });
+    s.watcher
+        .eventually("the change whose event was lost", |_| {
+            s.serves("d", "lost-event")
+        });
+    let log = s.watcher.log();
+    assert!(s.serves("a", "uno") && s.serves("c", "tres"), "{log}");
+    assert_eq!(served(&s.watcher, &s.admin, "payments", "b"), None, "{log}");
+    assert!(log.contains("rescanning the new tree whole"), "{log}");
+    assert_eq!(s.status()["roots"][0]["state"], "present");
+    // The old tree's files are never read again: one removal, b.
+    assert_eq!(log.matches("secret removed").count(), 1, "{log}");
+    // Followed on after the overflow.
+    let wt3 = s.new_tree("wt-2", "wt-3", "eins");
+    swap_link(&s.link, &wt3);
+    s.watcher
+        .eventually("the third tree's value", |_| s.serves("a", "eins"));
+}
+
+#[test]
+fn a_swap_to_a_tree_with_a_hostile_meshseal_toml_keeps_the_last_good_index() {
+    let s = Swaps::start(50);
+    let plants = [
+        (
+            "zero",
+            "is a symlink: store files must be regular files inside the store",
+        ),
+        ("fifo", "is not a regular file"),
+        ("huge", "file is 8388608 bytes, more than the 1048576 bytes"),
+    ];
+    for (n, (plant, reason)) in plants.into_iter().enumerate() {
+        let tree = s.new_tree("wt-1", &format!("bad-{plant}"), plant);
+        let config = tree.join("meshseal.toml");
+        fs::remove_file(&config).unwrap();
+        match plant {
+            "zero" => symlink("/dev/zero", &config).unwrap(),
+            "fifo" => {
+                let made = Command::new("mkfifo").arg(&config).status().unwrap();
+                assert!(made.success());
+            }
+            _ => fs::write(&config, vec![b'#'; 8 << 20]).unwrap(),
+        }
+        swap_link(&s.link, &tree);
+        s.watcher.eventually("the root reported missing", |_| {
+            s.status()["roots"][0]["state"] == "missing"
+        });
+        let log = s.watcher.log();
+        let gone: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("store root is gone") && l.contains(" WARN "))
+            .collect();
+        assert_eq!(gone.len(), n + 1, "{plant}: a WARN line each:\n{log}");
+        // The line gives the reason, not the file's name (left to
+        // `sources.rs`: see notes/issue12-audit.md).
+        assert!(gone[n].contains(reason), "{plant}: {}", gone[n]);
+        assert!(s.serves("a", "one") && s.serves_the_unchanged(), "{log}");
+        assert!(s.status()["roots"][0]["since"].is_string());
+        // Back to the good tree, for the next plant.
+        swap_link(&s.link, &s.base.join("wt-1"));
+        s.watcher.eventually("the root back", |_| {
+            s.status()["roots"][0]["state"] == "present"
+        });
+    }
+    assert!(!s.watcher.log().contains("secret removed"));
+}
