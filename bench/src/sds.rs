@@ -6,7 +6,8 @@
 //!   rename into the store to Envoy presenting the new leaf to a TLS client,
 //!   minus the debounce window, over several rotations;
 //! - 1,000 SDS streams from the harness's own tonic client (`sds_streams`),
-//!   on a connection each and all on one connection.
+//!   on a connection each and all on one connection, with Envoy's node in
+//!   every request and in the first one only.
 //!
 //! The moment a certificate lands is the rename `meshseal apply` makes,
 //! seen by an inotify watch of the harness on the secret's folder: apply's
@@ -25,6 +26,7 @@ use notify::{EventKind, RecursiveMode, Watcher as _};
 use crate::envoy::{self, Envoy};
 use crate::pki::{Leaf, Pki};
 use crate::report::{count, ms, percentile, verdict, Row};
+use crate::sds_streams::NodeIn;
 use crate::timing::timed;
 use crate::watcher::{free_loopback_port, wait_ready, Watcher};
 use crate::Bench;
@@ -70,13 +72,20 @@ impl Bench {
         }
         stop(&mut watcher);
         // The streams, as 1,000 Envoys (a connection each) and as one
-        // Envoy's multiplexed subscriptions (one connection), each on a
-        // watcher of its own so that neither sees the other's freed memory.
+        // Envoy's multiplexed subscriptions (one connection), Envoy's node
+        // in every request (its default) and in the first one only; each on
+        // a watcher of its own so that none sees another's freed memory.
         let streams = self.options.sds_streams;
-        for (k, connections) in [streams, 1].into_iter().enumerate() {
+        let shapes = [
+            (streams, NodeIn::Every),
+            (1, NodeIn::Every),
+            (streams, NodeIn::First),
+            (1, NodeIn::First),
+        ];
+        for (k, shape) in shapes.into_iter().enumerate() {
             let label = format!("sds-{n}-streams-{k}");
             let (mut watcher, token) = self.start_sds_watcher(&root, &label, &socket);
-            self.sds_streams(&root, &socket, &token, &pki, &mut watcher, n, connections);
+            self.sds_streams(&root, &socket, &token, &pki, &mut watcher, n, shape);
             stop(&mut watcher);
         }
     }

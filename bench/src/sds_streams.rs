@@ -5,7 +5,10 @@
 //! streams spread over a number of Unix-socket connections (one each, as
 //! 1,000 Envoys would connect; or all on one, as one Envoy multiplexes its
 //! subscriptions), each `StreamSecrets` asking for the same certificate and
-//! ACKing every response as Envoy does. The watcher's `VmRSS` is read once every stream
+//! ACKing every response as Envoy does. Each request carries the node a real
+//! Envoy 1.40 sends (`envoy::node`, ~61 KB with its list of extensions): in
+//! every request, Envoy's default, or in the first one only, as Envoy does
+//! with `set_node_on_first_message_only: true`. The watcher's `VmRSS` is read once every stream
 //! has its first response and has ACKed it; then `meshseal apply` rotates
 //! the certificate and each stream records when its push arrives, from the
 //! file's rename into the store (an inotify watch, as for the Envoy row).
@@ -15,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
@@ -41,10 +45,39 @@ const PATIENCE: Duration = Duration::from_secs(120);
 /// A push as one stream saw it.
 type Push = (Instant, DiscoveryResponse);
 
+/// Which of a stream's requests carry Envoy's node.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NodeIn {
+    /// Every request (Envoy's default).
+    Every,
+    /// The first request only (`set_node_on_first_message_only: true`).
+    First,
+}
+
+impl NodeIn {
+    fn describe(self) -> String {
+        let kb = crate::envoy::node_bytes() as f64 / 1000.0;
+        match self {
+            NodeIn::Every => format!("Envoy 1.40's {kb:.0} KB node in every request"),
+            NodeIn::First => format!("Envoy 1.40's {kb:.0} KB node in the first request only"),
+        }
+    }
+}
+
+/// What a stream's requests carry besides its name.
+#[derive(Clone)]
+struct Client {
+    token: Arc<str>,
+    resource: Arc<str>,
+    node: Arc<Node>,
+    node_in: NodeIn,
+}
+
 impl Bench {
     /// `--sds-streams` streams over `connections` connections to the
-    /// watcher's `socket`: its RSS with them held, and pushes of one change
-    /// to all of them.
+    /// watcher's `socket`, Envoy's node in their requests as `node_in` says:
+    /// the watcher's RSS with them held, and pushes of one change to all of
+    /// them.
     #[allow(clippy::too_many_arguments)]
     pub fn sds_streams(
         &mut self,
@@ -54,11 +87,16 @@ impl Bench {
         pki: &Pki,
         watcher: &mut Watcher,
         n: usize,
-        connections: usize,
+        (connections, node_in): (usize, NodeIn),
     ) {
         let streams = self.options.sds_streams;
         let (mesh, name) = FANOUT_SECRET;
-        let resource: Arc<str> = format!("{mesh}/{name}").into();
+        let client = Client {
+            token: token.into(),
+            resource: format!("{mesh}/{name}").into(),
+            node: Arc::new(crate::envoy::node()),
+            node_in,
+        };
         let pid = watcher.0.id();
         let before = proc_status_bytes(pid, "VmRSS:");
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -69,7 +107,6 @@ impl Bench {
         let (ready_tx, mut ready) = mpsc::unbounded_channel();
         let (push_tx, mut pushes) = mpsc::unbounded_channel::<Push>();
         let gate = Arc::new(Semaphore::new(OPENING));
-        let token: Arc<str> = token.into();
         let opening = Instant::now();
         let channels: Vec<Channel> = rt.block_on(async {
             let mut channels = Vec::with_capacity(connections);
@@ -81,8 +118,7 @@ impl Bench {
         for k in 0..streams {
             let stream = hold_stream(
                 channels[k % connections].clone(),
-                token.clone(),
-                resource.clone(),
+                client.clone(),
                 gate.clone(),
                 ready_tx.clone(),
                 push_tx.clone(),
@@ -152,9 +188,10 @@ impl Bench {
             c if c == streams => "a connection each".to_string(),
             c => format!("over {} connections", count(c)),
         };
+        let node = node_in.describe();
         self.rows.push(Row {
             measurement: format!(
-                "SDS: {} open streams, {shape}: watcher VmRSS (before them {}; VmHWM {})",
+                "SDS: {} open streams, {shape}, {node}: watcher VmRSS (before them {}; VmHWM {})",
                 count(streams),
                 mib(before),
                 mib(peak)
@@ -171,7 +208,7 @@ impl Bench {
         });
         self.rows.push(Row {
             measurement: format!(
-                "SDS: one change pushed to {} streams, {shape}: from the rename to the last response, minus debounce (first response {})",
+                "SDS: one change pushed to {} streams, {shape}, {node}: from the rename to the last response, minus debounce (first response {})",
                 count(streams),
                 ms(median(&mut firsts))
             ),
@@ -189,23 +226,24 @@ impl Bench {
 /// push recorded and ACKed, until the runtime is dropped.
 async fn hold_stream(
     channel: Channel,
-    token: Arc<str>,
-    resource: Arc<str>,
+    client: Client,
     gate: Arc<Semaphore>,
     ready: mpsc::UnboundedSender<Result<(), String>>,
     pushes: mpsc::UnboundedSender<Push>,
 ) {
     let opened = async {
         let _turn = gate.acquire().await.map_err(|e| e.to_string())?;
-        let mut client = SecretDiscoveryServiceClient::new(channel);
+        let mut sds = SecretDiscoveryServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(4);
-        tx.send(request(&resource, None))
+        tx.send(client.request(None))
             .await
             .map_err(|e| e.to_string())?;
         let mut call = tonic::Request::new(ReceiverStream::new(rx));
-        let bearer = format!("Bearer {token}").parse().map_err(|_| "token")?;
+        let bearer = format!("Bearer {}", client.token)
+            .parse()
+            .map_err(|_| "token")?;
         call.metadata_mut().insert("authorization", bearer);
-        let mut responses = client
+        let mut responses = sds
             .stream_secrets(call)
             .await
             .map_err(|s| s.to_string())?
@@ -215,7 +253,7 @@ async fn hold_stream(
             .await
             .map_err(|s| s.to_string())?
             .ok_or("the server ended the stream")?;
-        tx.send(request(&resource, Some(&first)))
+        tx.send(client.request(Some(&first)))
             .await
             .map_err(|e| e.to_string())?;
         Ok::<_, String>((tx, responses))
@@ -232,7 +270,7 @@ async fn hold_stream(
     };
     while let Ok(Some(response)) = responses.message().await {
         let at = Instant::now();
-        if tx.send(request(&resource, Some(&response))).await.is_err() {
+        if tx.send(client.request(Some(&response))).await.is_err() {
             return;
         }
         let _ = pushes.send((at, response));
@@ -255,14 +293,18 @@ async fn connect(socket: PathBuf) -> Result<Channel, String> {
         .map_err(|e| format!("connect: {e}"))
 }
 
-/// The subscription request; with `acked`, the ACK of that response.
-fn request(resource: &str, acked: Option<&DiscoveryResponse>) -> DiscoveryRequest {
-    DiscoveryRequest {
-        version_info: acked.map(|r| r.version_info.clone()).unwrap_or_default(),
-        response_nonce: acked.map(|r| r.nonce.clone()).unwrap_or_default(),
-        resource_names: vec![resource.to_string()],
-        type_url: SECRET_TYPE_URL.into(),
-        ..DiscoveryRequest::default()
+impl Client {
+    /// The subscription request; with `acked`, the ACK of that response.
+    fn request(&self, acked: Option<&DiscoveryResponse>) -> DiscoveryRequest {
+        let node = acked.is_none() || self.node_in == NodeIn::Every;
+        DiscoveryRequest {
+            version_info: acked.map(|r| r.version_info.clone()).unwrap_or_default(),
+            node: node.then(|| Node::clone(&self.node)),
+            response_nonce: acked.map(|r| r.nonce.clone()).unwrap_or_default(),
+            resource_names: vec![self.resource.to_string()],
+            type_url: SECRET_TYPE_URL.into(),
+            ..DiscoveryRequest::default()
+        }
     }
 }
 
