@@ -17,6 +17,9 @@ use crate::envelope::EnvelopeError;
 use crate::problem::Diagnostic;
 use crate::recipients::RecipientError;
 use crate::scope::{Scope, SecretId};
+use crate::signing::sshsig::MAX_SIGNATURE_BYTES;
+
+use super::MAX_TEXT_FILE_BYTES;
 
 /// What is wrong with one file of the store, wherever it is.
 #[derive(Debug, Error)]
@@ -33,12 +36,12 @@ pub enum StoreError {
     /// A file (or FIFO, socket, device) where a folder on the way belongs.
     #[error("a folder on its path is not a folder")]
     NotAFolder,
-    /// The file exceeds what any valid content needs.
-    #[error("file is {size} bytes, more than the {limit} bytes any valid secret needs")]
+    /// The file exceeds what any valid content of its kind needs.
+    #[error("file is {size} bytes, more than the {limit} bytes any valid {} needs", limited(*.limit))]
     TooLarge {
         /// Actual size.
         size: u64,
-        /// Limit.
+        /// Limit: which kind of file it is for says what the file is.
         limit: usize,
     },
     /// A text file (policy, recipients, config) that is not UTF-8.
@@ -50,6 +53,21 @@ pub enum StoreError {
     /// Kuma's conflict text.
     #[error("resource already exists: {}", .0.kuma_ref())]
     AlreadyExists(SecretId),
+}
+
+/// What a read `limit` is for. Each kind of store file is read with its
+/// own: text files (`meshseal.toml`, recipients, policies, the Mesh
+/// resource, signed lists) with [`MAX_TEXT_FILE_BYTES`], signatures with
+/// [`MAX_SIGNATURE_BYTES`], and a secret with what its `max_data_bytes`
+/// allows ([`crate::config::Config::max_file_bytes`]: never the signature
+/// limit; the text limit only for `max_data_bytes = 491520`, read as a
+/// text file's then).
+fn limited(limit: usize) -> &'static str {
+    match limit {
+        MAX_TEXT_FILE_BYTES => "text file of the store",
+        MAX_SIGNATURE_BYTES => "signature",
+        _ => "secret",
+    }
 }
 
 impl StoreError {
@@ -547,5 +565,31 @@ impl Diagnostic for WriteError {
             | WriteError::NotAnAdmin { file, .. }
             | WriteError::History { file, .. } => Some(file),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_large_says_what_the_limit_is_for() {
+        let too_large = |limit: usize| StoreError::TooLarge {
+            size: limit as u64 + 1,
+            limit,
+        };
+        let secret = crate::config::Config::default().max_file_bytes();
+        let text = format!("more than the {secret} bytes any valid secret needs");
+        assert!(too_large(secret).to_string().ends_with(&text));
+        let sig = "file is 16385 bytes, more than the 16384 bytes any valid signature needs";
+        assert_eq!(too_large(MAX_SIGNATURE_BYTES).to_string(), sig);
+        let config = OpenError::ReadConfig {
+            file: PathBuf::from("meshseal.toml"),
+            source: too_large(MAX_TEXT_FILE_BYTES),
+        };
+        assert_eq!(
+            crate::problem::Problem::from(config).to_string(),
+            "meshseal.toml: file is 1048577 bytes, more than the 1048576 bytes any valid text file of the store needs"
+        );
     }
 }

@@ -35,7 +35,7 @@ fn refusal(plant: &str) -> &'static str {
     match plant {
         "zero" => "meshseal.toml: is a symlink: store files must be regular files inside the store",
         "fifo" => "meshseal.toml: is not a regular file",
-        _ => "meshseal.toml: file is 8388608 bytes, more than the 1048576 bytes",
+        _ => "meshseal.toml: file is 8388608 bytes, more than the 1048576 bytes any valid text file of the store needs",
     }
 }
 
