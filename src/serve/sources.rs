@@ -57,6 +57,9 @@ pub struct Source {
     pub index: Arc<Index>,
     /// Since when the root has been gone (the last good index stays served).
     pub missing_since: Option<SystemTime>,
+    /// The link now points outside the folder it may point into: not
+    /// followed, the last good index stays served.
+    pub refused: Option<Refusal>,
     /// Whether the root can be swapped: a link is on its way.
     pub swappable: bool,
     /// What git lists of the tree the index was built from (swappable roots
@@ -91,11 +94,23 @@ pub enum RootChange {
     },
     /// It was missing and still is.
     StillMissing,
-    /// It now points outside the folder its links may point into.
+    /// It now points outside the folder its links may point into (and did
+    /// not, or pointed elsewhere, at the last look).
     Refused {
         /// Where it points.
         target: PathBuf,
     },
+    /// It was refused and still points where it did.
+    StillRefused,
+}
+
+/// A swapped link that points outside the folder it may point into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Since when it has been refused.
+    pub since: SystemTime,
+    /// Where it points (canonical).
+    pub target: PathBuf,
 }
 
 impl Source {
@@ -127,6 +142,7 @@ impl Source {
             store,
             index: Arc::new(index),
             missing_since: None,
+            refused: None,
             swappable: !link_folders(given).is_empty(),
             checkout: None,
             stale: false,
@@ -151,28 +167,51 @@ impl Source {
     }
 
     /// Resolves the given root again. A root that moved is reopened (the
-    /// caller rescans it); one that vanished, or no longer holds a store,
-    /// keeps everything as it was.
+    /// caller rescans it); one that vanished, no longer holds a store, or
+    /// points where it may not, keeps everything as it was. A refusal ends
+    /// once the link points into its folder again.
     pub fn follow_root(&mut self) -> RootChange {
         let target = match fs::canonicalize(&self.given) {
             Ok(t) => t,
             Err(e) => return self.missing(format!("cannot resolve: {e}")),
         };
         if target == self.root && self.missing_since.is_none() {
+            self.refused = None;
             return RootChange::Same;
         }
         if target != self.root && !self.may_move_to(&target) {
-            return RootChange::Refused { target };
+            return self.refuse(target);
         }
         let trust = self.store.signing().trust.clone();
         let store = match Store::open(&target).map(|s| verifying(s, trust)) {
             Ok(s) => s,
-            Err(e) => return self.missing(Problem::from(e).message),
+            // `meshseal.toml: is not a regular file`: the file as well as
+            // the reason (the root itself when it is no store).
+            Err(e) => return self.missing(Problem::from(e).to_string()),
         };
         let from = std::mem::replace(&mut self.root, target);
         self.store = store;
+        self.refused = None;
         let returned = self.missing_since.take().is_some();
         RootChange::Moved { from, returned }
+    }
+
+    fn refuse(&mut self, target: PathBuf) -> RootChange {
+        match &mut self.refused {
+            Some(r) if r.target == target => RootChange::StillRefused,
+            // Refused since the first refusal, wherever it points now.
+            Some(r) => {
+                r.target.clone_from(&target);
+                RootChange::Refused { target }
+            }
+            None => {
+                self.refused = Some(Refusal {
+                    since: SystemTime::now(),
+                    target: target.clone(),
+                });
+                RootChange::Refused { target }
+            }
+        }
     }
 
     /// A swapped link may point anywhere below the folder that holds a link
@@ -191,10 +230,11 @@ impl Source {
     }
 
     fn missing(&mut self, reason: String) -> RootChange {
-        if self.missing_since.is_some() {
+        // A refused link that now leads nowhere usable is missing.
+        if self.refused.take().is_none() && self.missing_since.is_some() {
             return RootChange::StillMissing;
         }
-        self.missing_since = Some(SystemTime::now());
+        self.missing_since.get_or_insert_with(SystemTime::now);
         RootChange::Missing { reason }
     }
 
@@ -353,17 +393,40 @@ pub fn link_folders(path: &Path) -> Vec<PathBuf> {
 }
 
 /// Where one store's root stands, for `/status`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RootStatus {
     /// `repository` or `zone`.
     pub store: &'static str,
     /// The root as given.
     pub path: PathBuf,
-    /// `present`, or `missing` (the last good index is served).
+    /// `present`; `missing` (gone, or no store); `refused` (the link points
+    /// outside the folder it may point into). The last good index is
+    /// served while it is not `present`.
     pub state: &'static str,
-    /// Since when it has been missing (RFC 3339).
+    /// Since when it has been missing or refused (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// Where a refused link points.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<PathBuf>,
+}
+
+impl Source {
+    /// Where this store's root stands.
+    fn root_status(&self, store: &'static str) -> RootStatus {
+        let (state, since, target) = match (&self.refused, self.missing_since) {
+            (Some(r), _) => ("refused", Some(r.since), Some(r.target.clone())),
+            (None, Some(since)) => ("missing", Some(since), None),
+            (None, None) => ("present", None, None),
+        };
+        RootStatus {
+            store,
+            path: self.given.clone(),
+            state,
+            since: since.map(rfc3339),
+            target,
+        }
+    }
 }
 
 impl Sources {
@@ -371,12 +434,7 @@ impl Sources {
     pub fn status(&self) -> Vec<RootStatus> {
         self.all()
             .into_iter()
-            .map(|(store, s)| RootStatus {
-                store,
-                path: s.given.clone(),
-                state: if s.is_present() { "present" } else { "missing" },
-                since: s.missing_since.map(rfc3339),
-            })
+            .map(|(store, s)| s.root_status(store))
             .collect()
     }
 }

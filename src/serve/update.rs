@@ -202,19 +202,23 @@ impl Updater<'_> {
     }
 
     /// Resolves every store's root again, following a swapped link, and
-    /// says which stores moved (and must be rescanned).
+    /// says which stores moved (and must be rescanned). `/status` is told
+    /// when a root's state changed.
     fn follow_roots(&mut self) -> [Option<Moved>; 2] {
         let mut moved = [None, None];
-        let mut changed_state = false;
         for (i, (name, source)) in self.sources.all_mut().into_iter().enumerate() {
-            match source.follow_root() {
+            let was_refused = source.refused.is_some();
+            let change = source.follow_root();
+            if was_refused && source.refused.is_none() && source.is_present() {
+                info!(store = name, root = %source.given.display(), target = %source.root.display(), "store root points into its folder again: followed");
+            }
+            match change {
                 // The last move's tree could not be read: again.
                 RootChange::Same if source.stale => {
                     moved[i] = Some(Moved::start(source, None, name, None))
                 }
-                RootChange::Same | RootChange::StillMissing => {}
+                RootChange::Same | RootChange::StillMissing | RootChange::StillRefused => {}
                 RootChange::Moved { from, returned } => {
-                    changed_state |= returned;
                     if returned {
                         info!(store = name, root = %source.given.display(), target = %source.root.display(), "store root is back: following it again");
                     } else {
@@ -229,16 +233,16 @@ impl Updater<'_> {
                     moved[i] = Some(Moved::start(source, Some(from), name, early));
                 }
                 RootChange::Missing { reason } => {
-                    changed_state = true;
                     warn!(store = name, root = %source.given.display(), reason = %reason, "store root is gone: the last good index stays served until it returns");
                 }
                 RootChange::Refused { target } => {
-                    warn!(store = name, root = %source.given.display(), target = %target.display(), "store root now points outside the folder it may point into: not followed, the last good index stays served");
+                    warn!(store = name, root = %source.given.display(), target = %target.display(), "store root now points outside the folder it may point into: not followed, the last good index stays served (/status: refused)");
                 }
             }
         }
-        if changed_state {
-            self.publisher.roots.store(Arc::new(self.sources.status()));
+        let status = self.sources.status();
+        if **self.publisher.roots.load() != status {
+            self.publisher.roots.store(Arc::new(status));
         }
         moved
     }

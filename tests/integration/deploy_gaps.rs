@@ -299,10 +299,13 @@ fn a_swap_to_a_tree_with_a_hostile_meshseal_toml_keeps_the_last_good_index() {
     let plants = [
         (
             "zero",
-            "is a symlink: store files must be regular files inside the store",
+            "reason=meshseal.toml: is a symlink: store files must be regular files inside the store",
         ),
-        ("fifo", "is not a regular file"),
-        ("huge", "file is 8388608 bytes, more than the 1048576 bytes"),
+        ("fifo", "reason=meshseal.toml: is not a regular file"),
+        (
+            "huge",
+            "reason=meshseal.toml: file is 8388608 bytes, more than the 1048576 bytes any valid text file of the store needs",
+        ),
     ];
     for (n, (plant, reason)) in plants.into_iter().enumerate() {
         let tree = s.new_tree("wt-1", &format!("bad-{plant}"), plant);
@@ -326,8 +329,7 @@ fn a_swap_to_a_tree_with_a_hostile_meshseal_toml_keeps_the_last_good_index() {
             .filter(|l| l.contains("store root is gone") && l.contains(" WARN "))
             .collect();
         assert_eq!(gone.len(), n + 1, "{plant}: a WARN line each:\n{log}");
-        // The line gives the reason, not the file's name (left to
-        // `sources.rs`: see notes/issue12-audit.md).
+        // The line names the file and gives the reason.
         assert!(gone[n].contains(reason), "{plant}: {}", gone[n]);
         assert!(s.serves("a", "one") && s.serves_the_unchanged(), "{log}");
         assert!(s.status()["roots"][0]["since"].is_string());
@@ -338,4 +340,67 @@ fn a_swap_to_a_tree_with_a_hostile_meshseal_toml_keeps_the_last_good_index() {
         });
     }
     assert!(!s.watcher.log().contains("secret removed"));
+}
+
+/// The `roots[0]` of `/status` once its `state` is `state`.
+fn root_once(s: &Swaps, state: &str) -> serde_json::Value {
+    s.watcher.eventually(&format!("the root {state}"), |_| {
+        s.status()["roots"][0]["state"] == state
+    });
+    s.status()["roots"][0].clone()
+}
+
+#[test]
+fn a_link_swapped_out_of_its_folder_is_refused_in_status_until_it_points_back() {
+    let s = Swaps::start(50);
+    let outside = |name: &str| {
+        let tree = s.env.tmp().join(name);
+        copy_tree(&s.base.join("wt-1"), &tree);
+        s.env.set_in(&tree, "payments", "a", "planted");
+        fs::canonicalize(&tree).unwrap()
+    };
+    let (first, second) = (outside("elsewhere-1"), outside("elsewhere-2"));
+    assert_eq!(root_once(&s, "present").get("since"), None);
+
+    swap_link(&s.link, &first);
+    let root = root_once(&s, "refused");
+    let since = root["since"].as_str().expect("since").to_string();
+    assert_eq!(root["target"], first.to_str().unwrap(), "{root}");
+    assert_eq!(root["path"], s.link.to_str().unwrap(), "{root}");
+    let refusals = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains(" WARN ") && l.contains("points outside the folder"))
+            .count()
+    };
+    assert_eq!(refusals(&s.watcher.log()), 1, "{}", s.watcher.log());
+    assert!(s.serves("a", "one") && s.serves_the_unchanged());
+
+    // Elsewhere again: refused still, since the first refusal.
+    swap_link(&s.link, &second);
+    s.watcher.eventually("the second target in /status", |_| {
+        s.status()["roots"][0]["target"] == second.to_str().unwrap()
+    });
+    let root = s.status()["roots"][0].clone();
+    assert_eq!(root["state"], "refused", "{root}");
+    assert_eq!(root["since"], since.as_str(), "{root}");
+    assert_eq!(refusals(&s.watcher.log()), 2, "{}", s.watcher.log());
+    assert!(s.serves("a", "one"), "{}", s.watcher.log());
+
+    // Fixed: present again, and a later swap into the folder is followed.
+    swap_link(&s.link, &s.base.join("wt-1"));
+    let root = root_once(&s, "present");
+    assert_eq!(root.get("since"), None, "{root}");
+    assert_eq!(root.get("target"), None, "{root}");
+    assert!(s.watcher.log().contains("points into its folder again"));
+    let wt2 = s.new_tree("wt-1", "wt-2", "dos");
+    swap_link(&s.link, &wt2);
+    s.watcher
+        .eventually("the next tree's value", |_| s.serves("a", "dos"));
+    assert_eq!(root_once(&s, "present").get("target"), None);
+    let log = s.watcher.log();
+    assert!(s.serves_the_unchanged(), "{log}");
+    assert!(
+        !log.contains("planted") && !log.contains(&b64("planted")),
+        "{log}"
+    );
 }

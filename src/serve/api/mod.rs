@@ -71,7 +71,8 @@ pub struct ApiState {
     /// The accepted tokens (swapped when the tokens file changes, and on
     /// SIGHUP).
     pub tokens: Arc<ArcSwap<Tokens>>,
-    /// Where each store's root stands (`present`, or `missing` since when).
+    /// Where each store's root stands (`present`, or `missing` or `refused`
+    /// since when).
     pub roots: Arc<ArcSwap<Vec<super::sources::RootStatus>>>,
     /// Serve `/metrics` without a token.
     pub public_metrics: bool,
