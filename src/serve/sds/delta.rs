@@ -9,13 +9,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+    DeltaDiscoveryResponse, Resource as DeltaResource,
 };
 use tonic::Status;
 use tracing::debug;
 
 use super::auth::Caller;
 use super::names::{parse_all, ResourceName, ResourceNameError, MAX_NAMES};
+use super::request::DeltaRequest;
 use super::resources::SECRET_TYPE_URL;
 use super::stream::{check_type, invalid, log_nack, version_of, Machine, Subscription, View};
 
@@ -70,12 +71,12 @@ impl Delta {
 }
 
 impl Machine for Delta {
-    type Request = DeltaDiscoveryRequest;
+    type Request = DeltaRequest;
     type Response = DeltaDiscoveryResponse;
 
     fn on_request(
         &mut self,
-        req: DeltaDiscoveryRequest,
+        req: DeltaRequest,
         caller: &Caller,
         view: &View<'_>,
     ) -> Result<Option<DeltaDiscoveryResponse>, Status> {
@@ -118,7 +119,7 @@ impl Machine for Delta {
         &mut self.sub
     }
 
-    fn node_id(req: &DeltaDiscoveryRequest) -> Option<&str> {
+    fn node_id(req: &DeltaRequest) -> Option<&str> {
         req.node.as_ref().map(|n| n.id.as_str())
     }
 }
@@ -137,10 +138,10 @@ mod tests {
         w.put("m", "ca", &c);
         let caller = w.caller(&w.pay);
         let mut d = Delta::default();
-        let sub = |names: &[&str]| DeltaDiscoveryRequest {
+        let sub = |names: &[&str]| DeltaRequest {
             type_url: SECRET_TYPE_URL.into(),
             resource_names_subscribe: names.iter().map(|s| s.to_string()).collect(),
-            ..DeltaDiscoveryRequest::default()
+            ..DeltaRequest::default()
         };
         let r = d
             .on_request(sub(&["m/gw", "m/ca"]), &caller, &w.view())
@@ -154,10 +155,10 @@ mod tests {
             .unwrap()
             .version
             .clone();
-        let ack = DeltaDiscoveryRequest {
+        let ack = DeltaRequest {
             type_url: SECRET_TYPE_URL.into(),
             response_nonce: r.nonce.clone(),
-            ..DeltaDiscoveryRequest::default()
+            ..DeltaRequest::default()
         };
         assert!(d.on_request(ack, &caller, &w.view()).unwrap().is_none());
         let (c2, _) = super::super::resources::tests::cert(30);
@@ -176,10 +177,10 @@ mod tests {
         let names: Vec<&str> = r3.resources.iter().map(|x| x.name.as_str()).collect();
         assert_eq!(names, ["m/ca"]);
         // Unsubscribing releases the cache entries.
-        let unsub = DeltaDiscoveryRequest {
+        let unsub = DeltaRequest {
             type_url: SECRET_TYPE_URL.into(),
             resource_names_unsubscribe: vec!["m/gw".into(), "m/ca".into()],
-            ..DeltaDiscoveryRequest::default()
+            ..DeltaRequest::default()
         };
         assert!(d.on_request(unsub, &caller, &w.view()).unwrap().is_none());
         again.subscription().release(&w.cache);

@@ -8,8 +8,11 @@
 //! connection cost). A request is a few hundred bytes and a response one or
 //! two certificates, so these routes start both buffers at [`BUFFER_BYTES`];
 //! a larger message grows its buffer as it would grow a default one, up to
-//! the same limits ([`MAX_REQUEST_BYTES`], [`MAX_RESPONSE_BYTES`]). The
-//! routing, the message types and the wire format stay tonic's and prost's.
+//! the same limits ([`MAX_REQUEST_BYTES`], [`MAX_RESPONSE_BYTES`]), and a
+//! stream's read buffer is given back after a large request
+//! (`super::reader`). Requests are decoded as `super::request`'s messages,
+//! which keep only the fields meshseal reads. The routing and the wire
+//! format stay tonic's and prost's.
 
 use std::convert::Infallible;
 use std::future::{ready, Ready};
@@ -17,18 +20,18 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SERVICE_NAME;
 use tonic::body::Body;
 use tonic::codec::{BufferSettings, Codec};
-use tonic::codegen::{http, Body as HttpBody, BoxFuture, StdError};
+use tonic::codegen::{http, BoxFuture};
 use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
-use tonic_prost::{ProstDecoder, ProstEncoder};
+use tonic_prost::ProstEncoder;
 
 use super::delta::Delta;
+use super::reader::{Counted, Requests, Source};
+use super::request::{DeltaRequest, SotwRequest};
 use super::service::{ResponseStream, Service};
 use super::stream::Sotw;
 use super::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
@@ -58,16 +61,23 @@ impl NamedService for Routes {
     const NAME: &'static str = SERVICE_NAME;
 }
 
-/// prost's codec with [`BUFFER_BYTES`] buffers.
-struct SmallBuffers<E, D>(PhantomData<fn(E) -> D>);
+/// prost's codec with [`BUFFER_BYTES`] buffers, its decoder counting for a
+/// stream's [`Source`].
+struct SmallBuffers<E, D> {
+    source: Option<Arc<Source>>,
+    _messages: PhantomData<fn(E) -> D>,
+}
 
 impl<E, D> SmallBuffers<E, D> {
-    fn new() -> Self {
-        SmallBuffers(PhantomData)
+    fn new(source: Option<Arc<Source>>) -> Self {
+        SmallBuffers {
+            source,
+            _messages: PhantomData,
+        }
     }
 }
 
-fn buffer_settings() -> BufferSettings {
+pub(super) fn buffer_settings() -> BufferSettings {
     BufferSettings::new(BUFFER_BYTES, YIELD_BYTES)
 }
 
@@ -79,66 +89,77 @@ where
     type Encode = E;
     type Decode = D;
     type Encoder = ProstEncoder<E>;
-    type Decoder = ProstDecoder<D>;
+    type Decoder = Counted<D>;
 
     fn encoder(&mut self) -> Self::Encoder {
         ProstEncoder::new(buffer_settings())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProstDecoder::new(buffer_settings())
+        Counted::new(self.source.clone())
     }
 }
 
-fn grpc<E, D>() -> Grpc<SmallBuffers<E, D>>
+fn grpc<E, D>(source: Option<Arc<Source>>) -> Grpc<SmallBuffers<E, D>>
 where
     E: prost::Message + Send + 'static,
     D: prost::Message + Default + Send + 'static,
 {
-    Grpc::new(SmallBuffers::new())
+    Grpc::new(SmallBuffers::new(source))
         .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), Some(MAX_RESPONSE_BYTES))
 }
 
-struct StreamSecrets(Arc<Service>);
+/// A stream's call, with the source of its request body.
+struct Stream(Arc<Service>, Arc<Source>);
 
-impl StreamingService<DiscoveryRequest> for StreamSecrets {
+impl Stream {
+    fn open<M: super::stream::Machine>(
+        &self,
+        request: Request<Streaming<M::Request>>,
+        machine: M,
+    ) -> Ready<Result<Response<ResponseStream<M::Response>>, Status>> {
+        let (metadata, _, messages) = request.into_parts();
+        let requests = Requests::new(messages, self.1.clone());
+        ready(self.0.open(&metadata, requests, machine))
+    }
+}
+
+struct StreamSecrets(Stream);
+
+impl StreamingService<SotwRequest> for StreamSecrets {
     type Response = DiscoveryResponse;
     type ResponseStream = ResponseStream<DiscoveryResponse>;
     type Future = Ready<Result<Response<Self::ResponseStream>, Status>>;
 
-    fn call(&mut self, request: Request<Streaming<DiscoveryRequest>>) -> Self::Future {
-        ready(self.0.open(request, Sotw::default()))
+    fn call(&mut self, request: Request<Streaming<SotwRequest>>) -> Self::Future {
+        self.0.open(request, Sotw::default())
     }
 }
 
-struct DeltaSecrets(Arc<Service>);
+struct DeltaSecrets(Stream);
 
-impl StreamingService<DeltaDiscoveryRequest> for DeltaSecrets {
+impl StreamingService<DeltaRequest> for DeltaSecrets {
     type Response = DeltaDiscoveryResponse;
     type ResponseStream = ResponseStream<DeltaDiscoveryResponse>;
     type Future = Ready<Result<Response<Self::ResponseStream>, Status>>;
 
-    fn call(&mut self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
-        ready(self.0.open(request, Delta::default()))
+    fn call(&mut self, request: Request<Streaming<DeltaRequest>>) -> Self::Future {
+        self.0.open(request, Delta::default())
     }
 }
 
 struct FetchSecrets(Arc<Service>);
 
-impl UnaryService<DiscoveryRequest> for FetchSecrets {
+impl UnaryService<SotwRequest> for FetchSecrets {
     type Response = DiscoveryResponse;
     type Future = Ready<Result<Response<DiscoveryResponse>, Status>>;
 
-    fn call(&mut self, request: Request<DiscoveryRequest>) -> Self::Future {
+    fn call(&mut self, request: Request<SotwRequest>) -> Self::Future {
         ready(self.0.fetch(&request).map(Response::new))
     }
 }
 
-impl<B> tonic::codegen::Service<http::Request<B>> for Routes
-where
-    B: HttpBody + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
+impl tonic::codegen::Service<http::Request<Body>> for Routes {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Infallible>;
@@ -147,21 +168,31 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let service = self.0.clone();
-        match req.uri().path() {
-            STREAM_SECRETS => {
-                Box::pin(async move { Ok(grpc().streaming(StreamSecrets(service), req).await) })
+        let path = req.uri().path();
+        if path == STREAM_SECRETS || path == DELTA_SECRETS {
+            let sotw = path == STREAM_SECRETS;
+            let (source, req) = Source::wrap(req);
+            let grpc_source = Some(source.clone());
+            let stream = Stream(service, source);
+            if sotw {
+                Box::pin(async move {
+                    Ok(grpc(grpc_source)
+                        .streaming(StreamSecrets(stream), req)
+                        .await)
+                })
+            } else {
+                Box::pin(
+                    async move { Ok(grpc(grpc_source).streaming(DeltaSecrets(stream), req).await) },
+                )
             }
-            DELTA_SECRETS => {
-                Box::pin(async move { Ok(grpc().streaming(DeltaSecrets(service), req).await) })
-            }
-            FETCH_SECRETS => {
-                Box::pin(async move { Ok(grpc().unary(FetchSecrets(service), req).await) })
-            }
-            _ => Box::pin(async {
+        } else if path == FETCH_SECRETS {
+            Box::pin(async move { Ok(grpc(None).unary(FetchSecrets(service), req).await) })
+        } else {
+            Box::pin(async {
                 Ok(Status::unimplemented("not a SecretDiscoveryService method").into_http())
-            }),
+            })
         }
     }
 }

@@ -6,9 +6,11 @@
 //! - [`resources`]: a secret's data → an Envoy `Secret`, refusing versions
 //!   Envoy could not use (`pem`: reading and checking the PEM);
 //! - `cache`: the last good resource per name, shared by all streams;
+//! - [`request`]: the requests as decoded, only the fields meshseal reads;
 //! - `stream` and `delta`: the xDS ACK/NACK state machines; `service`:
 //!   their wiring to gRPC; `grpc`: the method routes and their codec
-//!   buffers; `auth`: bearer tokens; `socket`: the socket file.
+//!   buffers; `reader`: a stream's requests, its read buffer given back
+//!   after a large one; `auth`: bearer tokens; `socket`: the socket file.
 //!
 //! Requests are authenticated like the HTTP API's (a token from the live
 //! tokens file, in the `authorization` metadata Envoy sends as
@@ -49,6 +51,8 @@ mod grpc;
 mod metrics;
 pub mod names;
 mod pem;
+mod reader;
+pub mod request;
 pub mod resources;
 mod service;
 mod socket;

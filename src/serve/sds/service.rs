@@ -7,14 +7,17 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use futures_util::Stream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{Interval, MissedTickBehavior};
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Request, Response, Status};
 use tracing::{debug, info};
 
 use super::auth::{Caller, RECHECK};
+use super::reader::Requests;
+use super::request::SotwRequest;
 use super::stream::{fetch, Machine, View};
 use super::{Shared, MAX_STREAMS};
 
@@ -40,7 +43,7 @@ enum Event<R> {
 /// One open stream.
 struct Driver<M: Machine> {
     shared: Arc<Shared>,
-    requests: Streaming<M::Request>,
+    requests: Requests<M::Request>,
     machine: M,
     caller: Caller,
     changes: watch::Receiver<u64>,
@@ -61,10 +64,7 @@ impl<M: Machine> Drop for Driver<M> {
     }
 }
 
-impl<M: Machine> Driver<M>
-where
-    Streaming<M::Request>: Stream<Item = Result<M::Request, Status>>,
-{
+impl<M: Machine> Driver<M> {
     /// The next response, or the end of the stream.
     async fn next(&mut self) -> Option<Result<M::Response, Status>> {
         loop {
@@ -122,6 +122,8 @@ where
             _ => {}
         }
         if let Event::Request(Ok(Some(req))) = &event {
+            // A large request's buffer is not kept while the stream waits.
+            self.requests.settle();
             if self.node.is_empty() {
                 if let Some(node) = M::node_id(req) {
                     self.node = node.chars().take(NODE_CHARS).collect();
@@ -152,8 +154,8 @@ where
 }
 
 impl Service {
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        Caller::from_metadata(request.metadata(), &self.shared.tokens.load()).inspect_err(|s| {
+    fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
+        Caller::from_metadata(metadata, &self.shared.tokens.load()).inspect_err(|s| {
             self.shared.metrics.denied();
             info!("sds: refused a call: {}", s.message());
         })
@@ -162,13 +164,11 @@ impl Service {
     /// Opens a `StreamSecrets` or `DeltaSecrets` stream.
     pub(super) fn open<M: Machine>(
         &self,
-        request: Request<Streaming<M::Request>>,
+        metadata: &MetadataMap,
+        requests: Requests<M::Request>,
         machine: M,
-    ) -> Result<Response<ResponseStream<M::Response>>, Status>
-    where
-        Streaming<M::Request>: Stream<Item = Result<M::Request, Status>>,
-    {
-        let caller = self.caller(&request)?;
+    ) -> Result<Response<ResponseStream<M::Response>>, Status> {
+        let caller = self.caller(metadata)?;
         let permit = self
             .shared
             .streams
@@ -187,7 +187,7 @@ impl Service {
         debug!(stream = id, scope = %caller.scope(), "sds: stream opened");
         let driver = Driver {
             shared: self.shared.clone(),
-            requests: request.into_inner(),
+            requests,
             machine,
             caller,
             changes,
@@ -209,9 +209,9 @@ impl Service {
     /// `FetchSecrets`: one answer with whatever can be served.
     pub(super) fn fetch(
         &self,
-        request: &Request<DiscoveryRequest>,
+        request: &Request<SotwRequest>,
     ) -> Result<DiscoveryResponse, Status> {
-        let caller = self.caller(request)?;
+        let caller = self.caller(request.metadata())?;
         let index = self.shared.index.load();
         let view = View {
             index: &index,
