@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::signatures::{refusal_slot, withheld_problem, Basis, Refused, Signatures};
 use super::{Entry, Index, Secret, UpdateKind, UpdateStats};
+use crate::envelope;
 use crate::identity::Identities;
 use crate::problem::Problem;
 use crate::scope::{SecretId, StorePath};
@@ -290,7 +291,8 @@ fn examine<'i>(
                 return Examined::Done(FileResult::Unchanged);
             }
         }
-        return Examined::Done(decrypt(store, identities, &id, &bytes, sha, None, None));
+        let unarmored = envelope::unarmor(&bytes);
+        return Examined::Done(decrypt(store, identities, &id, unarmored, sha, None, None));
     };
     // Verified before it is decrypted: a refused file is never opened.
     let sig = match store.read_file(&id.sig_path(), MAX_SIGNATURE_BYTES) {
@@ -434,7 +436,9 @@ fn finish(
         ..
     } = p;
     let rel = rel.as_path();
-    let signed = match signatures.judge(&id, &bytes, &sha, checked, basis, index.seen.get(rel)) {
+    let unarmored = envelope::unarmor(&bytes);
+    let header = unarmored.header();
+    let signed = match signatures.judge(&id, header, &sha, checked, basis, index.seen.get(rel)) {
         Ok(signed) => signed,
         Err(refusal) => return FileResult::Refused(refusal, failed),
     };
@@ -458,7 +462,7 @@ fn finish(
         store,
         identities,
         &id,
-        &bytes,
+        unarmored,
         sha,
         Some(signed),
         Some(basis),
@@ -470,12 +474,12 @@ fn decrypt(
     store: &Store,
     identities: &Identities,
     id: &SecretId,
-    bytes: &[u8],
+    unarmored: envelope::Unarmored<'_>,
     sha256: [u8; 32],
     signed: Option<super::Signed>,
     basis: Option<Basis>,
 ) -> FileResult {
-    match store.open_bytes(id, bytes, identities) {
+    match store.open_unarmored(id, unarmored, sha256, identities) {
         Ok(loaded) => FileResult::Loaded {
             secret: Arc::new(Secret {
                 recipients_fingerprint: loaded.header.metadata.map(|m| m.recipients_fingerprint),

@@ -28,6 +28,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 use ssh_key::PublicKey;
 
+use crate::envelope::{EnvelopeError, Header};
 use crate::problem::{Diagnostic, Problem};
 use crate::scope::{Scope, ScopeFile, SecretId};
 use crate::signing::{self, AllowedSigners, Namespace};
@@ -216,13 +217,13 @@ impl Signatures {
     pub(super) fn judge(
         &self,
         id: &SecretId,
-        bytes: &[u8],
+        header: Result<&Header, &EnvelopeError>,
         sha256: &[u8; 32],
         checked: Option<Checked>,
         basis: Basis,
         seen: Option<&Seen>,
     ) -> Result<Signed, Refusal> {
-        let verdict = self.verifier.secret_checked(id, bytes, checked)?;
+        let verdict = self.verifier.secret_checked(id, header, checked)?;
         if let Some(seen) = seen {
             seen.judge(verdict.generation, sha256)?;
         }

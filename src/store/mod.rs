@@ -232,8 +232,7 @@ impl Store {
                 limit,
             });
         }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+        let bytes = read_sized(file, meta.len() as usize, limit)?;
         if bytes.len() > limit {
             return Err(StoreError::TooLarge {
                 size: bytes.len() as u64,
@@ -448,14 +447,26 @@ impl Store {
         bytes: &[u8],
         identities: &Identities,
     ) -> Result<Loaded, LoadError> {
+        let sha256 = Sha256::digest(bytes).into();
+        self.open_unarmored(id, envelope::unarmor(bytes), sha256, identities)
+    }
+
+    /// [`Store::open_bytes`] for a file whose armor is decoded already
+    /// (its header judged first) and whose sha256 is known.
+    pub fn open_unarmored(
+        &self,
+        id: &SecretId,
+        unarmored: envelope::Unarmored<'_>,
+        file_sha256: [u8; 32],
+        identities: &Identities,
+    ) -> Result<Loaded, LoadError> {
         let file = || id.path();
-        let (header, plaintext) =
-            envelope::open(bytes, identities, self.config.max_plaintext_bytes()).map_err(
-                |source| LoadError::Envelope {
-                    file: file(),
-                    source,
-                },
-            )?;
+        let (header, plaintext) = unarmored
+            .open(identities, self.config.max_plaintext_bytes())
+            .map_err(|source| LoadError::Envelope {
+                file: file(),
+                source,
+            })?;
         let doc =
             Document::parse(&plaintext, self.config.limits.max_data_bytes).map_err(|source| {
                 LoadError::Document {
@@ -478,7 +489,7 @@ impl Store {
         Ok(Loaded {
             doc,
             header,
-            file_sha256: Sha256::digest(bytes).into(),
+            file_sha256,
         })
     }
 
@@ -490,6 +501,33 @@ impl Store {
     ) -> Vec<Result<Loaded, LoadError>> {
         ids.par_iter().map(|id| self.load(id, identities)).collect()
     }
+}
+
+/// Reads a regular file whose size (`size`, at most `limit`) its handle
+/// just gave: one `read` when the file is as large as it said, rather than
+/// a second one to find its end (a load reads 20,000 files). Store files
+/// are replaced by renames, never rewritten in place: a file that grows
+/// meanwhile yields its first `size` bytes, which then fail to verify or
+/// decrypt like any damaged file, and its change event reads it again. A
+/// size of 0 (a file that does not know its size) is read to its end.
+fn read_sized(mut file: fs::File, size: usize, limit: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    if size == 0 {
+        file.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+        return Ok(bytes);
+    }
+    bytes.resize(size, 0);
+    let mut filled = 0;
+    while filled < size {
+        match file.read(&mut bytes[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
 }
 
 /// The text of a file read as bytes (from the working tree or the git

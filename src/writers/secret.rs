@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ssh_key::Fingerprint;
 
 use super::{Refusal, ScopeFile, Verdict, Verifier};
-use crate::envelope;
+use crate::envelope::{self, EnvelopeError, Header};
 use crate::problem::Diagnostic;
 use crate::scope::{Scope, SecretId};
 use crate::signing::{
@@ -68,7 +68,7 @@ impl Verifier {
                 verified,
             }
         });
-        self.secret_checked(id, bytes, checked)
+        self.secret_checked(id, envelope::read_header(bytes).as_ref(), checked)
     }
 
     /// The verification of a secret's `.sig` over `bytes`, deferred to a
@@ -105,12 +105,13 @@ impl Verifier {
         }
     }
 
-    /// The verdict on a secret's file `bytes`, its `.sig` already verified
-    /// over them (`checked`; `None`: there is no `.sig`).
+    /// The verdict on a secret's file, its `.sig` already verified over
+    /// the file's bytes (`checked`; `None`: there is no `.sig`) and its
+    /// `header` read from them (judged only once the signature is).
     pub fn secret_checked(
         &self,
         id: &SecretId,
-        bytes: &[u8],
+        header: Result<&Header, &EnvelopeError>,
         checked: Option<Checked>,
     ) -> Result<Verdict, Refusal> {
         let scope = &id.scope;
@@ -164,9 +165,10 @@ impl Verifier {
             reason,
             scope: scope.clone(),
         };
-        let meta = envelope::read_header(bytes)
+        let meta = header
             .map_err(|e| wrong(e.to_string()))?
             .metadata
+            .as_ref()
             .ok_or_else(|| {
                 wrong(
                     "no meshseal header stanza: the file's store, scope and name are not bound"
