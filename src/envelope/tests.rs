@@ -3,11 +3,10 @@ use std::str::FromStr;
 
 fn setup() -> (Identities, RecipientSet, Metadata) {
     let key = age::x25519::Identity::generate();
-    let recipients =
-        RecipientSet::from_recipients(vec![crate::recipients::Recipient::from_str(
-            &key.to_public().to_string(),
-        )
-        .unwrap()]);
+    let recipients = RecipientSet::from_recipients(vec![crate::recipients::Recipient::from_str(
+        &key.to_public().to_string(),
+    )
+    .unwrap()]);
     let ids = Identities::from_age_text(&format!(
         "{}\n",
         age::secrecy::ExposeSecret::expose_secret(&key.to_string())
@@ -106,9 +105,8 @@ fn rages_library_ignores_the_metadata_stanza() {
     // rage is a thin CLI over the age crate: its plain decrypt API, with
     // no meshseal code involved, must read meshseal's files.
     let key = age::x25519::Identity::generate();
-    let recipients = RecipientSet::from_recipients(vec![crate::recipients::Recipient::X25519(
-        key.to_public(),
-    )]);
+    let recipients =
+        RecipientSet::from_recipients(vec![crate::recipients::Recipient::X25519(key.to_public())]);
     let meta = Metadata {
         id: SecretId::new(Scope::Global, "g").unwrap(),
         recipients_fingerprint: recipients.fingerprint(),
