@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use super::{cat_blobs, git, path_string, split_z, GitError};
 use crate::check::Source;
 use crate::scope::{Scope, ScopeFile, SecretId, StorePath};
-use crate::store::{Entry, FileKind, StoreError};
+use crate::store::{Entry, FileKind, ReadKind, StoreError};
 
 /// Above this many pathspecs the whole store is listed instead (a large
 /// commit pays for the whole listing anyway, and the command line stays
@@ -297,6 +297,7 @@ impl Source for Staged {
             return Err(StoreError::TooLarge {
                 size: blob.len() as u64,
                 limit,
+                kind: ReadKind::of(&entry.rel),
             });
         }
         Ok(blob.clone())
@@ -309,6 +310,7 @@ impl Source for Staged {
             Some(blob) if blob.len() > limit => Err(StoreError::TooLarge {
                 size: blob.len() as u64,
                 limit,
+                kind: ReadKind::of(rel),
             }),
             Some(blob) => Ok(Some(blob.clone())),
             // Staged, but not a regular file (a link): never read.

@@ -16,10 +16,7 @@ use crate::document::DocumentError;
 use crate::envelope::EnvelopeError;
 use crate::problem::Diagnostic;
 use crate::recipients::RecipientError;
-use crate::scope::{Scope, SecretId};
-use crate::signing::sshsig::MAX_SIGNATURE_BYTES;
-
-use super::MAX_TEXT_FILE_BYTES;
+use crate::scope::{Scope, SecretId, StorePath};
 
 /// What is wrong with one file of the store, wherever it is.
 #[derive(Debug, Error)]
@@ -37,12 +34,14 @@ pub enum StoreError {
     #[error("a folder on its path is not a folder")]
     NotAFolder,
     /// The file exceeds what any valid content of its kind needs.
-    #[error("file is {size} bytes, more than the {limit} bytes any valid {} needs", limited(*.limit))]
+    #[error("file is {size} bytes, more than the {limit} bytes any valid {kind} needs")]
     TooLarge {
         /// Actual size.
         size: u64,
-        /// Limit: which kind of file it is for says what the file is.
+        /// The limit for its kind.
         limit: usize,
+        /// What the file is.
+        kind: ReadKind,
     },
     /// A text file (policy, recipients, config) that is not UTF-8.
     #[error("is not UTF-8 text")]
@@ -55,18 +54,41 @@ pub enum StoreError {
     AlreadyExists(SecretId),
 }
 
-/// What a read `limit` is for. Each kind of store file is read with its
-/// own: text files (`meshseal.toml`, recipients, policies, the Mesh
-/// resource, signed lists) with [`MAX_TEXT_FILE_BYTES`], signatures with
-/// [`MAX_SIGNATURE_BYTES`], and a secret with what its `max_data_bytes`
-/// allows ([`crate::config::Config::max_file_bytes`]: never the signature
-/// limit; the text limit only for `max_data_bytes = 491520`, read as a
-/// text file's then).
-fn limited(limit: usize) -> &'static str {
-    match limit {
-        MAX_TEXT_FILE_BYTES => "text file of the store",
-        MAX_SIGNATURE_BYTES => "signature",
-        _ => "secret",
+/// What kind of store file a read was refused for (each is read with its
+/// own limit: [`super::MAX_TEXT_FILE_BYTES`],
+/// [`crate::signing::sshsig::MAX_SIGNATURE_BYTES`], or what a
+/// secret's `max_data_bytes` allows), judged by the file's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadKind {
+    /// A secret's age file.
+    Secret,
+    /// A `.sig` file.
+    Signature,
+    /// A text file: `meshseal.toml`, recipients, policies, the Mesh
+    /// resource, signed lists.
+    Text,
+}
+
+impl ReadKind {
+    /// The kind of the file at `rel` (relative to the store root).
+    pub fn of(rel: &Path) -> ReadKind {
+        if rel.extension().is_some_and(|e| e == "sig") {
+            return ReadKind::Signature;
+        }
+        match StorePath::classify(rel) {
+            StorePath::Secret(_) | StorePath::StraySecret { .. } => ReadKind::Secret,
+            _ => ReadKind::Text,
+        }
+    }
+}
+
+impl std::fmt::Display for ReadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReadKind::Secret => "secret",
+            ReadKind::Signature => "signature",
+            ReadKind::Text => "text file of the store",
+        })
     }
 }
 
@@ -569,27 +591,4 @@ impl Diagnostic for WriteError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn too_large_says_what_the_limit_is_for() {
-        let too_large = |limit: usize| StoreError::TooLarge {
-            size: limit as u64 + 1,
-            limit,
-        };
-        let secret = crate::config::Config::default().max_file_bytes();
-        let text = format!("more than the {secret} bytes any valid secret needs");
-        assert!(too_large(secret).to_string().ends_with(&text));
-        let sig = "file is 16385 bytes, more than the 16384 bytes any valid signature needs";
-        assert_eq!(too_large(MAX_SIGNATURE_BYTES).to_string(), sig);
-        let config = OpenError::ReadConfig {
-            file: PathBuf::from("meshseal.toml"),
-            source: too_large(MAX_TEXT_FILE_BYTES),
-        };
-        assert_eq!(
-            crate::problem::Problem::from(config).to_string(),
-            "meshseal.toml: file is 1048577 bytes, more than the 1048576 bytes any valid text file of the store needs"
-        );
-    }
-}
+mod tests;

@@ -29,7 +29,9 @@ pub mod layout;
 mod target;
 mod write;
 
-pub use error::{LoadError, Moved, OpenError, RecipientsError, ScanError, StoreError, WriteError};
+pub use error::{
+    LoadError, Moved, OpenError, ReadKind, RecipientsError, ScanError, StoreError, WriteError,
+};
 pub use target::{Target, Targets};
 
 /// The largest text file (policy, Mesh resource, recipients, writers,
@@ -230,6 +232,7 @@ impl Store {
             return Err(StoreError::TooLarge {
                 size: meta.len(),
                 limit,
+                kind: ReadKind::of(rel),
             });
         }
         let bytes = read_sized(file, meta.len() as usize, limit)?;
@@ -237,6 +240,7 @@ impl Store {
             return Err(StoreError::TooLarge {
                 size: bytes.len() as u64,
                 limit,
+                kind: ReadKind::of(rel),
             });
         }
         Ok(bytes)
