@@ -270,7 +270,8 @@ pub fn signature(data: &[u8]) {
 /// names (one per line; a valid one prints back as itself, and a request's
 /// names parse as a bounded set) and the data as PEM (a resource built from
 /// it is built again, identically, from what it serves; split at the first
-/// NUL it is a certificate secret and a key secret).
+/// NUL it is a certificate secret and a key secret), and the bytes as a
+/// gRPC request, decoded lean and in full ([`sds_requests`]).
 pub fn sds_names(data: &[u8]) {
     use meshseal::serve::sds::names::{parse_all, ResourceName};
     use meshseal::serve::sds::resources::build;
@@ -297,6 +298,55 @@ pub fn sds_names(data: &[u8]) {
     if let Some(at) = data.iter().position(|&b| b == 0) {
         let pair = ResourceName::parse("m/c+k").unwrap();
         let _ = build(&pair, &[&data[..at], &data[at + 1..]], NOW);
+    }
+    sds_requests(data);
+}
+
+/// The same bytes as a gRPC request of the SDS server: its lean messages
+/// (`serve::sds::request`) decode whatever the Envoy API's full messages
+/// decode, to the same values in the fields they keep.
+fn sds_requests(data: &[u8]) {
+    use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+    use meshseal::serve::sds::request::{DeltaRequest, SotwRequest};
+    use prost::Message as _;
+
+    let lean = SotwRequest::decode(data);
+    if let Ok(full) = DiscoveryRequest::decode(data) {
+        let lean = lean.expect("a request the full message decodes decodes lean");
+        assert_eq!(lean.version_info, full.version_info);
+        assert_eq!(
+            lean.node.map(|n| (n.id, n.cluster)),
+            full.node.map(|n| (n.id, n.cluster))
+        );
+        assert_eq!(lean.resource_names, full.resource_names);
+        assert_eq!(lean.type_url, full.type_url);
+        assert_eq!(lean.response_nonce, full.response_nonce);
+        assert_eq!(
+            lean.error_detail.map(|d| (d.code, d.message)),
+            full.error_detail.map(|d| (d.code, d.message))
+        );
+    }
+    let lean = DeltaRequest::decode(data);
+    if let Ok(full) = DeltaDiscoveryRequest::decode(data) {
+        let lean = lean.expect("a delta request the full message decodes decodes lean");
+        assert_eq!(
+            lean.node.map(|n| (n.id, n.cluster)),
+            full.node.map(|n| (n.id, n.cluster))
+        );
+        assert_eq!(lean.type_url, full.type_url);
+        assert_eq!(lean.resource_names_subscribe, full.resource_names_subscribe);
+        assert_eq!(
+            lean.resource_names_unsubscribe,
+            full.resource_names_unsubscribe
+        );
+        let full_versions: std::collections::BTreeMap<String, String> =
+            full.initial_resource_versions.into_iter().collect();
+        assert_eq!(lean.initial_resource_versions, full_versions);
+        assert_eq!(lean.response_nonce, full.response_nonce);
+        assert_eq!(
+            lean.error_detail.map(|d| (d.code, d.message)),
+            full.error_detail.map(|d| (d.code, d.message))
+        );
     }
 }
 

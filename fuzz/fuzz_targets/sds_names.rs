@@ -1,4 +1,4 @@
-//! What the SDS server parses: resource names and PEM bundles.
+//! What the SDS server parses: resource names, PEM bundles and its lean gRPC requests.
 //! The property itself is in `properties.rs`, shared with `tests/fuzz_corpus.rs`.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
