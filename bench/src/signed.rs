@@ -131,8 +131,8 @@ impl Bench {
         timed(cmd)
     }
 
-    /// The signed rows: cold load verified against unsigned, interleaved
-    /// run by run; and the hook on a signed commit.
+    /// The signed rows: cold load verified against the floor and against
+    /// unsigned, interleaved run by run; and the hook on a signed commit.
     pub fn signed(&mut self, n: usize) {
         let t = Instant::now();
         let signed = self.signed_store(n);
@@ -145,27 +145,44 @@ impl Bench {
         // neither side is timed against the kernel's writeback of the other.
         let synced = Command::new("sync").status().is_ok_and(|s| s.success());
         assert!(synced, "sync failed");
-        let (mut plain, mut verified) = (Vec::new(), Vec::new());
+        // SPEC 5: the verified load within 1.4x of the unsigned floor (the
+        // age crate alone, as a process, over the same secret files); the
+        // unsigned `watch --once` beside it says what verifying adds to
+        // meshseal's own load. The three rotate run by run.
+        let (mut floor, mut plain, mut verified) = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..self.options.runs {
-            if run % 2 == 0 {
-                plain.push(self.watch_once_at(&self.store_dir(n), None));
-                verified.push(self.watch_once_at(&signed.root, Some(&signed.trust)));
-            } else {
-                verified.push(self.watch_once_at(&signed.root, Some(&signed.trust)));
-                plain.push(self.watch_once_at(&self.store_dir(n), None));
+            for slot in 0..3 {
+                match (run + slot) % 3 {
+                    0 => floor.push(self.floor_process(n).0),
+                    1 => plain.push(self.watch_once_at(&self.store_dir(n), None)),
+                    _ => verified.push(self.watch_once_at(&signed.root, Some(&signed.trust))),
+                }
             }
         }
-        let (plain, verified) = (median(&mut plain), median(&mut verified));
-        let r = ratio(verified, plain);
+        let (floor, plain, verified) = (
+            median(&mut floor),
+            median(&mut plain),
+            median(&mut verified),
+        );
+        let r = ratio(verified, floor);
         self.rows.push(Row {
-            measurement: "cold load, signatures verified (`watch --once --trust`) vs unsigned"
+            measurement: "cold load, signatures verified (`watch --once --trust`) vs floor process"
                 .into(),
             secrets: count(n),
             meshseal: ms(verified),
-            reference: ms(plain),
+            reference: ms(floor),
             ratio: format!("{r:.2}x"),
             target: "<= 1.4x".into(),
             result: verdict(r <= 1.4, true),
+        });
+        self.rows.push(Row {
+            measurement: "cold load, signatures verified vs unsigned `watch --once`".into(),
+            secrets: count(n),
+            meshseal: ms(verified),
+            reference: ms(plain),
+            ratio: format!("{:.2}x", ratio(verified, plain)),
+            target: "-".into(),
+            result: "info".into(),
         });
         self.signed_check_staged(n, &signed);
     }
