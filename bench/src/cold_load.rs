@@ -130,8 +130,8 @@ impl Bench {
                 meshseal: ms(load.process),
                 reference: ms(load.floor_process),
                 ratio: format!("{ratio:.2}x (CPU {cpu:.2}x)"),
-                target: "≤ 1.25x".into(),
-                result: verdict(ratio <= 1.25, n == reference),
+                target: "≤ 1.15x".into(),
+                result: verdict(ratio <= 1.15, n == reference),
             });
             let ratio = self::ratio(load.in_process, load.floor_in_process);
             let cpu = self::ratio(load.in_process_cpu, load.floor_in_process_cpu);
@@ -141,8 +141,8 @@ impl Bench {
                 meshseal: ms(load.in_process),
                 reference: ms(load.floor_in_process),
                 ratio: format!("{ratio:.2}x (CPU {cpu:.2}x)"),
-                target: "≤ 1.25x".into(),
-                result: verdict(ratio <= 1.25, n == reference),
+                target: "≤ 1.15x".into(),
+                result: verdict(ratio <= 1.15, n == reference),
             });
         }
         let at = |n: usize| sizes.iter().position(|&s| s == n).map(|i| &loads[i]);
