@@ -1,21 +1,27 @@
 //! `meshseal rekey`: re-encrypt secrets to their scope's current recipients.
 //!
-//! All or nothing: every file that will be rewritten is decrypted and
-//! validated first; if any one fails, nothing is written. Only then are the
-//! files re-encrypted (in parallel) and replaced, each atomically.
+//! All or nothing where it can be: every file that will be rewritten is
+//! decrypted and validated first; if any one fails, nothing is written.
+//! Only then are the files re-encrypted (in parallel) and written as one
+//! durable batch ([`Store::put_many`]: staged, one flush of the file system,
+//! renamed, each folder flushed once), so a failure while staging (a full
+//! disk) still writes nothing; only a failure among the renames leaves a
+//! partly rekeyed store, whose replaced files are named.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::document::Document;
 use crate::identity::Identities;
 use crate::problem::Diagnostic;
 use crate::recipients::{Recipient, RecipientSet};
 use crate::scope::{Scope, SecretId};
-use crate::store::{LoadError, Loaded, RecipientsError, ScanError, Store, WriteError};
+use crate::store::{LoadError, RecipientsError, ScanError, Store, WriteError};
 
 /// What to rekey.
 #[derive(Debug, Clone)]
@@ -235,12 +241,19 @@ fn unverified(store: &Store, ids: &[SecretId]) -> Vec<RekeyError> {
 /// How a rekey failed.
 #[derive(Debug)]
 pub enum RekeyFailure {
-    /// A file could not be decrypted or a scope has no recipients: no file
-    /// was written.
+    /// A file could not be decrypted or verified, a scope has no
+    /// recipients, or writing failed before the first file was replaced (a
+    /// full disk while staging): no file was written.
     NothingWritten(Vec<RekeyError>),
-    /// Writing failed part way (disk full, permissions): some files hold the
-    /// new encryption, the rest the old one; both decrypt.
-    Partial(Vec<RekeyError>),
+    /// Writing failed part way, among the renames (permissions, a folder
+    /// that cannot be flushed): the files of `rekeyed` hold the new
+    /// encryption, the rest the old one; both decrypt.
+    Partial {
+        /// Why.
+        errors: Vec<RekeyError>,
+        /// The files replaced before the failure.
+        rekeyed: Vec<PathBuf>,
+    },
 }
 
 /// Decrypts every secret in `ids`, then rewrites them all. If any secret
@@ -255,7 +268,9 @@ pub fn rekey(
 }
 
 /// [`rekey`], calling `progress` once per file decrypted and once per file
-/// written (so `2 * ids.len()` calls in all on success).
+/// encrypted and staged (so `2 * ids.len()` calls in all on success); the
+/// staged files are then replaced together, as one durable batch
+/// ([`Store::put_many`]).
 pub fn rekey_with_progress(
     store: &Store,
     ids: &[SecretId],
@@ -270,11 +285,16 @@ pub fn rekey_with_progress(
             r
         })
         .collect();
-    let mut docs: Vec<Loaded> = Vec::with_capacity(loaded.len());
+    let mut docs: Vec<Document> = Vec::with_capacity(loaded.len());
+    // What each file held before: how a failed batch tells what it replaced.
+    let mut before: Vec<[u8; 32]> = Vec::with_capacity(loaded.len());
     let mut problems: Vec<RekeyError> = Vec::new();
     for result in loaded {
         match result {
-            Ok(l) => docs.push(l),
+            Ok(l) => {
+                docs.push(l.doc);
+                before.push(l.file_sha256);
+            }
             Err(e) => problems.push(e.into()),
         }
     }
@@ -282,11 +302,7 @@ pub fn rekey_with_progress(
     if !problems.is_empty() {
         return Err(RekeyFailure::NothingWritten(problems));
     }
-    for scope in docs
-        .iter()
-        .map(|l| &l.doc.id.scope)
-        .collect::<BTreeSet<_>>()
-    {
+    for scope in docs.iter().map(|d| &d.id.scope).collect::<BTreeSet<_>>() {
         let nobody = |e: RecipientsError| RekeyFailure::NothingWritten(vec![e.into()]);
         let set = store.recipients(scope).map_err(nobody)?;
         set.require_some()
@@ -296,17 +312,129 @@ pub fn rekey_with_progress(
             })
             .map_err(nobody)?;
     }
-    let failures: Vec<RekeyError> = docs
-        .par_iter()
-        .filter_map(|l| {
-            let r = store.put(&l.doc, None).err();
-            progress();
-            r.map(RekeyError::from)
+    // Without identities `put_many` compares nothing: every planned file is
+    // rewritten, fresh ones too under `--force`.
+    match store.put_many_with_progress(&docs, None, progress) {
+        Ok(_) => Ok(docs.len()),
+        Err(e) => {
+            let rekeyed = replaced(store, &docs, &before);
+            let errors = vec![e.into()];
+            if rekeyed.is_empty() {
+                Err(RekeyFailure::NothingWritten(errors))
+            } else {
+                Err(RekeyFailure::Partial { errors, rekeyed })
+            }
+        }
+    }
+}
+
+/// After a failed batch, the files of `docs` whose bytes are no longer
+/// those of `before` (their sha256 when read): the ones it replaced. A
+/// rekey always changes a file's bytes (a new file key), and a file that
+/// cannot be read now counts as replaced, so that `NothingWritten` is only
+/// said when it is known.
+fn replaced(store: &Store, docs: &[Document], before: &[[u8; 32]]) -> Vec<PathBuf> {
+    docs.par_iter()
+        .zip(before)
+        .filter(|(doc, old)| {
+            store.read_secret_file(&doc.id).map_or(true, |bytes| {
+                Sha256::digest(&bytes).as_slice() != old.as_slice()
+            })
         })
-        .collect();
-    if failures.is_empty() {
-        Ok(docs.len())
-    } else {
-        Err(RekeyFailure::Partial(failures))
+        .map(|(doc, _)| doc.id.path())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::document::SecretData;
+    use crate::store::Loaded;
+
+    /// A store with one mesh `m` encrypted to a fresh identity, and
+    /// `count` secrets in it.
+    fn store(count: usize) -> (tempfile::TempDir, Store, Identities, Vec<SecretId>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret, public) = crate::identity::generate();
+        let identities = Identities::from_age_text(&secret).unwrap();
+        for scope in ["meshes/m", "global"] {
+            std::fs::create_dir_all(dir.path().join(scope)).unwrap();
+            std::fs::write(
+                dir.path().join(scope).join("recipients.txt"),
+                format!("{public}\n"),
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let docs: Vec<Document> = (0..count)
+            .map(|i| {
+                let id = SecretId::new(Scope::mesh("m").unwrap(), &format!("s{i}")).unwrap();
+                Document::new(id, SecretData::new(format!("v{i}").into_bytes()))
+            })
+            .collect();
+        store.put_many(&docs, None).unwrap();
+        let ids = docs.into_iter().map(|d| d.id).collect();
+        (dir, store, identities, ids)
+    }
+
+    fn bytes(store: &Store, ids: &[SecretId]) -> Vec<Vec<u8>> {
+        ids.iter()
+            .map(|id| store.read_secret_file(id).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_forced_rekey_rewrites_every_file_and_reports_twice_per_file() {
+        let (_dir, store, identities, ids) = store(12);
+        let planned = plan(&store, &Selection::All, true).unwrap();
+        assert_eq!(planned.len(), ids.len());
+        assert!(plan(&store, &Selection::All, false).unwrap().is_empty());
+        let old = bytes(&store, &ids);
+        let calls = AtomicUsize::new(0);
+        let n = rekey_with_progress(&store, &planned, &identities, &|| {
+            calls.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+        assert_eq!(n, ids.len());
+        assert_eq!(calls.into_inner(), 2 * ids.len());
+        for ((id, old), new) in ids.iter().zip(&old).zip(bytes(&store, &ids)) {
+            assert_ne!(old, &new, "{id} was not rewritten");
+            let loaded = store.load(id, &identities).unwrap();
+            assert_eq!(
+                loaded.doc.data.expose(),
+                format!("v{}", &id.name[1..]).as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn a_rekey_that_cannot_decrypt_one_file_writes_none() {
+        let (_dir, store, identities, ids) = store(4);
+        let old = bytes(&store, &ids);
+        let (other, _) = crate::identity::generate();
+        let wrong = Identities::from_age_text(&other).unwrap();
+        match rekey(&store, &ids, &wrong) {
+            Err(RekeyFailure::NothingWritten(errors)) => assert_eq!(errors.len(), ids.len()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(bytes(&store, &ids), old);
+        assert!(rekey(&store, &ids, &identities).is_ok());
+    }
+
+    #[test]
+    fn after_a_failed_batch_the_replaced_files_are_those_whose_bytes_changed() {
+        let (_dir, store, identities, ids) = store(3);
+        let loaded: Vec<Loaded> = ids
+            .iter()
+            .map(|id| store.load(id, &identities).unwrap())
+            .collect();
+        let before: Vec<[u8; 32]> = loaded.iter().map(|l| l.file_sha256).collect();
+        let docs: Vec<Document> = loaded.into_iter().map(|l| l.doc).collect();
+        assert!(replaced(&store, &docs, &before).is_empty());
+        // One file rewritten (as a batch that failed after its rename).
+        store.put(&docs[1], None).unwrap();
+        assert_eq!(replaced(&store, &docs, &before), vec![ids[1].path()]);
     }
 }

@@ -215,6 +215,8 @@ pub(super) fn cmd_rekey(
             .expect("valid template")
             .progress_chars("=> "),
     );
+    // Each file counts once decrypted and once re-encrypted and staged; the
+    // staged files are then replaced together.
     bar.set_message("decrypt, then re-encrypt");
     let result = rekey::rekey_with_progress(&store, &ids, &identities, &|| bar.inc(1));
     bar.finish_and_clear();
@@ -228,9 +230,20 @@ pub(super) fn cmd_rekey(
             eprintln!("nothing was rewritten: every file must decrypt (and, under a trust root, verify) before any is rekeyed");
             Ok(Exit::Failure)
         }
-        Err(rekey::RekeyFailure::Partial(errors)) => {
+        Err(rekey::RekeyFailure::Partial { errors, rekeyed }) => {
             output::problems(&reports(errors));
-            eprintln!("some files were not rewritten; every file still decrypts; run rekey again");
+            eprintln!(
+                "{} of {} file(s) were rekeyed before the failure, the others were not rewritten; every file still decrypts; run rekey again",
+                rekeyed.len(),
+                ids.len()
+            );
+            const NAMED: usize = 20;
+            for file in rekeyed.iter().take(NAMED) {
+                eprintln!("  rekeyed {}", file.display());
+            }
+            if rekeyed.len() > NAMED {
+                eprintln!("  and {} more", rekeyed.len() - NAMED);
+            }
             Ok(Exit::Failure)
         }
     }

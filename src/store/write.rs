@@ -320,11 +320,25 @@ impl Store {
     /// system rather than two `fsync`s each (see [`atomic::Batch`]). Every
     /// check and every encryption happens before the first file is
     /// replaced: a refusal, a missing recipients file or a full disk while
-    /// staging leaves the store unchanged.
+    /// staging leaves the store unchanged. Without identities nothing can
+    /// be compared, so every document is rewritten (`rekey`, whose plan
+    /// chose the files, `--force` or not).
     pub fn put_many(
         &self,
         docs: &[Document],
         identities: Option<&Identities>,
+    ) -> Result<Vec<WriteOutcome>, WriteError> {
+        self.put_many_with_progress(docs, identities, &|| {})
+    }
+
+    /// [`Store::put_many`], calling `progress` once per document as it is
+    /// staged (or found unchanged): `docs.len()` calls when nothing fails
+    /// before the commit, which then replaces them all.
+    pub fn put_many_with_progress(
+        &self,
+        docs: &[Document],
+        identities: Option<&Identities>,
+        progress: &(dyn Fn() + Sync),
     ) -> Result<Vec<WriteOutcome>, WriteError> {
         // Each scope's recipients read, judged and fingerprinted once.
         let mut recipients: BTreeMap<&Scope, (RecipientSet, String)> = BTreeMap::new();
@@ -398,6 +412,7 @@ impl Store {
                 let (outcome, sealed) = sealed?;
                 outcomes[i] = outcome;
                 let Some((ciphertext, sig)) = sealed else {
+                    progress();
                     continue;
                 };
                 let path = self.root.join(&files[i]);
@@ -414,6 +429,7 @@ impl Store {
                     None if present[i].1 => stale_sigs.push(crate::scope::sig_path(&files[i])),
                     None => {}
                 }
+                progress();
             }
             Ok(())
         })?;

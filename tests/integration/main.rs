@@ -32,6 +32,7 @@ mod leaks;
 mod materialize;
 mod policies;
 mod readme;
+mod rekey_batch;
 mod root_swap;
 mod sds_envoy;
 mod signing_cli;
