@@ -1,6 +1,7 @@
 //! Bulk `apply -f` into an empty store: in the work folder (the disk), and
 //! again on tmpfs (`/dev/shm`, when it is one) to tell meshseal's own work
-//! from the file system's.
+//! from the file system's; then `rekey --all --force` of each applied store
+//! on the disk (every file decrypted and written again, as one batch).
 //!
 //! The stores of a row's runs are removed only after its last run: on ext4
 //! without a journal, the inode allocator skips recently deleted inodes one
@@ -23,7 +24,7 @@ impl Bench {
         let n = self.options.reference_size().min(10_000);
         let yaml = self.work.join("apply.yaml");
         fs::write(&yaml, gen::apply_yaml(n)).expect("apply yaml");
-        let (d, cpu) = self.apply_runs(&self.work.join("apply"), &yaml, n);
+        let (d, cpu, stores) = self.apply_runs(&self.work.join("apply"), &yaml, n);
         // SPEC 5: under 2 s, and within 3x the cold load of the same run.
         let cold = self
             .cold_load
@@ -55,10 +56,28 @@ impl Bench {
                 n == 10_000 && cold.is_some(),
             ),
         });
+        // The applied stores, each rekeyed once (every file rewritten):
+        // the same writes as the apply, after a decryption of each file.
+        let (rekey, rekey_cpu) = self.rekey_runs(&stores, n);
+        remove_stores(stores);
+        self.rows.push(Row {
+            measurement: format!(
+                "`rekey --all --force` of every secret ({:.0} secrets/s; CPU {})",
+                n as f64 / rekey.as_secs_f64(),
+                ms(rekey_cpu)
+            ),
+            secrets: count(n),
+            meshseal: ms(rekey),
+            reference: format!("bulk apply {}", ms(d)),
+            ratio: format!("{:.2}x", crate::report::ratio(rekey, d)),
+            target: "-".into(),
+            result: "info".into(),
+        });
         let shm = Path::new("/dev/shm");
         if is_tmpfs(shm) {
             let dir = shm.join(format!("meshseal-bench-{}", std::process::id()));
-            let (d, cpu) = self.apply_runs(&dir, &yaml, n);
+            let (d, cpu, stores) = self.apply_runs(&dir, &yaml, n);
+            remove_stores(stores);
             let _ = fs::remove_dir_all(&dir);
             self.rows.push(Row {
                 measurement: format!(
@@ -76,8 +95,9 @@ impl Bench {
     }
 
     /// The medians (wall, CPU) of `--runs` applies of `yaml` into empty
-    /// stores under `dir`, removed after the last run.
-    fn apply_runs(&self, dir: &Path, yaml: &Path, n: usize) -> (Duration, Duration) {
+    /// stores under `dir`, and those stores (for the caller to remove after
+    /// its last run).
+    fn apply_runs(&self, dir: &Path, yaml: &Path, n: usize) -> (Duration, Duration, Vec<PathBuf>) {
         let mut walls = Vec::new();
         let mut cpus = Vec::new();
         let mut roots: Vec<PathBuf> = Vec::new();
@@ -99,10 +119,42 @@ impl Bench {
             assert_eq!(written, n, "apply wrote every secret");
             roots.push(root);
         }
-        for root in roots {
-            fs::remove_dir_all(&root).expect("remove apply store");
+        (median(&mut walls), median(&mut cpus), roots)
+    }
+
+    /// The medians (wall, CPU) of `rekey --all --force` of each store of
+    /// `stores` (`n` secrets each), once.
+    fn rekey_runs(&self, stores: &[PathBuf], n: usize) -> (Duration, Duration) {
+        let mut walls = Vec::new();
+        let mut cpus = Vec::new();
+        for root in stores {
+            let files = floor::secret_files(root);
+            let first = fs::read(&files[0]).expect("read a secret");
+            let mut cmd = self.meshseal_cmd();
+            cmd.arg("-C")
+                .arg(root)
+                .arg("-i")
+                .arg(&self.key.identity_file)
+                .args(["rekey", "--all", "--force"]);
+            let (wall, cpu) = timed_cpu(cmd);
+            walls.push(wall);
+            cpus.push(cpu);
+            assert_eq!(
+                floor::secret_files(root).len(),
+                n,
+                "rekey kept every secret"
+            );
+            let now = fs::read(&files[0]).expect("read a secret");
+            assert_ne!(now, first, "rekey --force rewrote the files");
         }
         (median(&mut walls), median(&mut cpus))
+    }
+}
+
+/// Removes the stores of a row's runs.
+fn remove_stores(stores: Vec<PathBuf>) {
+    for root in stores {
+        fs::remove_dir_all(&root).expect("remove apply store");
     }
 }
 
