@@ -222,11 +222,7 @@ pub struct SignReport {
 /// `writers.txt` lists it once the scope files are signed). A scope file
 /// without its binding header is rewritten with one (the next generation);
 /// everything else is signed over its exact bytes, so a re-signed secret
-/// keeps its generation. Those signatures, of every scope, are written as
-/// one batch at the end ([`Store::write_signatures`]: one flush of the file
-/// system, not two `fsync`s a file); a scope file rewritten with its header
-/// is written (and signed) at once, since its scope's secrets are judged
-/// against it.
+/// keeps its generation.
 pub fn sign(store: &Store, scopes: &[Scope]) -> Result<SignReport, AdminError> {
     let signer = store
         .signing()
@@ -234,12 +230,10 @@ pub fn sign(store: &Store, scopes: &[Scope]) -> Result<SignReport, AdminError> {
         .as_ref()
         .ok_or(AdminError::NoSignKey)?;
     let mut report = SignReport::default();
-    let mut sigs = Vec::new();
     for scope in scopes {
-        sign_scope_files(store, signer, scope, &mut report, &mut sigs)?;
-        sign_secrets(store, signer, scope, &mut report, &mut sigs)?;
+        sign_scope_files(store, signer, scope, &mut report)?;
+        sign_secrets(store, signer, scope, &mut report)?;
     }
-    store.write_signatures(&sigs)?;
     Ok(report)
 }
 
@@ -248,7 +242,6 @@ fn sign_scope_files(
     signer: &Signer,
     scope: &Scope,
     report: &mut SignReport,
-    sigs: &mut Vec<(PathBuf, String)>,
 ) -> Result<(), AdminError> {
     for kind in [ScopeFile::Writers, ScopeFile::Recipients] {
         let file = scope.file_path(kind);
@@ -333,7 +326,7 @@ fn sign_scope_files(
                 file: file.clone(),
                 source: Box::new(source),
             })?;
-        sigs.push((sig_file, sig));
+        write_sig(store, &sig_file, &sig)?;
         report.signed.push(file);
     }
     Ok(())
@@ -349,12 +342,15 @@ fn signed_by(store: &Store, sig_file: &Path, bytes: &[u8], ns: Namespace, signer
         .is_some_and(|v| v.fingerprint == signer.fingerprint())
 }
 
+fn write_sig(store: &Store, sig_file: &Path, sig: &str) -> Result<(), WriteError> {
+    store.write_signatures(&[(sig_file.to_path_buf(), sig.to_string())])
+}
+
 fn sign_secrets(
     store: &Store,
     signer: &Signer,
     scope: &Scope,
     report: &mut SignReport,
-    sigs: &mut Vec<(PathBuf, String)>,
 ) -> Result<(), AdminError> {
     let ids = store
         .secret_ids(Some(scope))
@@ -433,15 +429,17 @@ fn sign_secrets(
             Ok(Outcome::Sign(sig))
         })
         .collect();
+    let mut writes = Vec::new();
     for (id, result) in ids.iter().zip(results) {
         match result? {
             Outcome::Already => report.already.push(id.path()),
             Outcome::Refused(why) => report.refused.push((id.path(), why)),
             Outcome::Sign(sig) => {
-                sigs.push((id.sig_path(), sig));
+                writes.push((id.sig_path(), sig));
                 report.signed.push(id.path());
             }
         }
     }
+    store.write_signatures(&writes)?;
     Ok(())
 }
