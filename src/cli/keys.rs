@@ -227,7 +227,7 @@ pub(super) fn cmd_rekey(
         }
         Err(rekey::RekeyFailure::NothingWritten(errors)) => {
             output::problems(&reports(errors));
-            eprintln!("nothing was rewritten: every file must decrypt (and, under a trust root, verify) before any is rekeyed");
+            eprintln!("nothing was rewritten: every file must decrypt (and, under a trust root, verify), and all be re-encrypted and staged, before any is replaced");
             Ok(Exit::Failure)
         }
         Err(rekey::RekeyFailure::Partial { errors, rekeyed }) => {
