@@ -382,7 +382,7 @@ fn rekey_killed_at_random_moments_leaves_old_or_new_files() {
         timed(&rekey)
     });
 
-    let (mut partial, mut landed) = (0, 0);
+    let (mut partial, mut landed, mut leftovers) = (0, 0, 0);
     for i in 0..REKEY_KILLS {
         let ctx = format!("seed {seed}, rekey kill {i}");
         toggle();
@@ -436,6 +436,7 @@ fn rekey_killed_at_random_moments_leaves_old_or_new_files() {
 
         // Not yet rekeyed files are stale, leftovers are leftovers; nothing else.
         let temps = temp_files(&env.root);
+        leftovers += temps.len();
         let mut expected = stale;
         expected.extend(
             temps
@@ -454,11 +455,15 @@ fn rekey_killed_at_random_moments_leaves_old_or_new_files() {
         );
     }
     eprintln!(
-        "rekey: {landed} of {REKEY_KILLS} kills landed, {partial} left a partly rekeyed store; \
-         a whole rekey takes {duration:?}"
+        "rekey: {landed} of {REKEY_KILLS} kills landed, {partial} left a partly rekeyed store, \
+         {leftovers} staged files left behind; a whole rekey takes {duration:?}"
     );
+    // One batch renames every file within milliseconds, so a kill more
+    // often lands while files are staged (leftovers, the store unchanged)
+    // than among the renames (a partly rekeyed store): either shows the
+    // kills reached the writes.
     assert!(
-        partial > 0,
+        partial > 0 || leftovers > 0,
         "seed {seed}: no kill landed during the writes (rekey takes {duration:?}): the test proved nothing"
     );
 }
