@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use ssh_key::PublicKey;
 
@@ -34,7 +35,7 @@ use crate::scope::{Scope, ScopeFile, SecretId};
 use crate::signing::{self, AllowedSigners, Namespace};
 use crate::store::{Store, StoreError, MAX_TEXT_FILE_BYTES};
 use crate::writers::history::Seen;
-use crate::writers::{Checked, Refusal, ScopeFileBytes, Verdict, Verifier};
+use crate::writers::{Checked, JudgedScope, Refusal, Verdict, Verifier};
 
 /// The reason codes of signature refusals, in the order `/metrics` lists
 /// them (the codes of [`Refusal`]).
@@ -104,6 +105,14 @@ struct ScopeTrust {
     writers: Option<Arc<AllowedSigners>>,
 }
 
+/// A scope's signed files as read and judged, to record.
+struct JudgedScopeFiles {
+    /// The verifier's verdict on them.
+    verdict: JudgedScope,
+    /// The index's.
+    trust: ScopeTrust,
+}
+
 /// Bytes read through the verifier, by path, for the scope digest.
 type Read = BTreeMap<PathBuf, Option<Vec<u8>>>;
 
@@ -147,9 +156,23 @@ impl Signatures {
             .collect()
     }
 
-    /// Reads and judges a scope's signed files again; whether anything of
-    /// them changed (a scope not known before counts as changed).
-    pub(super) fn load_scope(&mut self, store: &Store, scope: &Scope) -> bool {
+    /// Reads and judges scopes' signed files again, in parallel, then
+    /// records them; whether anything of each changed, in order (a scope
+    /// not known before counts as changed).
+    pub(super) fn load_scopes(&mut self, store: &Store, scopes: &[&Scope]) -> Vec<bool> {
+        let judged: Vec<JudgedScopeFiles> = scopes
+            .par_iter()
+            .map(|scope| self.judge_scope(store, scope))
+            .collect();
+        scopes
+            .iter()
+            .zip(judged)
+            .map(|(scope, judged)| self.record_scope(scope, judged))
+            .collect()
+    }
+
+    /// Reads and judges a scope's signed files, changing nothing.
+    fn judge_scope(&self, store: &Store, scope: &Scope) -> JudgedScopeFiles {
         let read: Mutex<Read> = Mutex::new(BTreeMap::new());
         let reader = |rel: &Path| -> Result<Option<Vec<u8>>, StoreError> {
             let bytes = match store.read_file(rel, MAX_TEXT_FILE_BYTES) {
@@ -161,7 +184,7 @@ impl Signatures {
             read.insert(rel.to_path_buf(), bytes.clone());
             Ok(bytes)
         };
-        self.verifier.load_scope(scope, &reader);
+        let verdict = self.verifier.judge_scope(scope, &reader);
         let read = read.into_inner().unwrap_or_else(|e| e.into_inner());
         let mut digest = Sha256::new();
         digest.update(self.epoch);
@@ -178,28 +201,25 @@ impl Signatures {
                 }
             }
         }
-        let digest: [u8; 32] = digest.finalize().into();
-        let writers = self.trusted_writers(scope, &read).map(Arc::new);
-        let changed = self.scopes.get(scope).map(|t| t.digest) != Some(digest);
-        self.scopes
-            .insert(scope.clone(), ScopeTrust { digest, writers });
-        changed
+        // The writers of a `writers.txt` that exists and that the trust
+        // root vouches for: the verifier's, which judged that same file.
+        let exists = matches!(read.get(&scope.writers_path()), Some(Some(_)));
+        let writers = verdict.writers().filter(|_| exists).cloned();
+        JudgedScopeFiles {
+            verdict,
+            trust: ScopeTrust {
+                digest: digest.finalize().into(),
+                writers,
+            },
+        }
     }
 
-    /// The writers of a `writers.txt` that exists and that the trust root
-    /// vouches for.
-    fn trusted_writers(&self, scope: &Scope, read: &Read) -> Option<AllowedSigners> {
-        let get = |rel: PathBuf| read.get(&rel).cloned().flatten();
-        let bytes = ScopeFileBytes {
-            text: get(scope.writers_path()),
-            sig: get(scope.sig_path(ScopeFile::Writers)),
-        };
-        self.verifier
-            .judge_scope_file(scope, ScopeFile::Writers, &bytes)
-            .ok()
-            .flatten()?;
-        let text = std::str::from_utf8(bytes.text.as_deref()?).ok()?;
-        AllowedSigners::parse(text).ok()
+    /// Records a judged scope; whether it changed.
+    fn record_scope(&mut self, scope: &Scope, judged: JudgedScopeFiles) -> bool {
+        let changed = self.scopes.get(scope).map(|t| t.digest) != Some(judged.trust.digest);
+        self.verifier.set_scope(scope.clone(), judged.verdict);
+        self.scopes.insert(scope.clone(), judged.trust);
+        changed
     }
 
     /// What a verdict on a secret of `scope` whose `.sig` hashes to `sig`

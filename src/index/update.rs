@@ -136,8 +136,10 @@ impl Index {
                     }
                 }
             }
-            for scope in &scopes {
-                if signatures.load_scope(store, scope) {
+            let scopes: Vec<&Scope> = scopes.iter().collect();
+            let changed = signatures.load_scopes(store, &scopes);
+            for (scope, changed) in scopes.into_iter().zip(changed) {
+                if changed {
                     // Every secret of the scope is judged again.
                     if let Ok(ids) = store.secret_ids(Some(scope)) {
                         candidates.extend(ids.iter().map(SecretId::path));
@@ -201,9 +203,8 @@ impl Index {
                 .iter()
                 .filter_map(|e| signed_scope(&e.what))
                 .collect();
-            for scope in scopes {
-                signatures.load_scope(store, scope);
-            }
+            let scopes: Vec<&Scope> = scopes.into_iter().collect();
+            signatures.load_scopes(store, &scopes);
             Arc::new(signatures)
         });
         if kind != UpdateKind::Cold {

@@ -212,6 +212,17 @@ struct ScopeTrust {
     recipients: Result<(), Refusal>,
 }
 
+/// A scope's files as [`Verifier::judge_scope`] judged them, to record.
+pub struct JudgedScope(ScopeTrust);
+
+impl JudgedScope {
+    /// The writers its `writers.txt` lists when the file is trusted (empty
+    /// when there is none); `None` when it is not trusted.
+    pub fn writers(&self) -> Option<&Arc<AllowedSigners>> {
+        self.0.writers.as_ref().ok()
+    }
+}
+
 /// A scope file as read: its bytes and its signature's, each `None` when
 /// absent.
 #[derive(Debug, Clone, Default)]
@@ -258,6 +269,14 @@ impl Verifier {
     /// Reads and judges a scope's `writers.txt` and `recipients.txt` (and
     /// their signatures) with `read`, replacing what was known of it.
     pub fn load_scope(&mut self, scope: &Scope, read: &ReadFile<'_>) {
+        let judged = self.judge_scope(scope, read);
+        self.set_scope(scope.clone(), judged);
+    }
+
+    /// What [`Verifier::load_scope`] would record of a scope, judged
+    /// without changing the verifier (so scopes can be judged in parallel,
+    /// then recorded with [`Verifier::set_scope`]).
+    pub fn judge_scope(&self, scope: &Scope, read: &ReadFile<'_>) -> JudgedScope {
         let mut files = BTreeMap::new();
         for kind in [ScopeFile::Writers, ScopeFile::Recipients] {
             let get = |rel: PathBuf| match read(&rel) {
@@ -286,13 +305,15 @@ impl Verifier {
             self.judge_scope_file(scope, ScopeFile::Recipients, &b)
                 .map(drop)
         });
-        self.scopes.insert(
-            scope.clone(),
-            ScopeTrust {
-                writers,
-                recipients,
-            },
-        );
+        JudgedScope(ScopeTrust {
+            writers,
+            recipients,
+        })
+    }
+
+    /// Records a scope as [`Verifier::judge_scope`] judged it.
+    pub fn set_scope(&mut self, scope: Scope, judged: JudgedScope) {
+        self.scopes.insert(scope, judged.0);
     }
 
     /// Whether a scope file (`recipients.txt` or `writers.txt`) with these
