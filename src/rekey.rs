@@ -316,23 +316,24 @@ pub fn rekey_with_progress(
     // rewritten, fresh ones too under `--force`.
     match store.put_many_with_progress(&docs, None, progress) {
         Ok(_) => Ok(docs.len()),
-        Err(e) => {
-            let rekeyed = replaced(store, &docs, &before);
-            let errors = vec![e.into()];
-            if rekeyed.is_empty() {
-                Err(RekeyFailure::NothingWritten(errors))
-            } else {
-                Err(RekeyFailure::Partial { errors, rekeyed })
-            }
+        // The batch says how many files it replaced before failing, not
+        // which (its renames run on two threads): those are named by their
+        // bytes, read again.
+        Err(e @ WriteError::Batch { renamed, .. }) if renamed > 0 => {
+            Err(RekeyFailure::Partial {
+                rekeyed: replaced(store, &docs, &before),
+                errors: vec![e.into()],
+            })
         }
+        // Anything else fails before the first file is replaced.
+        Err(e) => Err(RekeyFailure::NothingWritten(vec![e.into()])),
     }
 }
 
-/// After a failed batch, the files of `docs` whose bytes are no longer
-/// those of `before` (their sha256 when read): the ones it replaced. A
-/// rekey always changes a file's bytes (a new file key), and a file that
-/// cannot be read now counts as replaced, so that `NothingWritten` is only
-/// said when it is known.
+/// After a batch that replaced some files and failed, the files of `docs`
+/// whose bytes are no longer those of `before` (their sha256 when read):
+/// the ones it replaced. A rekey always changes a file's bytes (a new file
+/// key); a file that cannot be read now counts as replaced.
 fn replaced(store: &Store, docs: &[Document], before: &[[u8; 32]]) -> Vec<PathBuf> {
     docs.par_iter()
         .zip(before)
@@ -356,18 +357,7 @@ mod tests {
     /// A store with one mesh `m` encrypted to a fresh identity, and
     /// `count` secrets in it.
     fn store(count: usize) -> (tempfile::TempDir, Store, Identities, Vec<SecretId>) {
-        let dir = tempfile::tempdir().unwrap();
-        let (secret, public) = crate::identity::generate();
-        let identities = Identities::from_age_text(&secret).unwrap();
-        for scope in ["meshes/m", "global"] {
-            std::fs::create_dir_all(dir.path().join(scope)).unwrap();
-            std::fs::write(
-                dir.path().join(scope).join("recipients.txt"),
-                format!("{public}\n"),
-            )
-            .unwrap();
-        }
-        let store = Store::open(dir.path()).unwrap();
+        let (dir, store, identities) = crate::store::tests::scratch();
         let docs: Vec<Document> = (0..count)
             .map(|i| {
                 let id = SecretId::new(Scope::mesh("m").unwrap(), &format!("s{i}")).unwrap();

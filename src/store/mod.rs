@@ -554,4 +554,4 @@ pub fn short_sha(sha: &[u8; 32]) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,8 +3,9 @@ use super::*;
 use crate::document::SecretData;
 use crate::problem::Diagnostic;
 
-/// A store with one mesh `m` encrypted to a fresh identity.
-fn store() -> (tempfile::TempDir, Store, Identities) {
+/// A store with one mesh `m` encrypted to a fresh identity (for other
+/// modules' tests too).
+pub(crate) fn scratch() -> (tempfile::TempDir, Store, Identities) {
     let dir = tempfile::tempdir().unwrap();
     let (secret, public) = crate::identity::generate();
     let ids = Identities::from_age_text(&secret).unwrap();
@@ -40,7 +41,7 @@ fn open_tells_a_missing_folder_from_a_folder_that_is_no_store() {
 
 #[test]
 fn a_config_file_that_is_a_link_is_refused_not_followed() {
-    let (dir, _, _) = store();
+    let (dir, _, _) = scratch();
     std::os::unix::fs::symlink("/dev/zero", dir.path().join(CONFIG_FILE)).unwrap();
     let err = Store::open(dir.path()).unwrap_err();
     assert!(
@@ -57,7 +58,7 @@ fn a_config_file_that_is_a_link_is_refused_not_followed() {
 
 #[test]
 fn text_files_must_be_utf8() {
-    let (dir, store, _) = store();
+    let (dir, store, _) = scratch();
     fs::write(dir.path().join("meshes/m/mesh.toml"), [0xff, 0xfe]).unwrap();
     let err = store
         .read_text(Path::new("meshes/m/mesh.toml"))
@@ -67,7 +68,7 @@ fn text_files_must_be_utf8() {
 
 #[test]
 fn a_missing_recipients_file_names_its_scope() {
-    let (dir, store, _) = store();
+    let (dir, store, _) = scratch();
     fs::remove_file(dir.path().join("global/recipients.txt")).unwrap();
     let err = store.recipients(&Scope::Global).unwrap_err();
     let p = crate::problem::Problem::from(err);
@@ -77,7 +78,7 @@ fn a_missing_recipients_file_names_its_scope() {
 
 #[test]
 fn put_many_writes_all_and_leaves_unchanged_files_alone() {
-    let (dir, store, ids) = store();
+    let (dir, store, ids) = scratch();
     let docs = vec![doc("a", b"1"), doc("b", b"2")];
     let outcomes = store.put_many(&docs, Some(&ids)).unwrap();
     assert_eq!(outcomes, vec![WriteOutcome::Created, WriteOutcome::Created]);
@@ -98,7 +99,7 @@ fn put_many_writes_all_and_leaves_unchanged_files_alone() {
 
 #[test]
 fn put_many_with_one_refused_path_writes_nothing() {
-    let (dir, store, _) = store();
+    let (dir, store, _) = scratch();
     fs::create_dir_all(dir.path().join("meshes/m/secrets")).unwrap();
     std::os::unix::fs::symlink("/tmp", dir.path().join("meshes/m/secrets/b.age")).unwrap();
     let err = store
@@ -110,7 +111,7 @@ fn put_many_with_one_refused_path_writes_nothing() {
 
 #[test]
 fn a_header_that_disagrees_with_the_path_is_moved() {
-    let (dir, store, ids) = store();
+    let (dir, store, ids) = scratch();
     store.put(&doc("a", b"1"), None).unwrap();
     fs::copy(
         dir.path().join("meshes/m/secrets/a.age"),
@@ -124,7 +125,7 @@ fn a_header_that_disagrees_with_the_path_is_moved() {
 
 #[test]
 fn write_targets_refuse_links_files_in_the_way_and_non_files() {
-    let (dir, store, _) = store();
+    let (dir, store, _) = scratch();
     let root = dir.path();
     let outside = tempfile::tempdir().unwrap();
     fs::create_dir_all(root.join("meshes/m/secrets")).unwrap();
@@ -179,7 +180,7 @@ fn write_targets_refuse_links_files_in_the_way_and_non_files() {
 
 #[test]
 fn put_many_through_a_linked_folder_writes_nothing_anywhere() {
-    let (dir, store, _) = store();
+    let (dir, store, _) = scratch();
     let outside = tempfile::tempdir().unwrap();
     fs::create_dir_all(dir.path().join("meshes/m")).unwrap();
     std::os::unix::fs::symlink(outside.path(), dir.path().join("meshes/m/secrets")).unwrap();
@@ -203,7 +204,7 @@ fn put_many_through_a_linked_folder_writes_nothing_anywhere() {
 /// listing answers: it must say what a look at each file says.
 #[test]
 fn a_listed_folder_tells_the_same_as_a_look_at_each_file() {
-    let (dir, store, _) = store();
+    let (dir, store, _) = scratch();
     let secrets = dir.path().join("meshes/m/secrets");
     fs::create_dir_all(&secrets).unwrap();
     fs::write(secrets.join("old.age"), b"x").unwrap();
@@ -239,7 +240,7 @@ fn secrets_path(name: &str) -> PathBuf {
 /// file; a file without one gets none.
 #[test]
 fn put_many_unsigned_drops_a_stale_signature() {
-    let (dir, store, _) = store();
+    let (dir, store, _) = scratch();
     let secrets = dir.path().join("meshes/m/secrets");
     store.put(&doc("a", b"1"), None).unwrap();
     fs::write(secrets.join("a.age.sig"), b"old signature").unwrap();
