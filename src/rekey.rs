@@ -319,12 +319,10 @@ pub fn rekey_with_progress(
         // The batch says how many files it replaced before failing, not
         // which (its renames run on two threads): those are named by their
         // bytes, read again.
-        Err(e @ WriteError::Batch { renamed, .. }) if renamed > 0 => {
-            Err(RekeyFailure::Partial {
-                rekeyed: replaced(store, &docs, &before),
-                errors: vec![e.into()],
-            })
-        }
+        Err(e @ WriteError::Batch { renamed, .. }) if renamed > 0 => Err(RekeyFailure::Partial {
+            rekeyed: replaced(store, &docs, &before),
+            errors: vec![e.into()],
+        }),
         // Anything else fails before the first file is replaced.
         Err(e) => Err(RekeyFailure::NothingWritten(vec![e.into()])),
     }
