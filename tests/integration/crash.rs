@@ -19,7 +19,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::env::*;
 use crate::snapshot::*;
-use meshseal::atomic::{TEMP_PREFIX, TEMP_SUFFIX};
 use meshseal::identity::Identities;
 use meshseal::scope::{Scope, SecretId, StorePath};
 use meshseal::store::Store;
@@ -154,18 +153,6 @@ fn secret_files(root: &Path) -> BTreeMap<SecretId, Vec<u8>> {
         .filter_map(|(rel, bytes)| match StorePath::classify(&rel) {
             StorePath::Secret(id) => Some((id, bytes)),
             _ => None,
-        })
-        .collect()
-}
-
-/// Every `.meshseal-*.tmp` file below the root, relative to it.
-fn temp_files(root: &Path) -> BTreeSet<PathBuf> {
-    snapshot(root)
-        .into_keys()
-        .filter(|rel| {
-            rel.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(TEMP_PREFIX) && n.ends_with(TEMP_SUFFIX))
         })
         .collect()
 }
@@ -583,48 +570,12 @@ fn apply_with_a_closed_stdout_still_applies_everything() {
     }
 }
 
-/// A tmpfs of `size` mounted at `dir` for the test's lifetime (root only).
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(dir).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "cannot mount a small tmpfs (root is needed): the full-disk test must run in CI"
-            );
-            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
-            return None;
-        }
-        Some(SmallDisk(dir.to_path_buf()))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_bulk_apply_that_fills_the_disk_changes_nothing() {
     let outer = TestEnv::without_store();
-    let Some(disk) = SmallDisk::mount(&outer.tmp().join("disk"), "400k") else {
+    let Some((_disk, root)) = SmallDisk::with_store(&outer, "400k") else {
         return;
     };
-    let root = disk.0.join("store");
-    std::fs::create_dir_all(&root).unwrap();
-    outer.ok(outer
-        .cmd()
-        .arg("-C")
-        .arg(&root)
-        .args(["init", "--recipient", outer.public.as_str()]));
     // A few secrets that fit, then a snapshot.
     let small: BTreeMap<SecretId, Vec<u8>> = (0..5)
         .map(|i| {

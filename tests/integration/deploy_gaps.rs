@@ -10,122 +10,18 @@ mod host;
 mod stores;
 
 use std::fs;
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use crate::env::{b64, spawnable, TestEnv};
-use crate::watcher::{json, served, Watcher};
+use host::{plant_config, refusal, PLANTS};
 
-/// A copy of `from` at `to`, bytes and modes kept.
-fn copy_tree(from: &Path, to: &Path) {
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .expect("cp");
-    assert!(status.success());
-}
-
-/// Points `link` at `target` atomically, as git-sync and Kubernetes' atomic
-/// writer do: a new link renamed over the old one.
-fn swap_link(link: &Path, target: &Path) {
-    let tmp = PathBuf::from(format!("{}_tmp", link.display()));
-    let _ = fs::remove_file(&tmp);
-    symlink(target, &tmp).unwrap();
-    fs::rename(&tmp, link).unwrap();
-}
-
-/// A watcher on `base/current` -> `base/wt-1`, a copy of a store with
-/// secrets `a`, `b`, `c` in mesh `payments` (`one`, `two`, `three`).
-struct Swaps {
-    env: TestEnv,
-    admin: String,
-    base: PathBuf,
-    link: PathBuf,
-    watcher: Watcher,
-}
-
-impl Swaps {
-    fn start(debounce_ms: u32) -> Swaps {
-        let (env, tokens) = TestEnv::serving();
-        for (name, value) in [("a", "one"), ("b", "two"), ("c", "three")] {
-            env.set("payments", name, value);
-        }
-        let base = env.tmp().join("sync");
-        fs::create_dir_all(&base).unwrap();
-        copy_tree(&env.root, &base.join("wt-1"));
-        let link = base.join("current");
-        symlink(base.join("wt-1"), &link).unwrap();
-        let tokens_file = env.tokens_file();
-        let debounce = debounce_ms.to_string();
-        let watcher = Watcher::start(spawnable(env.kcmd_at(&link).args([
-            "watch",
-            "--listen",
-            "127.0.0.1:0",
-            "--tokens",
-            tokens_file.to_str().unwrap(),
-            "--debounce",
-            &debounce,
-        ])));
-        let s = Swaps {
-            env,
-            admin: tokens.admin,
-            base,
-            link,
-            watcher,
-        };
-        assert!(s.serves("a", "one"), "{}", s.watcher.log());
-        s
-    }
-
-    /// A new tree `name`: a copy of `from` with secret `a` set to `value`.
-    fn new_tree(&self, from: &str, name: &str, value: &str) -> PathBuf {
-        let tree = self.base.join(name);
-        copy_tree(&self.base.join(from), &tree);
-        self.env.set_in(&tree, "payments", "a", value);
-        tree
-    }
-
-    fn serves(&self, name: &str, value: &str) -> bool {
-        served(&self.watcher, &self.admin, "payments", name).as_deref() == Some(b64(value).as_str())
-    }
-
-    /// `b` and `c` of the first tree, which no swap changes.
-    fn serves_the_unchanged(&self) -> bool {
-        self.serves("b", "two") && self.serves("c", "three")
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let (code, body) = self.watcher.get("/status", Some(&self.admin));
-        assert_eq!(code, 200, "{body}");
-        json(&body)
-    }
-
-    fn generation(&self) -> u64 {
-        self.status()["generation"].as_u64().expect("a generation")
-    }
-
-    /// How many `index updated` lines (published generations) the log has.
-    fn updates(&self) -> usize {
-        self.watcher.log().matches("index updated").count()
-    }
-}
-
-/// The `decrypted=N` of the last `index updated` line of `log`.
-fn last_decrypted(log: &str) -> Option<usize> {
-    log.lines()
-        .rev()
-        .find(|l| l.contains("index updated"))
-        .and_then(|l| l.split(" decrypted=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
+use crate::env::{b64, TestEnv};
+use crate::root_swap::{copy_tree, last_decrypted, swap_link, watcher_on_link_with, Swapped};
+use crate::watcher::served;
 
 #[test]
 fn two_swaps_within_one_debounce_window_publish_one_generation_of_the_last_tree() {
-    let s = Swaps::start(1000);
+    let s = watcher_on_link_with("current", "wt-1", 1000);
     let (updates, generation) = (s.updates(), s.generation());
     let wt2 = s.new_tree("wt-1", "wt-2", "two-a");
     let wt3 = s.new_tree("wt-1", "wt-3", "three-a");
@@ -154,7 +50,7 @@ fn two_swaps_within_one_debounce_window_publish_one_generation_of_the_last_tree(
 
 #[test]
 fn a_swap_amid_a_batch_of_the_old_trees_events_serves_only_the_new_tree() {
-    let s = Swaps::start(800);
+    let s = watcher_on_link_with("current", "wt-1", 800);
     let wt2 = s.new_tree("wt-1", "wt-2", "uno");
     let updates = s.updates();
     // In one window: the served tree is changed in place (b, a new d),
@@ -200,7 +96,7 @@ fn bulk(env: &TestEnv, root: &Path, count: usize, value: &str) {
 
 #[test]
 fn a_root_swapped_again_while_the_new_tree_is_read_is_read_again() {
-    let s = Swaps::start(50);
+    let s = watcher_on_link_with("current", "wt-1", 50);
     // A new tree that takes seconds to read: 1,500 new secrets to decrypt.
     let wt2 = s.new_tree("wt-1", "wt-2", "slow");
     bulk(&s.env, &wt2, 1500, "slow");
@@ -248,7 +144,7 @@ fn signal(pid: u32, signal: &str) {
 /// comes in a later batch and must keep the new tree's state.
 #[test]
 fn an_event_overflow_during_a_swap_rescans_the_new_tree() {
-    let s = Swaps::start(100);
+    let s = watcher_on_link_with("current", "wt-1", 100);
     let queue: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
         .ok()
         .and_then(|t| t.trim().parse().ok())
@@ -295,30 +191,10 @@ fn an_event_overflow_during_a_swap_rescans_the_new_tree() {
 
 #[test]
 fn a_swap_to_a_tree_with_a_hostile_meshseal_toml_keeps_the_last_good_index() {
-    let s = Swaps::start(50);
-    let plants = [
-        (
-            "zero",
-            "reason=meshseal.toml: is a symlink: store files must be regular files inside the store",
-        ),
-        ("fifo", "reason=meshseal.toml: is not a regular file"),
-        (
-            "huge",
-            "reason=meshseal.toml: file is 8388608 bytes, more than the 1048576 bytes any valid text file of the store needs",
-        ),
-    ];
-    for (n, (plant, reason)) in plants.into_iter().enumerate() {
+    let s = watcher_on_link_with("current", "wt-1", 50);
+    for (n, plant) in PLANTS.into_iter().enumerate() {
         let tree = s.new_tree("wt-1", &format!("bad-{plant}"), plant);
-        let config = tree.join("meshseal.toml");
-        fs::remove_file(&config).unwrap();
-        match plant {
-            "zero" => symlink("/dev/zero", &config).unwrap(),
-            "fifo" => {
-                let made = Command::new("mkfifo").arg(&config).status().unwrap();
-                assert!(made.success());
-            }
-            _ => fs::write(&config, vec![b'#'; 8 << 20]).unwrap(),
-        }
+        plant_config(&tree, plant);
         swap_link(&s.link, &tree);
         s.watcher.eventually("the root reported missing", |_| {
             s.status()["roots"][0]["state"] == "missing"
@@ -330,7 +206,8 @@ fn a_swap_to_a_tree_with_a_hostile_meshseal_toml_keeps_the_last_good_index() {
             .collect();
         assert_eq!(gone.len(), n + 1, "{plant}: a WARN line each:\n{log}");
         // The line names the file and gives the reason.
-        assert!(gone[n].contains(reason), "{plant}: {}", gone[n]);
+        let reason = format!("reason={}", refusal(plant));
+        assert!(gone[n].contains(&reason), "{plant}: {}", gone[n]);
         assert!(s.serves("a", "one") && s.serves_the_unchanged(), "{log}");
         assert!(s.status()["roots"][0]["since"].is_string());
         // Back to the good tree, for the next plant.
@@ -343,7 +220,7 @@ fn a_swap_to_a_tree_with_a_hostile_meshseal_toml_keeps_the_last_good_index() {
 }
 
 /// The `roots[0]` of `/status` once its `state` is `state`.
-fn root_once(s: &Swaps, state: &str) -> serde_json::Value {
+fn root_once(s: &Swapped, state: &str) -> serde_json::Value {
     s.watcher.eventually(&format!("the root {state}"), |_| {
         s.status()["roots"][0]["state"] == state
     });
@@ -352,7 +229,7 @@ fn root_once(s: &Swaps, state: &str) -> serde_json::Value {
 
 #[test]
 fn a_link_swapped_out_of_its_folder_is_refused_in_status_until_it_points_back() {
-    let s = Swaps::start(50);
+    let s = watcher_on_link_with("current", "wt-1", 50);
     let outside = |name: &str| {
         let tree = s.env.tmp().join(name);
         copy_tree(&s.base.join("wt-1"), &tree);

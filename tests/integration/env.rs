@@ -428,16 +428,121 @@ pub fn mode_of(path: &Path) -> u32 {
 pub fn spawnable(cmd: &Command) -> std::process::Command {
     let mut out = std::process::Command::new(cmd.get_program());
     out.args(cmd.get_args());
-    for (key, val) in cmd.get_envs() {
+    with_context_of(&mut out, cmd.get_envs(), cmd.get_current_dir());
+    out
+}
+
+/// `prefix…` then `cmd`'s program and arguments, with `cmd`'s environment
+/// and folder: `cmd` run through a wrapper (`prlimit`, `setpriv`, `strace`).
+pub fn wrapped<S: AsRef<std::ffi::OsStr>>(
+    prefix: &[S],
+    cmd: &std::process::Command,
+) -> std::process::Command {
+    let mut out = std::process::Command::new(&prefix[0]);
+    out.args(&prefix[1..])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    with_context_of(&mut out, cmd.get_envs(), cmd.get_current_dir());
+    out
+}
+
+/// Gives `out` the environment changes and folder of another command.
+fn with_context_of<'a>(
+    out: &mut std::process::Command,
+    envs: impl Iterator<Item = (&'a std::ffi::OsStr, Option<&'a std::ffi::OsStr>)>,
+    dir: Option<&Path>,
+) {
+    for (key, val) in envs {
         match val {
             Some(v) => out.env(key, v),
             None => out.env_remove(key),
         };
     }
-    if let Some(dir) = cmd.get_current_dir() {
+    if let Some(dir) = dir {
         out.current_dir(dir);
     }
-    out
+}
+
+/// A tmpfs of `size` mounted at `dir` for the test's lifetime (root
+/// only): `None`, with a SKIPPED line, where it cannot be mounted outside
+/// CI; under CI that fails the test.
+pub struct SmallDisk(pub PathBuf);
+
+impl SmallDisk {
+    pub fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
+        fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "cannot mount a small tmpfs (root is needed): the full-disk tests must run in CI"
+            );
+            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+            return None;
+        }
+        Some(SmallDisk(dir.to_path_buf()))
+    }
+
+    /// A small tmpfs in `env`'s folder with a new store on it (encrypted to
+    /// `env`'s identity): the disk and the store's root.
+    pub fn with_store(env: &TestEnv, size: &str) -> Option<(SmallDisk, PathBuf)> {
+        let disk = SmallDisk::mount(&env.tmp().join("disk"), size)?;
+        let root = disk.0.join("store");
+        fs::create_dir_all(&root).unwrap();
+        env.ok(env
+            .cmd()
+            .arg("-C")
+            .arg(&root)
+            .args(["init", "--recipient", env.public.as_str()]));
+        Some((disk, root))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A copy of the store and its identity that `nobody` owns, in
+/// `<tmp>/nobody`, below folders it can traverse: (store, identity, that
+/// folder).
+pub fn nobodys_copy(env: &TestEnv) -> (PathBuf, PathBuf, PathBuf) {
+    let base = env.tmp().join("nobody");
+    fs::create_dir_all(&base).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&env.root)
+        .arg(&env.identity)
+        .arg(&base)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = std::process::Command::new("chown")
+        .args(["-R", "nobody"])
+        .arg(&base)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Every folder above must be traversable by nobody.
+    let mut dir = base.clone();
+    while let Some(parent) = dir.parent() {
+        if parent == Path::new("/") {
+            break;
+        }
+        let mode = mode_of(parent);
+        if mode & 0o001 == 0 {
+            chmod(parent, mode | 0o711);
+        }
+        dir = parent.to_path_buf();
+    }
+    let store = base.join(env.root.file_name().unwrap());
+    let identity = base.join(env.identity.file_name().unwrap());
+    (store, identity, base)
 }
 
 /// The write end of a pipe whose reader is gone: every write fails (EPIPE).

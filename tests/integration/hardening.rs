@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command as StdCommand;
 use std::time::Duration;
 
-use crate::env::{b64, chmod, run, spawnable, TestEnv};
+use crate::env::{b64, chmod, nobodys_copy, run, spawnable, TestEnv};
 use crate::tools::external_tool;
 use crate::watcher::{served, Watcher};
 
@@ -254,7 +254,7 @@ fn a_tokens_file_that_others_can_write_is_refused() {
 }
 
 /// `VmLck` of a process, in kB.
-fn locked_kb(pid: u32) -> u64 {
+pub(crate) fn locked_kb(pid: u32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
@@ -309,42 +309,15 @@ fn unsafe_free_euid() -> u32 {
 
 /// A watcher on a copy of the store, run as `nobody`.
 fn as_nobody(env: &TestEnv) -> Watcher {
-    let base = env.tmp().join("nobody");
-    fs::create_dir_all(&base).unwrap();
-    let status = StdCommand::new("cp")
-        .arg("-a")
-        .arg(&env.root)
-        .arg(&env.identity)
-        .arg(&base)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let chown = StdCommand::new("chown")
-        .args(["-R", "nobody"])
-        .arg(&base)
-        .status()
-        .unwrap();
-    assert!(chown.success());
-    // Every folder above must be traversable by nobody.
-    let mut dir = base.clone();
-    while let Some(parent) = dir.parent() {
-        if parent == Path::new("/") {
-            break;
-        }
-        let mode = crate::env::mode_of(parent);
-        if mode & 0o001 == 0 {
-            chmod(parent, mode | 0o711);
-        }
-        dir = parent.to_path_buf();
-    }
+    let (store, identity, base) = nobodys_copy(env);
     let exe = env!("CARGO_BIN_EXE_meshseal");
     let mut cmd = std::process::Command::new("setpriv");
     cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
         .arg(exe)
         .arg("-C")
-        .arg(base.join("store"))
+        .arg(store)
         .arg("-i")
-        .arg(base.join("id.txt"))
+        .arg(identity)
         .args(["watch", "--listen", "127.0.0.1:0"])
         .env("HOME", &base);
     Watcher::start(cmd)

@@ -8,10 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 
-use meshseal::atomic::{TEMP_PREFIX, TEMP_SUFFIX};
-
-use crate::env::{b64, run, spawnable, TestEnv};
-use crate::snapshot::{all_file_bytes, assert_same, snapshot};
+use crate::env::{b64, run, spawnable, wrapped, SmallDisk, TestEnv};
+use crate::snapshot::{all_file_bytes, assert_same, snapshot, temp_files};
 use crate::tools::{external_tool, stock_age};
 
 /// `count` secrets of mesh `default` with `size`-byte values, applied.
@@ -39,61 +37,12 @@ fn secret_files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         .collect()
 }
 
-/// Every `.meshseal-*.tmp` file below `root`.
-fn temp_files(root: &Path) -> Vec<PathBuf> {
-    snapshot(root)
-        .into_keys()
-        .filter(|rel| {
-            rel.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(TEMP_PREFIX) && n.ends_with(TEMP_SUFFIX))
-        })
-        .collect()
-}
-
-/// A tmpfs of `size` mounted at `dir` while it lives (root only): None,
-/// with a SKIPPED line, where it cannot be mounted outside CI.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(dir).unwrap();
-        let ok = StdCommand::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "cannot mount a small tmpfs (root is needed): the full-disk rekey test must run in CI"
-            );
-            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
-            return None;
-        }
-        Some(SmallDisk(dir.to_path_buf()))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = StdCommand::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_rekey_that_fills_the_disk_while_staging_changes_nothing() {
     let outer = TestEnv::without_store();
-    let Some(disk) = SmallDisk::mount(&outer.tmp().join("disk"), "400k") else {
+    let Some((_disk, root)) = SmallDisk::with_store(&outer, "400k") else {
         return;
     };
-    let root = disk.0.join("store");
-    std::fs::create_dir_all(&root).unwrap();
-    outer.ok(outer
-        .cmd()
-        .arg("-C")
-        .arg(&root)
-        .args(["init", "--recipient", outer.public.as_str()]));
     // 60 files of one page each (a 1 KiB value is a ~2.5 KB armored file)
     // fit on the 100 pages; a second copy of all of them, staged before
     // any is renamed, does not.
@@ -112,31 +61,25 @@ fn a_rekey_that_fills_the_disk_while_staging_changes_nothing() {
     outer.ok(outer.kcmd_at(&root).arg("check"));
 }
 
-/// How many times each of `calls` the process tree made, from `strace -c`
-/// (None where strace is missing outside CI).
-fn syscall_counts(
-    cmd: &assert_cmd::Command,
-    calls: &str,
-    out: &Path,
-) -> Option<BTreeMap<String, u64>> {
+/// How many times `cmd`'s process tree flushed a file (`fsync`,
+/// `fdatasync`) and the file system (`syncfs`), from `strace -c` (None
+/// where strace is missing outside CI).
+fn flushes(cmd: &assert_cmd::Command, out: &Path) -> Option<Flushes> {
+    const CALLS: [&str; 3] = ["fsync", "fdatasync", "syncfs"];
     let strace = external_tool("strace")?;
-    let inner = spawnable(cmd);
-    let mut traced = StdCommand::new(strace);
-    traced
-        .args(["-f", "-c", "-e", &format!("trace={calls}"), "-o"])
-        .arg(out)
-        .arg(inner.get_program())
-        .args(inner.get_args());
-    for (key, val) in inner.get_envs() {
-        match val {
-            Some(v) => traced.env(key, v),
-            None => traced.env_remove(key),
-        };
-    }
-    if let Some(dir) = inner.get_current_dir() {
-        traced.current_dir(dir);
-    }
-    let status = traced.status().expect("run strace");
+    let trace = format!("trace={}", CALLS.join(","));
+    let prefix = [
+        strace.as_os_str(),
+        "-f".as_ref(),
+        "-c".as_ref(),
+        "-e".as_ref(),
+        trace.as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ];
+    let status = wrapped(&prefix, &spawnable(cmd))
+        .status()
+        .expect("run strace");
     assert!(status.success(), "the traced command failed: {status}");
     let summary = std::fs::read_to_string(out).expect("strace summary");
     // `% time  seconds  usecs/call  calls  [errors]  syscall` rows.
@@ -144,11 +87,26 @@ fn syscall_counts(
     for line in summary.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let Some(name) = fields.last() else { continue };
-        if calls.split(',').any(|c| c == *name) {
+        if CALLS.contains(name) {
             counts.insert(name.to_string(), fields[3].parse().expect("calls column"));
         }
     }
-    Some(counts)
+    let count = |call: &str| counts.get(call).copied().unwrap_or(0);
+    Some(Flushes {
+        files: count("fsync") + count("fdatasync"),
+        syncfs: count("syncfs"),
+        counts,
+    })
+}
+
+/// What [`flushes`] counted.
+struct Flushes {
+    /// `fsync` and `fdatasync` calls.
+    files: u64,
+    /// `syncfs` calls.
+    syncfs: u64,
+    /// Each call's count, for messages.
+    counts: BTreeMap<String, u64>,
 }
 
 #[test]
@@ -160,16 +118,14 @@ fn a_rekey_of_many_secrets_flushes_once_instead_of_twice_a_file() {
     assert_eq!(old.len(), N);
     let mut cmd = env.kcmd();
     cmd.args(["rekey", "-m", "default", "--force"]);
-    let Some(counts) = syscall_counts(
-        &cmd,
-        "fsync,fdatasync,syncfs",
-        &env.tmp().join("strace.txt"),
-    ) else {
+    let Some(Flushes {
+        files: per_file,
+        syncfs,
+        counts,
+    }) = flushes(&cmd, &env.tmp().join("strace.txt"))
+    else {
         return;
     };
-    let per_file =
-        counts.get("fsync").copied().unwrap_or(0) + counts.get("fdatasync").copied().unwrap_or(0);
-    let syncfs = counts.get("syncfs").copied().unwrap_or(0);
     // File by file this was 2 * N fsyncs; batched, the file system is
     // flushed once (twice: the early flush of a large batch) and the one
     // folder once.
@@ -276,20 +232,18 @@ fn sign_all_writes_each_scopes_signatures_as_a_batch() {
     }
     let mut sign = env.kcmd();
     sign.arg("-S").arg(&admin).args(["sign", "--all"]);
-    let Some(counts) = syscall_counts(
-        &sign,
-        "fsync,fdatasync,syncfs",
-        &env.tmp().join("strace.txt"),
-    ) else {
+    let Some(Flushes {
+        files: per_file,
+        syncfs,
+        counts,
+    }) = flushes(&sign, &env.tmp().join("strace.txt"))
+    else {
         return;
     };
     // One by one, each signature would cost two fsyncs (120 here); as a
     // batch per scope, one flush of the file system per scope with
     // secrets, plus the scope files rewritten with their header (a few
     // each) and the folders.
-    let per_file =
-        counts.get("fsync").copied().unwrap_or(0) + counts.get("fdatasync").copied().unwrap_or(0);
-    let syncfs = counts.get("syncfs").copied().unwrap_or(0);
     assert!(
         per_file < (MESHES.len() * PER_MESH) as u64,
         "{per_file} fsyncs for {} signatures: {counts:?}",

@@ -12,7 +12,7 @@ use crate::env::{b64, spawnable, TestEnv};
 use crate::watcher::{json, served, Watcher};
 
 /// A copy of the test store at `dir` (same files, same bytes).
-fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     let status = Command::new("cp")
         .arg("-a")
         .arg(from)
@@ -24,7 +24,7 @@ fn copy_tree(from: &Path, to: &Path) {
 
 /// Points `link` at `target` atomically, as git-sync does: a new link
 /// renamed over the old one.
-fn swap_link(link: &Path, target: &Path) {
+pub(crate) fn swap_link(link: &Path, target: &Path) {
     // Kubernetes' atomic writer names it `..data_tmp`.
     let mut tmp = link.as_os_str().to_owned();
     tmp.push("_tmp");
@@ -34,17 +34,22 @@ fn swap_link(link: &Path, target: &Path) {
     fs::rename(&tmp, link).unwrap();
 }
 
-struct Swapped {
-    env: TestEnv,
-    admin: String,
-    base: PathBuf,
-    link: PathBuf,
-    watcher: Watcher,
+pub(crate) struct Swapped {
+    pub(crate) env: TestEnv,
+    pub(crate) admin: String,
+    pub(crate) base: PathBuf,
+    pub(crate) link: PathBuf,
+    pub(crate) watcher: Watcher,
 }
 
 /// A watcher on `base/<link_name>` -> `base/<first>`, a copy of a store with
-/// secrets `a`, `b` and `c` in mesh `payments`.
+/// secrets `a`, `b` and `c` in mesh `payments` (`one`, `two`, `three`).
 fn watcher_on_link(link_name: &str, first: &str) -> Swapped {
+    watcher_on_link_with(link_name, first, 50)
+}
+
+/// [`watcher_on_link`] with a debounce window of `debounce_ms`.
+pub(crate) fn watcher_on_link_with(link_name: &str, first: &str, debounce_ms: u32) -> Swapped {
     let (env, tokens) = TestEnv::serving();
     for (name, value) in [("a", "one"), ("b", "two"), ("c", "three")] {
         env.set("payments", name, value);
@@ -62,7 +67,7 @@ fn watcher_on_link(link_name: &str, first: &str) -> Swapped {
         "--tokens",
         tokens_file.to_str().unwrap(),
         "--debounce",
-        "50",
+        &debounce_ms.to_string(),
     ])));
     assert_eq!(
         served(&watcher, &tokens.admin, "payments", "a").as_deref(),
@@ -79,26 +84,40 @@ fn watcher_on_link(link_name: &str, first: &str) -> Swapped {
 
 impl Swapped {
     /// A new tree `name`: a copy of `from` with secret `a` set to `value`.
-    fn new_tree(&self, from: &str, name: &str, value: &str) -> PathBuf {
+    pub(crate) fn new_tree(&self, from: &str, name: &str, value: &str) -> PathBuf {
         let tree = self.base.join(name);
         copy_tree(&self.base.join(from), &tree);
         self.env.set_in(&tree, "payments", "a", value);
         tree
     }
 
-    fn serves(&self, name: &str, value: &str) -> bool {
+    pub(crate) fn serves(&self, name: &str, value: &str) -> bool {
         served(&self.watcher, &self.admin, "payments", name).as_deref() == Some(b64(value).as_str())
     }
 
-    fn status(&self) -> serde_json::Value {
+    /// `b` and `c` of the first tree, which the swaps leave alone.
+    pub(crate) fn serves_the_unchanged(&self) -> bool {
+        self.serves("b", "two") && self.serves("c", "three")
+    }
+
+    pub(crate) fn status(&self) -> serde_json::Value {
         let (code, body) = self.watcher.get("/status", Some(&self.admin));
         assert_eq!(code, 200, "{body}");
         json(&body)
     }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.status()["generation"].as_u64().expect("a generation")
+    }
+
+    /// How many `index updated` lines (published generations) the log has.
+    pub(crate) fn updates(&self) -> usize {
+        self.watcher.log().matches("index updated").count()
+    }
 }
 
 /// The `decrypted=N` of the last `index updated` line of the log.
-fn last_decrypted(log: &str) -> Option<usize> {
+pub(crate) fn last_decrypted(log: &str) -> Option<usize> {
     last_update(log, "decrypted")
 }
 

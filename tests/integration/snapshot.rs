@@ -1,7 +1,7 @@
 //! Snapshots of a directory tree: every byte, mode, timestamp and inode, so a
 //! refused command can be shown to have written nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -103,6 +103,20 @@ pub fn all_file_bytes(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .filter_map(|(p, n)| match n {
             Node::File { bytes, .. } => Some((p, bytes)),
             _ => None,
+        })
+        .collect()
+}
+
+/// Every temporary file of an atomic write below `root` (what a killed
+/// write leaves behind), by relative path.
+pub fn temp_files(root: &Path) -> BTreeSet<PathBuf> {
+    use meshseal::atomic::{TEMP_PREFIX, TEMP_SUFFIX};
+    snapshot(root)
+        .into_keys()
+        .filter(|rel| {
+            rel.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(TEMP_PREFIX) && n.ends_with(TEMP_SUFFIX))
         })
         .collect()
 }

@@ -5,19 +5,20 @@
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::env::{chmod, mode_of, run, spawnable, TestEnv};
+use crate::env::{nobodys_copy, run, spawnable, wrapped, TestEnv};
+use crate::hardening::locked_kb;
 use crate::watcher::Watcher;
 
 /// What a committed `meshseal.toml` may be made into.
-const PLANTS: [&str; 3] = ["zero", "fifo", "huge"];
+pub(super) const PLANTS: [&str; 3] = ["zero", "fifo", "huge"];
 
 /// Replaces the store's `meshseal.toml` by `plant`: a link to `/dev/zero`,
 /// a FIFO, or 8 MiB of comments.
-fn plant_config(root: &Path, plant: &str) {
+pub(super) fn plant_config(root: &Path, plant: &str) {
     let config = root.join("meshseal.toml");
     let _ = fs::remove_file(&config);
     match plant {
@@ -31,7 +32,7 @@ fn plant_config(root: &Path, plant: &str) {
 }
 
 /// What each plant is refused with.
-fn refusal(plant: &str) -> &'static str {
+pub(super) fn refusal(plant: &str) -> &'static str {
     match plant {
         "zero" => "meshseal.toml: is a symlink: store files must be regular files inside the store",
         "fifo" => "meshseal.toml: is not a regular file",
@@ -72,25 +73,6 @@ fn a_hostile_meshseal_toml_is_refused_at_once_by_check_the_hook_and_the_watcher(
     }
     fs::write(r.root.join("meshseal.toml"), good).unwrap();
     r.ok_key(&["check"]);
-}
-
-/// `prefix…` then `cmd`'s program and arguments, with `cmd`'s environment
-/// and folder: `cmd` run through a wrapper (`prlimit`, `setpriv`).
-fn wrapped(prefix: &[&str], cmd: &Command) -> Command {
-    let mut out = Command::new(prefix[0]);
-    out.args(&prefix[1..])
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (key, val) in cmd.get_envs() {
-        match val {
-            Some(v) => out.env(key, v),
-            None => out.env_remove(key),
-        };
-    }
-    if let Some(dir) = cmd.get_current_dir() {
-        out.current_dir(dir);
-    }
-    out
 }
 
 /// Sends SIGQUIT to `pid` and waits for `child` to die of it.
@@ -163,52 +145,6 @@ fn sigquit_leaves_no_core_file_of_the_watcher() {
         "the kernel dumped the watcher's memory"
     );
     assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
-}
-
-/// A copy of the store and its identity that `nobody` owns, below folders
-/// it can traverse: (store, identity, home).
-fn nobodys_copy(env: &TestEnv) -> (PathBuf, PathBuf, PathBuf) {
-    let base = env.tmp().join("nobody");
-    fs::create_dir_all(&base).unwrap();
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(&env.root)
-        .arg(&env.identity)
-        .arg(&base)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = Command::new("chown")
-        .args(["-R", "nobody"])
-        .arg(&base)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut dir = base.clone();
-    while let Some(parent) = dir.parent() {
-        if parent == Path::new("/") {
-            break;
-        }
-        let mode = mode_of(parent);
-        if mode & 0o001 == 0 {
-            chmod(parent, mode | 0o711);
-        }
-        dir = parent.to_path_buf();
-    }
-    let store = base.join(env.root.file_name().unwrap());
-    let identity = base.join(env.identity.file_name().unwrap());
-    (store, identity, base)
-}
-
-/// `VmLck` of a process, in kB.
-fn locked_kb(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmLck:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]

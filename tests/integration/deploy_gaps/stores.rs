@@ -84,6 +84,8 @@ fn check_staged_in_a_monorepo_judges_each_store_by_its_own_paths() {
     r.git_ok(&["config", "user.email", "test@example.com"]);
     r.git_ok(&["config", "user.name", "test"]);
     let stores = [repo.join("infra/mesh-a"), repo.join("infra/mesh-b")];
+    // `check --staged` of one store, run from the repository's root.
+    let staged_check = |dir: &Path| run(r.cmd().arg("-C").arg(dir).args(["check", "--staged"]));
     for dir in &stores {
         fs::create_dir_all(dir).unwrap();
         r.ok(r
@@ -96,7 +98,7 @@ fn check_staged_in_a_monorepo_judges_each_store_by_its_own_paths() {
     // Nothing committed yet: the staged check of each store passes.
     r.git_ok(&["add", "-A"]);
     for dir in &stores {
-        let out = run(r.cmd().arg("-C").arg(dir).args(["check", "--staged"]));
+        let out = staged_check(dir);
         assert_eq!(out.code, Some(0), "{}: {}", dir.display(), out.stderr);
     }
     let (ok, err) = r.commit("two stores, the repository's first commit");
@@ -107,34 +109,18 @@ fn check_staged_in_a_monorepo_judges_each_store_by_its_own_paths() {
     let leak = "meshes/default/secrets/leak.txt";
     fs::write(stores[1].join(leak), "hunter2").unwrap();
     r.git_ok(&["add", "-A"]);
-    let a = run(r
-        .cmd()
-        .arg("-C")
-        .arg(&stores[0])
-        .args(["check", "--staged"]));
+    let a = staged_check(&stores[0]);
     assert_eq!(a.code, Some(0), "store a judged b's file: {}", a.stderr);
-    let b = run(r
-        .cmd()
-        .arg("-C")
-        .arg(&stores[1])
-        .args(["check", "--staged"]));
+    let b = staged_check(&stores[1]);
     assert_eq!(b.code, Some(1), "{}", b.stderr);
     assert!(b.stderr.contains(leak), "{}", b.stderr);
     assert!(!b.stderr.contains("hunter2"));
     // Only in the index counts: removed from the work tree, still staged.
     fs::remove_file(stores[1].join(leak)).unwrap();
-    let b = run(r
-        .cmd()
-        .arg("-C")
-        .arg(&stores[1])
-        .args(["check", "--staged"]));
+    let b = staged_check(&stores[1]);
     assert_eq!(b.code, Some(1), "the staged leak was missed: {}", b.stderr);
     r.git_ok(&["rm", "-q", "--cached", &format!("infra/mesh-b/{leak}")]);
-    let b = run(r
-        .cmd()
-        .arg("-C")
-        .arg(&stores[1])
-        .args(["check", "--staged"]));
+    let b = staged_check(&stores[1]);
     assert_eq!(b.code, Some(0), "{}", b.stderr);
 
     // A store's file staged under the other store's name: a's ciphertext
@@ -147,11 +133,7 @@ fn check_staged_in_a_monorepo_judges_each_store_by_its_own_paths() {
     )
     .unwrap();
     r.git_ok(&["add", "-A"]);
-    let b = run(r
-        .cmd()
-        .arg("-C")
-        .arg(&stores[1])
-        .args(["check", "--staged"]));
+    let b = staged_check(&stores[1]);
     assert_eq!(b.code, Some(1), "{}", b.stderr);
     assert!(b.stderr.contains(moved), "{}", b.stderr);
     let (ok, err) = r.commit("a moved ciphertext");
