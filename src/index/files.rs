@@ -436,28 +436,35 @@ fn finish(
         ..
     } = p;
     let rel = rel.as_path();
+    // The same bytes decrypt to the same document: a new verdict (a
+    // re-signed file, a scope file changed) needs no decryption, and so
+    // only the header, not the whole armor, decoded to judge them.
+    let served = index.get(&id).filter(|s| s.file_sha256 == sha);
+    let reusable = served.or_else(|| index.withheld.get(rel).filter(|s| s.file_sha256 == sha));
+    if let Some(known) = reusable {
+        let header = envelope::read_header(&bytes);
+        let seen = index.seen.get(rel);
+        return match signatures.judge(&id, header.as_ref(), &sha, checked, basis, seen) {
+            Ok(signed) => FileResult::Loaded {
+                secret: Arc::new(Secret {
+                    doc: known.doc.clone(),
+                    file_sha256: sha,
+                    recipients_fingerprint: known.recipients_fingerprint.clone(),
+                    signed: Some(signed),
+                }),
+                decrypted: false,
+                same_bytes: served.is_some(),
+            },
+            Err(refusal) => FileResult::Refused(refusal, failed),
+        };
+    }
+    // New bytes: the armor decoded once, for the judge and the decryption.
     let unarmored = envelope::unarmor(&bytes);
     let header = unarmored.header();
     let signed = match signatures.judge(&id, header, &sha, checked, basis, index.seen.get(rel)) {
         Ok(signed) => signed,
         Err(refusal) => return FileResult::Refused(refusal, failed),
     };
-    // The same bytes decrypt to the same document: a new verdict (a
-    // re-signed file, a scope file changed) needs no decryption.
-    let served = index.get(&id).filter(|s| s.file_sha256 == sha);
-    let reusable = served.or_else(|| index.withheld.get(rel).filter(|s| s.file_sha256 == sha));
-    if let Some(known) = reusable {
-        return FileResult::Loaded {
-            secret: Arc::new(Secret {
-                doc: known.doc.clone(),
-                file_sha256: sha,
-                recipients_fingerprint: known.recipients_fingerprint.clone(),
-                signed: Some(signed),
-            }),
-            decrypted: false,
-            same_bytes: served.is_some(),
-        };
-    }
     decrypt(
         store,
         identities,
