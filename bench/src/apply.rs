@@ -3,10 +3,19 @@
 //! from the file system's; then `rekey --all --force` of each applied store
 //! on the disk (every file decrypted and written again, as one batch).
 //!
-//! The stores of a row's runs are removed only after its last run: on ext4
-//! without a journal, the inode allocator skips recently deleted inodes one
-//! by one (`recently_deleted`), so a run right after the removal of the
-//! previous run's 10,000 files pays for it (BENCHMARKS.md, bulk apply).
+//! On ext4 without a journal (this project's VM), the inode allocator will
+//! not reuse an inode freed in the last 60 s (6 minutes while its inode
+//! table block is dirty, as the blocks a batch of creates fills are) and
+//! looks at every such free inode of the group, one by one, for every file
+//! it creates (`find_inode_bit` → `recently_deleted`): 10,000 files created
+//! within minutes of the removal of as many cost 2–6 s more kernel CPU
+//! (BENCHMARKS.md, bulk apply). So this group runs right after the cold
+//! loads, before the groups that remove hundreds of thousands of files
+//! under the work folder (the swaps' worktrees and volume copies), after a
+//! `sync` (no write of an earlier group left for the apply's `syncfs`); and
+//! the disk stores are kept until the work folder goes at the end of the
+//! run, so that neither the next run of the row nor a later group follows
+//! their removal.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,6 +33,9 @@ impl Bench {
         let n = self.options.reference_size().min(10_000);
         let yaml = self.work.join("apply.yaml");
         fs::write(&yaml, gen::apply_yaml(n)).expect("apply yaml");
+        if !self.options.smoke {
+            flush_earlier_writes();
+        }
         let (d, cpu, stores) = self.apply_runs(&self.work.join("apply"), &yaml, n);
         // SPEC 5: under 2 s, and within 3x the cold load of the same run.
         let cold = self
@@ -58,8 +70,8 @@ impl Bench {
         });
         // The applied stores, each rekeyed once (every file rewritten):
         // the same writes as the apply, after a decryption of each file.
+        // They stay until the work folder goes (see the module's docs).
         let (rekey, rekey_cpu) = self.rekey_runs(&stores, n);
-        remove_stores(stores);
         self.rows.push(Row {
             measurement: format!(
                 "`rekey --all --force` of every secret ({:.0} secrets/s; CPU {})",
@@ -76,8 +88,8 @@ impl Bench {
         let shm = Path::new("/dev/shm");
         if is_tmpfs(shm) {
             let dir = shm.join(format!("meshseal-bench-{}", std::process::id()));
-            let (d, cpu, stores) = self.apply_runs(&dir, &yaml, n);
-            remove_stores(stores);
+            // Memory, not the disk: removed at once.
+            let (d, cpu, _) = self.apply_runs(&dir, &yaml, n);
             let _ = fs::remove_dir_all(&dir);
             self.rows.push(Row {
                 measurement: format!(
@@ -95,8 +107,7 @@ impl Bench {
     }
 
     /// The medians (wall, CPU) of `--runs` applies of `yaml` into empty
-    /// stores under `dir`, and those stores (for the caller to remove after
-    /// its last run).
+    /// stores under `dir`, and those stores (none removed here).
     fn apply_runs(&self, dir: &Path, yaml: &Path, n: usize) -> (Duration, Duration, Vec<PathBuf>) {
         let mut walls = Vec::new();
         let mut cpus = Vec::new();
@@ -151,11 +162,12 @@ impl Bench {
     }
 }
 
-/// Removes the stores of a row's runs.
-fn remove_stores(stores: Vec<PathBuf>) {
-    for root in stores {
-        fs::remove_dir_all(&root).expect("remove apply store");
-    }
+/// Writes back every dirty file of the earlier groups (the generated
+/// stores), so that the apply's `syncfs` is not the one that writes them
+/// (another process's writes it still waits for).
+fn flush_earlier_writes() {
+    let synced = std::process::Command::new("sync").status();
+    assert!(synced.is_ok_and(|s| s.success()), "sync failed");
 }
 
 /// Whether `dir` is the mount point of a tmpfs (from /proc/mounts).

@@ -137,6 +137,10 @@ impl Bench {
         if cold {
             self.cold_loads_and_peers();
         }
+        // Before the groups that remove many files: see `apply`'s docs.
+        if apply {
+            self.apply();
+        }
         if watcher {
             self.watcher(reference, true);
             for &n in &self.options.sizes.clone() {
@@ -153,9 +157,6 @@ impl Bench {
         }
         if check {
             self.check_staged();
-        }
-        if apply {
-            self.apply();
         }
         if signed {
             self.signed(reference);

@@ -9,7 +9,7 @@ pub const USAGE: &str = "usage: meshseal-bench [--smoke] [--sizes N,N,..] [--run
 
 /// Row groups, in the order a run measures them (`--only`).
 pub const GROUPS: [&str; 8] = [
-    "cold", "watcher", "warm", "swaps", "check", "apply", "signed", "sds",
+    "cold", "apply", "watcher", "warm", "swaps", "check", "signed", "sds",
 ];
 
 pub struct Options {
