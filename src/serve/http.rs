@@ -6,12 +6,12 @@
 //! waits on another. The routes are [`super::api`]'s.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use axum::Router;
+use axum::http::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::warn;
 
@@ -52,14 +52,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// while they last.
 const WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Serves `router` on `listener`, within the limits above, until `shutdown`
+/// Serves `app` on `listener`, within the limits above, until `shutdown`
 /// completes; then lets requests in flight finish for a few seconds.
-pub async fn serve(
+pub async fn serve<S>(
     listener: tokio::net::TcpListener,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
-    app: Router,
+    app: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: App,
+{
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -139,15 +142,16 @@ pub async fn serve(
 /// Serves one connection until it ends or the server stops. Errors here
 /// are the client's (bad request, timeout, reset) and hyper has already
 /// answered or closed: nothing to log.
-async fn serve_connection<S>(
+async fn serve_connection<S, A>(
     http: &hyper::server::conn::http1::Builder,
     stream: S,
-    app: Router,
+    app: A,
     mut closing: tokio::sync::watch::Receiver<()>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    A: App,
 {
-    let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    let connection = http.serve_connection(TokioIo::new(stream), app);
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
@@ -156,6 +160,32 @@ async fn serve_connection<S>(
             let _ = connection.await;
         }
     }
+}
+
+/// What [`serve`] serves: a hyper service answering every request (the
+/// API's [`super::api::Api`]).
+pub trait App:
+    hyper::service::Service<
+        Request<hyper::body::Incoming>,
+        Response = axum::response::Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T> App for T where
+    T: hyper::service::Service<
+            Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
 }
 
 /// A warning logged at most once per [`WARNING_INTERVAL`]: an attack must
