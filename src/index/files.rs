@@ -245,16 +245,17 @@ const APPLY_SLICE: usize = 4096;
 /// Whether a path is a file the index tracks: secrets and stray files in a
 /// `secrets/` folder. Recipients, policies and other files are not indexed.
 pub(super) fn is_file_like(rel: &Path) -> bool {
+    is_file_like_as(rel, &StorePath::classify(rel))
+}
+
+/// [`is_file_like`] for a path the layout already classified as `what`.
+pub(super) fn is_file_like_as(rel: &Path, what: &StorePath) -> bool {
     // An atomic write in progress is not a stray file: its rename follows.
     let temp = rel
         .file_name()
         .and_then(|n| n.to_str())
         .is_some_and(crate::atomic::is_temp_name);
-    !temp
-        && matches!(
-            StorePath::classify(rel),
-            StorePath::Secret(_) | StorePath::StraySecret { .. }
-        )
+    !temp && matches!(what, StorePath::Secret(_) | StorePath::StraySecret { .. })
 }
 
 /// Reads one file and decides what it means for the index.

@@ -148,8 +148,10 @@ pub(crate) fn duplicate(policy: &Policy, first: &Policy) -> PolicyError {
 /// Whether a path is a policy file (`mesh.yaml`, `mesh.toml`,
 /// `policies/*.yaml|yml|toml`).
 pub(super) fn is_policy(rel: &Path) -> bool {
-    matches!(
-        StorePath::classify(rel),
-        StorePath::Mesh(_) | StorePath::Policy { .. }
-    )
+    is_policy_as(&StorePath::classify(rel))
+}
+
+/// [`is_policy`] for a path the layout already classified as `what`.
+pub(super) fn is_policy_as(what: &StorePath) -> bool {
+    matches!(what, StorePath::Mesh(_) | StorePath::Policy { .. })
 }

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::files::is_file_like;
-use super::policies::is_policy;
+use super::files::{is_file_like, is_file_like_as};
+use super::policies::{is_policy, is_policy_as};
 use super::signatures::Signatures;
 use super::{scope_fingerprints, Index, UpdateKind, UpdateStats};
 use crate::identity::Identities;
@@ -109,9 +109,9 @@ impl Index {
                             _ => {}
                         }
                     }
-                    if is_file_like(&e.rel) {
+                    if is_file_like_as(&e.rel, &e.what) {
                         candidates.insert(e.rel);
-                    } else if is_policy(&e.rel) {
+                    } else if is_policy_as(&e.what) {
                         policies.insert(e.rel);
                     }
                 }
@@ -228,13 +228,13 @@ impl Index {
         }
         let policies = entries
             .iter()
-            .filter(|e| is_policy(&e.rel))
+            .filter(|e| is_policy_as(&e.what))
             .map(|e| e.rel.clone())
             .collect();
         next.refresh_policies(store, policies, &mut stats);
         let candidates = entries
             .into_iter()
-            .filter(|e| is_file_like(&e.rel))
+            .filter(|e| is_file_like_as(&e.rel, &e.what))
             .map(|e| e.rel)
             .collect();
         next.apply(store, identities, candidates, retry_failed, &mut stats);

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use walkdir::WalkDir;
 
 use crate::config::{Config, CONFIG_FILE};
 use crate::confine::{ConfineError, Confined};
@@ -26,6 +25,7 @@ use crate::scope::{Scope, SecretId, StorePath};
 
 mod error;
 pub mod layout;
+mod scan;
 mod target;
 mod write;
 
@@ -277,83 +277,6 @@ impl Store {
             Err(e) if e.is_not_found() => Ok(String::new()),
             Err(source) => Err(RecipientsError::Read { file, source }),
         }
-    }
-
-    /// Every file under `meshes/` and `global/`, sorted by path. Symlinks are
-    /// reported, never followed.
-    pub fn scan(&self) -> Result<Vec<Entry>, ScanError> {
-        self.files.reopen();
-        let mut entries = Vec::new();
-        for top in ["global", "meshes"] {
-            let dir = self.root.join(top);
-            match fs::symlink_metadata(&dir) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(source) => {
-                    return Err(ScanError {
-                        file: PathBuf::from(top),
-                        source,
-                    })
-                }
-                Ok(m) if m.file_type().is_symlink() => {
-                    entries.push(Entry {
-                        rel: PathBuf::from(top),
-                        what: StorePath::Unexpected,
-                        kind: FileKind::Symlink,
-                    });
-                    continue;
-                }
-                Ok(_) => {}
-            }
-            for item in WalkDir::new(&dir)
-                .follow_links(false)
-                .sort_by_file_name()
-                .min_depth(1)
-            {
-                let item = item.map_err(|e| {
-                    let file = e
-                        .path()
-                        .and_then(|p| p.strip_prefix(&self.root).ok())
-                        .unwrap_or(Path::new(top))
-                        .to_path_buf();
-                    ScanError {
-                        file,
-                        source: e.into(),
-                    }
-                })?;
-                let ft = item.file_type();
-                let rel = item
-                    .path()
-                    .strip_prefix(&self.root)
-                    .expect("walk stays below the root")
-                    .to_path_buf();
-                if ft.is_dir() {
-                    // A folder where a secret file belongs (`secrets/x.age/`)
-                    // is reported; other folders are just walked.
-                    let what = StorePath::classify(&rel);
-                    if matches!(what, StorePath::Secret(_) | StorePath::StraySecret { .. }) {
-                        entries.push(Entry {
-                            what,
-                            rel,
-                            kind: FileKind::Special,
-                        });
-                    }
-                    continue;
-                }
-                let kind = if ft.is_symlink() {
-                    FileKind::Symlink
-                } else if ft.is_file() {
-                    FileKind::Regular
-                } else {
-                    FileKind::Special
-                };
-                entries.push(Entry {
-                    what: StorePath::classify(&rel),
-                    rel,
-                    kind,
-                });
-            }
-        }
-        Ok(entries)
     }
 
     /// The secrets present, optionally only those of one scope, sorted.
