@@ -398,15 +398,22 @@ fn finish_all(
             }
         }
     }
-    let oks: Vec<Vec<bool>> = deferred
+    let oks: Vec<bool> = deferred
         .par_chunks(VERIFY_BATCH)
         .map(|chunk| {
             let batch: Vec<&Deferred> = chunk.iter().map(|(_, d)| d).collect();
             signing::verify_deferred(&batch)
         })
+        .collect::<Vec<Vec<bool>>>()
+        .concat();
+    // Concluded in parallel too: each computes its signer's fingerprint.
+    let concluded: Vec<(usize, Checked)> = deferred
+        .into_par_iter()
+        .zip(oks)
+        .map(|((slot, d), ok)| (slot, Checked::concluded(d, ok)))
         .collect();
-    for ((slot, d), ok) in deferred.into_iter().zip(oks.into_iter().flatten()) {
-        waiting[slot].2 = Some(Checked::concluded(d, ok));
+    for (slot, checked) in concluded {
+        waiting[slot].2 = Some(checked);
     }
     let done: Vec<(usize, FileResult)> = waiting
         .into_par_iter()

@@ -39,9 +39,10 @@ impl Checked {
     /// A deferred verification, concluded (`ok`: from
     /// [`signing::verify_deferred`]).
     pub fn concluded(deferred: Deferred, ok: bool) -> Checked {
+        let (fingerprint, verified) = deferred.conclude_with_fingerprint(ok);
         Checked {
-            fingerprint: Some(deferred.fingerprint()),
-            verified: deferred.conclude(ok),
+            fingerprint: Some(fingerprint),
+            verified,
         }
     }
 }

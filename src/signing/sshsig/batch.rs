@@ -1,7 +1,7 @@
 //! Verifying a load's Ed25519 signatures in batches.
 
 use ssh_key::public::KeyData;
-use ssh_key::{Algorithm, Fingerprint, HashAlg, SshSig};
+use ssh_key::{Algorithm, Fingerprint, HashAlg, PublicKey, SshSig};
 
 use super::{Namespace, Signature, Verified, VerifyError};
 
@@ -69,6 +69,26 @@ impl Deferred {
     pub fn conclude(self, ok: bool) -> Result<Verified, VerifyError> {
         let key = self.signature.public_key();
         let fingerprint = key.fingerprint(HashAlg::Sha256);
+        self.concluded_as(ok, key, fingerprint)
+    }
+
+    /// [`conclude`](Self::conclude), with the signer's fingerprint as well
+    /// (computed once for both).
+    pub fn conclude_with_fingerprint(
+        self,
+        ok: bool,
+    ) -> (Fingerprint, Result<Verified, VerifyError>) {
+        let key = self.signature.public_key();
+        let fingerprint = key.fingerprint(HashAlg::Sha256);
+        (fingerprint, self.concluded_as(ok, key, fingerprint))
+    }
+
+    fn concluded_as(
+        self,
+        ok: bool,
+        key: PublicKey,
+        fingerprint: Fingerprint,
+    ) -> Result<Verified, VerifyError> {
         if ok {
             Ok(Verified { key, fingerprint })
         } else {
