@@ -41,7 +41,7 @@ use crate::policy::Policy;
 use crate::problem::Problem;
 use crate::scope::{Scope, SecretId, StorePath};
 use crate::store::{ScanError, Store};
-use crate::writers::history::Seen;
+use crate::writers::history::{Record, Seen};
 
 mod files;
 mod policies;
@@ -200,7 +200,7 @@ pub struct Index {
     signatures: Option<Arc<Signatures>>,
     /// With a trust root: the highest verified generation of each secret
     /// path, and the bytes seen at it; kept when the file goes.
-    seen: OrdMap<PathBuf, Seen>,
+    seen: Record,
     /// How many times `seen` changed (the watcher saves it when it did).
     seen_changes: u64,
     /// Secret files whose current version is refused by signature.
@@ -338,7 +338,7 @@ impl Index {
 
     /// The highest verified generation of every secret path seen (deleted
     /// ones included), for the watcher's `--state`.
-    pub fn seen(&self) -> impl Iterator<Item = (&PathBuf, &Seen)> {
+    pub fn seen(&self) -> impl Iterator<Item = (&Path, &Seen)> {
         self.seen.iter()
     }
 

@@ -229,11 +229,7 @@ impl Index {
 
     /// Records a verified version in the path's rollback record.
     fn record_seen(&mut self, rel: &Path, generation: u64, sha256: [u8; 32]) {
-        let before = self.seen.get(rel);
-        let mut seen = before.cloned().unwrap_or_default();
-        seen.record(generation, sha256);
-        if before != Some(&seen) {
-            self.seen.insert(rel.to_path_buf(), seen);
+        if self.seen.record(rel, generation, sha256) {
             self.seen_changes += 1;
         }
     }

@@ -281,7 +281,10 @@ mod signed {
     }
 
     pub(super) fn seen_of(index: &Index) -> BTreeMap<PathBuf, Seen> {
-        index.seen().map(|(p, s)| (p.clone(), s.clone())).collect()
+        index
+            .seen()
+            .map(|(p, s)| (p.to_path_buf(), s.clone()))
+            .collect()
     }
 }
 
