@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use imbl::{OrdMap, OrdSet};
+use rayon::prelude::*;
 
 use crate::document::Document;
 use crate::identity::Identities;
@@ -552,13 +553,23 @@ fn scope_fingerprints<'a>(
     store: &Store,
     ids: impl Iterator<Item = &'a SecretId>,
 ) -> BTreeMap<Scope, String> {
-    let scopes: BTreeSet<&Scope> = ids.map(|id| &id.scope).collect();
+    // The ids come in order, scope first: each scope once is a comparison
+    // with the last one (out of order, a scope read twice is still one
+    // entry). The scopes' recipients files are read in parallel.
+    let mut scopes: Vec<&Scope> = Vec::new();
+    for id in ids {
+        if scopes.last() != Some(&&id.scope) {
+            scopes.push(&id.scope);
+        }
+    }
     scopes
-        .into_iter()
+        .into_par_iter()
         .filter_map(|s| {
             let set = store.recipients(s).ok()?;
             Some((s.clone(), set.fingerprint()))
         })
+        .collect::<Vec<_>>()
+        .into_iter()
         .collect()
 }
 

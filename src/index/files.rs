@@ -66,8 +66,8 @@ enum FileResult {
 }
 
 impl Index {
-    /// What the index knows about the bytes of the file at `rel`.
-    pub(super) fn file_state(&self, rel: &Path) -> Option<FileState> {
+    /// What the index knows about the bytes of `id`'s file at `rel`.
+    pub(super) fn file_state(&self, rel: &Path, id: &SecretId) -> Option<FileState> {
         if let Some(failed) = self.failed.get(rel) {
             return Some(FileState {
                 sha256: failed.sha256,
@@ -75,10 +75,7 @@ impl Index {
                 basis: failed.basis,
             });
         }
-        let StorePath::Secret(id) = StorePath::classify(rel) else {
-            return None;
-        };
-        self.secrets.get(&id).map(|e| FileState {
+        self.secrets.get(id).map(|e| FileState {
             sha256: e.0.file_sha256,
             good: true,
             basis: e.0.signed.as_ref().map(|s| s.basis),
@@ -281,7 +278,7 @@ fn examine<'i>(
         Err(e) => return Examined::Done(FileResult::Failed(Problem::at(rel, &e), None)),
     };
     let sha: [u8; 32] = Sha256::digest(&bytes).into();
-    let known = index.file_state(rel);
+    let known = index.file_state(rel, &id);
     let Some(signatures) = index.signatures.as_deref() else {
         if let Some(k) = known {
             if k.sha256 == sha && (k.good || !retry_failed) {
