@@ -21,6 +21,7 @@ use crate::scope::{SecretId, StorePath};
 use crate::signing::sshsig::MAX_SIGNATURE_BYTES;
 use crate::signing::{self, Deferred};
 use crate::store::{layout, Store};
+use crate::writers::history::Seen;
 use crate::writers::{Checked, Refusal, SecretCheck};
 
 /// The current bytes of a file that failed to load or was refused.
@@ -93,8 +94,18 @@ impl Index {
         retry_failed: bool,
         stats: &mut UpdateStats,
     ) {
+        // An index that holds no file yet (a cold load) has nothing to look
+        // up for any of them: the candidates are distinct paths, so neither
+        // do the slices folded before this one.
+        let fresh = self.secrets.is_empty()
+            && self.failed.is_empty()
+            && self.withheld.is_empty()
+            && self.seen.is_empty();
         for slice in candidates.chunks(APPLY_SLICE) {
-            let this = &*self;
+            let this = Known {
+                index: &*self,
+                fresh,
+            };
             let examined: Vec<Examined<'_>> = slice
                 .par_iter()
                 .map(|rel| examine(store, identities, this, rel, retry_failed))
@@ -232,6 +243,45 @@ impl Index {
     }
 }
 
+/// The index an update starts from, as the files' examination sees it.
+#[derive(Clone, Copy)]
+struct Known<'i> {
+    index: &'i Index,
+    /// It holds none of the files (see [`Index::apply`]).
+    fresh: bool,
+}
+
+impl<'i> Known<'i> {
+    fn file_state(&self, rel: &Path, id: &SecretId) -> Option<FileState> {
+        (!self.fresh).then(|| self.index.file_state(rel, id))?
+    }
+
+    /// The served or withheld version of `id` whose file has bytes `sha`.
+    fn same_bytes(
+        &self,
+        rel: &Path,
+        id: &SecretId,
+        sha: &[u8; 32],
+    ) -> Option<(&'i Arc<Secret>, bool)> {
+        if self.fresh {
+            return None;
+        }
+        if let Some(served) = self.index.get(id).filter(|s| &s.file_sha256 == sha) {
+            return Some((served, true));
+        }
+        let withheld = self
+            .index
+            .withheld
+            .get(rel)
+            .filter(|s| &s.file_sha256 == sha)?;
+        Some((withheld, false))
+    }
+
+    fn seen(&self, rel: &Path) -> Option<&'i Seen> {
+        (!self.fresh).then(|| self.index.seen.get(rel))?
+    }
+}
+
 /// How many files are examined in parallel before their results are folded.
 const APPLY_SLICE: usize = 4096;
 
@@ -255,7 +305,7 @@ pub(super) fn is_file_like_as(rel: &Path, what: &StorePath) -> bool {
 fn examine<'i>(
     store: &Store,
     identities: &Identities,
-    index: &'i Index,
+    known_files: Known<'i>,
     rel: &Path,
     retry_failed: bool,
 ) -> Examined<'i> {
@@ -278,7 +328,8 @@ fn examine<'i>(
         Err(e) => return Examined::Done(FileResult::Failed(Problem::at(rel, &e), None)),
     };
     let sha: [u8; 32] = Sha256::digest(&bytes).into();
-    let known = index.file_state(rel, &id);
+    let known = known_files.file_state(rel, &id);
+    let index = known_files.index;
     let Some(signatures) = index.signatures.as_deref() else {
         if let Some(k) = known {
             if k.sha256 == sha && (k.good || !retry_failed) {
@@ -369,7 +420,7 @@ const VERIFY_BATCH: usize = 256;
 fn finish_all(
     store: &Store,
     identities: &Identities,
-    index: &Index,
+    index: Known<'_>,
     examined: Vec<Examined<'_>>,
 ) -> Vec<FileResult> {
     let mut results: Vec<Option<FileResult>> = Vec::with_capacity(examined.len());
@@ -422,7 +473,7 @@ fn finish_all(
 fn finish(
     store: &Store,
     identities: &Identities,
-    index: &Index,
+    index: Known<'_>,
     p: Pending<'_>,
     checked: Option<Checked>,
 ) -> FileResult {
@@ -440,11 +491,9 @@ fn finish(
     // The same bytes decrypt to the same document: a new verdict (a
     // re-signed file, a scope file changed) needs no decryption, and so
     // only the header, not the whole armor, decoded to judge them.
-    let served = index.get(&id).filter(|s| s.file_sha256 == sha);
-    let reusable = served.or_else(|| index.withheld.get(rel).filter(|s| s.file_sha256 == sha));
-    if let Some(known) = reusable {
+    if let Some((known, served)) = index.same_bytes(rel, &id, &sha) {
         let header = envelope::read_header(&bytes);
-        let seen = index.seen.get(rel);
+        let seen = index.seen(rel);
         return match signatures.judge(&id, header.as_ref(), &sha, checked, basis, seen) {
             Ok(signed) => FileResult::Loaded {
                 secret: Arc::new(Secret {
@@ -454,7 +503,7 @@ fn finish(
                     signed: Some(signed),
                 }),
                 decrypted: false,
-                same_bytes: served.is_some(),
+                same_bytes: served,
             },
             Err(refusal) => FileResult::Refused(refusal, failed),
         };
@@ -462,7 +511,7 @@ fn finish(
     // New bytes: the armor decoded once, for the judge and the decryption.
     let unarmored = envelope::unarmor(&bytes);
     let header = unarmored.header();
-    let signed = match signatures.judge(&id, header, &sha, checked, basis, index.seen.get(rel)) {
+    let signed = match signatures.judge(&id, header, &sha, checked, basis, index.seen(rel)) {
         Ok(signed) => signed,
         Err(refusal) => return FileResult::Refused(refusal, failed),
     };

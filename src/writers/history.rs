@@ -83,6 +83,11 @@ impl Record {
         true
     }
 
+    /// Whether nothing was seen yet.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Every path's, in the order of the paths' bytes.
     pub fn iter(&self) -> impl Iterator<Item = (&Path, &Seen)> {
         self.0
