@@ -14,10 +14,12 @@
 //! (``invalid type: integer `1234` ``), and a value in this document may be the
 //! secret itself. Every error here names a key and a line, never a value.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sha2::Digest as _;
+use toml::de::{DeTable, DeValue};
 use zeroize::Zeroizing;
 
 use crate::problem::line_of;
@@ -49,27 +51,28 @@ pub struct Document {
     pub labels: BTreeMap<String, String>,
 }
 
-type SpannedTable = BTreeMap<toml::Spanned<String>, toml::Spanned<toml::Value>>;
-
 /// A parsed document whose strings are wiped when it goes out of scope,
 /// on every path out of [`Document::parse`]: its `data` string is the
-/// secret in base64, and a plain `String` would be freed as it is.
-struct Wiped(SpannedTable);
+/// secret in base64. toml's borrowing parse is used (no owned copy of the
+/// table is made): a string without escapes is a slice of the plaintext,
+/// which its owner wipes; a string the parser had to copy is owned here,
+/// and wiped here.
+struct Wiped<'i>(DeTable<'i>);
 
-impl Drop for Wiped {
+impl Drop for Wiped<'_> {
     fn drop(&mut self) {
-        for value in self.0.values_mut() {
+        for (_, value) in self.0.iter_mut() {
             wipe(value.get_mut());
         }
     }
 }
 
-/// Zeroes every string in a TOML value (and empties it).
-fn wipe(value: &mut toml::Value) {
+/// Zeroes every string a TOML value owns (and empties it).
+fn wipe(value: &mut DeValue<'_>) {
     match value {
-        toml::Value::String(s) => zeroize::Zeroize::zeroize(s),
-        toml::Value::Array(items) => items.iter_mut().for_each(wipe),
-        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| wipe(v)),
+        DeValue::String(Cow::Owned(s)) => zeroize::Zeroize::zeroize(s),
+        DeValue::Array(items) => items.iter_mut().for_each(|v| wipe(v.get_mut())),
+        DeValue::Table(t) => t.iter_mut().for_each(|(_, v)| wipe(v.get_mut())),
         _ => {}
     }
 }
@@ -92,28 +95,36 @@ impl Document {
         if brackets > MAX_BRACKETS {
             return Err(DocumentError::TooComplex);
         }
-        let table = Wiped(toml::from_str(text).map_err(|e| DocumentError::Syntax {
-            message: e.message().trim_end().to_string(),
-            line: e.span().map(|s| line_of(text, s.start)),
-        })?);
+        let table = Wiped(
+            DeTable::parse(text)
+                .map_err(|e| DocumentError::Syntax {
+                    message: e.message().trim_end().to_string(),
+                    line: e.span().map(|s| line_of(text, s.start)),
+                })?
+                .into_inner(),
+        );
 
         let mut kind = None;
         let mut mesh = None;
         let mut name = None;
         let mut data = None;
         let mut labels = BTreeMap::new();
-        for (key, value) in &table.0 {
+        // In key order, whatever the order in the file: of several problems,
+        // the same one is told first.
+        let mut entries: Vec<_> = table.0.iter().collect();
+        entries.sort_by(|a, b| a.0.get_ref().cmp(b.0.get_ref()));
+        for (key, value) in entries {
             let line = line_of(text, value.span().start);
             let key_line = line_of(text, key.span().start);
             let as_str = |k: &str| match value.get_ref() {
-                toml::Value::String(s) => Ok((s.as_str(), line)),
+                DeValue::String(s) => Ok((s.as_ref(), line)),
                 _ => Err(DocumentError::WrongType {
                     key: k.to_string(),
                     expected: "a string",
                     line,
                 }),
             };
-            match key.get_ref().as_str() {
+            match key.get_ref().as_ref() {
                 "type" => kind = Some(as_str("type")?),
                 "mesh" => mesh = Some(as_str("mesh")?),
                 "name" => name = Some(as_str("name")?),
@@ -227,10 +238,10 @@ impl Document {
 }
 
 fn parse_labels(
-    value: &toml::Value,
+    value: &DeValue<'_>,
     line: usize,
 ) -> Result<BTreeMap<String, String>, DocumentError> {
-    let toml::Value::Table(table) = value else {
+    let DeValue::Table(table) = value else {
         return Err(DocumentError::WrongType {
             key: "labels".to_string(),
             expected: "a table",
@@ -239,10 +250,10 @@ fn parse_labels(
     };
     table
         .iter()
-        .map(|(k, v)| match v {
-            toml::Value::String(s) => Ok((k.clone(), s.clone())),
+        .map(|(k, v)| match v.get_ref() {
+            DeValue::String(s) => Ok((k.get_ref().to_string(), s.to_string())),
             _ => Err(DocumentError::WrongType {
-                key: format!("labels.{k}"),
+                key: format!("labels.{}", k.get_ref()),
                 expected: "a string",
                 line,
             }),
