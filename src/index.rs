@@ -568,8 +568,6 @@ fn scope_fingerprints<'a>(
             let set = store.recipients(s).ok()?;
             Some((s.clone(), set.fingerprint()))
         })
-        .collect::<Vec<_>>()
-        .into_iter()
         .collect()
 }
 

@@ -39,7 +39,7 @@ impl Checked {
     /// A deferred verification, concluded (`ok`: from
     /// [`signing::verify_deferred`]).
     pub fn concluded(deferred: Deferred, ok: bool) -> Checked {
-        let (fingerprint, verified) = deferred.conclude_with_fingerprint(ok);
+        let (fingerprint, verified) = deferred.conclude(ok);
         Checked {
             fingerprint: Some(fingerprint),
             verified,

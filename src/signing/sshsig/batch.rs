@@ -1,7 +1,7 @@
 //! Verifying a load's Ed25519 signatures in batches.
 
 use ssh_key::public::KeyData;
-use ssh_key::{Algorithm, Fingerprint, HashAlg, PublicKey, SshSig};
+use ssh_key::{Algorithm, Fingerprint, HashAlg, SshSig};
 
 use super::{Namespace, Signature, Verified, VerifyError};
 
@@ -65,40 +65,17 @@ pub struct Deferred {
 }
 
 impl Deferred {
-    /// The signature, verified (`ok`, from [`verify_deferred`]) or not.
-    pub fn conclude(self, ok: bool) -> Result<Verified, VerifyError> {
+    /// The signer's fingerprint, and the signature verified (`ok`, from
+    /// [`verify_deferred`]) or not: the fingerprint computed once for both.
+    pub fn conclude(self, ok: bool) -> (Fingerprint, Result<Verified, VerifyError>) {
         let key = self.signature.public_key();
         let fingerprint = key.fingerprint(HashAlg::Sha256);
-        self.concluded_as(ok, key, fingerprint)
-    }
-
-    /// [`conclude`](Self::conclude), with the signer's fingerprint as well
-    /// (computed once for both).
-    pub fn conclude_with_fingerprint(
-        self,
-        ok: bool,
-    ) -> (Fingerprint, Result<Verified, VerifyError>) {
-        let key = self.signature.public_key();
-        let fingerprint = key.fingerprint(HashAlg::Sha256);
-        (fingerprint, self.concluded_as(ok, key, fingerprint))
-    }
-
-    fn concluded_as(
-        self,
-        ok: bool,
-        key: PublicKey,
-        fingerprint: Fingerprint,
-    ) -> Result<Verified, VerifyError> {
-        if ok {
+        let verified = if ok {
             Ok(Verified { key, fingerprint })
         } else {
             Err(VerifyError::BadSignature { fingerprint })
-        }
-    }
-
-    /// The signer's fingerprint.
-    pub fn fingerprint(&self) -> Fingerprint {
-        self.signature.fingerprint()
+        };
+        (fingerprint, verified)
     }
 }
 
@@ -178,7 +155,7 @@ mod tests {
         let verdicts: Vec<_> = one_bad
             .into_iter()
             .zip(oks)
-            .map(|(d, ok)| d.conclude(ok))
+            .map(|(d, ok)| d.conclude(ok).1)
             .collect();
         assert!(matches!(verdicts[7], Err(VerifyError::BadSignature { .. })));
         assert_eq!(
