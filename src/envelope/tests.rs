@@ -165,3 +165,92 @@ fn tampering_is_detected() {
         Err(EnvelopeError::NoMatchingKeys)
     ));
 }
+
+/// A recipient that adds one meshseal stanza with any arguments.
+struct RawStanza(Vec<String>);
+
+impl age::Recipient for RawStanza {
+    fn wrap_file_key(
+        &self,
+        _file_key: &FileKey,
+    ) -> Result<(Vec<Stanza>, HashSet<String>), age::EncryptError> {
+        let stanza = Stanza {
+            tag: STANZA_TAG.to_string(),
+            args: self.0.clone(),
+            body: Vec::new(),
+        };
+        Ok((vec![stanza], HashSet::new()))
+    }
+}
+
+#[test]
+fn the_one_pass_reads_the_stanzas_the_two_steps_read() {
+    let (ids, recipients, meta) = setup();
+    let good = vec![
+        "v2",
+        "0123456789abcdef",
+        "mesh:pay",
+        "db",
+        meta.recipients_fingerprint.as_str(),
+        "7",
+    ];
+    let bad = vec!["v9", "mesh:pay", "db"];
+    let cases: [&[&Vec<&str>]; 5] = [&[], &[&good], &[&good, &good], &[&bad], &[&bad, &good]];
+    for stanzas in cases {
+        let extra: Vec<RawStanza> = stanzas
+            .iter()
+            .map(|args| RawStanza(args.iter().map(|a| a.to_string()).collect()))
+            .collect();
+        let all = extra
+            .iter()
+            .map(|r| r as &dyn age::Recipient)
+            .chain(recipients.iter().map(|r| r.as_age()));
+        let ct = age::Encryptor::with_recipients(all)
+            .unwrap()
+            .wrap_output(Vec::new())
+            .and_then(|mut w| w.write_all(b"doc").and(w.finish()))
+            .unwrap();
+        let two_step = read_header(&ct).and_then(|h| Ok((h, decrypt(&ct, &ids, 100)?)));
+        match (open(&ct, &ids, 100), two_step) {
+            (Ok((h1, p1)), Ok((h2, p2))) => {
+                assert_eq!(h1, h2, "{stanzas:?}");
+                assert_eq!(&p1[..], &p2[..]);
+            }
+            (Err(e1), Err(e2)) => assert_eq!(e1.to_string(), e2.to_string(), "{stanzas:?}"),
+            (one, two) => panic!("{stanzas:?}: {:?} against {:?}", one.is_ok(), two.is_ok()),
+        }
+    }
+    // An armored file's one pass gives its metadata.
+    let one = open(&encrypt(b"doc", &recipients, &meta).unwrap(), &ids, 100).unwrap();
+    assert_eq!(one.0.metadata, Some(meta));
+}
+
+#[test]
+fn a_legacy_encoded_stanza_reads_as_age_reads_it() {
+    // A stanza with an empty body and no empty line after it: the body
+    // encoding age-crate betas wrote, which age still reads.
+    let (ids, recipients, meta) = setup();
+    let ct = encrypt(b"doc", &recipients, &meta).unwrap();
+    let mut binary = Vec::new();
+    ArmoredReader::new(&ct[..])
+        .read_to_end(&mut binary)
+        .unwrap();
+    let line_end = |from: usize| from + binary[from..].iter().position(|&b| b == b'\n').unwrap();
+    let stanza = binary
+        .windows(11)
+        .position(|w| w == b"-> meshseal")
+        .unwrap();
+    let empty_body = line_end(stanza) + 1;
+    assert_eq!(
+        binary[empty_body], b'\n',
+        "meshseal's stanza has an empty body line"
+    );
+    // Removing the line breaks the MAC, so only the header is compared.
+    let mut legacy = binary.clone();
+    legacy.remove(empty_body);
+    assert_eq!(read_header(&legacy).unwrap().metadata, Some(meta));
+    assert!(
+        open(&legacy, &ids, 100).is_err(),
+        "the MAC no longer matches"
+    );
+}

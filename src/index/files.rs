@@ -20,7 +20,7 @@ use crate::problem::Problem;
 use crate::scope::{SecretId, StorePath};
 use crate::signing::sshsig::MAX_SIGNATURE_BYTES;
 use crate::signing::{self, Deferred};
-use crate::store::{layout, Store};
+use crate::store::{layout, LoadError, Loaded, Store};
 use crate::writers::history::Seen;
 use crate::writers::{Checked, Refusal, SecretCheck};
 
@@ -336,8 +336,8 @@ fn examine<'i>(
                 return Examined::Done(FileResult::Unchanged);
             }
         }
-        let unarmored = envelope::unarmor(&bytes);
-        return Examined::Done(decrypt(store, identities, &id, unarmored, sha, None, None));
+        let opened = store.open_hashed(&id, &bytes, sha, identities);
+        return Examined::Done(decrypt(opened, sha, None, None));
     };
     // Verified before it is decrypted: a refused file is never opened.
     let sig = match store.read_file(&id.sig_path(), MAX_SIGNATURE_BYTES) {
@@ -517,28 +517,18 @@ fn finish(
         Ok(signed) => signed,
         Err(refusal) => return FileResult::Refused(refusal, failed),
     };
-    decrypt(
-        store,
-        identities,
-        &id,
-        unarmored,
-        sha,
-        Some(signed),
-        Some(basis),
-    )
+    let opened = store.open_unarmored(&id, unarmored, sha, identities);
+    decrypt(opened, sha, Some(signed), Some(basis))
 }
 
-/// Decrypts new bytes.
+/// What opening new bytes came to.
 fn decrypt(
-    store: &Store,
-    identities: &Identities,
-    id: &SecretId,
-    unarmored: envelope::Unarmored<'_>,
+    opened: Result<Loaded, LoadError>,
     sha256: [u8; 32],
     signed: Option<super::Signed>,
     basis: Option<Basis>,
 ) -> FileResult {
-    match store.open_unarmored(id, unarmored, sha256, identities) {
+    match opened {
         Ok(loaded) => FileResult::Loaded {
             secret: Arc::new(Secret {
                 recipients_fingerprint: loaded.header.metadata.map(|m| m.recipients_fingerprint),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::config::{Config, CONFIG_FILE};
 use crate::confine::{ConfineError, Confined};
@@ -374,8 +375,19 @@ impl Store {
         bytes: &[u8],
         identities: &Identities,
     ) -> Result<Loaded, LoadError> {
-        let sha256 = Sha256::digest(bytes).into();
-        self.open_unarmored(id, envelope::unarmor(bytes), sha256, identities)
+        self.open_hashed(id, bytes, Sha256::digest(bytes).into(), identities)
+    }
+
+    /// [`Store::open_bytes`] for a file whose sha256 is known.
+    pub fn open_hashed(
+        &self,
+        id: &SecretId,
+        bytes: &[u8],
+        file_sha256: [u8; 32],
+        identities: &Identities,
+    ) -> Result<Loaded, LoadError> {
+        let opened = envelope::open(bytes, identities, self.config.max_plaintext_bytes());
+        self.open_document(id, opened, file_sha256)
     }
 
     /// [`Store::open_bytes`] for a file whose armor is decoded already
@@ -387,13 +399,22 @@ impl Store {
         file_sha256: [u8; 32],
         identities: &Identities,
     ) -> Result<Loaded, LoadError> {
+        let opened = unarmored.open(identities, self.config.max_plaintext_bytes());
+        self.open_document(id, opened, file_sha256)
+    }
+
+    /// Parses and binds what opening a file gave.
+    fn open_document(
+        &self,
+        id: &SecretId,
+        opened: Result<(Header, Zeroizing<Vec<u8>>), envelope::EnvelopeError>,
+        file_sha256: [u8; 32],
+    ) -> Result<Loaded, LoadError> {
         let file = || id.path();
-        let (header, plaintext) = unarmored
-            .open(identities, self.config.max_plaintext_bytes())
-            .map_err(|source| LoadError::Envelope {
-                file: file(),
-                source,
-            })?;
+        let (header, plaintext) = opened.map_err(|source| LoadError::Envelope {
+            file: file(),
+            source,
+        })?;
         let doc =
             Document::parse(&plaintext, self.config.limits.max_data_bytes).map_err(|source| {
                 LoadError::Document {
