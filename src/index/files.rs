@@ -83,14 +83,15 @@ impl Index {
         })
     }
 
-    /// Reads, hashes and where needed verifies and decrypts `candidates` in
-    /// parallel, then folds the results in, a slice at a time so that the
-    /// results waiting to be folded stay small however large the store is.
+    /// Reads, hashes and where needed verifies and decrypts `candidates` (each
+    /// with what its path is) in parallel, then folds the results in, a slice
+    /// at a time so that the results waiting to be folded stay small however
+    /// large the store is.
     pub(super) fn apply(
         &mut self,
         store: &Store,
         identities: &Identities,
-        candidates: Vec<PathBuf>,
+        candidates: Vec<(PathBuf, StorePath)>,
         retry_failed: bool,
         stats: &mut UpdateStats,
     ) {
@@ -101,14 +102,22 @@ impl Index {
             && self.failed.is_empty()
             && self.withheld.is_empty()
             && self.seen.is_empty();
-        for slice in candidates.chunks(APPLY_SLICE) {
+        let mut candidates = candidates.into_iter();
+        loop {
+            // What each path is moves into its examination: classified once.
+            let (slice, whats): (Vec<PathBuf>, Vec<StorePath>) =
+                candidates.by_ref().take(APPLY_SLICE).unzip();
+            if slice.is_empty() {
+                break;
+            }
             let this = Known {
                 index: &*self,
                 fresh,
             };
             let examined: Vec<Examined<'_>> = slice
                 .par_iter()
-                .map(|rel| examine(store, identities, this, rel, retry_failed))
+                .zip(whats)
+                .map(|(rel, what)| examine(store, identities, this, rel, what, retry_failed))
                 .collect();
             let results = finish_all(store, identities, this, examined);
             for (rel, result) in slice.iter().zip(results) {
@@ -307,9 +316,9 @@ fn examine<'i>(
     identities: &Identities,
     known_files: Known<'i>,
     rel: &Path,
+    what: StorePath,
     retry_failed: bool,
 ) -> Examined<'i> {
-    let what = StorePath::classify(rel);
     let id = match what {
         StorePath::Secret(id) => id,
         what @ StorePath::StraySecret { .. } => {

@@ -148,13 +148,14 @@ impl Index {
             }
         }
         next.refresh_policies(store, policies, &mut stats);
-        next.apply(
-            store,
-            identities,
-            candidates.into_iter().collect(),
-            false,
-            &mut stats,
-        );
+        let candidates = candidates
+            .into_iter()
+            .map(|rel| {
+                let what = StorePath::classify(&rel);
+                (rel, what)
+            })
+            .collect();
+        next.apply(store, identities, candidates, false, &mut stats);
         // Recipients changed, or a secret of a scope not seen before.
         let new_scope = stats
             .changed
@@ -235,7 +236,7 @@ impl Index {
         let candidates = entries
             .into_iter()
             .filter(|e| is_file_like_as(&e.rel, &e.what))
-            .map(|e| e.rel)
+            .map(|e| (e.rel, e.what))
             .collect();
         next.apply(store, identities, candidates, retry_failed, &mut stats);
         next.fingerprints = scope_fingerprints(store, next.ids());
