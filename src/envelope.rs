@@ -20,7 +20,6 @@
 //! key, which is what lets `check` catch moved, renamed and stale files in a
 //! pre-commit hook that has no secrets.
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::{self, BufRead, Read, Write};
 
@@ -298,10 +297,11 @@ pub fn open(
     identities: &Identities,
     max_plaintext: usize,
 ) -> Result<(Header, Zeroizing<Vec<u8>>), EnvelopeError> {
-    match open_once(bytes, identities, max_plaintext) {
-        Some(opened) => Ok(opened),
-        None => unarmor(bytes).open(identities, max_plaintext),
+    if let Some(opened) = open_once(bytes, identities, max_plaintext) {
+        return Ok(opened);
     }
+    let header = read_header(bytes)?;
+    Ok((header, decrypt(bytes, identities, max_plaintext)?))
 }
 
 /// [`open`]'s one pass; `None` where the two-step path must tell why.
@@ -360,52 +360,6 @@ impl age::Identity for Observer {
             };
         }
         None
-    }
-}
-
-/// A file's armor decoded once, its header parsed: what a signed load
-/// judges (the header's binding) before it decrypts, without decoding and
-/// parsing the header a second time.
-pub struct Unarmored<'a> {
-    /// The binary age file, or the bytes as they came when their armor
-    /// does not decode as a whole (then decrypting names the error).
-    binary: Cow<'a, [u8]>,
-    header: Result<Header, EnvelopeError>,
-}
-
-/// Decodes a file's armor and parses its header, as [`open`] does first.
-pub fn unarmor(bytes: &[u8]) -> Unarmored<'_> {
-    if sniff(bytes) == Sniff::Armored {
-        let mut binary = Vec::with_capacity(bytes.len());
-        if ArmoredReader::new(bytes).read_to_end(&mut binary).is_ok() {
-            let header = header_bytes(&binary, false).and_then(|h| parse_header(&h, true));
-            return Unarmored {
-                binary: Cow::Owned(binary),
-                header,
-            };
-        }
-    }
-    Unarmored {
-        binary: Cow::Borrowed(bytes),
-        header: read_header(bytes),
-    }
-}
-
-impl Unarmored<'_> {
-    /// The header, as [`read_header`] reads it.
-    pub fn header(&self) -> Result<&Header, &EnvelopeError> {
-        self.header.as_ref()
-    }
-
-    /// The header and the plaintext, as [`open`] returns them.
-    pub fn open(
-        self,
-        identities: &Identities,
-        max_plaintext: usize,
-    ) -> Result<(Header, Zeroizing<Vec<u8>>), EnvelopeError> {
-        let header = self.header?;
-        let plaintext = decrypt(&self.binary, identities, max_plaintext)?;
-        Ok((header, plaintext))
     }
 }
 

@@ -519,15 +519,28 @@ fn finish(
             Err(refusal) => FileResult::Refused(refusal, failed),
         };
     }
-    // New bytes: the armor decoded once, for the judge and the decryption.
-    let unarmored = envelope::unarmor(&bytes);
-    let header = unarmored.header();
-    let signed = match signatures.judge(&id, header, &sha, checked, basis, index.seen(rel)) {
-        Ok(signed) => signed,
+    // New bytes. A file no writer of its scope signed is refused unopened.
+    let writer = match signatures.judge_writer(&id, checked) {
+        Ok(writer) => writer,
         Err(refusal) => return FileResult::Refused(refusal, failed),
     };
-    let opened = store.open_unarmored(&id, unarmored, sha, identities);
-    decrypt(opened, sha, Some(signed), Some(basis))
+    // A writer's file is opened in one pass and its binding judged on the
+    // header age read. Where it does not open, the header is read alone,
+    // so that a binding's refusal still comes before the decryption's error.
+    let opened = store.open_hashed(&id, &bytes, sha, identities);
+    let read_alone;
+    let header = match &opened {
+        Ok(loaded) => Ok(&loaded.header),
+        Err(_) => {
+            read_alone = envelope::read_header(&bytes);
+            read_alone.as_ref()
+        }
+    };
+    let seen = index.seen(rel);
+    match signatures.judge_bound(&id, header, &sha, writer, basis, seen) {
+        Ok(signed) => decrypt(opened, sha, Some(signed), Some(basis)),
+        Err(refusal) => FileResult::Refused(refusal, failed),
+    }
 }
 
 /// What opening new bytes came to.

@@ -35,7 +35,7 @@ use crate::scope::{Scope, ScopeFile, SecretId};
 use crate::signing::{self, AllowedSigners, Namespace};
 use crate::store::{Store, StoreError, MAX_TEXT_FILE_BYTES};
 use crate::writers::history::Seen;
-use crate::writers::{Checked, JudgedScope, Refusal, Verdict, Verifier};
+use crate::writers::{Checked, JudgedScope, Refusal, Verdict, Verifier, WriterSigned};
 
 /// The reason codes of signature refusals, in the order `/metrics` lists
 /// them (the codes of [`Refusal`]).
@@ -243,7 +243,31 @@ impl Signatures {
         basis: Basis,
         seen: Option<&Seen>,
     ) -> Result<Signed, Refusal> {
-        let verdict = self.verifier.secret_checked(id, header, checked)?;
+        let writer = self.verifier.secret_writer(id, checked)?;
+        self.judge_bound(id, header, sha256, writer, basis, seen)
+    }
+
+    /// [`Signatures::judge`]'s first half: signed by a writer of its scope.
+    pub(super) fn judge_writer(
+        &self,
+        id: &SecretId,
+        checked: Option<Checked>,
+    ) -> Result<WriterSigned, Refusal> {
+        self.verifier.secret_writer(id, checked)
+    }
+
+    /// [`Signatures::judge`]'s second half, for a file a writer signed:
+    /// bound to this store and path, and no rollback.
+    pub(super) fn judge_bound(
+        &self,
+        id: &SecretId,
+        header: Result<&Header, &EnvelopeError>,
+        sha256: &[u8; 32],
+        writer: WriterSigned,
+        basis: Basis,
+        seen: Option<&Seen>,
+    ) -> Result<Signed, Refusal> {
+        let verdict = self.verifier.secret_bound(id, header, writer)?;
         if let Some(seen) = seen {
             seen.judge(verdict.generation, sha256)?;
         }

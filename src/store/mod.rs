@@ -390,19 +390,6 @@ impl Store {
         self.open_document(id, opened, file_sha256)
     }
 
-    /// [`Store::open_bytes`] for a file whose armor is decoded already
-    /// (its header judged first) and whose sha256 is known.
-    pub fn open_unarmored(
-        &self,
-        id: &SecretId,
-        unarmored: envelope::Unarmored<'_>,
-        file_sha256: [u8; 32],
-        identities: &Identities,
-    ) -> Result<Loaded, LoadError> {
-        let opened = unarmored.open(identities, self.config.max_plaintext_bytes());
-        self.open_document(id, opened, file_sha256)
-    }
-
     /// Parses and binds what opening a file gave.
     fn open_document(
         &self,

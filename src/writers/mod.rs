@@ -22,7 +22,7 @@ pub mod history;
 mod secret;
 
 use secret::for_secret;
-pub use secret::{Checked, SecretCheck};
+pub use secret::{Checked, SecretCheck, WriterSigned};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -115,6 +115,18 @@ impl Verifier {
         header: Result<&Header, &EnvelopeError>,
         checked: Option<Checked>,
     ) -> Result<Verdict, Refusal> {
+        let accepted = self.secret_writer(id, checked)?;
+        self.secret_bound(id, header, accepted)
+    }
+
+    /// The first half of [`Verifier::secret_checked`]: whether the file is
+    /// signed by a writer of its scope (its header not yet judged). A file
+    /// that is not is refused unopened.
+    pub fn secret_writer(
+        &self,
+        id: &SecretId,
+        checked: Option<Checked>,
+    ) -> Result<WriterSigned, Refusal> {
         let scope = &id.scope;
         let writers = match self.scopes.get(scope).map(|t| &t.writers) {
             Some(Ok(w)) => Arc::clone(w),
@@ -162,6 +174,19 @@ impl Verifier {
                     })
                 }
             };
+        Ok(WriterSigned(accepted))
+    }
+
+    /// The second half of [`Verifier::secret_checked`]: the verdict on a
+    /// file a writer signed, from its header's binding.
+    pub fn secret_bound(
+        &self,
+        id: &SecretId,
+        header: Result<&Header, &EnvelopeError>,
+        accepted: WriterSigned,
+    ) -> Result<Verdict, Refusal> {
+        let WriterSigned(accepted) = accepted;
+        let scope = &id.scope;
         let wrong = |reason: String| Refusal::WrongBinding {
             reason,
             scope: scope.clone(),
@@ -208,6 +233,10 @@ impl Verifier {
         })
     }
 }
+
+/// A secret file signed by a writer of its scope, its binding not yet
+/// judged ([`Verifier::secret_writer`]).
+pub struct WriterSigned(signing::Accepted);
 
 /// A scope file's refusal as said of one of its scope's secrets: the file
 /// is not trusted, so neither is what it vouches for.
