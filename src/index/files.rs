@@ -348,7 +348,7 @@ fn examine<'i>(
         let opened = store.open_hashed(&id, &bytes, sha, identities);
         return Examined::Done(decrypt(opened, sha, None, None));
     };
-    // Verified before it is decrypted: a refused file is never opened.
+    // Verified before it is decrypted: a file no writer signed is never opened.
     let sig = match store.read_file(&id.sig_path(), MAX_SIGNATURE_BYTES) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.is_not_found() => Ok(None),
