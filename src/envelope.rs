@@ -284,50 +284,57 @@ fn map_decrypt_error(e: age::DecryptError) -> EnvelopeError {
     }
 }
 
+/// A file opened: its header and its plaintext.
+pub type Opened = (Header, Zeroizing<Vec<u8>>);
+
 /// Reads the header and decrypts, as `read_header` then `decrypt` would, but
 /// with one parse of the header, age's: meshseal's stanza is taken from what
 /// age parsed (see [`Observer`]), and the armor is decoded as age reads it.
 /// The cold load opens every file of the store this way; decoding and parsing
 /// each header a second time, with its allocations, was about 1% of its
-/// instructions. Whatever does not open so (a bad or repeated meshseal
-/// stanza, a bad file, no key) is opened again by the two-step path, whose
-/// error is the one `read_header` or `decrypt` names.
+/// instructions. The errors are the two steps': a bad or repeated meshseal
+/// stanza, a broken header or armor, no matching key.
 pub fn open(
     bytes: &[u8],
     identities: &Identities,
     max_plaintext: usize,
-) -> Result<(Header, Zeroizing<Vec<u8>>), EnvelopeError> {
+) -> Result<Opened, EnvelopeError> {
     if let Some(opened) = open_once(bytes, identities, max_plaintext) {
-        return Ok(opened);
+        return opened;
     }
     let header = read_header(bytes)?;
     Ok((header, decrypt(bytes, identities, max_plaintext)?))
 }
 
-/// [`open`]'s one pass; `None` where the two-step path must tell why.
+/// [`open`]'s one pass: what the two steps would say, or `None` where they
+/// must be taken (a file too large to trust its header to age's reading
+/// alone, a bad or repeated meshseal stanza).
 fn open_once(
     bytes: &[u8],
     identities: &Identities,
     max_plaintext: usize,
-) -> Option<(Header, Zeroizing<Vec<u8>>)> {
+) -> Option<Result<Opened, EnvelopeError>> {
     // A header is never longer than its file, so no header of a file this
     // size is one `read_header` refuses as too large.
     if bytes.len() > MAX_HEADER_BYTES {
         return None;
     }
-    let armored = match sniff(bytes) {
-        Sniff::NotAge => return None,
-        Sniff::Armored => true,
-        Sniff::Binary => false,
-    };
+    let armored = sniff(bytes) == Sniff::Armored;
     let observer = Observer::default();
-    let plaintext = decrypt_observed(bytes, identities, max_plaintext, Some(&observer)).ok()?;
+    let decrypted = decrypt_observed(bytes, identities, max_plaintext, Some(&observer));
     let metadata = match observer.seen.into_inner() {
+        Seen::Bad => return None,
         Seen::Nothing => None,
         Seen::One(metadata) => Some(metadata),
-        Seen::Bad => return None,
     };
-    Some((Header { armored, metadata }, plaintext))
+    Some(match decrypted {
+        Ok(plaintext) => Ok((Header { armored, metadata }, plaintext)),
+        // The two steps' error without a second decryption: the header's
+        // (read without a key, which may read more of a broken armor than
+        // age did), else the decryption's. A file this key cannot open is
+        // not tried twice.
+        Err(e) => Err(read_header(bytes).err().unwrap_or(e)),
+    })
 }
 
 /// Shown the header's stanzas as age parsed them, before any identity tries
@@ -342,6 +349,8 @@ struct Observer {
 /// What an [`Observer`] saw of meshseal's stanza.
 #[derive(Default)]
 enum Seen {
+    /// No meshseal stanza (or no stanza shown: age did not read the
+    /// header, and decrypting failed).
     #[default]
     Nothing,
     One(Metadata),
@@ -350,15 +359,21 @@ enum Seen {
 }
 
 impl age::Identity for Observer {
-    fn unwrap_stanza(&self, stanza: &Stanza) -> Option<Result<FileKey, age::DecryptError>> {
-        if stanza.tag == STANZA_TAG {
-            let args: Vec<&str> = stanza.args.iter().map(String::as_str).collect();
-            let mut seen = self.seen.borrow_mut();
-            *seen = match (&*seen, parse_metadata(&args)) {
-                (Seen::Nothing, Ok(metadata)) => Seen::One(metadata),
-                _ => Seen::Bad,
-            };
-        }
+    fn unwrap_stanza(&self, _: &Stanza) -> Option<Result<FileKey, age::DecryptError>> {
+        None
+    }
+
+    fn unwrap_stanzas(&self, stanzas: &[Stanza]) -> Option<Result<FileKey, age::DecryptError>> {
+        let mut ours = stanzas.iter().filter(|s| s.tag == STANZA_TAG);
+        let seen = match (ours.next(), ours.next()) {
+            (None, _) => Seen::Nothing,
+            (Some(stanza), None) => {
+                let args: Vec<&str> = stanza.args.iter().map(String::as_str).collect();
+                parse_metadata(&args).map_or(Seen::Bad, Seen::One)
+            }
+            (Some(_), Some(_)) => Seen::Bad,
+        };
+        self.seen.replace(seen);
         None
     }
 }

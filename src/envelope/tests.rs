@@ -98,6 +98,12 @@ fn open_agrees_with_read_header_then_decrypt() {
         open(&ct, &ids, 4),
         Err(EnvelopeError::TooLarge { .. })
     ));
+    // A header age read answers the decryption's errors in the one pass:
+    // a file this key cannot open is not tried a second time.
+    assert!(matches!(
+        open_once(&ct, &other, 100),
+        Some(Err(EnvelopeError::NoMatchingKeys))
+    ));
 }
 
 #[test]

@@ -243,7 +243,7 @@ impl Signatures {
         basis: Basis,
         seen: Option<&Seen>,
     ) -> Result<Signed, Refusal> {
-        let writer = self.verifier.secret_writer(id, checked)?;
+        let writer = self.judge_writer(id, checked)?;
         self.judge_bound(id, header, sha256, writer, basis, seen)
     }
 

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
 
 use crate::config::{Config, CONFIG_FILE};
 use crate::confine::{ConfineError, Confined};
@@ -394,7 +393,7 @@ impl Store {
     fn open_document(
         &self,
         id: &SecretId,
-        opened: Result<(Header, Zeroizing<Vec<u8>>), envelope::EnvelopeError>,
+        opened: Result<envelope::Opened, envelope::EnvelopeError>,
         file_sha256: [u8; 32],
     ) -> Result<Loaded, LoadError> {
         let file = || id.path();
