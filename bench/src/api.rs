@@ -10,11 +10,14 @@ use crate::{gen, Bench};
 impl Bench {
     pub fn api_latency(&mut self, client: &mut Client, path: &str, n: usize) {
         let (_, body) = client.get(path).expect("read");
-        let floor_addr = client::echo_server(body).expect("floor server");
+        let floor_addr = client::echo_server(body.clone()).expect("floor server");
         let mut floor = Client::connect(floor_addr, "floor").expect("connect to the floor");
+        let http_addr = client::http_server(body).expect("HTTP server");
+        let mut http = Client::connect(http_addr, "http").expect("connect to the HTTP server");
         for _ in 0..self.options.requests / 10 {
             client.get(path).expect("warm-up read");
             floor.get(path).expect("warm-up read");
+            http.get(path).expect("warm-up read");
         }
         let requests = self.options.requests;
         let time_run = |client: &mut Client| {
@@ -36,21 +39,35 @@ impl Bench {
         };
         let mut ours: [Vec<Duration>; 3] = Default::default();
         let mut theirs: [Vec<Duration>; 3] = Default::default();
+        let mut stack: [Vec<Duration>; 3] = Default::default();
         for run in 0..self.options.runs {
-            let (a, b) = if run % 2 == 0 {
-                let a = time_run(client);
-                (a, time_run(&mut floor))
-            } else {
-                let b = time_run(&mut floor);
-                (time_run(client), b)
+            // Interleaved, each run in another order.
+            let (a, b, c) = match run % 3 {
+                0 => {
+                    let a = time_run(client);
+                    let b = time_run(&mut floor);
+                    (a, b, time_run(&mut http))
+                }
+                1 => {
+                    let b = time_run(&mut floor);
+                    let c = time_run(&mut http);
+                    (time_run(client), b, c)
+                }
+                _ => {
+                    let c = time_run(&mut http);
+                    let a = time_run(client);
+                    (a, time_run(&mut floor), c)
+                }
             };
             for k in 0..3 {
                 ours[k].push(a[k]);
                 theirs[k].push(b[k]);
+                stack[k].push(c[k]);
             }
         }
         let [p50, p99, per_request] = ours.map(|mut v| median(&mut v));
         let [floor_p50, floor_p99, floor_per_request] = theirs.map(|mut v| median(&mut v));
+        let [http_p50, http_p99, _] = stack.map(|mut v| median(&mut v));
         self.rows.push(Row {
             measurement: format!(
                 "API read of one secret, keep-alive, p50 (p99 {:.0} µs, floor p99 {:.0} µs; {} requests x {} runs)",
@@ -66,6 +83,18 @@ impl Bench {
             // SPEC 5: within 15 µs of a bare echo thread's p50.
             target: "p50 ≤ floor + 15 µs".into(),
             result: verdict(p50 <= floor_p50 + Duration::from_micros(15), true),
+        });
+        self.rows.push(Row {
+            measurement: format!(
+                "API reference: meshseal's HTTP server alone (hyper, fixed answer, no routing, auth or lookup), p50 (p99 {:.0} µs)",
+                us(http_p99)
+            ),
+            secrets: count(n),
+            meshseal: format!("{:.0} µs", us(http_p50)),
+            reference: format!("floor {:.0} µs", us(floor_p50)),
+            ratio: format!("+{:.0} µs", us(http_p50.saturating_sub(floor_p50))),
+            target: "-".into(),
+            result: "info".into(),
         });
         self.rows.push(Row {
             measurement: "API throughput, one keep-alive connection, sequential".into(),

@@ -105,3 +105,36 @@ pub fn echo_server(body: Vec<u8>) -> io::Result<SocketAddr> {
     });
     Ok(addr)
 }
+
+/// The API's second reference: meshseal's own HTTP server
+/// ([`meshseal::serve::http::serve`]: hyper, its limits and timers, one
+/// thread) answering every request with `body` and the API's headers, but
+/// without routing, the token check or the index lookup. The gap between it
+/// and [`echo_server`] is the HTTP stack's; between meshseal and it, the
+/// API's own work.
+pub fn http_server(body: Vec<u8>) -> io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            let body = axum::body::Bytes::from(body);
+            let app = hyper::service::service_fn(move |_request| {
+                let response = axum::http::Response::builder()
+                    .header("content-type", "application/json")
+                    .header("cache-control", "no-store")
+                    .body(axum::body::Body::from(body.clone()))
+                    .expect("a fixed response");
+                std::future::ready(Ok::<_, std::convert::Infallible>(response))
+            });
+            let _ = meshseal::serve::http::serve(listener, None, app, std::future::pending()).await;
+        });
+    });
+    Ok(addr)
+}

@@ -24,6 +24,7 @@ struct ColdLoad {
 
 impl Bench {
     fn watch_once(&self, n: usize) -> (Duration, Duration) {
+        self.warm(&self.store_dir(n));
         let mut cmd = self.meshseal_cmd();
         cmd.arg("-C")
             .arg(self.store_dir(n))
@@ -34,6 +35,7 @@ impl Bench {
     }
 
     pub(crate) fn floor_process(&self, n: usize) -> (Duration, Duration) {
+        self.warm(&self.store_dir(n));
         let mut cmd = Command::new(std::env::current_exe().expect("own path"));
         cmd.arg("floor")
             .arg(self.store_dir(n))
@@ -44,6 +46,7 @@ impl Bench {
     }
 
     fn in_process(&self, n: usize) -> (Duration, Duration) {
+        self.warm(&self.store_dir(n));
         let cpu = cpu_time(libc::RUSAGE_SELF);
         let start = Instant::now();
         let ids =
@@ -57,6 +60,7 @@ impl Bench {
     }
 
     fn floor_in_process(&self, n: usize) -> (Duration, Duration) {
+        self.warm(&self.store_dir(n));
         let cpu = cpu_time(libc::RUSAGE_SELF);
         let start = Instant::now();
         let key = floor::identity(&self.key.identity_file);

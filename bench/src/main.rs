@@ -170,6 +170,12 @@ impl Bench {
     }
 
     /// `meshseal` with the bench's home (so no default identity leaks in).
+    /// [`timing::warm_page_cache`] for a cold load of `store`.
+    fn warm(&self, store: &Path) {
+        let own = std::env::current_exe().expect("own path");
+        timing::warm_page_cache(store, &[&self.meshseal, &own]);
+    }
+
     fn meshseal_cmd(&self) -> Command {
         let mut cmd = Command::new(&self.meshseal);
         cmd.env("HOME", self.work.join("home"))

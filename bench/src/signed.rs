@@ -119,6 +119,7 @@ impl Bench {
     }
 
     fn watch_once_at(&self, root: &Path, trust: Option<&Path>) -> Duration {
+        self.warm(root);
         let mut cmd = self.meshseal_cmd();
         cmd.arg("-C")
             .arg(root)
