@@ -510,3 +510,37 @@ fn a_changed_signature_is_judged_again_without_decrypting() {
     let (_, stats) = restored.rescan(&s.store, &s.ids, false).unwrap();
     assert_eq!((stats.decrypted, stats.new_problems.len()), (0, 0));
 }
+
+#[test]
+fn a_cold_load_in_many_slices_folds_every_file_once() {
+    // 10 secrets, one of them corrupt, and a stray file: slices of 3 (in
+    // unit tests), each folded while the next is examined.
+    let (_dir, store, ids) = store_with(10);
+    let bad = store.root().join(id("s4").path());
+    fs::write(&bad, b"not age at all").unwrap();
+    let stray = store.root().join("meshes/default/secrets/notes.txt");
+    fs::write(&stray, b"stray").unwrap();
+    let index = Index::load(&store, &ids).unwrap();
+    assert_eq!(index.len(), 9);
+    for i in (0..10).filter(|i| *i != 4) {
+        let secret = index.get(&id(&format!("s{i}"))).unwrap();
+        assert_eq!(secret.doc.data.expose(), format!("v{i}").as_bytes());
+    }
+    let problems: Vec<String> = index
+        .problems()
+        .map(|p| p.file.as_ref().unwrap().display().to_string())
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            "meshes/default/secrets/notes.txt",
+            "meshes/default/secrets/s4.age"
+        ]
+    );
+    assert_eq!(index.counters().decrypted, 10);
+    // A rescan finds every file as the load left it.
+    let (same, stats) = index.rescan(&store, &ids, false).unwrap();
+    assert_eq!(stats.decrypted, 0);
+    assert!(stats.new_problems.is_empty());
+    assert!(same.same_content(&index));
+}
