@@ -21,6 +21,7 @@ impl Bench {
         }
         let requests = self.options.requests;
         let time_run = |client: &mut Client| {
+            client.ready(path).expect("connect again");
             let mut latencies = Vec::with_capacity(requests);
             let start = Instant::now();
             for _ in 0..requests {

@@ -27,6 +27,7 @@ impl Bench {
         assert_eq!(status, 200, "GET {probe}");
         if full {
             self.api_latency(&mut client, &probe, n);
+            client.ready(&probe).expect("connect again");
             self.reload_one(&mut client, n);
             self.reload_many(&mut client, n);
             self.reload_renamed(&mut client, n);
