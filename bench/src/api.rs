@@ -38,34 +38,23 @@ impl Bench {
                 per_request,
             ]
         };
-        let mut ours: [Vec<Duration>; 3] = Default::default();
-        let mut theirs: [Vec<Duration>; 3] = Default::default();
-        let mut stack: [Vec<Duration>; 3] = Default::default();
+        // samples[server][statistic]: meshseal, the echo floor, the HTTP
+        // server alone; each run times the three in a rotated order.
+        let mut samples: [[Vec<Duration>; 3]; 3] = Default::default();
         for run in 0..self.options.runs {
-            // Interleaved, each run in another order.
-            let (a, b, c) = match run % 3 {
-                0 => {
-                    let a = time_run(client);
-                    let b = time_run(&mut floor);
-                    (a, b, time_run(&mut http))
+            for slot in 0..3 {
+                let server = (run + slot) % 3;
+                let timed = time_run(match server {
+                    0 => &mut *client,
+                    1 => &mut floor,
+                    _ => &mut http,
+                });
+                for (k, value) in timed.into_iter().enumerate() {
+                    samples[server][k].push(value);
                 }
-                1 => {
-                    let b = time_run(&mut floor);
-                    let c = time_run(&mut http);
-                    (time_run(client), b, c)
-                }
-                _ => {
-                    let c = time_run(&mut http);
-                    let a = time_run(client);
-                    (a, time_run(&mut floor), c)
-                }
-            };
-            for k in 0..3 {
-                ours[k].push(a[k]);
-                theirs[k].push(b[k]);
-                stack[k].push(c[k]);
             }
         }
+        let [ours, theirs, stack] = samples;
         let [p50, p99, per_request] = ours.map(|mut v| median(&mut v));
         let [floor_p50, floor_p99, floor_per_request] = theirs.map(|mut v| median(&mut v));
         let [http_p50, http_p99, _] = stack.map(|mut v| median(&mut v));
