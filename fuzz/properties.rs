@@ -186,6 +186,14 @@ pub fn signature(data: &[u8]) {
     if let Ok(sig) = Signature::parse(data) {
         let again = Signature::parse(sig.to_armored().as_bytes()).expect("re-armored parses");
         assert_eq!(again, sig);
+        // The fast armor decoder accepts nothing ssh-key's own would not,
+        // and reads the same signature from it.
+        let reference = ssh_key::SshSig::from_pem(data).expect("ssh-key accepts it too");
+        assert_eq!(
+            reference.to_pem(ssh_key::LineEnding::LF).ok(),
+            Some(sig.to_armored()),
+            "ssh-key reads another signature"
+        );
         for namespace in [Namespace::Secret, Namespace::Scope] {
             let alone = sig.verify(b"meshseal fuzz", namespace);
             // With its key decompressed as a writers.txt listing it holds

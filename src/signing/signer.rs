@@ -345,18 +345,19 @@ impl Signer {
     }
 
     /// An armored `sshsig` signature over `message` in `namespace` (hash
-    /// sha512; RSA as rsa-sha2-512), what `ssh-keygen -Y sign` makes.
+    /// [`MESSAGE_HASH`]; RSA as rsa-sha2-512), as `ssh-keygen -Y sign`
+    /// makes it and `ssh-keygen -Y verify` checks it.
     pub fn sign(&self, namespace: Namespace, message: &[u8]) -> Result<String, SignError> {
         let ns = namespace.as_str();
         let sig = match &self.holder {
             Holder::File(key) => match key.key_data() {
                 ssh_key::private::KeypairData::Rsa(rsa) => sign_rsa(rsa, ns, message)?,
                 _ => key
-                    .sign(ns, HashAlg::Sha512, message)
+                    .sign(ns, MESSAGE_HASH, message)
                     .map_err(|source| SignError::Key { source })?,
             },
             Holder::Agent { socket } => {
-                let data = SshSig::signed_data(ns, HashAlg::Sha512, message)
+                let data = SshSig::signed_data(ns, MESSAGE_HASH, message)
                     .map_err(|source| SignError::Key { source })?;
                 let raw = connect(socket)?
                     .sign(&self.public, &data)
@@ -372,7 +373,7 @@ impl Signer {
                         }
                         source => AgentError::Protocol { source },
                     })?;
-                SshSig::new(self.public.key_data().clone(), ns, HashAlg::Sha512, raw)
+                SshSig::new(self.public.key_data().clone(), ns, MESSAGE_HASH, raw)
                     .map_err(|source| SignError::Key { source })?
             }
         };
@@ -388,6 +389,13 @@ impl Signer {
         Ok(signature.to_armored())
     }
 }
+
+/// The hash of the signed bytes inside the sshsig blob. sshsig allows
+/// sha256 and sha512 and `ssh-keygen -Y verify` checks both (it signs with
+/// sha512 by default); meshseal signs with sha256, which runs on the CPU's
+/// SHA extensions where it has them: a cold load hashes every secret file
+/// for its signature, and SHA-512 of them was 2% of a signed load.
+pub const MESSAGE_HASH: HashAlg = HashAlg::Sha256;
 
 /// rsa-sha2-512 with the `rsa` crate: ssh-key 0.6.7 builds the RSA private
 /// key from the wrong primes (p twice) and cannot sign. The signature format
@@ -411,7 +419,7 @@ fn sign_rsa(
         vec![uint(&key.private.p)?, uint(&key.private.q)?],
     )
     .map_err(crypto)?;
-    let data = SshSig::signed_data(namespace, HashAlg::Sha512, message)
+    let data = SshSig::signed_data(namespace, MESSAGE_HASH, message)
         .map_err(|source| SignError::Key { source })?;
     let raw = rsa::pkcs1v15::SigningKey::<sha2::Sha512>::new(private)
         .try_sign_with_rng(&mut rand::rngs::OsRng, &data)
@@ -426,7 +434,7 @@ fn sign_rsa(
     SshSig::new(
         ssh_key::public::KeyData::Rsa(key.public.clone()),
         namespace,
-        HashAlg::Sha512,
+        MESSAGE_HASH,
         signature,
     )
     .map_err(|source| SignError::Key { source })

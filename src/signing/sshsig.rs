@@ -15,6 +15,7 @@ use super::keys::{self, KeyProblem};
 use super::Namespace;
 use crate::problem::Diagnostic;
 
+mod armor;
 mod batch;
 pub use batch::{verify_deferred, Deferral, Deferred};
 
@@ -129,7 +130,11 @@ impl Signature {
         if !(after.starts_with(b"\n") || after.starts_with(b"\r\n")) {
             return Err(VerifyError::NotArmored);
         }
-        let inner = SshSig::from_pem(armored).map_err(|source| {
+        let parsed = match armor::decode_canonical(armored) {
+            Some(sig) => Ok(sig),
+            None => SshSig::from_pem(armored),
+        };
+        let inner = parsed.map_err(|source| {
             if names_certificate(armored) {
                 VerifyError::UnsupportedAlgorithm {
                     problem: KeyProblem::UnsupportedType {
