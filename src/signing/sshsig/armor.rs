@@ -15,8 +15,7 @@ use base64::Engine;
 use ssh_encoding::{Decode, Reader};
 use ssh_key::SshSig;
 
-/// The armor's lines, LF included.
-const BEGIN: &[u8] = b"-----BEGIN SSH SIGNATURE-----\n";
+/// The armor's last line, LF included (the first is [`super::BEGIN`]).
 const END: &[u8] = b"-----END SSH SIGNATURE-----\n";
 /// ssh-keygen's (and ssh-key's) line width for a signature.
 const WIDTH: usize = 70;
@@ -24,7 +23,10 @@ const WIDTH: usize = 70;
 /// The signature in `armored`, when the armor has the canonical shape and
 /// its content decodes; `None` sends the caller to [`SshSig::from_pem`].
 pub(super) fn decode_canonical(armored: &[u8]) -> Option<SshSig> {
-    let body = armored.strip_prefix(BEGIN)?.strip_suffix(END)?;
+    let body = armored
+        .strip_prefix(super::BEGIN)?
+        .strip_prefix(b"\n")?
+        .strip_suffix(END)?;
     let mut base64 = Vec::with_capacity(body.len());
     let mut lines = body.split_inclusive(|&b| b == b'\n').peekable();
     while let Some(line) = lines.next() {
