@@ -210,12 +210,18 @@ pub fn signature(data: &[u8]) {
             let fast = sig.verify_known(b"meshseal fuzz", namespace, known);
             assert_eq!(fast.is_ok(), alone.is_ok(), "verify_known disagrees");
             assert_eq!(fast.ok(), alone.as_ref().ok().cloned());
-            if let Deferral::Batch(d) = sig.clone().defer(b"meshseal fuzz", namespace, known) {
+            let prepared = |k: &[u8; 32]| signers.prepared_key(k).cloned();
+            if let Deferral::Batch(d) = sig.clone().defer(b"meshseal fuzz", namespace, prepared) {
                 let ok = verify_deferred(&[&d]);
                 assert!(
                     ok[0] || alone.is_err(),
                     "a batch refused what verifies alone"
                 );
+                // The prepared key's fingerprint and key are the ones the
+                // signature's own verification reports.
+                if let (Ok(alone), (_, Ok(batched))) = (&alone, d.conclude(ok[0])) {
+                    assert_eq!(&batched, alone, "a batch names another signer");
+                }
             }
         }
     }

@@ -27,7 +27,6 @@ use std::time::SystemTime;
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use ssh_key::PublicKey;
 
 use crate::envelope::{EnvelopeError, Header};
 use crate::problem::{Diagnostic, Problem};
@@ -67,8 +66,6 @@ pub struct Signed {
     pub verdict: Verdict,
     /// What it was reached from.
     pub(super) basis: Basis,
-    /// The signer's key, to tell whether a later `writers.txt` still lists it.
-    pub(super) key: PublicKey,
 }
 
 /// A secret file whose current version is refused (`/status`).
@@ -271,12 +268,7 @@ impl Signatures {
         if let Some(seen) = seen {
             seen.judge(verdict.generation, sha256)?;
         }
-        let key = verdict.key.clone();
-        Ok(Signed {
-            basis,
-            verdict,
-            key,
-        })
+        Ok(Signed { basis, verdict })
     }
 
     /// Whether the writer who signed `signed` was removed from its scope's
@@ -287,7 +279,7 @@ impl Signatures {
         };
         writers
             .authorize(
-                signed.key.key_data(),
+                signed.verdict.key.key_data(),
                 None,
                 Namespace::Secret.as_str(),
                 signing::now(),

@@ -28,7 +28,9 @@ use ssh_key::Fingerprint;
 
 pub use allowed_signers::{AllowedSigners, AllowedSignersError, Entry, Unauthorized};
 pub use signer::{AgentError, SignError, Signer, SignerError};
-pub use sshsig::{verify_deferred, Deferral, Deferred, Signature, Verified, VerifyError};
+pub use sshsig::{
+    verify_deferred, Deferral, Deferred, PreparedKey, Signature, Verified, VerifyError,
+};
 pub use trust::{TrustError, TrustRoot};
 
 use crate::problem::Diagnostic;

@@ -17,7 +17,7 @@ use crate::problem::Diagnostic;
 
 mod armor;
 mod batch;
-pub use batch::{verify_deferred, Deferral, Deferred};
+pub use batch::{verify_deferred, Deferral, Deferred, PreparedKey};
 
 /// Largest armored signature accepted. An RSA-4096 signature with its key is
 /// about 1.5 KiB armored; anything much larger is not a signature.

@@ -195,7 +195,7 @@ pub struct Verdict {
     pub generation: u64,
     /// The writer's key's fingerprint.
     pub signer: Fingerprint,
-    /// The writer's key.
+    /// The writer's key, to tell whether a later `writers.txt` still lists it.
     pub key: PublicKey,
     /// The principals it signed as.
     pub principals: Vec<String>,

@@ -88,7 +88,7 @@ impl Verifier {
         };
         let writers = self.known_writers(&id.scope);
         match parsed.defer(bytes, Namespace::Secret, |k| {
-            writers.and_then(|w| w.verifying_key(k).copied())
+            writers.and_then(|w| w.prepared_key(k).cloned())
         }) {
             Deferral::Batch(d) => SecretCheck::Batch(d),
             Deferral::Alone(alone) => SecretCheck::Alone(Checked {

@@ -31,10 +31,12 @@ mod pattern;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use ssh_key::public::KeyData;
 use ssh_key::{Certificate, HashAlg, PublicKey};
 
+use super::sshsig::PreparedKey;
 use crate::problem::Diagnostic;
 pub use edit::{add_to_text, remove_from_text, EditError, Removal};
 pub use line::LineProblem;
@@ -221,11 +223,12 @@ impl Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AllowedSigners {
     entries: Vec<Entry>,
-    /// The entries' Ed25519 keys, decompressed once. A signed store's
+    /// The entries' Ed25519 keys, prepared once. A signed store's
     /// signatures are made by a few keys, and verifying one by a listed
     /// key then skips decompressing that key twice (vetting it, then
-    /// verifying with it): a cold load verifies 10,000 of them.
-    verifying: BTreeMap<[u8; 32], ed25519_dalek::VerifyingKey>,
+    /// verifying with it) and computing its fingerprint: a cold load
+    /// verifies 10,000 of them.
+    prepared: BTreeMap<[u8; 32], Arc<PreparedKey>>,
 }
 
 /// Why no line of an `allowed_signers` file lets a key sign.
@@ -316,22 +319,25 @@ impl AllowedSigners {
                 Err(problem) => return Err(AllowedSignersError::Line { line, problem }),
             }
         }
-        let verifying = entries
+        let prepared = entries
             .iter()
             .filter_map(|e| match e.key.key_data() {
-                KeyData::Ed25519(k) => ed25519_dalek::VerifyingKey::try_from(k)
-                    .ok()
-                    .map(|v| (k.0, v)),
+                KeyData::Ed25519(k) => PreparedKey::new(k).map(|p| (k.0, Arc::new(p))),
                 _ => None,
             })
             .collect();
-        Ok(AllowedSigners { entries, verifying })
+        Ok(AllowedSigners { entries, prepared })
     }
 
     /// The decompressed form of `key` when a line lists it (whether the
     /// line allows it to sign is [`AllowedSigners::authorize`]'s to say).
     pub fn verifying_key(&self, key: &[u8; 32]) -> Option<&ed25519_dalek::VerifyingKey> {
-        self.verifying.get(key)
+        self.prepared.get(key).map(|p| &p.verifying)
+    }
+
+    /// `key` prepared for a batch of its signatures, when a line lists it.
+    pub fn prepared_key(&self, key: &[u8; 32]) -> Option<&Arc<PreparedKey>> {
+        self.prepared.get(key)
     }
 
     /// Every problem of the text, in line order (for `check`, which reports

@@ -1,19 +1,48 @@
 //! Verifying a load's Ed25519 signatures in batches.
 
-use ssh_key::public::KeyData;
-use ssh_key::{Algorithm, Fingerprint, HashAlg, SshSig};
+use std::sync::Arc;
+
+use ssh_key::public::{Ed25519PublicKey, KeyData};
+use ssh_key::{Algorithm, Fingerprint, HashAlg, PublicKey, SshSig};
 
 use super::{Namespace, Signature, Verified, VerifyError};
 
+/// A listed Ed25519 key, prepared once for every signature it made: a
+/// scope's few writers sign a cold load's 10,000 files, and each file's
+/// verdict then shares its key's decompressed point, fingerprint and
+/// public key instead of computing them again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedKey {
+    /// The key, decompressed.
+    pub verifying: ed25519_dalek::VerifyingKey,
+    /// Its SHA256 fingerprint.
+    pub fingerprint: Fingerprint,
+    /// The key itself (no comment).
+    pub key: PublicKey,
+}
+
+impl PreparedKey {
+    /// `None` when the bytes are not a curve point.
+    pub fn new(key: &Ed25519PublicKey) -> Option<PreparedKey> {
+        let verifying = ed25519_dalek::VerifyingKey::try_from(key).ok()?;
+        let key = PublicKey::from(KeyData::Ed25519(*key));
+        Some(PreparedKey {
+            verifying,
+            fingerprint: key.fingerprint(HashAlg::Sha256),
+            key,
+        })
+    }
+}
+
 impl Signature {
     /// The verification deferred to a batch ([`verify_deferred`]), when
-    /// this is an Ed25519 signature in `namespace` by a key `known` holds
-    /// decompressed; otherwise the signature back, to verify alone.
+    /// this is an Ed25519 signature in `namespace` by a key `known` has
+    /// prepared; otherwise the signature back, to verify alone.
     pub fn defer(
         self,
         message: &[u8],
         namespace: Namespace,
-        known: impl FnOnce(&[u8; 32]) -> Option<ed25519_dalek::VerifyingKey>,
+        known: impl FnOnce(&[u8; 32]) -> Option<Arc<PreparedKey>>,
     ) -> Deferral {
         let KeyData::Ed25519(key) = self.inner.public_key() else {
             return Deferral::Alone(self);
@@ -23,18 +52,19 @@ impl Signature {
         {
             return Deferral::Alone(self);
         }
-        let Some(verifying) = known(&key.0) else {
+        let Some(prepared) = known(&key.0) else {
             return Deferral::Alone(self);
         };
         let parts = SshSig::signed_data(namespace.as_str(), self.inner.hash_alg(), message)
             .ok()
             .zip(ed25519_dalek::Signature::try_from(self.inner.signature()).ok());
+        // The parsed signature is dropped here: a batch waits on thousands
+        // of these, and each keeps only what its verification needs.
         match parts {
             Some((data, signature)) => Deferral::Batch(Deferred {
-                signature: self,
                 data,
                 ed25519: signature,
-                key: verifying,
+                key: prepared,
             }),
             None => Deferral::Alone(self),
         }
@@ -56,22 +86,24 @@ pub enum Deferral {
 /// verifies thousands, and a batch of them costs a fraction of verifying
 /// each alone ([`verify_deferred`]).
 pub struct Deferred {
-    signature: Signature,
     /// The sshsig signed-data blob (namespace, hash algorithm, the
     /// message's hash), as ssh-key builds it.
     data: Vec<u8>,
     ed25519: ed25519_dalek::Signature,
-    key: ed25519_dalek::VerifyingKey,
+    /// The signer's key (the one the signature names).
+    key: Arc<PreparedKey>,
 }
 
 impl Deferred {
     /// The signer's fingerprint, and the signature verified (`ok`, from
-    /// [`verify_deferred`]) or not: the fingerprint computed once for both.
+    /// [`verify_deferred`]) or not.
     pub fn conclude(self, ok: bool) -> (Fingerprint, Result<Verified, VerifyError>) {
-        let key = self.signature.public_key();
-        let fingerprint = key.fingerprint(HashAlg::Sha256);
+        let fingerprint = self.key.fingerprint;
         let verified = if ok {
-            Ok(Verified { key, fingerprint })
+            Ok(Verified {
+                key: self.key.key.clone(),
+                fingerprint,
+            })
         } else {
             Err(VerifyError::BadSignature { fingerprint })
         };
@@ -95,7 +127,7 @@ impl Deferred {
 pub fn verify_deferred(deferred: &[&Deferred]) -> Vec<bool> {
     let mut batch = ed25519_zebra::batch::Verifier::new();
     for d in deferred {
-        let key = ed25519_zebra::VerificationKeyBytes::from(d.key.to_bytes());
+        let key = ed25519_zebra::VerificationKeyBytes::from(d.key.verifying.to_bytes());
         batch.queue((key, d.ed25519, d.data.as_slice()));
     }
     if batch.verify(rand::thread_rng()).is_ok() {
@@ -103,7 +135,7 @@ pub fn verify_deferred(deferred: &[&Deferred]) -> Vec<bool> {
     }
     deferred
         .iter()
-        .map(|d| ed25519_dalek::Verifier::verify(&d.key, &d.data, &d.ed25519).is_ok())
+        .map(|d| ed25519_dalek::Verifier::verify(&d.key.verifying, &d.data, &d.ed25519).is_ok())
         .collect()
 }
 
@@ -119,9 +151,7 @@ mod tests {
         let known = |k: &[u8; 32]| {
             keys.iter()
                 .find_map(|key| match key.public_key().key_data() {
-                    KeyData::Ed25519(p) if p.0 == *k => {
-                        ed25519_dalek::VerifyingKey::try_from(p).ok()
-                    }
+                    KeyData::Ed25519(p) if p.0 == *k => PreparedKey::new(p).map(Arc::new),
                     _ => None,
                 })
         };
