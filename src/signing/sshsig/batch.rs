@@ -193,10 +193,16 @@ mod tests {
             .map(|(d, ok)| d.conclude(ok).1)
             .collect();
         assert!(matches!(verdicts[7], Err(VerifyError::BadSignature { .. })));
-        assert_eq!(
-            verdicts[0].as_ref().unwrap().key.key_data(),
-            keys[0].public_key().key_data()
-        );
+        // Each verdict names its own signer, from the key prepared once.
+        for (i, verdict) in verdicts.iter().enumerate() {
+            if i == 7 {
+                continue;
+            }
+            let verified = verdict.as_ref().unwrap();
+            let signer = keys[i % 3].public_key();
+            assert_eq!(verified.key.key_data(), signer.key_data());
+            assert_eq!(verified.fingerprint, signer.fingerprint(HashAlg::Sha256));
+        }
         // Another namespace, an unknown key: verified alone, not batched.
         let sig = Signature::parse(sign(&keys[0], "meshseal-scope", b"x").as_bytes()).unwrap();
         assert!(matches!(
