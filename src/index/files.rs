@@ -334,10 +334,11 @@ fn examine_slice(
 }
 
 /// How many files are examined in parallel before their results are folded.
-/// A signed slice holds every file's bytes and signature until its batch is
-/// verified: 2,048 of them instead of 4,096 took a signed 10,000 load from
-/// 7,500 to 7,100 page faults and 34 to 32 MiB. (The unit tests use slices of 3, so that their stores of a few files
-/// are loaded in several slices, each folded beside the next.)
+/// A signed slice holds every file's bytes and signature until its batches
+/// are verified: 2,048 of them instead of 4,096 took a signed 10,000 load
+/// from 7,500 to 7,100 page faults and from 34 to 32 MiB. (The unit tests
+/// use slices of 3, so that their stores of a few files are loaded in
+/// several slices, each folded beside the next.)
 const APPLY_SLICE: usize = if cfg!(test) { 3 } else { 2048 };
 
 /// At most this many files are examined one after another by one task: a
@@ -473,8 +474,8 @@ enum Examined<'i> {
 /// multiscalar multiplication uses Pippenger's method, cheaper a point the
 /// more points there are: 1,024 measured 3% faster than 256 on a signed
 /// 10,000 load (1.300 against 1.345 s, medians of 8), and a slice's 2,048
-/// make one batch for each core. A failed batch verifies
-/// its members alone (a bad signature costs ~1,024 verifications, ~40 ms).
+/// make one batch for each core. A failed batch verifies its members alone
+/// (a bad signature costs ~1,024 verifications, ~40 ms).
 const VERIFY_BATCH: usize = 1024;
 
 /// Verifies the slice's deferred signatures in batches (in parallel), then
