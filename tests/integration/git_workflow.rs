@@ -338,16 +338,12 @@ fn staged_references_resolve_against_the_index_of_the_mesh() {
     // against: a reference to an unchanged secret must still resolve, a
     // global one must still be named as global, a missing one as missing.
     let r = TestEnv::git_repo();
-    let policy = |name: &str, ca: &str| {
-        format!(
-            "type = \"ExternalService\"\nmesh = \"default\"\nname = \"{name}\"\n\
-             [networking]\naddress = \"httpbin.org:443\"\n\
-             [networking.tls]\ncaCert = {{ secret = \"{ca}\" }}\n"
-        )
-    };
     r.ok_key(&["create", "secret", "ca", "--from-literal", "v"]);
     r.ok_key(&["create", "global-secret", "root", "--from-literal", "v"]);
-    r.write("meshes/default/policies/ok.toml", policy("ok", "ca"));
+    r.write(
+        "meshes/default/policies/ok.toml",
+        external_service("ok", "ca"),
+    );
     assert!(r.commit("a policy and its secret").0);
 
     // A new secret in the mesh: the unchanged policy's reference resolves
@@ -369,11 +365,11 @@ fn staged_references_resolve_against_the_index_of_the_mesh() {
 
     r.write(
         "meshes/default/policies/global.toml",
-        policy("global", "root"),
+        external_service("global", "root"),
     );
     r.write(
         "meshes/default/policies/gone.toml",
-        policy("gone", "nowhere"),
+        external_service("gone", "nowhere"),
     );
     r.git_ok(&["add", "meshes/default/policies"]);
     let out = run(r.cmd().args(["check", "--staged"]));
@@ -520,6 +516,11 @@ fn an_edit_killed_with_sigkill_leaves_plaintext_only_until_the_next_command() {
         .unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
+    // Every meshseal command sweeps the same /dev/shm, those of the tests
+    // running beside this one too: the dead edit's folder is locked here,
+    // as a live edit holds it, until its leftover has been seen.
+    let folder = fs::File::open(file.parent().unwrap()).unwrap();
+    folder.lock().unwrap();
     for editor in String::from_utf8_lossy(&editors.stdout).split_whitespace() {
         let _ = std::process::Command::new("pkill")
             .args(["-KILL", "-P", editor])
@@ -532,6 +533,7 @@ fn an_edit_killed_with_sigkill_leaves_plaintext_only_until_the_next_command() {
         file.exists(),
         "the killed edit's plaintext is there until the next command"
     );
+    drop(folder);
     // Any next command removes it.
     r.ok_key(&["get", "secrets"]);
     assert!(
@@ -540,4 +542,75 @@ fn an_edit_killed_with_sigkill_leaves_plaintext_only_until_the_next_command() {
         file.display()
     );
     assert!(!file.parent().unwrap().exists());
+}
+
+#[test]
+fn the_first_commit_and_a_merge_in_progress_are_judged_from_the_index() {
+    // Before the first commit there is no HEAD: all that is staged is new,
+    // and what it is judged against comes from the index alone.
+    let r = TestEnv::git_repo();
+    r.ok_key(&["create", "secret", "ca", "--from-literal", "v"]);
+    r.write(
+        "meshes/default/policies/ok.toml",
+        external_service("ok", "ca"),
+    );
+    r.write(
+        "meshes/default/policies/gone.toml",
+        external_service("gone", "nowhere"),
+    );
+    r.git_ok(&["add", "-A"]);
+    let out = run(r.cmd().args(["check", "--staged"]));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("policies/gone.toml"), "{}", out.stderr);
+    assert!(!out.stderr.contains("policies/ok.toml"), "{}", out.stderr);
+    r.git_ok(&["rm", "-q", "--cached", "meshes/default/policies/gone.toml"]);
+    fs::remove_file(r.root.join("meshes/default/policies/gone.toml")).unwrap();
+    let (ok, err) = r.commit("first");
+    assert!(ok, "{err}");
+
+    // A merge whose two sides changed the same secret: the index holds the
+    // file's stages, not one record, and the check still reads it.
+    r.ok_key(&["create", "secret", "db", "--from-literal", "v1"]);
+    assert!(r.commit("db").0);
+    let set_db = |value: &str| {
+        let yaml = r.root.join("../db.yaml");
+        fs::write(
+            &yaml,
+            format!("type: Secret\nmesh: default\nname: db\ndata: {value}\n"),
+        )
+        .unwrap();
+        r.ok_key(&["apply", "-f", yaml.to_str().unwrap()]);
+    };
+    r.git_ok(&["checkout", "-q", "-b", "side"]);
+    set_db("djI=");
+    assert!(r.commit("db on the side").0);
+    r.git_ok(&["checkout", "-q", "-"]);
+    set_db("djM=");
+    assert!(r.commit("db on main").0);
+    let merge = r.git(&["merge", "-q", "side"]);
+    assert_ne!(merge.code, Some(0), "the merge conflicts");
+    let staged = r.git_ok(&["ls-files", "-u", "--", "meshes/default/secrets/db.age"]);
+    assert_eq!(staged.lines().count(), 3, "three stages: {staged}");
+    let out = run(r.cmd().args(["check", "--staged"]));
+    assert!(
+        !out.stderr.contains("unexpected output from git"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.code,
+        Some(0),
+        "each stage is a good file: {}",
+        out.stderr
+    );
+}
+
+/// An ExternalService policy of mesh `default` whose CA certificate is the
+/// secret `ca`.
+fn external_service(name: &str, ca: &str) -> String {
+    format!(
+        "type = \"ExternalService\"\nmesh = \"default\"\nname = \"{name}\"\n\
+         [networking]\naddress = \"httpbin.org:443\"\n\
+         [networking.tls]\ncaCert = {{ secret = \"{ca}\" }}\n"
+    )
 }
