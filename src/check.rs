@@ -158,6 +158,15 @@ pub trait Source: Sync {
     fn is_staged(&self) -> bool {
         false
     }
+    /// What the history of `HEAD` (in the repository holding `root`) holds
+    /// of the files below `pathspecs` ([`history::from_git`]).
+    fn history(
+        &self,
+        root: &Path,
+        pathspecs: &[PathBuf],
+    ) -> Result<BTreeMap<PathBuf, Seen>, crate::git::GitError> {
+        history::from_git(root, pathspecs)
+    }
 }
 
 impl Source for Store {
@@ -497,12 +506,7 @@ fn signatures(
     // Rollbacks: against every version the history of HEAD holds.
     let files: Vec<PathBuf> = entries
         .iter()
-        .filter(|e| {
-            matches!(
-                e.what,
-                StorePath::Secret(_) | StorePath::Recipients(_) | StorePath::Writers(_)
-            )
-        })
+        .filter(|e| history::has_generation(&e.what))
         .map(|e| e.rel.clone())
         .collect();
     let pathspecs = if source.is_staged() || files.len() <= 64 {
@@ -510,7 +514,7 @@ fn signatures(
     } else {
         vec![PathBuf::from("meshes"), PathBuf::from("global")]
     };
-    let seen = match history::from_git(store.root(), &pathspecs) {
+    let seen = match source.history(store.root(), &pathspecs) {
         Ok(seen) => seen,
         Err(e) => {
             report.problems.push(Problem::from(e));

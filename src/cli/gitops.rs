@@ -50,7 +50,7 @@ pub(super) fn cmd_check(
         expiry_warning: check::expiry_warning_days(expiry_warning_days),
     };
     let report = if staged {
-        let index = git::Staged::read(store.root())?;
+        let index = git::Staged::read(store.root(), store.signing().trust.is_some())?;
         check::check_source(&store, &index, &options)
     } else {
         check::check(&store, &options)

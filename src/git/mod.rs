@@ -196,6 +196,16 @@ pub fn history_versions(
     Ok(seen.into_iter().collect())
 }
 
+/// Every version that the history of `HEAD` holds of the files below
+/// `pathspecs`, with its bytes: [`history_versions`], then
+/// [`read_versions`].
+pub fn history_blobs(
+    root: &Path,
+    pathspecs: &[PathBuf],
+) -> Result<Vec<(PathBuf, Vec<u8>)>, GitError> {
+    read_versions(root, &history_versions(root, pathspecs)?)
+}
+
 /// Reads the blobs of [`history_versions`], one `git cat-file` for all.
 pub fn read_versions(
     root: &Path,

@@ -15,7 +15,7 @@
 //! differs from `HEAD`, the diff says how. (Reading the 20 MB index of a
 //! 100,000-secret store costs git ~27 ms a time.)
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -23,6 +23,7 @@ use super::{cat_blobs, git, path_string, split_z, GitError};
 use crate::check::Source;
 use crate::scope::{Scope, ScopeFile, SecretId, StorePath};
 use crate::store::{Entry, FileKind, ReadKind, StoreError};
+use crate::writers::history::{self, Seen};
 
 /// Above this many pathspecs the whole store is listed instead (a large
 /// commit pays for the whole listing anyway, and the command line stays
@@ -45,7 +46,12 @@ pub struct Staged {
     asked: Mutex<HashMap<String, bool>>,
     /// The staged changes: what the index holds where it differs from `HEAD`.
     changes: Changes,
+    /// The history of `HEAD` of these files, being read (taken once).
+    history: Mutex<Option<(Vec<PathBuf>, HistoryRead)>>,
 }
+
+/// The versions of files that the history of `HEAD` holds, read by a thread.
+type HistoryRead = std::thread::JoinHandle<Result<Vec<(PathBuf, Vec<u8>)>, GitError>>;
 
 /// The part of the index that was listed.
 enum Listed {
@@ -74,8 +80,10 @@ type Record = (String, String);
 
 impl Staged {
     /// Reads the staged state of the store at `root` (a git work tree or a
-    /// folder inside one).
-    pub fn read(root: &Path) -> Result<Staged, GitError> {
+    /// folder inside one). With `history` (a check under a trust root),
+    /// what the history of `HEAD` holds of the staged secrets and scope
+    /// files is read beside the blobs (see [`Source::history`]).
+    pub fn read(root: &Path, history: bool) -> Result<Staged, GitError> {
         let changes = staged_changes(root)?;
         let mut changed: BTreeSet<String> = BTreeSet::new();
         let mut deleted = Vec::new();
@@ -214,6 +222,19 @@ impl Staged {
                 kind,
             });
         }
+        // The history's `git log` and `cat-file` need none of the blobs:
+        // they run beside their read, not after it (6 of a signed hook's
+        // 23 ms at 10,000 secrets were theirs).
+        let history = history.then(|| {
+            let pathspecs: Vec<PathBuf> = entries
+                .iter()
+                .filter(|e| history::has_generation(&e.what))
+                .map(|e| e.rel.clone())
+                .collect();
+            let (root, asked) = (root.to_path_buf(), pathspecs.clone());
+            let reading = std::thread::spawn(move || super::history_blobs(&root, &asked));
+            (pathspecs, reading)
+        });
         let blobs = cat_blobs(root, &wanted)?;
         Ok(Staged {
             root: root.to_path_buf(),
@@ -223,6 +244,7 @@ impl Staged {
             listed,
             asked: Mutex::new(HashMap::new()),
             changes,
+            history: Mutex::new(history),
         })
     }
 
@@ -430,5 +452,27 @@ impl Source for Staged {
     }
     fn is_staged(&self) -> bool {
         true
+    }
+    fn history(
+        &self,
+        root: &Path,
+        pathspecs: &[PathBuf],
+    ) -> Result<BTreeMap<PathBuf, Seen>, GitError> {
+        let read = self
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match read {
+            // What was read for the same question: its answer.
+            Some((asked, reading)) if asked == pathspecs && root == self.root => {
+                match reading.join() {
+                    Ok(versions) => Ok(history::seen_in(versions?)),
+                    // The thread did not finish its answer: asked again.
+                    Err(_) => history::from_git(root, pathspecs),
+                }
+            }
+            _ => history::from_git(root, pathspecs),
+        }
     }
 }

@@ -106,6 +106,15 @@ impl FromIterator<(PathBuf, Seen)> for Record {
     }
 }
 
+/// Whether a file says a generation, so that a rollback of it is judged
+/// against what the history held: a secret and a scope's signed files.
+pub fn has_generation(what: &StorePath) -> bool {
+    matches!(
+        what,
+        StorePath::Secret(_) | StorePath::Recipients(_) | StorePath::Writers(_)
+    )
+}
+
 /// The generation a version of the file at `rel` says: a secret's header,
 /// a scope file's first line; 0 for v1 files and anything unreadable.
 pub fn generation_of_file(rel: &Path, bytes: &[u8]) -> u64 {
@@ -125,14 +134,18 @@ pub fn generation_of_file(rel: &Path, bytes: &[u8]) -> u64 {
 /// (relative to the store root): every version of each, merges included.
 /// Empty outside a repository or before the first commit.
 pub fn from_git(root: &Path, pathspecs: &[PathBuf]) -> Result<BTreeMap<PathBuf, Seen>, GitError> {
-    let versions = git::history_versions(root, pathspecs)?;
+    Ok(seen_in(git::history_blobs(root, pathspecs)?))
+}
+
+/// What the versions of [`git::history_blobs`] say was seen of each file.
+pub fn seen_in(versions: Vec<(PathBuf, Vec<u8>)>) -> BTreeMap<PathBuf, Seen> {
     let mut seen: BTreeMap<PathBuf, Seen> = BTreeMap::new();
-    for (rel, bytes) in git::read_versions(root, &versions)? {
+    for (rel, bytes) in versions {
         let generation = generation_of_file(&rel, &bytes);
         let sha: [u8; 32] = Sha256::digest(&bytes).into();
         seen.entry(rel).or_default().record(generation, sha);
     }
-    Ok(seen)
+    seen
 }
 
 #[cfg(test)]
