@@ -289,6 +289,9 @@ fn staged_changes(root: &Path) -> Result<Changes, GitError> {
             "--no-abbrev",
             "--relative",
             "--no-renames",
+            // A repository's config may hide submodules from diffs: a
+            // gitlink staged into a store folder must still be seen.
+            "--ignore-submodules=none",
             "--",
             "meshes",
             "global",

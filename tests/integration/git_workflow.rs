@@ -614,3 +614,27 @@ fn external_service(name: &str, ca: &str) -> String {
          [networking.tls]\ncaCert = {{ secret = \"{ca}\" }}\n"
     )
 }
+
+#[test]
+fn a_gitlink_staged_into_a_secrets_folder_is_refused_whatever_the_diff_config() {
+    // A repository may set diff.ignoreSubmodules: the hook's own diff must
+    // still see a gitlink (mode 160000) staged where a secret would be.
+    let r = TestEnv::git_repo();
+    r.ok_key(&["create", "secret", "db", "--from-literal", "v"]);
+    assert!(r.commit("first").0);
+    r.git_ok(&["config", "diff.ignoreSubmodules", "all"]);
+    let head = r.git_ok(&["rev-parse", "HEAD"]);
+    r.git_ok(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        &format!("160000,{},meshes/default/secrets/sub.age", head.trim()),
+    ]);
+    let out = run(r.cmd().args(["check", "--staged"]));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("meshes/default/secrets/sub.age"),
+        "{}",
+        out.stderr
+    );
+}
