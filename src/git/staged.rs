@@ -88,13 +88,11 @@ impl Staged {
         let mut changed: BTreeSet<String> = BTreeSet::new();
         let mut deleted = Vec::new();
         for (path, record) in &changes {
-            match record {
-                Some(_) => changed.insert(path.clone()),
-                None => {
-                    deleted.push(path.clone());
-                    false
-                }
-            };
+            if record.is_some() {
+                changed.insert(path.clone());
+            } else {
+                deleted.push(path.clone());
+            }
         }
         // A deleted signature (or scope file) leaves what it covered to be
         // judged again: an unchanged `.age` whose `.sig` is gone is unsigned.
