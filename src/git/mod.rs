@@ -171,9 +171,7 @@ pub fn history_versions(
     let out = match git(root, &args) {
         Ok(out) => out,
         Err(_) if !is_work_tree(root) => return Ok(Vec::new()),
-        Err(_) if git(root, &["rev-parse", "--verify", "-q", "HEAD"]).is_err() => {
-            return Ok(Vec::new())
-        }
+        Err(_) if !has_head(root) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     // -z --raw: ":old-mode new-mode old-sha new-sha status" NUL path NUL
@@ -409,6 +407,11 @@ pub fn set_diff_driver(root: &Path, exe: &Path) -> Result<(), GitError> {
     );
     git(root, &["config", "diff.meshseal.textconv", &command])?;
     Ok(())
+}
+
+/// Whether the repository holding `root` has a commit (`HEAD` resolves).
+pub(crate) fn has_head(root: &Path) -> bool {
+    git(root, &["rev-parse", "--verify", "-q", "HEAD"]).is_ok()
 }
 
 /// Whether `root` is inside a git work tree.

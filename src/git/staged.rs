@@ -46,12 +46,13 @@ pub struct Staged {
     asked: Mutex<HashMap<String, bool>>,
     /// The staged changes: what the index holds where it differs from `HEAD`.
     changes: Changes,
-    /// The history of `HEAD` of these files, being read (taken once).
-    history: Mutex<Option<(Vec<PathBuf>, HistoryRead)>>,
+    /// What the history of `HEAD` holds of the files below these
+    /// pathspecs, read with the blobs (taken once).
+    history: Mutex<Option<(Vec<PathBuf>, HistoryBlobs)>>,
 }
 
-/// The versions of files that the history of `HEAD` holds, read by a thread.
-type HistoryRead = std::thread::JoinHandle<Result<Vec<(PathBuf, Vec<u8>)>, GitError>>;
+/// Every version the history of `HEAD` holds of some files, with its bytes.
+type HistoryBlobs = Result<Vec<(PathBuf, Vec<u8>)>, GitError>;
 
 /// The part of the index that was listed.
 enum Listed {
@@ -65,12 +66,7 @@ impl Listed {
     fn covers(&self, path: &str) -> bool {
         match self {
             Listed::Store => true,
-            Listed::Paths(paths) => {
-                paths.contains(path)
-                    || paths
-                        .iter()
-                        .any(|p| p.ends_with('/') && path.starts_with(p.as_str()))
-            }
+            Listed::Paths(paths) => paths.iter().any(|spec| below(path, spec)),
         }
     }
 }
@@ -223,17 +219,24 @@ impl Staged {
         // The history's `git log` and `cat-file` need none of the blobs:
         // they run beside their read, not after it (6 of a signed hook's
         // 23 ms at 10,000 secrets were theirs).
-        let history = history.then(|| {
-            let pathspecs: Vec<PathBuf> = entries
+        let asked: Option<Vec<PathBuf>> = history.then(|| {
+            entries
                 .iter()
                 .filter(|e| history::has_generation(&e.what))
                 .map(|e| e.rel.clone())
-                .collect();
-            let (root, asked) = (root.to_path_buf(), pathspecs.clone());
-            let reading = std::thread::spawn(move || super::history_blobs(&root, &asked));
-            (pathspecs, reading)
+                .collect()
         });
-        let blobs = cat_blobs(root, &wanted)?;
+        let (blobs, history) = std::thread::scope(|scope| {
+            let reading = asked
+                .as_deref()
+                .map(|asked| scope.spawn(move || super::history_blobs(root, asked)));
+            let blobs = cat_blobs(root, &wanted);
+            let history =
+                reading.map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            (blobs, history)
+        });
+        let blobs = blobs?;
+        let history = asked.zip(history);
         Ok(Staged {
             root: root.to_path_buf(),
             entries,
@@ -371,11 +374,7 @@ fn head_records(root: &Path, pathspecs: &[String]) -> Result<HashMap<String, Rec
     // mode SP type SP sha TAB path
     let listing = match git(root, &args) {
         Ok(listing) => listing,
-        Err(GitError::Failed { .. })
-            if git(root, &["rev-parse", "--verify", "-q", "HEAD"]).is_err() =>
-        {
-            return Ok(HashMap::new())
-        }
+        Err(GitError::Failed { .. }) if !super::has_head(root) => return Ok(HashMap::new()),
         Err(e) => return Err(e),
     };
     records(&listing, 2, "ls-tree")
@@ -466,12 +465,8 @@ impl Source for Staged {
             .take();
         match read {
             // What was read for the same question: its answer.
-            Some((asked, reading)) if asked == pathspecs && root == self.root => {
-                match reading.join() {
-                    Ok(versions) => Ok(history::seen_in(versions?)),
-                    // The thread did not finish its answer: asked again.
-                    Err(_) => history::from_git(root, pathspecs),
-                }
+            Some((asked, versions)) if asked == pathspecs && root == self.root => {
+                Ok(history::seen_in(versions?))
             }
             _ => history::from_git(root, pathspecs),
         }
