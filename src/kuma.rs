@@ -31,6 +31,7 @@ use serde_yaml_ng::Value;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
 use crate::document::{decode_data, Document, DocumentError};
@@ -254,7 +255,7 @@ fn parse_one(value: &Value, at: At, max: usize) -> Result<Document, ResourceErro
             Some(_) => return Err(field("stringData: must be a mapping".to_string())),
         };
         let data = match string_data {
-            Some(text) => Some(base64::engine::general_purpose::STANDARD.encode(text.as_bytes())),
+            Some(text) => Some(BASE64.encode(text.as_bytes())),
             None => data,
         };
         let scope = match ty.as_str() {
@@ -377,10 +378,14 @@ pub fn to_json(doc: &Document, with_data: bool) -> serde_json::Value {
 /// Why not [`to_json`]: a `serde_json::Value` keeps the base64 in a plain
 /// `String`, and growing a buffer while writing leaves copies behind in
 /// freed memory. Here the buffer is sized up front for the worst case, so
-/// the value exists only in wiped buffers.
+/// the value exists only in wiped buffers. The names and labels go through
+/// `serde_json`; the data is base64-encoded straight into the buffer (its
+/// alphabet needs no JSON escaping), with no intermediate string: in a
+/// secret read over the API, escaping the base64 byte by byte and encoding
+/// it into a string of its own were a sixth of the request's instructions.
 pub fn to_json_bytes(doc: &Document) -> Zeroizing<Vec<u8>> {
     #[derive(Serialize)]
-    struct Resource<'a> {
+    struct Head<'a> {
         #[serde(rename = "type")]
         kind: &'static str,
         name: &'a str,
@@ -388,10 +393,9 @@ pub fn to_json_bytes(doc: &Document) -> Zeroizing<Vec<u8>> {
         mesh: Option<&'a str>,
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
         labels: &'a BTreeMap<String, String>,
-        data: &'a str,
     }
-    let data = doc.data.to_base64();
     let mesh = doc.id.scope.mesh_name();
+    let encoded = base64::encoded_len(doc.data.len(), true).expect("data is within the limit");
     // JSON escapes a character in at most six bytes (\u00XX).
     let text: usize = doc.id.name.len()
         + mesh.map_or(0, str::len)
@@ -401,16 +405,26 @@ pub fn to_json_bytes(doc: &Document) -> Zeroizing<Vec<u8>> {
             .map(|(k, v)| k.len() + v.len())
             .sum::<usize>();
     let overhead = 64 + 8 * doc.labels.len();
-    let mut out = Zeroizing::new(Vec::with_capacity(data.len() + 6 * text + overhead));
-    let resource = Resource {
+    let capacity = encoded + 6 * text + overhead;
+    let mut out = Zeroizing::new(Vec::with_capacity(capacity));
+    let head = Head {
         kind: doc.id.scope.resource_type(),
         name: &doc.id.name,
         mesh,
         labels: &doc.labels,
-        data: &data,
     };
-    serde_json::to_writer(&mut *out, &resource).expect("a resource serializes");
-    out.push(b'\n');
+    serde_json::to_writer(&mut *out, &head).expect("a resource serializes");
+    // The head is an object: it is reopened for the data, the last field.
+    let closed = out.pop();
+    debug_assert_eq!(closed, Some(b'}'));
+    out.extend_from_slice(b",\"data\":\"");
+    let start = out.len();
+    out.resize(start + encoded, 0);
+    BASE64
+        .encode_slice(doc.data.expose(), &mut out[start..])
+        .expect("the buffer holds the encoded length");
+    out.extend_from_slice(b"\"}\n");
+    debug_assert!(out.len() <= capacity, "the buffer never grew");
     out
 }
 

@@ -11,17 +11,41 @@ fn json_bytes_match_the_json_value() {
             vec![("team".to_string(), "a \"b\"\u{1}\n\u{7f}é".to_string())],
         ),
     ] {
-        let id = SecretId::new(scope, "db").unwrap();
-        let mut doc = Document::new(id, SecretData::new(vec![0, 255, b'x', 7]));
-        doc.labels = labels.into_iter().collect();
-        let bytes = to_json_bytes(&doc);
-        let mut want = serde_json::to_vec(&to_json(&doc, true)).unwrap();
-        want.push(b'\n');
-        assert_eq!(
-            String::from_utf8_lossy(&bytes),
-            String::from_utf8_lossy(&want)
-        );
+        // Every padding (lengths 1 to 3 modulo 3) and a longer value.
+        for data in [
+            vec![0, 255, b'x', 7],
+            vec![1],
+            vec![1, 2],
+            vec![1, 2, 3],
+            (0..=255).collect(),
+        ] {
+            let id = SecretId::new(scope.clone(), "db").unwrap();
+            let mut doc = Document::new(id, SecretData::new(data));
+            doc.labels = labels.iter().cloned().collect();
+            let bytes = to_json_bytes(&doc);
+            let mut want = serde_json::to_vec(&to_json(&doc, true)).unwrap();
+            want.push(b'\n');
+            assert_eq!(
+                String::from_utf8_lossy(&bytes),
+                String::from_utf8_lossy(&want)
+            );
+        }
     }
+}
+
+#[test]
+fn json_bytes_fit_the_buffer_with_labels_that_escape_every_byte() {
+    // Control characters escape to six bytes each: the worst case the
+    // buffer is sized for (a debug assertion checks that it never grew).
+    let worst: String = (0u8..32).map(char::from).collect();
+    let id = SecretId::new(Scope::Mesh("pay".into()), "db").unwrap();
+    let mut doc = Document::new(id, SecretData::new(vec![9; 100]));
+    doc.labels = (0..8)
+        .map(|i| (format!("{worst}{i}"), worst.clone()))
+        .collect();
+    let bytes = to_json_bytes(&doc);
+    let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(parsed, to_json(&doc, true));
 }
 
 #[test]
