@@ -382,7 +382,7 @@ pub fn to_json(doc: &Document, with_data: bool) -> serde_json::Value {
 /// `serde_json`; the data is base64-encoded straight into the buffer (its
 /// alphabet needs no JSON escaping), with no intermediate string: in a
 /// secret read over the API, escaping the base64 byte by byte and encoding
-/// it into a string of its own were a sixth of the request's instructions.
+/// it into a string of its own were an eighth of the request's instructions.
 pub fn to_json_bytes(doc: &Document) -> Zeroizing<Vec<u8>> {
     #[derive(Serialize)]
     struct Head<'a> {
