@@ -1,8 +1,8 @@
 //! The watcher: load the store, follow its changes, serve the result.
 //!
 //! Three parts run side by side:
-//! - a filesystem watcher (notify, debounced) on `meshes/` and `global/` —
-//!   never `.git/` — whose batches ([`events`]) go to
+//! - a filesystem watcher (notify, debounced by [`debounce`]) on `meshes/`
+//!   and `global/` — never `.git/` — whose batches ([`events`]) go to
 //! - one update thread ([`update`]), the only writer of the index: it turns a
 //!   batch of changed paths into the next generation (decrypting only files
 //!   whose bytes changed) and publishes it with one atomic swap, then brings
@@ -29,6 +29,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod debounce;
 pub mod error;
 pub mod events;
 pub mod harden;
@@ -52,7 +53,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use notify::RecursiveMode;
-use notify_debouncer_full::{new_debouncer_opt, DebounceEventResult, Debouncer, RecommendedCache};
 use tracing::{info, warn};
 
 use crate::index::Index;
@@ -73,14 +73,6 @@ use update::{Msg, Publisher, Updater};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5690";
 /// The default debounce window.
 pub const DEFAULT_DEBOUNCE_MS: u64 = 200;
-
-/// How often the debouncer looks for quiet files. Its default, a quarter of
-/// the window, adds up to 50 ms to every reload with the default 200 ms
-/// window (SPEC 5 allows 20 ms after it); a twentieth adds at most 10 ms, for
-/// one wake-up of an idle thread every 10 ms.
-fn debounce_tick(debounce: Duration) -> Duration {
-    (debounce / 20).max(Duration::from_millis(1)).min(debounce)
-}
 
 /// Everything `meshseal watch` needs, as plain values.
 #[derive(Debug, Clone)]
@@ -257,16 +249,14 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
 
     let (tx, rx) = mpsc::channel::<Msg>();
     let events_tx = tx.clone();
-    let debouncer = new_debouncer_opt(
+    let debouncer = debounce::Debouncer::new(
         options.debounce,
-        Some(debounce_tick(options.debounce)),
-        move |res: DebounceEventResult| {
-            let _ = events_tx.send(Msg::Events(res));
-        },
-        RecommendedCache::new(),
         // A committed `meshes/x -> /usr` is reported by the walk, never
         // watched into.
         notify::Config::default().with_follow_symlinks(false),
+        move |delivered| {
+            let _ = events_tx.send(Msg::Events(delivered));
+        },
     )
     .map_err(|source| ServeError::Watch {
         dir: options.root.clone(),
@@ -358,10 +348,8 @@ pub fn run(options: WatchOptions) -> Result<(), ServeError> {
     Ok(())
 }
 
-type StoreDebouncer = Debouncer<notify::RecommendedWatcher, RecommendedCache>;
-
 /// The store's file watches, shared by the start and the update thread.
-struct DebouncerWatches(Arc<Mutex<StoreDebouncer>>);
+struct DebouncerWatches(Arc<Mutex<debounce::Debouncer>>);
 
 impl DebouncerWatches {
     fn try_watch(&self, dir: &Path, recursive: bool) -> Result<(), ServeError> {

@@ -18,17 +18,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use notify::{EventKind, RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
+use notify::{EventKind, RecursiveMode};
 use tracing::{info, warn};
 
 use crate::problem::Problem;
 use crate::tokens::{Tokens, TokensFileError};
 
+use super::debounce::{Debouncer, Delivered};
 use super::error::{log_problem, ServeError};
 
 /// The follower; dropping or stopping it stops following.
-pub type TokensFollower = Debouncer<RecommendedWatcher, RecommendedCache>;
+pub type TokensFollower = Debouncer;
 
 /// Reads the tokens file at start: any problem stops the watcher.
 pub fn load(path: Option<&Path>) -> Result<Tokens, ServeError> {
@@ -55,22 +55,23 @@ pub fn follow(
     debounce: Duration,
 ) -> Result<TokensFollower, ServeError> {
     let file = path.to_path_buf();
-    // The debouncer's own tick (a quarter of the window): a revocation has
-    // no 20 ms target, and an idle watcher should not wake 100 times a
-    // second for a file that changes once a month.
-    let mut debouncer = new_debouncer(debounce, None, move |res: DebounceEventResult| {
-        // Our own reads show up as access events; anything else (or a
-        // lost event) may be a new version.
-        let changed = match &res {
-            Ok(events) => events
-                .iter()
-                .any(|e| !matches!(e.kind, EventKind::Access(_))),
-            Err(_) => true,
-        };
-        if changed {
-            reload(&file, &tokens);
-        }
-    })
+    let mut debouncer = Debouncer::new(
+        debounce,
+        notify::Config::default(),
+        move |res: Delivered| {
+            // Our own reads show up as access events (the debouncer drops
+            // them); anything else, or a lost event, may be a new version.
+            let changed = match &res {
+                Ok(events) => events
+                    .iter()
+                    .any(|e| !matches!(e.kind, EventKind::Access(_))),
+                Err(_) => true,
+            };
+            if changed {
+                reload(&file, &tokens);
+            }
+        },
+    )
     .map_err(|source| ServeError::Watch {
         dir: path.to_path_buf(),
         source,

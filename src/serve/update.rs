@@ -9,7 +9,6 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use notify_debouncer_full::DebounceEventResult;
 use tracing::{error, info, warn};
 
 use crate::identity::Identities;
@@ -30,7 +29,7 @@ const MAX_NAMED_PER_BATCH: usize = 50;
 /// Messages to the update thread.
 pub enum Msg {
     /// File events from the debouncer.
-    Events(DebounceEventResult),
+    Events(super::debounce::Delivered),
     /// SIGHUP: reload identities and rescan.
     Reload,
     /// Stop.
