@@ -684,3 +684,39 @@ fn a_meshes_folder_that_appears_after_start_is_loaded_and_followed() {
     assert!(status.success(), "{log}");
     assert!(log.contains("following a new store folder"), "{log}");
 }
+
+/// Context switches of every thread of process `pid` so far.
+fn context_switches(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .filter(|l| l.starts_with("voluntary_ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    total
+}
+
+/// Regression: the debouncer used to look for quiet files on a 10 ms tick,
+/// so an idle watcher woke about a hundred times a second (and the tokens
+/// follower every 50 ms), for a store that changes a few times a day.
+#[test]
+fn an_idle_watcher_does_not_wake_up() {
+    let (env, tokens) = TestEnv::serving();
+    env.set("payments", "db", "first-value");
+    let w = env.watch(&[]);
+    // One change followed through the debounce window, then quiet.
+    env.set("payments", "db", "second-value");
+    w.eventually("the change is served", |w| {
+        served(w, &tokens.admin, "payments", "db") == Some(b64("second-value"))
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let before = context_switches(w.child.id());
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let woke = context_switches(w.child.id()) - before;
+    // A tick of 10 ms would be ~200 wake-ups in these 2 s; the runtime's
+    // own housekeeping is a handful at most.
+    assert!(woke < 20, "an idle watcher woke {woke} times in 2 s");
+}
