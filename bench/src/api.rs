@@ -4,15 +4,25 @@
 use std::time::{Duration, Instant};
 
 use crate::client::{self, Client};
+use crate::pin::{self, Pinned};
 use crate::report::{count, median, percentile, us, verdict, Row};
 use crate::{gen, Bench};
 
 impl Bench {
-    pub fn api_latency(&mut self, client: &mut Client, path: &str, n: usize) {
+    /// `server`: the watcher's process id (its main thread serves the API).
+    pub fn api_latency(&mut self, client: &mut Client, server: u32, path: &str, n: usize) {
         let (_, body) = client.get(path).expect("read");
-        let floor_addr = client::echo_server(body.clone()).expect("floor server");
+        // This thread is the client of all three; the servers share the
+        // other CPU (see `pin`). Unpinned again when the rows are taken.
+        let cpus = pin::two_cpus();
+        let pins = cpus.and_then(|(mine, theirs)| {
+            Some((Pinned::to(None, mine)?, Pinned::to(Some(server), theirs)?))
+        });
+        let pinned = pins.is_some();
+        let server_cpu = cpus.filter(|_| pinned).map(|(_, theirs)| theirs);
+        let floor_addr = client::echo_server(body.clone(), server_cpu).expect("floor server");
         let mut floor = Client::connect(floor_addr, "floor").expect("connect to the floor");
-        let http_addr = client::http_server(body).expect("HTTP server");
+        let http_addr = client::http_server(body, server_cpu).expect("HTTP server");
         let mut http = Client::connect(http_addr, "http").expect("connect to the HTTP server");
         for _ in 0..self.options.requests / 10 {
             client.get(path).expect("warm-up read");
@@ -60,11 +70,16 @@ impl Bench {
         let [http_p50, http_p99, _] = stack.map(|mut v| median(&mut v));
         self.rows.push(Row {
             measurement: format!(
-                "API read of one secret, keep-alive, p50 (p99 {:.0} µs, floor p99 {:.0} µs; {} requests x {} runs)",
+                "API read of one secret, keep-alive, p50 (p99 {:.0} µs, floor p99 {:.0} µs; {} requests x {} runs; {})",
                 us(p99),
                 us(floor_p99),
                 self.options.requests,
-                self.options.runs
+                self.options.runs,
+                if pinned {
+                    "client and servers on two CPUs"
+                } else {
+                    "unpinned"
+                }
             ),
             secrets: count(n),
             meshseal: format!("{:.0} µs", us(p50)),

@@ -82,10 +82,11 @@ pub fn data_field(body: &[u8]) -> Option<String> {
 /// The floor for API reads: a thread that answers every request on one
 /// keep-alive loopback connection with the same bytes, doing nothing else. The
 /// same client times it, so what is left over is meshseal's own work.
-pub fn echo_server(body: Vec<u8>) -> io::Result<SocketAddr> {
+pub fn echo_server(body: Vec<u8>, cpu: Option<usize>) -> io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     std::thread::spawn(move || {
+        crate::pin::Pinned::this_thread_for_good(cpu);
         let Ok((stream, _)) = listener.accept() else {
             return;
         };
@@ -126,7 +127,7 @@ pub fn echo_server(body: Vec<u8>) -> io::Result<SocketAddr> {
 /// without routing, the token check or the index lookup. The gap between it
 /// and [`echo_server`] is the HTTP stack's; between meshseal and it, the
 /// API's own work.
-pub fn http_server(body: Vec<u8>) -> io::Result<SocketAddr> {
+pub fn http_server(body: Vec<u8>, cpu: Option<usize>) -> io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -134,6 +135,7 @@ pub fn http_server(body: Vec<u8>) -> io::Result<SocketAddr> {
         .enable_all()
         .build()?;
     std::thread::spawn(move || {
+        crate::pin::Pinned::this_thread_for_good(cpu);
         runtime.block_on(async move {
             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                 return;

@@ -24,6 +24,7 @@ mod floor;
 mod gen;
 mod options;
 mod peers;
+mod pin;
 mod pki;
 mod reload;
 mod report;

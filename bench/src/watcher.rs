@@ -26,7 +26,7 @@ impl Bench {
         let (status, _) = client.get(&probe).expect("first read");
         assert_eq!(status, 200, "GET {probe}");
         if full {
-            self.api_latency(&mut client, &probe, n);
+            self.api_latency(&mut client, watcher.0.id(), &probe, n);
             client.ready(&probe).expect("connect again");
             self.reload_one(&mut client, n);
             self.reload_many(&mut client, n);
