@@ -63,7 +63,9 @@ pub struct Secret {
     pub recipients_fingerprint: Option<String>,
     /// How it verified, when the store is read under a trust root (`None`:
     /// not verified, as without one, or a cached entry not yet judged).
-    pub signed: Option<Signed>,
+    /// Boxed: a verdict is 336 bytes, which every unsigned secret carried
+    /// too (480 bytes a secret, 31 MiB at 100,000).
+    pub signed: Option<Box<Signed>>,
 }
 
 /// A secret as an element of the index's set, ordered by its id.
