@@ -113,8 +113,9 @@ struct State {
     expiries: Arc<Vec<Expiry>>,
     /// Each secret version's expiry (by its file's sha256), parsed once,
     /// with the pass that last saw it served. Updated in place: rebuilding
-    /// it (a `BTreeMap` of every version) took ~60 ms a generation at
-    /// 100,000 secrets.
+    /// it (a `BTreeMap` of every version) each generation, on the API's
+    /// thread, held a one-file reload at 100,000 secrets 65–77 ms after
+    /// the debounce window (3–5 ms since).
     by_file: HashMap<[u8; 32], (Option<i64>, u64)>,
     /// How many generations were computed.
     pass: u64,
@@ -232,8 +233,8 @@ pub fn served() -> &'static ExpiryCache {
 /// watcher runs this beside its API: `tokio::spawn(certs::follow(live,
 /// publisher.changes.subscribe()))`. It ends when the publisher is gone.
 ///
-/// The work (a look at every served secret, ~5 ms at 100,000) runs on the
-/// runtime's blocking pool, not on the thread that answers the API and SDS.
+/// The work (a look at every served secret) runs on the runtime's blocking
+/// pool, not on the thread that answers the API and SDS.
 pub async fn follow(live: Arc<crate::index::Live>, mut changes: tokio::sync::watch::Receiver<u64>) {
     loop {
         let index = live.load_full();

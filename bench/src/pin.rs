@@ -24,6 +24,13 @@ pub struct Pinned {
     former: CpuSet,
 }
 
+/// Only `cpu`.
+fn only(cpu: usize) -> CpuSet {
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    set
+}
+
 impl Pinned {
     /// Pins thread `tid` (a process id pins its main thread; `None`: the
     /// calling thread) to `cpu`. `None` if the system refuses.
@@ -33,16 +40,15 @@ impl Pinned {
             None => None,
         };
         let former = sched_getaffinity(thread).ok()?;
-        let mut only = CpuSet::new();
-        only.set(cpu);
-        sched_setaffinity(thread, &only).ok()?;
+        sched_setaffinity(thread, &only(cpu)).ok()?;
         Some(Pinned { thread, former })
     }
 
-    /// Pins the calling thread for good (a server thread of the bench).
+    /// Pins the calling thread for good (a server thread of the bench,
+    /// which lives as long as the run); `None`: leaves it be.
     pub fn this_thread_for_good(cpu: Option<usize>) {
-        if let Some(pinned) = cpu.and_then(|c| Pinned::to(None, c)) {
-            std::mem::forget(pinned);
+        if let Some(cpu) = cpu {
+            let _ = sched_setaffinity(None, &only(cpu));
         }
     }
 }

@@ -171,7 +171,7 @@ enum Input {
 /// A notify watcher whose events reach a handler once their files are
 /// quiet for the window. Dropping it stops the watcher and its thread.
 pub struct Debouncer {
-    watcher: Option<RecommendedWatcher>,
+    watcher: RecommendedWatcher,
     stop: mpsc::Sender<Input>,
     thread: Option<JoinHandle<()>>,
 }
@@ -188,36 +188,28 @@ impl Debouncer {
             .spawn(move || run(&rx, window, handler))
             .map_err(notify::Error::io)?;
         let events = tx.clone();
+        // If the watcher cannot start, both senders go and the thread ends.
         let watcher = RecommendedWatcher::new(
             move |event: notify::Result<Event>| {
                 let _ = events.send(Input::Event(event));
             },
             config,
-        );
-        let mut debouncer = Debouncer {
-            watcher: None,
+        )?;
+        Ok(Debouncer {
+            watcher,
             stop: tx,
             thread: Some(thread),
-        };
-        // On an error, dropping `debouncer` stops the thread.
-        debouncer.watcher = Some(watcher?);
-        Ok(debouncer)
+        })
     }
 
     /// Watches `path`.
     pub fn watch(&mut self, path: &Path, mode: RecursiveMode) -> notify::Result<()> {
-        match &mut self.watcher {
-            Some(w) => w.watch(path, mode),
-            None => Ok(()),
-        }
+        self.watcher.watch(path, mode)
     }
 
     /// Stops watching `path`.
     pub fn unwatch(&mut self, path: &Path) -> notify::Result<()> {
-        match &mut self.watcher {
-            Some(w) => w.unwatch(path),
-            None => Ok(()),
-        }
+        self.watcher.unwatch(path)
     }
 
     /// Stops watching and waits for the thread to end.
@@ -228,8 +220,9 @@ impl Debouncer {
 
 impl Drop for Debouncer {
     fn drop(&mut self) {
-        // The watcher first: no event is sent after the stop.
-        drop(self.watcher.take());
+        // The thread reads `Stop` before any event sent after it, and the
+        // handler runs only on the thread: once joined, nothing is handed
+        // on. The watcher goes with the fields.
         let _ = self.stop.send(Input::Stop);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

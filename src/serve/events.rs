@@ -26,12 +26,9 @@ pub struct Batch {
 
 impl Batch {
     /// Adds one event. `repo` and `zone` are the store roots as watched.
+    /// (Access events, our own reads, never get here: the debouncer drops
+    /// them.)
     pub fn add(&mut self, event: &Event, repo: &Path, zone: Option<&Path>) {
-        // Our own reads show up as access events: ignoring them keeps the
-        // watcher from feeding itself.
-        if matches!(event.kind, EventKind::Access(_)) {
-            return;
-        }
         if event.need_rescan() {
             self.rescan = true;
         }
@@ -71,7 +68,7 @@ pub fn relevant(root: &Path, path: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::{AccessKind, CreateKind, Flag, ModifyKind, RenameMode};
+    use notify::event::{CreateKind, Flag, ModifyKind, RenameMode};
 
     fn event(kind: EventKind, paths: &[&str]) -> Event {
         let mut e = Event::new(kind);
@@ -117,20 +114,6 @@ mod tests {
             None,
         );
         assert!(b.is_empty(), "{b:?}");
-    }
-
-    #[test]
-    fn access_events_are_our_own_reads() {
-        let mut b = Batch::default();
-        b.add(
-            &event(
-                EventKind::Access(AccessKind::Any),
-                &["/repo/meshes/m/secrets/a.age"],
-            ),
-            Path::new("/repo"),
-            None,
-        );
-        assert!(b.is_empty());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use notify::{EventKind, RecursiveMode};
+use notify::RecursiveMode;
 use tracing::{info, warn};
 
 use crate::problem::Problem;
@@ -58,18 +58,10 @@ pub fn follow(
     let mut debouncer = Debouncer::new(
         debounce,
         notify::Config::default(),
-        move |res: Delivered| {
-            // Our own reads show up as access events (the debouncer drops
-            // them); anything else, or a lost event, may be a new version.
-            let changed = match &res {
-                Ok(events) => events
-                    .iter()
-                    .any(|e| !matches!(e.kind, EventKind::Access(_))),
-                Err(_) => true,
-            };
-            if changed {
-                reload(&file, &tokens);
-            }
+        // Whatever is handed on (the debouncer drops our own reads) may be
+        // a new version, and a lost event may have hidden one.
+        move |_: Delivered| {
+            reload(&file, &tokens);
         },
     )
     .map_err(|source| ServeError::Watch {
